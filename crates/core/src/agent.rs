@@ -1,0 +1,53 @@
+//! The line-delimited JSON protocol between the daemon and the guest agent, spoken over the
+//! virtio-serial port named [`PORT_NAME`].
+
+use crate::workload::Workload;
+use serde::{Deserialize, Serialize};
+
+pub const PORT_NAME: &str = "org.memvisor.agent";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToGuest {
+    SetWorkload { workload: Workload },
+    /// Check every page the agent wrote against the pattern it wrote there.
+    Verify,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromGuest {
+    Report(AgentReport),
+    Verified { pages: u64, corrupt: u64 },
+    Rejected { message: String },
+}
+
+/// Sent by the agent once a second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub workload: String,
+    /// Name of the running step: `idle`, `hold`, `touch`, ...
+    pub phase: String,
+    /// Pages written or read by the workload during the last second.
+    pub pages_per_sec: f64,
+    /// Anonymous memory the workload holds now, in MiB.
+    pub held_mib: u64,
+    pub uptime_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_a_stable_wire_form() {
+        let msg = ToGuest::SetWorkload { workload: "hold:64M".parse().unwrap() };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"set_workload","workload":"hold:64MiB"}"#
+        );
+        let back: FromGuest =
+            serde_json::from_str(r#"{"type":"verified","pages":10,"corrupt":0}"#).unwrap();
+        assert_eq!(back, FromGuest::Verified { pages: 10, corrupt: 0 });
+    }
+}

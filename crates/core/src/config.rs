@@ -1,0 +1,357 @@
+//! The TOML file `memvisor up -f` reads: the host budget and the VMs to run.
+//!
+//! ```toml
+//! [host]
+//! budget = "1.5G"          # memory all VMs together may use: the parent cgroup's limit
+//!
+//! [[vm]]
+//! name = "vm1"
+//! memory = "1G"            # boot size of guest RAM
+//! max = "2G"               # optional: room to grow live with virtio-mem
+//! reservation = "256M"     # optional: never reclaimed below this
+//! limit = "1G"             # optional: never granted above this (default: max or memory)
+//! shares = 1000            # optional: relative claim on contended memory
+//! workload = "hold:512M"   # optional: what the guest agent does (see workload.rs)
+//! ```
+
+use crate::size::Size;
+use crate::workload::Workload;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+
+pub const MIN_GUEST_MEMORY: Size = Size::mib(128);
+/// virtio-mem plugs memory in blocks of this size on x86.
+pub const VIRTIO_MEM_BLOCK: Size = Size::mib(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config is not valid TOML for memvisor: {0}")]
+    Syntax(String),
+    #[error("config has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when it can really run a guest here, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub host: HostConfig,
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub budget: Size,
+    /// Name of the parent cgroup that holds every launched VM.
+    #[serde(default = "default_cgroup")]
+    pub cgroup: String,
+    #[serde(default)]
+    pub accel: Accel,
+}
+
+fn default_cgroup() -> String {
+    "memvisor".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub name: String,
+    pub memory: Size,
+    #[serde(default)]
+    pub max: Option<Size>,
+    #[serde(default)]
+    pub reservation: Size,
+    #[serde(default)]
+    pub limit: Option<Size>,
+    #[serde(default = "default_shares")]
+    pub shares: u32,
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    /// Size of the guest's own swap disk; 0 for none.
+    #[serde(default = "default_swap")]
+    pub swap: Size,
+    #[serde(default)]
+    pub workload: Workload,
+}
+
+fn default_shares() -> u32 {
+    1000
+}
+fn default_cpus() -> u32 {
+    1
+}
+fn default_swap() -> Size {
+    Size::mib(512)
+}
+
+impl VmConfig {
+    pub fn max_memory(&self) -> Size {
+        self.max.unwrap_or(self.memory).max(self.memory)
+    }
+
+    pub fn effective_limit(&self) -> Size {
+        self.limit.unwrap_or_else(|| self.max_memory())
+    }
+
+    pub fn can_grow(&self) -> bool {
+        self.max_memory() > self.memory
+    }
+
+    /// Every problem with this VM's settings, each said so that the fix is plain.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let name = &self.name;
+        if let Err(e) = check_name(name) {
+            out.push(e);
+        }
+        if self.memory < MIN_GUEST_MEMORY {
+            out.push(format!("vm {name}: memory {} is below the {MIN_GUEST_MEMORY} a Linux guest needs", self.memory));
+        }
+        if self.memory.as_bytes() % Size::mib(1).as_bytes() != 0 {
+            out.push(format!("vm {name}: memory {} is not a whole number of MiB", self.memory));
+        }
+        if let Some(max) = self.max {
+            if max < self.memory {
+                out.push(format!("vm {name}: max {max} is below memory {}; raise max or drop it", self.memory));
+            } else if (max.as_bytes() - self.memory.as_bytes()) % VIRTIO_MEM_BLOCK.as_bytes() != 0 {
+                out.push(format!(
+                    "vm {name}: max {max} minus memory {} must be a multiple of {VIRTIO_MEM_BLOCK} (virtio-mem block size)",
+                    self.memory
+                ));
+            }
+        }
+        let limit = self.effective_limit();
+        if limit > self.max_memory() {
+            out.push(format!(
+                "vm {name}: limit {limit} is above the most the VM can have ({}); lower the limit or raise max",
+                self.max_memory()
+            ));
+        }
+        if self.reservation > limit {
+            out.push(format!("vm {name}: reservation {} is above its limit {limit}; a VM cannot be guaranteed more than it may have", self.reservation));
+        } else if self.reservation > self.memory {
+            out.push(format!("vm {name}: reservation {} is above its memory {}", self.reservation, self.memory));
+        }
+        if !(1..=1_000_000).contains(&self.shares) {
+            out.push(format!("vm {name}: shares {} must be between 1 and 1000000", self.shares));
+        }
+        if !(1..=64).contains(&self.cpus) {
+            out.push(format!("vm {name}: cpus {} must be between 1 and 64", self.cpus));
+        }
+        out.extend(workload_problems(name, &self.workload, self.memory));
+        out
+    }
+}
+
+/// Why `workload` cannot run in a VM of `memory`, if it cannot.
+pub fn workload_problems(vm: &str, workload: &Workload, memory: Size) -> Vec<String> {
+    let mut out = Vec::new();
+    let peak = workload.peak_anonymous();
+    if peak >= memory {
+        out.push(format!(
+            "vm {vm}: workload '{workload}' holds up to {peak}, which does not fit in the VM's {memory}; make it smaller"
+        ));
+    }
+    if workload.peak_cache() > memory {
+        out.push(format!(
+            "vm {vm}: workload '{workload}' caches {}, more than the scratch disk ({memory}, the VM's memory)",
+            workload.peak_cache()
+        ));
+    }
+    out
+}
+
+/// VM names become directory, cgroup and QEMU names, so they must be plain.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name '{name}' is not allowed: use 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.host.budget < MIN_GUEST_MEMORY {
+            problems.push(format!("host budget {} is below {MIN_GUEST_MEMORY}, too small for any VM", self.host.budget));
+        }
+        if let Err(e) = check_name(&self.host.cgroup) {
+            problems.push(format!("host cgroup {e}"));
+        }
+        let mut seen = HashSet::new();
+        for vm in &self.vms {
+            if !seen.insert(vm.name.as_str()) {
+                problems.push(format!("vm {} is declared twice; VM names must be unique", vm.name));
+            }
+            problems.extend(vm.problems());
+        }
+        let reserved: u64 = self.vms.iter().map(|v| v.reservation.as_bytes()).sum();
+        if reserved > self.host.budget.as_bytes() {
+            let parts: Vec<String> = self
+                .vms
+                .iter()
+                .filter(|v| v.reservation > Size::ZERO)
+                .map(|v| format!("{} {}", v.name, v.reservation))
+                .collect();
+            problems.push(format!(
+                "host budget {} is below the sum of reservations {} ({}); raise the budget or lower reservations",
+                self.host.budget,
+                Size::bytes(reserved),
+                parts.join(" + ")
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn vm(&self, name: &str) -> Option<&VmConfig> {
+        self.vms.iter().find(|v| v.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [host]
+        budget = "1.5G"
+
+        [[vm]]
+        name = "vm1"
+        memory = "1G"
+        max = "1536M"
+        reservation = "256M"
+        workload = "hold:512M"
+
+        [[vm]]
+        name = "vm2"
+        memory = "512M"
+        shares = 2000
+    "#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.host.budget, Size::mib(1536));
+        assert_eq!(c.host.cgroup, "memvisor");
+        assert_eq!(c.host.accel, Accel::Auto);
+        let vm1 = c.vm("vm1").unwrap();
+        assert!(vm1.can_grow());
+        assert_eq!(vm1.effective_limit(), Size::mib(1536));
+        let vm2 = c.vm("vm2").unwrap();
+        assert_eq!((vm2.shares, vm2.cpus, vm2.swap), (2000, 1, Size::mib(512)));
+        assert_eq!(vm2.workload, Workload::default());
+    }
+
+    #[test]
+    fn reservation_above_limit_is_named() {
+        let p = problems(
+            r#"[host]
+            budget = "4G"
+            [[vm]]
+            name = "a"
+            memory = "1G"
+            reservation = "800M"
+            limit = "600M""#,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("reservation 800MiB is above its limit 600MiB"), "{p:?}");
+    }
+
+    #[test]
+    fn budget_below_reservations_is_named() {
+        let p = problems(
+            r#"[host]
+            budget = "1G"
+            [[vm]]
+            name = "a"
+            memory = "1G"
+            reservation = "768M"
+            [[vm]]
+            name = "b"
+            memory = "1G"
+            reservation = "512M""#,
+        );
+        assert!(p[0].contains("below the sum of reservations 1280MiB (a 768MiB + b 512MiB)"), "{p:?}");
+    }
+
+    #[test]
+    fn collects_every_problem_at_once() {
+        let p = problems(
+            r#"[host]
+            budget = "2G"
+            [[vm]]
+            name = "Bad/Name"
+            memory = "64M"
+            max = "32M"
+            workload = "hold:1G"
+            [[vm]]
+            name = "x"
+            memory = "256M"
+            [[vm]]
+            name = "x"
+            memory = "256M"
+            shares = 0"#,
+        );
+        let all = p.join("\n");
+        for needle in ["not allowed", "below the 128MiB", "max 32MiB is below", "does not fit", "declared twice", "shares 0"] {
+            assert!(all.contains(needle), "missing '{needle}' in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_are_refused() {
+        assert!(matches!(Config::parse("[host\nbudget=1"), Err(ConfigError::Syntax(_))));
+        let err = Config::parse("[host]\nbudget = \"1G\"\nbudgte = 3").unwrap_err().to_string();
+        assert!(err.contains("budgte"), "{err}");
+        let err = Config::parse("[host]\nbudget = \"1024\"").unwrap_err().to_string();
+        assert!(err.contains("no unit"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure domain types of memvisor. Nothing here performs I/O, reads a clock or spawns a thread,
+//! so every rule can be unit-tested with hand-written values.
+
+pub mod agent;
+pub mod config;
+pub mod size;
+pub mod status;
+pub mod workload;
+
+pub use size::Size;

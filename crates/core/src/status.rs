@@ -1,0 +1,70 @@
+//! What the daemon reports about VMs and the host: the shapes of its HTTP API's answers.
+//! Figures the daemon has not observed yet are `null`, never a made-up zero.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Starting,
+    Running,
+    Stopped,
+    /// The QEMU process went away without being asked to.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Started by memvisor from the config.
+    Launched,
+    /// Started by someone else; memvisor only talks to its QMP socket.
+    Attached,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmStatus {
+    pub name: String,
+    pub state: VmState,
+    pub origin: Origin,
+    pub pid: Option<u32>,
+    pub accel: Option<String>,
+    pub memory_mib: u64,
+    pub max_mib: u64,
+    pub reservation_mib: u64,
+    pub limit_mib: u64,
+    pub shares: u32,
+    pub balloon_target_mib: Option<u64>,
+    pub balloon_actual_mib: Option<u64>,
+    pub guest_total_mib: Option<u64>,
+    pub guest_free_mib: Option<u64>,
+    pub guest_available_mib: Option<u64>,
+    pub guest_cache_mib: Option<u64>,
+    pub guest_swap_in_mib: Option<u64>,
+    pub guest_swap_out_mib: Option<u64>,
+    pub guest_major_faults: Option<u64>,
+    pub host_rss_mib: Option<u64>,
+    pub workload: Option<String>,
+    pub workload_phase: Option<String>,
+    pub workload_pages_per_sec: Option<f64>,
+    pub boot_s: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub budget_mib: u64,
+    /// What the parent cgroup has charged: all launched VMs together.
+    pub used_mib: Option<u64>,
+    pub host_total_mib: u64,
+    pub host_available_mib: u64,
+    pub cgroup: String,
+    pub cgroup_version: String,
+    pub accel: String,
+}
+
+/// Error body of every failed API request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
