@@ -1,0 +1,289 @@
+//! Memory cgroups, v1 and v2 behind one interface. memvisor puts every VM it launches in a
+//! group of its own under one parent group whose limit is the host budget.
+
+use memvisor_core::Size;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_MOUNT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup memory controller under {0}: mount cgroup v2 with the memory controller, or the v1 memory hierarchy at {0}/memory")]
+    NoMemoryController(PathBuf),
+    #[error("cannot {action} {path}: {source}{hint}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error, hint: &'static str },
+    #[error("unexpected content '{content}' in {path}")]
+    Parse { path: PathBuf, content: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+
+    fn limit_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.limit_in_bytes",
+            Version::V2 => "memory.max",
+        }
+    }
+
+    fn usage_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
+        }
+    }
+}
+
+/// The memory controller's hierarchy: where groups live and which interface they speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub version: Version,
+    pub root: PathBuf,
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> CgroupError {
+    let hint = match source.kind() {
+        io::ErrorKind::PermissionDenied => " (memvisor must run as root to manage cgroups)",
+        io::ErrorKind::ResourceBusy => " (the group still has processes, or usage is above the new limit)",
+        _ => "",
+    };
+    CgroupError::Io { action, path: path.to_path_buf(), source, hint }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| io_error("read", path, e))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|e| io_error("write", path, e))
+}
+
+fn controllers_include_memory(path: &Path) -> bool {
+    fs::read_to_string(path)
+        .map(|s| s.split_whitespace().any(|c| c == "memory"))
+        .unwrap_or(false)
+}
+
+/// A limit as the kernel writes it: v2 says `max`, v1 a huge page-aligned number.
+pub fn parse_limit(content: &str) -> Option<Option<Size>> {
+    let content = content.trim();
+    if content == "max" {
+        return Some(None);
+    }
+    let bytes: u64 = content.parse().ok()?;
+    // v1 reports "unlimited" as PAGE_COUNTER_MAX pages, about 2^63 bytes.
+    Some(if bytes >= 1 << 62 { None } else { Some(Size::bytes(bytes)) })
+}
+
+impl Hierarchy {
+    pub fn detect() -> Result<Hierarchy, CgroupError> {
+        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT))
+    }
+
+    /// Unified v2 when it has the memory controller, else v1's memory hierarchy, else the v2
+    /// tree of a hybrid layout.
+    pub fn detect_at(mount: &Path) -> Result<Hierarchy, CgroupError> {
+        let candidates = [
+            (Version::V2, mount.to_path_buf(), mount.join("cgroup.controllers")),
+            (Version::V1, mount.join("memory"), mount.join("memory/memory.limit_in_bytes")),
+            (Version::V2, mount.join("unified"), mount.join("unified/cgroup.controllers")),
+        ];
+        for (version, root, probe) in candidates {
+            let usable = match version {
+                Version::V1 => probe.exists(),
+                Version::V2 => controllers_include_memory(&probe),
+            };
+            if usable {
+                return Ok(Hierarchy { version, root });
+            }
+        }
+        Err(CgroupError::NoMemoryController(mount.to_path_buf()))
+    }
+
+    /// The group at `relative` (components joined with '/'), not created yet.
+    pub fn group(&self, relative: &str) -> Group {
+        Group { version: self.version, root: self.root.clone(), path: self.root.join(relative) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub version: Version,
+    root: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Group {
+    pub fn child(&self, name: &str) -> Group {
+        Group { version: self.version, root: self.root.clone(), path: self.path.join(name) }
+    }
+
+    /// Creates the group and, on v2, enables the memory controller on the way down to it.
+    pub fn create(&self) -> Result<(), CgroupError> {
+        if self.version == Version::V2 {
+            let mut dir = self.root.clone();
+            let relative = self.path.strip_prefix(&self.root).unwrap_or(Path::new(""));
+            for component in relative.components() {
+                let control = dir.join("cgroup.subtree_control");
+                if !controllers_include_memory(&control) {
+                    write(&control, "+memory")?;
+                }
+                dir.push(component);
+                fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+            }
+        } else {
+            fs::create_dir_all(&self.path).map_err(|e| io_error("create", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    pub fn set_limit(&self, limit: Option<Size>) -> Result<(), CgroupError> {
+        let value = match (limit, self.version) {
+            (Some(size), _) => size.as_bytes().to_string(),
+            (None, Version::V1) => "-1".to_string(),
+            (None, Version::V2) => "max".to_string(),
+        };
+        write(&self.path.join(self.version.limit_file()), &value)
+    }
+
+    pub fn limit(&self) -> Result<Option<Size>, CgroupError> {
+        let path = self.path.join(self.version.limit_file());
+        let content = read_trimmed(&path)?;
+        parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+    }
+
+    pub fn usage(&self) -> Result<Size, CgroupError> {
+        let path = self.path.join(self.version.usage_file());
+        let content = read_trimmed(&path)?;
+        content.parse().map(Size::bytes).map_err(|_| CgroupError::Parse { path, content })
+    }
+
+    /// The file a process writes its PID to in order to join this group.
+    pub fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        write(&self.procs_file(), &pid.to_string())
+    }
+
+    pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
+        let path = self.procs_file();
+        let content = read_trimmed(&path)?;
+        content
+            .lines()
+            .map(|l| l.trim().parse().map_err(|_| CgroupError::Parse { path: path.clone(), content: l.to_string() }))
+            .collect()
+    }
+
+    /// Removes an empty group; a group that is already gone is fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        match fs::remove_dir(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &self.path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let full = dir.path().join(path);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(full, content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn parses_limits_of_both_versions() {
+        assert_eq!(parse_limit("max\n"), Some(None));
+        assert_eq!(parse_limit("9223372036854771712"), Some(None));
+        assert_eq!(parse_limit("1073741824"), Some(Some(Size::mib(1024))));
+        assert_eq!(parse_limit("lots"), None);
+    }
+
+    #[test]
+    fn detects_unified_v2() {
+        let tree = fixture(&[("cgroup.controllers", "cpuset cpu io memory pids\n"), ("cgroup.subtree_control", "")]);
+        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        assert_eq!(h, Hierarchy { version: Version::V2, root: tree.path().to_path_buf() });
+    }
+
+    #[test]
+    fn detects_v1_even_beside_an_empty_unified_tree() {
+        let tree = fixture(&[
+            ("memory/memory.limit_in_bytes", "9223372036854771712"),
+            ("unified/cgroup.controllers", ""),
+        ]);
+        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        assert_eq!(h.version, Version::V1);
+        assert_eq!(h.root, tree.path().join("memory"));
+    }
+
+    #[test]
+    fn no_memory_controller_is_a_clear_error() {
+        let tree = fixture(&[("cgroup.controllers", "cpu io")]);
+        let err = Hierarchy::detect_at(tree.path()).unwrap_err().to_string();
+        assert!(err.contains("no cgroup memory controller"), "{err}");
+    }
+
+    #[test]
+    fn v2_create_enables_memory_on_every_ancestor_and_writes_v2_files() {
+        let tree = fixture(&[("cgroup.controllers", "cpu memory"), ("cgroup.subtree_control", "cpu")]);
+        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        let parent = h.group("memvisor");
+        let vm = parent.child("vm1");
+        // The kernel creates the interface files of a new group; the fixture stands in for it.
+        fs::create_dir_all(&vm.path).unwrap();
+        fs::write(parent.path.join("cgroup.subtree_control"), "").unwrap();
+        vm.create().unwrap();
+        assert_eq!(fs::read_to_string(tree.path().join("cgroup.subtree_control")).unwrap(), "+memory");
+        assert_eq!(fs::read_to_string(parent.path.join("cgroup.subtree_control")).unwrap(), "+memory");
+
+        vm.set_limit(Some(Size::mib(512))).unwrap();
+        assert_eq!(fs::read_to_string(vm.path.join("memory.max")).unwrap(), "536870912");
+        assert_eq!(vm.limit().unwrap(), Some(Size::mib(512)));
+        vm.set_limit(None).unwrap();
+        assert_eq!(vm.limit().unwrap(), None);
+
+        fs::write(vm.path.join("memory.current"), "4096\n").unwrap();
+        assert_eq!(vm.usage().unwrap(), Size::bytes(4096));
+        fs::write(vm.procs_file(), "12\n34\n").unwrap();
+        assert_eq!(vm.pids().unwrap(), vec![12, 34]);
+    }
+
+    #[test]
+    fn v1_writes_v1_files() {
+        let tree = fixture(&[("memory/memory.limit_in_bytes", "9223372036854771712")]);
+        let vm = Hierarchy::detect_at(tree.path()).unwrap().group("memvisor/vm1");
+        vm.create().unwrap();
+        vm.set_limit(None).unwrap();
+        assert_eq!(fs::read_to_string(vm.path.join("memory.limit_in_bytes")).unwrap(), "-1");
+        fs::write(vm.path.join("memory.usage_in_bytes"), "8192").unwrap();
+        assert_eq!(vm.usage().unwrap(), Size::bytes(8192));
+    }
+}
