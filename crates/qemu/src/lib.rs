@@ -1,0 +1,9 @@
+//! QEMU adapters: launching a VM (`launch`), its QMP control socket (`qmp`), the virtio-balloon
+//! device (`balloon`) and the choice between KVM and TCG (`accel`).
+
+pub mod accel;
+pub mod balloon;
+pub mod launch;
+pub mod qmp;
+
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
