@@ -1,0 +1,12 @@
+//! The guest image memvisor boots: Debian's kernel, busybox-static, the virtio modules the
+//! guest needs, an init script and the static guest agent, packed as a cpio initramfs.
+//!
+//! - `apt`: find and fetch the Debian packages (`apt-get download`, nothing installed).
+//! - `modules`: resolve module dependencies and load order from `modules.dep`.
+//! - `initramfs`: write the cpio archive and the init script.
+//! - `image`: put it together, cached by the content of every input.
+
+pub mod apt;
+pub mod image;
+pub mod initramfs;
+pub mod modules;
