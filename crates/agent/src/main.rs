@@ -33,7 +33,9 @@ fn main() {
     let mut writer = port;
     loop {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while let Ok(message) = outbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(message) =
+            outbox.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             send(&mut writer, &message);
         }
         send(&mut writer, &FromGuest::Report(shared.report(booted)));

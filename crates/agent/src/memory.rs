@@ -52,7 +52,10 @@ fn fill_chunk(content: Content, index: usize) -> Box<[u8]> {
 
 impl Held {
     pub fn new(content: Content) -> Held {
-        Held { content, chunks: Vec::new() }
+        Held {
+            content,
+            chunks: Vec::new(),
+        }
     }
 
     pub fn mib(&self) -> u64 {
@@ -79,7 +82,8 @@ impl Held {
         }
         for _ in 0..count {
             let at = *cursor % pages;
-            let page = &mut self.chunks[at / PAGES_PER_CHUNK][(at % PAGES_PER_CHUNK) * PAGE..][..PAGE];
+            let page =
+                &mut self.chunks[at / PAGES_PER_CHUNK][(at % PAGES_PER_CHUNK) * PAGE..][..PAGE];
             let n = word(page, 1).wrapping_add(1);
             page[8..16].copy_from_slice(&n.to_le_bytes());
             *cursor = at + 1;
@@ -97,7 +101,8 @@ impl Held {
                     Content::Private => word(page, 0) == base,
                     Content::Shared => {
                         let last = PAGE / 8 - 1;
-                        word(page, 0) == mix(base) && word(page, last) == mix(base.wrapping_add(last as u64))
+                        word(page, 0) == mix(base)
+                            && word(page, last) == mix(base.wrapping_add(last as u64))
                     }
                 };
                 corrupt += u64::from(!ok);

@@ -33,7 +33,11 @@ pub struct Shared {
 impl Shared {
     pub fn new() -> Shared {
         Shared {
-            current: Arc::new(Mutex::new(Current { workload: Workload::default(), since: Instant::now(), generation: 0 })),
+            current: Arc::new(Mutex::new(Current {
+                workload: Workload::default(),
+                since: Instant::now(),
+                generation: 0,
+            })),
             verify: Arc::new(AtomicBool::new(false)),
             pages: Arc::new(AtomicU64::new(0)),
             held_mib: Arc::new(AtomicU64::new(0)),
@@ -45,7 +49,11 @@ impl Shared {
     pub fn set_workload(&self, workload: Workload) {
         let mut c = self.current.lock().expect("workload lock");
         if c.workload != workload {
-            *c = Current { workload, since: Instant::now(), generation: c.generation + 1 };
+            *c = Current {
+                workload,
+                since: Instant::now(),
+                generation: c.generation + 1,
+            };
         }
     }
 
@@ -60,7 +68,12 @@ impl Shared {
         let rate = (pages - last.1) as f64 / seconds;
         *last = (Instant::now(), pages);
         AgentReport {
-            workload: self.current.lock().expect("workload lock").workload.to_string(),
+            workload: self
+                .current
+                .lock()
+                .expect("workload lock")
+                .workload
+                .to_string(),
             phase: self.phase.lock().expect("phase lock").clone(),
             pages_per_sec: rate.round(),
             held_mib: self.held_mib.load(Ordering::Relaxed),
@@ -71,10 +84,14 @@ impl Shared {
 
 /// The scratch disk, found by the serial number the host gave it.
 fn scratch_disk() -> Option<String> {
-    std::fs::read_dir("/sys/block").ok()?.filter_map(Result::ok).find_map(|e| {
-        let serial = std::fs::read_to_string(e.path().join("serial")).ok()?;
-        (serial.trim() == SCRATCH_SERIAL).then(|| format!("/dev/{}", e.file_name().to_string_lossy()))
-    })
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let serial = std::fs::read_to_string(e.path().join("serial")).ok()?;
+            (serial.trim() == SCRATCH_SERIAL)
+                .then(|| format!("/dev/{}", e.file_name().to_string_lossy()))
+        })
 }
 
 /// Page-cache traffic on the scratch disk: write `mib` once, then read it round and round.
@@ -89,8 +106,18 @@ struct Cache {
 impl Cache {
     fn open(mib: u64) -> Option<Cache> {
         let path = scratch_disk()?;
-        let disk = std::fs::OpenOptions::new().read(true).write(true).open(path).ok()?;
-        Some(Cache { disk, mib, written: 0, read_at: 0, buffer: vec![0x5a; CHUNK] })
+        let disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .ok()?;
+        Some(Cache {
+            disk,
+            mib,
+            written: 0,
+            read_at: 0,
+            buffer: vec![0x5a; CHUNK],
+        })
     }
 
     /// One MiB of work; returns pages moved.
@@ -127,7 +154,10 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
         if shared.verify.swap(false, Ordering::SeqCst) {
             let (p1, c1) = private.verify();
             let (p2, c2) = common.verify();
-            let _ = results.send(FromGuest::Verified { pages: p1 + p2, corrupt: c1 + c2 });
+            let _ = results.send(FromGuest::Verified {
+                pages: p1 + p2,
+                corrupt: c1 + c2,
+            });
         }
         let (load, seconds, in_step, new_generation, index) = {
             let c = shared.current.lock().expect("workload lock");
@@ -181,7 +211,9 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             }
         }
         shared.pages.fetch_add(done, Ordering::Relaxed);
-        shared.held_mib.store(private.mib() + common.mib(), Ordering::Relaxed);
+        shared
+            .held_mib
+            .store(private.mib() + common.mib(), Ordering::Relaxed);
         if !pause.is_zero() {
             std::thread::sleep(pause);
         }

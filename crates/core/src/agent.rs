@@ -9,7 +9,9 @@ pub const PORT_NAME: &str = "org.memvisor.agent";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToGuest {
-    SetWorkload { workload: Workload },
+    SetWorkload {
+        workload: Workload,
+    },
     /// Check every page the agent wrote against the pattern it wrote there.
     Verify,
 }
@@ -41,13 +43,21 @@ mod tests {
 
     #[test]
     fn messages_have_a_stable_wire_form() {
-        let msg = ToGuest::SetWorkload { workload: "hold:64M".parse().unwrap() };
+        let msg = ToGuest::SetWorkload {
+            workload: "hold:64M".parse().unwrap(),
+        };
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"type":"set_workload","workload":"hold:64MiB"}"#
         );
         let back: FromGuest =
             serde_json::from_str(r#"{"type":"verified","pages":10,"corrupt":0}"#).unwrap();
-        assert_eq!(back, FromGuest::Verified { pages: 10, corrupt: 0 });
+        assert_eq!(
+            back,
+            FromGuest::Verified {
+                pages: 10,
+                corrupt: 0
+            }
+        );
     }
 }

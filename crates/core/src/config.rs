@@ -128,14 +128,23 @@ impl VmConfig {
             out.push(e);
         }
         if self.memory < MIN_GUEST_MEMORY {
-            out.push(format!("vm {name}: memory {} is below the {MIN_GUEST_MEMORY} a Linux guest needs", self.memory));
+            out.push(format!(
+                "vm {name}: memory {} is below the {MIN_GUEST_MEMORY} a Linux guest needs",
+                self.memory
+            ));
         }
         if self.memory.as_bytes() % Size::mib(1).as_bytes() != 0 {
-            out.push(format!("vm {name}: memory {} is not a whole number of MiB", self.memory));
+            out.push(format!(
+                "vm {name}: memory {} is not a whole number of MiB",
+                self.memory
+            ));
         }
         if let Some(max) = self.max {
             if max < self.memory {
-                out.push(format!("vm {name}: max {max} is below memory {}; raise max or drop it", self.memory));
+                out.push(format!(
+                    "vm {name}: max {max} is below memory {}; raise max or drop it",
+                    self.memory
+                ));
             } else if (max.as_bytes() - self.memory.as_bytes()) % VIRTIO_MEM_BLOCK.as_bytes() != 0 {
                 out.push(format!(
                     "vm {name}: max {max} minus memory {} must be a multiple of {VIRTIO_MEM_BLOCK} (virtio-mem block size)",
@@ -153,13 +162,22 @@ impl VmConfig {
         if self.reservation > limit {
             out.push(format!("vm {name}: reservation {} is above its limit {limit}; a VM cannot be guaranteed more than it may have", self.reservation));
         } else if self.reservation > self.memory {
-            out.push(format!("vm {name}: reservation {} is above its memory {}", self.reservation, self.memory));
+            out.push(format!(
+                "vm {name}: reservation {} is above its memory {}",
+                self.reservation, self.memory
+            ));
         }
         if !(1..=1_000_000).contains(&self.shares) {
-            out.push(format!("vm {name}: shares {} must be between 1 and 1000000", self.shares));
+            out.push(format!(
+                "vm {name}: shares {} must be between 1 and 1000000",
+                self.shares
+            ));
         }
         if !(1..=64).contains(&self.cpus) {
-            out.push(format!("vm {name}: cpus {} must be between 1 and 64", self.cpus));
+            out.push(format!(
+                "vm {name}: cpus {} must be between 1 and 64",
+                self.cpus
+            ));
         }
         out.extend(workload_problems(name, &self.workload, self.memory));
         out
@@ -189,7 +207,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -201,7 +221,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -209,7 +230,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.host.budget < MIN_GUEST_MEMORY {
-            problems.push(format!("host budget {} is below {MIN_GUEST_MEMORY}, too small for any VM", self.host.budget));
+            problems.push(format!(
+                "host budget {} is below {MIN_GUEST_MEMORY}, too small for any VM",
+                self.host.budget
+            ));
         }
         if let Err(e) = check_name(&self.host.cgroup) {
             problems.push(format!("host cgroup {e}"));
@@ -217,7 +241,10 @@ impl Config {
         let mut seen = HashSet::new();
         for vm in &self.vms {
             if !seen.insert(vm.name.as_str()) {
-                problems.push(format!("vm {} is declared twice; VM names must be unique", vm.name));
+                problems.push(format!(
+                    "vm {} is declared twice; VM names must be unique",
+                    vm.name
+                ));
             }
             problems.extend(vm.problems());
         }
@@ -302,7 +329,10 @@ mod tests {
             limit = "600M""#,
         );
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("reservation 800MiB is above its limit 600MiB"), "{p:?}");
+        assert!(
+            p[0].contains("reservation 800MiB is above its limit 600MiB"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -319,7 +349,10 @@ mod tests {
             memory = "1G"
             reservation = "512M""#,
         );
-        assert!(p[0].contains("below the sum of reservations 1280MiB (a 768MiB + b 512MiB)"), "{p:?}");
+        assert!(
+            p[0].contains("below the sum of reservations 1280MiB (a 768MiB + b 512MiB)"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -341,17 +374,31 @@ mod tests {
             shares = 0"#,
         );
         let all = p.join("\n");
-        for needle in ["not allowed", "below the 128MiB", "max 32MiB is below", "does not fit", "declared twice", "shares 0"] {
+        for needle in [
+            "not allowed",
+            "below the 128MiB",
+            "max 32MiB is below",
+            "does not fit",
+            "declared twice",
+            "shares 0",
+        ] {
             assert!(all.contains(needle), "missing '{needle}' in:\n{all}");
         }
     }
 
     #[test]
     fn syntax_errors_and_unknown_keys_are_refused() {
-        assert!(matches!(Config::parse("[host\nbudget=1"), Err(ConfigError::Syntax(_))));
-        let err = Config::parse("[host]\nbudget = \"1G\"\nbudgte = 3").unwrap_err().to_string();
+        assert!(matches!(
+            Config::parse("[host\nbudget=1"),
+            Err(ConfigError::Syntax(_))
+        ));
+        let err = Config::parse("[host]\nbudget = \"1G\"\nbudgte = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("budgte"), "{err}");
-        let err = Config::parse("[host]\nbudget = \"1024\"").unwrap_err().to_string();
+        let err = Config::parse("[host]\nbudget = \"1024\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no unit"), "{err}");
     }
 }

@@ -13,11 +13,15 @@ pub enum SizeError {
     Empty,
     #[error("size '{0}' is negative: sizes are zero or more, e.g. 512M")]
     Negative(String),
-    #[error("size '{0}' has no unit: write 512M, 1G or 1536MiB (units K, M, G, T; B alone means bytes)")]
+    #[error(
+        "size '{0}' has no unit: write 512M, 1G or 1536MiB (units K, M, G, T; B alone means bytes)"
+    )]
     NoUnit(String),
     #[error("size '{0}' is not a number with a unit: write 512M, 1G or 1536MiB")]
     Malformed(String),
-    #[error("size '{0}' has an unknown unit '{1}': use K, M, G or T (optionally KiB, MiB, GiB, TiB)")]
+    #[error(
+        "size '{0}' has an unknown unit '{1}': use K, M, G or T (optionally KiB, MiB, GiB, TiB)"
+    )]
     UnknownUnit(String, String),
     #[error("size '{0}' is too large")]
     Overflow(String),
@@ -104,7 +108,12 @@ impl FromStr for Size {
 impl fmt::Display for Size {
     /// The largest binary unit that shows the size exactly, e.g. `1536MiB`, `1GiB`, `4096B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (scale, name) in UNITS {
             if self.0 >= scale && self.0 % scale == 0 {
                 return write!(f, "{}{}", self.0 / scale, name);
@@ -149,11 +158,23 @@ mod tests {
         assert_eq!("".parse::<Size>(), Err(SizeError::Empty));
         assert!(matches!("-1G".parse::<Size>(), Err(SizeError::Negative(_))));
         assert!(matches!("512".parse::<Size>(), Err(SizeError::NoUnit(_))));
-        assert!(matches!("12X".parse::<Size>(), Err(SizeError::UnknownUnit(_, _))));
+        assert!(matches!(
+            "12X".parse::<Size>(),
+            Err(SizeError::UnknownUnit(_, _))
+        ));
         assert!(matches!("G".parse::<Size>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("1.2.3G".parse::<Size>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("1.G".parse::<Size>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("99999999999T".parse::<Size>(), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            "1.2.3G".parse::<Size>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1.G".parse::<Size>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "99999999999T".parse::<Size>(),
+            Err(SizeError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -81,7 +81,10 @@ pub struct Workload {
 impl Default for Workload {
     fn default() -> Workload {
         Workload {
-            steps: vec![Step { load: Load::Idle, seconds: None }],
+            steps: vec![Step {
+                load: Load::Idle,
+                seconds: None,
+            }],
             repeat: false,
         }
     }
@@ -90,7 +93,11 @@ impl Default for Workload {
 impl Workload {
     /// The largest anonymous allocation any step makes.
     pub fn peak_anonymous(&self) -> Size {
-        self.steps.iter().map(|s| s.load.anonymous()).max().unwrap_or(Size::ZERO)
+        self.steps
+            .iter()
+            .map(|s| s.load.anonymous())
+            .max()
+            .unwrap_or(Size::ZERO)
     }
 
     /// The largest amount any step writes to the scratch disk.
@@ -108,7 +115,11 @@ impl Workload {
     /// The step active `elapsed` seconds after the workload started, and the seconds spent in it.
     pub fn step_at(&self, elapsed: u64) -> (usize, u64) {
         let total: u64 = self.steps.iter().filter_map(|s| s.seconds).sum();
-        let mut t = if self.repeat && total > 0 { elapsed % total } else { elapsed };
+        let mut t = if self.repeat && total > 0 {
+            elapsed % total
+        } else {
+            elapsed
+        };
         for (i, step) in self.steps.iter().enumerate() {
             match step.seconds {
                 Some(d) if t >= d && i + 1 < self.steps.len() => t -= d,
@@ -138,7 +149,10 @@ fn parse_load(text: &str) -> Result<Load, WorkloadError> {
     let mut parts = text.split(':');
     let kind = parts.next().unwrap_or_default();
     let args: Vec<&str> = parts.collect();
-    let bad = |problem: String| WorkloadError::BadStep { step: text.to_string(), problem };
+    let bad = |problem: String| WorkloadError::BadStep {
+        step: text.to_string(),
+        problem,
+    };
     let size = |arg: &str| arg.parse::<Size>().map_err(|e| bad(e.to_string()));
     let one_size = || match args.as_slice() {
         [arg] => size(arg),
@@ -155,7 +169,9 @@ fn parse_load(text: &str) -> Result<Load, WorkloadError> {
             [total, active] => {
                 let (total, active) = (size(total)?, size(active)?);
                 if active > total {
-                    return Err(bad(format!("the working set {active} is larger than the {total} held")));
+                    return Err(bad(format!(
+                        "the working set {active} is larger than the {total} held"
+                    )));
                 }
                 Load::Touch { total, active }
             }
@@ -254,9 +270,18 @@ mod tests {
         let w: Workload = "touch:900M:600M".parse().unwrap();
         assert_eq!(
             w.steps[0].load,
-            Load::Touch { total: Size::mib(900), active: Size::mib(600) }
+            Load::Touch {
+                total: Size::mib(900),
+                active: Size::mib(600)
+            }
         );
-        for text in ["idle", "hold:512MiB", "shared:200MiB", "cache:400MiB", "ramp:800MiB@30s"] {
+        for text in [
+            "idle",
+            "hold:512MiB",
+            "shared:200MiB",
+            "cache:400MiB",
+            "ramp:800MiB@30s",
+        ] {
             assert_eq!(text.parse::<Workload>().unwrap().to_string(), text);
         }
     }
@@ -268,7 +293,13 @@ mod tests {
         assert_eq!(w.to_string(), text);
         assert!(w.repeat);
         assert_eq!(w.peak_anonymous(), Size::mib(700));
-        assert_eq!("cache:300M@5s,idle".parse::<Workload>().unwrap().peak_cache(), Size::mib(300));
+        assert_eq!(
+            "cache:300M@5s,idle"
+                .parse::<Workload>()
+                .unwrap()
+                .peak_cache(),
+            Size::mib(300)
+        );
     }
 
     #[test]
@@ -284,13 +315,37 @@ mod tests {
     #[test]
     fn rejects_bad_forms_with_a_reason() {
         assert_eq!("".parse::<Workload>(), Err(WorkloadError::Empty));
-        assert!(matches!("dance".parse::<Workload>(), Err(WorkloadError::UnknownStep(_))));
-        assert!(matches!("hold:1G,idle".parse::<Workload>(), Err(WorkloadError::MissingDuration(_))));
-        assert!(matches!("ramp:1G".parse::<Workload>(), Err(WorkloadError::MissingDuration(_))));
-        assert!(matches!("hold:1G@soon".parse::<Workload>(), Err(WorkloadError::BadDuration(_))));
-        assert!(matches!("touch:1G:2G".parse::<Workload>(), Err(WorkloadError::BadStep { .. })));
-        assert!(matches!("hold:0M".parse::<Workload>(), Err(WorkloadError::BadStep { .. })));
-        assert!(matches!("hold:512".parse::<Workload>(), Err(WorkloadError::BadStep { .. })));
-        assert!(matches!("idle:1G".parse::<Workload>(), Err(WorkloadError::BadStep { .. })));
+        assert!(matches!(
+            "dance".parse::<Workload>(),
+            Err(WorkloadError::UnknownStep(_))
+        ));
+        assert!(matches!(
+            "hold:1G,idle".parse::<Workload>(),
+            Err(WorkloadError::MissingDuration(_))
+        ));
+        assert!(matches!(
+            "ramp:1G".parse::<Workload>(),
+            Err(WorkloadError::MissingDuration(_))
+        ));
+        assert!(matches!(
+            "hold:1G@soon".parse::<Workload>(),
+            Err(WorkloadError::BadDuration(_))
+        ));
+        assert!(matches!(
+            "touch:1G:2G".parse::<Workload>(),
+            Err(WorkloadError::BadStep { .. })
+        ));
+        assert!(matches!(
+            "hold:0M".parse::<Workload>(),
+            Err(WorkloadError::BadStep { .. })
+        ));
+        assert!(matches!(
+            "hold:512".parse::<Workload>(),
+            Err(WorkloadError::BadStep { .. })
+        ));
+        assert!(matches!(
+            "idle:1G".parse::<Workload>(),
+            Err(WorkloadError::BadStep { .. })
+        ));
     }
 }

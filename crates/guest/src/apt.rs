@@ -8,16 +8,28 @@ use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AptError {
-    #[error("cannot run {tool}: {source}; memvisor image build needs a Debian host with apt and dpkg")]
-    Tool { tool: &'static str, source: std::io::Error },
+    #[error(
+        "cannot run {tool}: {source}; memvisor image build needs a Debian host with apt and dpkg"
+    )]
+    Tool {
+        tool: &'static str,
+        source: std::io::Error,
+    },
     #[error("'{command}' failed: {stderr}{hint}")]
-    Failed { command: String, stderr: String, hint: &'static str },
+    Failed {
+        command: String,
+        stderr: String,
+        hint: &'static str,
+    },
     #[error("apt knows no candidate for package {0}; run 'apt-get update' first")]
     NoCandidate(String),
     #[error("downloaded {path} does not match the SHA256 apt lists ({expected}); delete it and run again")]
     Checksum { path: PathBuf, expected: String },
     #[error("file i/o on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One package as apt would fetch it.
@@ -34,7 +46,9 @@ fn run(tool: &'static str, args: &[&str], dir: Option<&Path>) -> Result<String, 
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let out = command.output().map_err(|source| AptError::Tool { tool, source })?;
+    let out = command
+        .output()
+        .map_err(|source| AptError::Tool { tool, source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let hint = if stderr.contains("Unable to locate") || stderr.contains("No packages found") {
@@ -42,7 +56,11 @@ fn run(tool: &'static str, args: &[&str], dir: Option<&Path>) -> Result<String, 
         } else {
             ""
         };
-        return Err(AptError::Failed { command: format!("{tool} {}", args.join(" ")), stderr, hint });
+        return Err(AptError::Failed {
+            command: format!("{tool} {}", args.join(" ")),
+            stderr,
+            hint,
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -51,11 +69,17 @@ fn run(tool: &'static str, args: &[&str], dir: Option<&Path>) -> Result<String, 
 pub fn parse_show(name: &str, text: &str) -> Option<Package> {
     let stanza = text.split("\n\n").next()?;
     let field = |key: &str| {
-        stanza
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(|v| v.trim().to_string()))
+        stanza.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_string())
+        })
     };
-    Some(Package { name: name.to_string(), version: field("Version")?, sha256: field("SHA256")? })
+    Some(Package {
+        name: name.to_string(),
+        version: field("Version")?,
+        sha256: field("SHA256")?,
+    })
 }
 
 /// The versioned kernel package a metapackage such as `linux-image-amd64` depends on.
@@ -78,7 +102,10 @@ pub fn kernel_package(meta: &str) -> Result<String, AptError> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, AptError> {
-    let bytes = std::fs::read(path).map_err(|source| AptError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| AptError::Io {
+        path: path.into(),
+        source,
+    })?;
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
@@ -98,7 +125,11 @@ pub fn fetch(package: &Package, dir: &Path) -> Result<PathBuf, AptError> {
     }
     let staging = dir.join(format!("download-{}", std::process::id()));
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    run("apt-get", &["download", &format!("{}={}", package.name, package.version)], Some(&staging))?;
+    run(
+        "apt-get",
+        &["download", &format!("{}={}", package.name, package.version)],
+        Some(&staging),
+    )?;
     let deb = std::fs::read_dir(&staging)
         .map_err(io(&staging))?
         .filter_map(Result::ok)
@@ -106,7 +137,10 @@ pub fn fetch(package: &Package, dir: &Path) -> Result<PathBuf, AptError> {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| AptError::NoCandidate(package.name.clone()))?;
     if sha256_file(&deb)? != package.sha256 {
-        return Err(AptError::Checksum { path: deb, expected: package.sha256.clone() });
+        return Err(AptError::Checksum {
+            path: deb,
+            expected: package.sha256.clone(),
+        });
     }
     std::fs::rename(&deb, &target).map_err(io(&target))?;
     let _ = std::fs::remove_dir_all(&staging);
@@ -130,15 +164,23 @@ mod tests {
                     SHA256: 3d3fdbe9\n\nPackage: busybox-static\nVersion: 0\n";
         assert_eq!(
             parse_show("busybox-static", text),
-            Some(Package { name: "busybox-static".into(), version: "1:1.35.0-4+deb12u1+b1".into(), sha256: "3d3fdbe9".into() })
+            Some(Package {
+                name: "busybox-static".into(),
+                version: "1:1.35.0-4+deb12u1+b1".into(),
+                sha256: "3d3fdbe9".into()
+            })
         );
         assert_eq!(parse_show("x", "Package: x\n"), None);
     }
 
     #[test]
     fn reads_the_kernel_a_metapackage_names() {
-        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n  Recommends: firmware\n";
-        assert_eq!(parse_kernel_dependency(text), Some("linux-image-6.1.0-56-amd64".into()));
+        let text =
+            "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n  Recommends: firmware\n";
+        assert_eq!(
+            parse_kernel_dependency(text),
+            Some("linux-image-6.1.0-56-amd64".into())
+        );
         assert_eq!(parse_kernel_dependency("x\n  Depends: libc6\n"), None);
     }
 }

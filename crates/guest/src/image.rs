@@ -30,14 +30,19 @@ pub enum ImageError {
     #[error("kernel {0} not found: pass the path of a bzImage to --kernel")]
     NoKernel(PathBuf),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("depmod failed on the kernel's modules: {0}; install it with 'apt-get install kmod'")]
     Depmod(String),
     #[error("the kernel package has {0} module trees under lib/modules; expected exactly one")]
     KernelRelease(usize),
     #[error("no guest image in {0}: run 'memvisor image build' first")]
     NotBuilt(PathBuf),
-    #[error("the guest image manifest {path} is unreadable: {detail}; run 'memvisor image build' again")]
+    #[error(
+        "the guest image manifest {path} is unreadable: {detail}; run 'memvisor image build' again"
+    )]
     BadManifest { path: PathBuf, detail: String },
 }
 
@@ -74,7 +79,10 @@ pub struct BuildReport {
 
 enum KernelSource {
     Debian(apt::Package),
-    Own { kernel: PathBuf, modules: Option<PathBuf> },
+    Own {
+        kernel: PathBuf,
+        modules: Option<PathBuf>,
+    },
 }
 
 fn hash_file(path: &Path) -> Result<String, ImageError> {
@@ -84,12 +92,21 @@ fn hash_file(path: &Path) -> Result<String, ImageError> {
 /// The image built last, which launches use.
 pub fn current(cache_dir: &Path) -> Result<Image, ImageError> {
     let pointer = cache_dir.join("current");
-    let key = std::fs::read_to_string(&pointer).map_err(|_| ImageError::NotBuilt(cache_dir.into()))?;
-    read_manifest(&cache_dir.join("images").join(key.trim()).join("manifest.json"))
+    let key =
+        std::fs::read_to_string(&pointer).map_err(|_| ImageError::NotBuilt(cache_dir.into()))?;
+    read_manifest(
+        &cache_dir
+            .join("images")
+            .join(key.trim())
+            .join("manifest.json"),
+    )
 }
 
 fn read_manifest(path: &Path) -> Result<Image, ImageError> {
-    let bad = |detail: String| ImageError::BadManifest { path: path.into(), detail };
+    let bad = |detail: String| ImageError::BadManifest {
+        path: path.into(),
+        detail,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let image: Image = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if !image.kernel.exists() || !image.initrd.exists() {
@@ -105,7 +122,10 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, ImageError> {
     }
     let source = match &options.kernel {
         Some(kernel) if !kernel.is_file() => return Err(ImageError::NoKernel(kernel.clone())),
-        Some(kernel) => KernelSource::Own { kernel: kernel.clone(), modules: options.modules.clone() },
+        Some(kernel) => KernelSource::Own {
+            kernel: kernel.clone(),
+            modules: options.modules.clone(),
+        },
         None => KernelSource::Debian(apt::candidate(&apt::kernel_package(KERNEL_META_PACKAGE)?)?),
     };
     let busybox = apt::candidate(BUSYBOX_PACKAGE)?;
@@ -142,7 +162,11 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, ImageError> {
         assemble(options, &source, &busybox, &key, &dir)?
     };
     std::fs::write(options.cache_dir.join("current"), &key).map_err(io(&options.cache_dir))?;
-    Ok(BuildReport { image, cached, seconds: started.elapsed().as_secs_f64() })
+    Ok(BuildReport {
+        image,
+        cached,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn assemble(
@@ -168,19 +192,31 @@ fn assemble(
                 .map_err(io(&boot))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+                })
                 .ok_or_else(|| ImageError::NoKernel(boot.clone()))?;
             let release = single_release(&root.join("lib/modules"))?;
             depmod(&root, &release)?;
-            (vmlinuz, Some(root.join("lib/modules").join(release)), format!("{} {}", package.name, package.version))
+            (
+                vmlinuz,
+                Some(root.join("lib/modules").join(release)),
+                format!("{} {}", package.name, package.version),
+            )
         }
-        KernelSource::Own { kernel, modules } => (kernel.clone(), modules.clone(), kernel.display().to_string()),
+        KernelSource::Own { kernel, modules } => (
+            kernel.clone(),
+            modules.clone(),
+            kernel.display().to_string(),
+        ),
     };
 
     let module_paths = match &modules_root {
         Some(root) => {
             let dep_file = root.join("modules.dep");
-            let dep = modules::parse_dep(&std::fs::read_to_string(&dep_file).map_err(io(&dep_file))?)?;
+            let dep =
+                modules::parse_dep(&std::fs::read_to_string(&dep_file).map_err(io(&dep_file))?)?;
             let builtin = std::fs::read_to_string(root.join("modules.builtin")).unwrap_or_default();
             modules::load_order(GUEST_MODULES, &dep, &builtin)?
         }
@@ -188,12 +224,29 @@ fn assemble(
     };
 
     let read = |p: &Path| std::fs::read(p).map_err(io(p));
-    let mut entries: Vec<Entry> = ["bin", "dev", "etc", "lib", "lib/modules", "proc", "sbin", "sys", "tmp"]
-        .into_iter()
-        .map(Entry::dir)
-        .collect();
-    entries.push(Entry { path: "dev/console".into(), node: Node::CharDevice { major: 5, minor: 1 } });
-    entries.push(Entry::file("bin/busybox", read(&work.join("busybox/bin/busybox"))?, true));
+    let mut entries: Vec<Entry> = [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sbin",
+        "sys",
+        "tmp",
+    ]
+    .into_iter()
+    .map(Entry::dir)
+    .collect();
+    entries.push(Entry {
+        path: "dev/console".into(),
+        node: Node::CharDevice { major: 5, minor: 1 },
+    });
+    entries.push(Entry::file(
+        "bin/busybox",
+        read(&work.join("busybox/bin/busybox"))?,
+        true,
+    ));
     entries.push(Entry::file(AGENT_PATH, read(&options.agent)?, true));
     if let Some(root) = &modules_root {
         for m in &module_paths {
@@ -201,15 +254,23 @@ fn assemble(
             entries.push(Entry::file(&name, read(&root.join(m))?, false));
         }
     }
-    entries.push(Entry::file("init", initramfs::init_script(&module_paths, SWAP_SERIAL).into_bytes(), true));
+    entries.push(Entry::file(
+        "init",
+        initramfs::init_script(&module_paths, SWAP_SERIAL).into_bytes(),
+        true,
+    ));
 
     let staging = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let initrd_tmp = staging.join("initrd.cpio");
     let file = std::fs::File::create(&initrd_tmp).map_err(io(&initrd_tmp))?;
-    let out = initramfs::write_archive(&entries, std::io::BufWriter::new(file)).map_err(io(&initrd_tmp))?;
-    out.into_inner().map_err(|e| ImageError::Io { path: initrd_tmp.clone(), source: e.into_error() })?;
+    let out = initramfs::write_archive(&entries, std::io::BufWriter::new(file))
+        .map_err(io(&initrd_tmp))?;
+    out.into_inner().map_err(|e| ImageError::Io {
+        path: initrd_tmp.clone(),
+        source: e.into_error(),
+    })?;
     std::fs::copy(&kernel_file, staging.join("vmlinuz")).map_err(io(&kernel_file))?;
 
     let image = Image {
@@ -217,8 +278,13 @@ fn assemble(
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd.cpio"),
         kernel_source,
-        modules: module_paths.iter().map(|m| modules::module_name(m)).collect(),
-        initrd_bytes: std::fs::metadata(&initrd_tmp).map_err(io(&initrd_tmp))?.len(),
+        modules: module_paths
+            .iter()
+            .map(|m| modules::module_name(m))
+            .collect(),
+        initrd_bytes: std::fs::metadata(&initrd_tmp)
+            .map_err(io(&initrd_tmp))?
+            .len(),
     };
     let manifest = serde_json::to_string_pretty(&image).expect("image manifest serializes");
     std::fs::write(staging.join("manifest.json"), manifest).map_err(io(&staging))?;
@@ -251,6 +317,8 @@ fn depmod(root: &Path, release: &str) -> Result<(), ImageError> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(ImageError::Depmod(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err(ImageError::Depmod(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }

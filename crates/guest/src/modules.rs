@@ -4,8 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the guest needs: PCI transport, balloon, disks, the agent's serial port, virtio-mem, zram.
-pub const GUEST_MODULES: &[&str] =
-    &["virtio_pci", "virtio_balloon", "virtio_blk", "virtio_console", "virtio_mem", "zram"];
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_balloon",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_mem",
+    "zram",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModulesError {
@@ -32,8 +38,14 @@ pub fn parse_dep(text: &str) -> Result<BTreeMap<String, Vec<String>>, ModulesErr
         }
         let (module, deps) = line
             .split_once(':')
-            .ok_or_else(|| ModulesError::Malformed { line: i + 1, text: line.to_string() })?;
-        map.insert(module.trim().to_string(), deps.split_whitespace().map(str::to_string).collect());
+            .ok_or_else(|| ModulesError::Malformed {
+                line: i + 1,
+                text: line.to_string(),
+            })?;
+        map.insert(
+            module.trim().to_string(),
+            deps.split_whitespace().map(str::to_string).collect(),
+        );
     }
     Ok(map)
 }
@@ -106,26 +118,55 @@ kernel/mm/zsmalloc.ko:
         let order = load_order(&["virtio_pci", "virtio_balloon", "zram"], &dep, "").unwrap();
         assert_eq!(
             names(&order),
-            ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci", "virtio_balloon", "zsmalloc", "zram"]
+            [
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+                "virtio_ring",
+                "virtio",
+                "virtio_pci",
+                "virtio_balloon",
+                "zsmalloc",
+                "zram"
+            ]
         );
     }
 
     #[test]
     fn builtins_need_no_file_and_unknowns_are_errors() {
         let dep = parse_dep(DEP).unwrap();
-        assert_eq!(load_order(&["virtio_mem"], &dep, "kernel/drivers/virtio/virtio_mem.ko\n").unwrap(), Vec::<String>::new());
-        assert_eq!(load_order(&["virtio_mem"], &dep, ""), Err(ModulesError::Missing("virtio_mem".into())));
+        assert_eq!(
+            load_order(
+                &["virtio_mem"],
+                &dep,
+                "kernel/drivers/virtio/virtio_mem.ko\n"
+            )
+            .unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            load_order(&["virtio_mem"], &dep, ""),
+            Err(ModulesError::Missing("virtio_mem".into()))
+        );
     }
 
     #[test]
     fn cycles_and_garbage_are_reported() {
         let dep = parse_dep("a.ko: b.ko\nb.ko: a.ko\n").unwrap();
-        assert!(matches!(load_order(&["a"], &dep, ""), Err(ModulesError::Cycle(_))));
-        assert!(matches!(parse_dep("no colon here"), Err(ModulesError::Malformed { line: 1, .. })));
+        assert!(matches!(
+            load_order(&["a"], &dep, ""),
+            Err(ModulesError::Cycle(_))
+        ));
+        assert!(matches!(
+            parse_dep("no colon here"),
+            Err(ModulesError::Malformed { line: 1, .. })
+        ));
     }
 
     #[test]
     fn names_follow_the_kernel() {
-        assert_eq!(module_name("kernel/drivers/gpu/drm/virtio/virtio-gpu.ko.xz"), "virtio_gpu");
+        assert_eq!(
+            module_name("kernel/drivers/gpu/drm/virtio/virtio-gpu.ko.xz"),
+            "virtio_gpu"
+        );
     }
 }

@@ -13,7 +13,12 @@ pub enum CgroupError {
     #[error("no cgroup memory controller under {0}: mount cgroup v2 with the memory controller, or the v1 memory hierarchy at {0}/memory")]
     NoMemoryController(PathBuf),
     #[error("cannot {action} {path}: {source}{hint}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error, hint: &'static str },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
     #[error("unexpected content '{content}' in {path}")]
     Parse { path: PathBuf, content: String },
 }
@@ -57,10 +62,17 @@ pub struct Hierarchy {
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> CgroupError {
     let hint = match source.kind() {
         io::ErrorKind::PermissionDenied => " (memvisor must run as root to manage cgroups)",
-        io::ErrorKind::ResourceBusy => " (the group still has processes, or usage is above the new limit)",
+        io::ErrorKind::ResourceBusy => {
+            " (the group still has processes, or usage is above the new limit)"
+        }
         _ => "",
     };
-    CgroupError::Io { action, path: path.to_path_buf(), source, hint }
+    CgroupError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+        hint,
+    }
 }
 
 fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
@@ -87,7 +99,11 @@ pub fn parse_limit(content: &str) -> Option<Option<Size>> {
     }
     let bytes: u64 = content.parse().ok()?;
     // v1 reports "unlimited" as PAGE_COUNTER_MAX pages, about 2^63 bytes.
-    Some(if bytes >= 1 << 62 { None } else { Some(Size::bytes(bytes)) })
+    Some(if bytes >= 1 << 62 {
+        None
+    } else {
+        Some(Size::bytes(bytes))
+    })
 }
 
 impl Hierarchy {
@@ -99,9 +115,21 @@ impl Hierarchy {
     /// tree of a hybrid layout.
     pub fn detect_at(mount: &Path) -> Result<Hierarchy, CgroupError> {
         let candidates = [
-            (Version::V2, mount.to_path_buf(), mount.join("cgroup.controllers")),
-            (Version::V1, mount.join("memory"), mount.join("memory/memory.limit_in_bytes")),
-            (Version::V2, mount.join("unified"), mount.join("unified/cgroup.controllers")),
+            (
+                Version::V2,
+                mount.to_path_buf(),
+                mount.join("cgroup.controllers"),
+            ),
+            (
+                Version::V1,
+                mount.join("memory"),
+                mount.join("memory/memory.limit_in_bytes"),
+            ),
+            (
+                Version::V2,
+                mount.join("unified"),
+                mount.join("unified/cgroup.controllers"),
+            ),
         ];
         for (version, root, probe) in candidates {
             let usable = match version {
@@ -117,7 +145,11 @@ impl Hierarchy {
 
     /// The group at `relative` (components joined with '/'), not created yet.
     pub fn group(&self, relative: &str) -> Group {
-        Group { version: self.version, root: self.root.clone(), path: self.root.join(relative) }
+        Group {
+            version: self.version,
+            root: self.root.clone(),
+            path: self.root.join(relative),
+        }
     }
 }
 
@@ -130,7 +162,11 @@ pub struct Group {
 
 impl Group {
     pub fn child(&self, name: &str) -> Group {
-        Group { version: self.version, root: self.root.clone(), path: self.path.join(name) }
+        Group {
+            version: self.version,
+            root: self.root.clone(),
+            path: self.path.join(name),
+        }
     }
 
     /// Creates the group and, on v2, enables the memory controller on the way down to it.
@@ -174,7 +210,10 @@ impl Group {
     pub fn usage(&self) -> Result<Size, CgroupError> {
         let path = self.path.join(self.version.usage_file());
         let content = read_trimmed(&path)?;
-        content.parse().map(Size::bytes).map_err(|_| CgroupError::Parse { path, content })
+        content
+            .parse()
+            .map(Size::bytes)
+            .map_err(|_| CgroupError::Parse { path, content })
     }
 
     /// The file a process writes its PID to in order to join this group.
@@ -191,7 +230,12 @@ impl Group {
         let content = read_trimmed(&path)?;
         content
             .lines()
-            .map(|l| l.trim().parse().map_err(|_| CgroupError::Parse { path: path.clone(), content: l.to_string() }))
+            .map(|l| {
+                l.trim().parse().map_err(|_| CgroupError::Parse {
+                    path: path.clone(),
+                    content: l.to_string(),
+                })
+            })
             .collect()
     }
 
@@ -228,9 +272,18 @@ mod tests {
 
     #[test]
     fn detects_unified_v2() {
-        let tree = fixture(&[("cgroup.controllers", "cpuset cpu io memory pids\n"), ("cgroup.subtree_control", "")]);
+        let tree = fixture(&[
+            ("cgroup.controllers", "cpuset cpu io memory pids\n"),
+            ("cgroup.subtree_control", ""),
+        ]);
         let h = Hierarchy::detect_at(tree.path()).unwrap();
-        assert_eq!(h, Hierarchy { version: Version::V2, root: tree.path().to_path_buf() });
+        assert_eq!(
+            h,
+            Hierarchy {
+                version: Version::V2,
+                root: tree.path().to_path_buf()
+            }
+        );
     }
 
     #[test]
@@ -253,7 +306,10 @@ mod tests {
 
     #[test]
     fn v2_create_enables_memory_on_every_ancestor_and_writes_v2_files() {
-        let tree = fixture(&[("cgroup.controllers", "cpu memory"), ("cgroup.subtree_control", "cpu")]);
+        let tree = fixture(&[
+            ("cgroup.controllers", "cpu memory"),
+            ("cgroup.subtree_control", "cpu"),
+        ]);
         let h = Hierarchy::detect_at(tree.path()).unwrap();
         let parent = h.group("memvisor");
         let vm = parent.child("vm1");
@@ -261,11 +317,20 @@ mod tests {
         fs::create_dir_all(&vm.path).unwrap();
         fs::write(parent.path.join("cgroup.subtree_control"), "").unwrap();
         vm.create().unwrap();
-        assert_eq!(fs::read_to_string(tree.path().join("cgroup.subtree_control")).unwrap(), "+memory");
-        assert_eq!(fs::read_to_string(parent.path.join("cgroup.subtree_control")).unwrap(), "+memory");
+        assert_eq!(
+            fs::read_to_string(tree.path().join("cgroup.subtree_control")).unwrap(),
+            "+memory"
+        );
+        assert_eq!(
+            fs::read_to_string(parent.path.join("cgroup.subtree_control")).unwrap(),
+            "+memory"
+        );
 
         vm.set_limit(Some(Size::mib(512))).unwrap();
-        assert_eq!(fs::read_to_string(vm.path.join("memory.max")).unwrap(), "536870912");
+        assert_eq!(
+            fs::read_to_string(vm.path.join("memory.max")).unwrap(),
+            "536870912"
+        );
         assert_eq!(vm.limit().unwrap(), Some(Size::mib(512)));
         vm.set_limit(None).unwrap();
         assert_eq!(vm.limit().unwrap(), None);
@@ -279,10 +344,15 @@ mod tests {
     #[test]
     fn v1_writes_v1_files() {
         let tree = fixture(&[("memory/memory.limit_in_bytes", "9223372036854771712")]);
-        let vm = Hierarchy::detect_at(tree.path()).unwrap().group("memvisor/vm1");
+        let vm = Hierarchy::detect_at(tree.path())
+            .unwrap()
+            .group("memvisor/vm1");
         vm.create().unwrap();
         vm.set_limit(None).unwrap();
-        assert_eq!(fs::read_to_string(vm.path.join("memory.limit_in_bytes")).unwrap(), "-1");
+        assert_eq!(
+            fs::read_to_string(vm.path.join("memory.limit_in_bytes")).unwrap(),
+            "-1"
+        );
         fs::write(vm.path.join("memory.usage_in_bytes"), "8192").unwrap();
         assert_eq!(vm.usage().unwrap(), Size::bytes(8192));
     }

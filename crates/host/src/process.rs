@@ -15,7 +15,10 @@ pub fn rss(pid: u32) -> Result<Size, ProcessError> {
     let status = procfs::process::Process::new(pid as i32)
         .and_then(|p| p.status())
         .map_err(|source| ProcessError::Read { pid, source })?;
-    status.vmrss.map(|kib| Size::bytes(kib * 1024)).ok_or(ProcessError::NoRss(pid))
+    status
+        .vmrss
+        .map(|kib| Size::bytes(kib * 1024))
+        .ok_or(ProcessError::NoRss(pid))
 }
 
 pub fn is_alive(pid: u32) -> bool {

@@ -7,7 +7,8 @@ use std::process::Command;
 
 #[test]
 fn creates_limits_fills_and_removes_a_real_group() {
-    let hierarchy = Hierarchy::detect().expect("this test needs a cgroup memory controller and root");
+    let hierarchy =
+        Hierarchy::detect().expect("this test needs a cgroup memory controller and root");
     let parent = hierarchy.group(&format!("memvisor-test-{}", std::process::id()));
     let group = parent.child("vm");
     group.create().unwrap();

@@ -34,11 +34,28 @@ pub enum AccelError {
 
 /// Why KVM cannot run a guest here, or `None` when it can.
 pub async fn kvm_problem() -> Option<String> {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return Some(format!("/dev/kvm cannot be opened: {e}"));
     }
     let child = Command::new(QEMU_BINARY)
-        .args(["-accel", "kvm", "-machine", "pc", "-cpu", "host", "-display", "none", "-nodefaults", "-S", "-qmp", "stdio"])
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "pc",
+            "-cpu",
+            "host",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-S",
+            "-qmp",
+            "stdio",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -49,7 +66,9 @@ pub async fn kvm_problem() -> Option<String> {
         Err(e) => return Some(format!("{QEMU_BINARY} cannot be run: {e}")),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n").await;
+        let _ = stdin
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")
+            .await;
     }
     match tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await {
         Err(_) => Some("a KVM probe did not finish within 20 s".into()),
@@ -57,7 +76,14 @@ pub async fn kvm_problem() -> Option<String> {
         Ok(Ok(out)) if out.status.success() => None,
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            Some(stderr.lines().next().unwrap_or("QEMU exited with an error").trim().to_string())
+            Some(
+                stderr
+                    .lines()
+                    .next()
+                    .unwrap_or("QEMU exited with an error")
+                    .trim()
+                    .to_string(),
+            )
         }
     }
 }

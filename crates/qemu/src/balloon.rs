@@ -15,7 +15,11 @@ pub enum BalloonError {
     #[error("the VM has no virtio-balloon device; start QEMU with -device virtio-balloon-pci,id=balloon0")]
     NoDevice,
     #[error("QEMU's reply to {command} lacks '{field}': {reply}")]
-    MissingField { command: &'static str, field: &'static str, reply: String },
+    MissingField {
+        command: &'static str,
+        field: &'static str,
+        reply: String,
+    },
 }
 
 /// What the guest's balloon driver reports (virtio-balloon statistics). A figure the guest does
@@ -39,7 +43,8 @@ pub fn parse_guest_stats(value: &Value) -> GuestStats {
     let stats = value.get("stats");
     let raw = |key: &str| -> Option<u64> {
         let v = stats?.get(key)?;
-        v.as_u64().or_else(|| v.as_i64().filter(|n| *n >= 0).map(|n| n as u64))
+        v.as_u64()
+            .or_else(|| v.as_i64().filter(|n| *n >= 0).map(|n| n as u64))
     };
     let bytes = |key: &str| raw(key).map(Size::bytes);
     GuestStats {
@@ -52,7 +57,10 @@ pub fn parse_guest_stats(value: &Value) -> GuestStats {
         swap_out: bytes("stat-swap-out"),
         major_faults: raw("stat-major-faults"),
         minor_faults: raw("stat-minor-faults"),
-        last_update: value.get("last-update").and_then(Value::as_u64).unwrap_or(0),
+        last_update: value
+            .get("last-update")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     }
 }
 
@@ -66,12 +74,19 @@ pub async fn set_target(qmp: &mut Qmp, target: Size) -> Result<(), BalloonError>
 
 /// The memory the guest has now, with the balloon taken out.
 pub async fn actual(qmp: &mut Qmp) -> Result<Size, BalloonError> {
-    let reply = qmp.execute("query-balloon", None).await.map_err(no_device)?;
+    let reply = qmp
+        .execute("query-balloon", None)
+        .await
+        .map_err(no_device)?;
     reply
         .get("actual")
         .and_then(Value::as_u64)
         .map(Size::bytes)
-        .ok_or_else(|| BalloonError::MissingField { command: "query-balloon", field: "actual", reply: reply.to_string() })
+        .ok_or_else(|| BalloonError::MissingField {
+            command: "query-balloon",
+            field: "actual",
+            reply: reply.to_string(),
+        })
 }
 
 fn no_device(e: QmpError) -> BalloonError {
@@ -84,7 +99,9 @@ fn no_device(e: QmpError) -> BalloonError {
 /// QOM path of the balloon device: the one named by `id=`, else the first anonymous one.
 pub async fn find_device(qmp: &mut Qmp) -> Result<String, BalloonError> {
     for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
-        let children = qmp.execute("qom-list", Some(json!({ "path": container }))).await?;
+        let children = qmp
+            .execute("qom-list", Some(json!({ "path": container })))
+            .await?;
         if let Some(name) = balloon_child(&children) {
             return Ok(format!("{container}/{name}"));
         }
@@ -104,25 +121,31 @@ pub fn balloon_child(children: &Value) -> Option<String> {
 
 /// Makes the guest driver report statistics every `seconds`.
 pub async fn enable_stats(qmp: &mut Qmp, device: &str, seconds: u32) -> Result<(), BalloonError> {
-    let args = json!({ "path": device, "property": "guest-stats-polling-interval", "value": seconds });
+    let args =
+        json!({ "path": device, "property": "guest-stats-polling-interval", "value": seconds });
     qmp.execute("qom-set", Some(args)).await?;
     Ok(())
 }
 
 pub async fn guest_stats(qmp: &mut Qmp, device: &str) -> Result<GuestStats, BalloonError> {
     let args = json!({ "path": device, "property": "guest-stats" });
-    Ok(parse_guest_stats(&qmp.execute("qom-get", Some(args)).await?))
+    Ok(parse_guest_stats(
+        &qmp.execute("qom-get", Some(args)).await?,
+    ))
 }
 
 /// Guest RAM now: boot memory plus what virtio-mem has plugged.
 pub async fn memory_size(qmp: &mut Qmp) -> Result<Size, BalloonError> {
     let reply = qmp.execute("query-memory-size-summary", None).await?;
     let field = |f: &'static str| {
-        reply.get(f).and_then(Value::as_u64).ok_or_else(|| BalloonError::MissingField {
-            command: "query-memory-size-summary",
-            field: f,
-            reply: reply.to_string(),
-        })
+        reply
+            .get(f)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| BalloonError::MissingField {
+                command: "query-memory-size-summary",
+                field: f,
+                reply: reply.to_string(),
+            })
     };
     let plugged = field("plugged-memory").unwrap_or(0);
     Ok(Size::bytes(field("base-memory")? + plugged))
@@ -155,6 +178,9 @@ mod tests {
             {"name": "balloon0", "type": "child<virtio-balloon-pci>"}
         ]);
         assert_eq!(balloon_child(&listing), Some("balloon0".into()));
-        assert_eq!(balloon_child(&json!([{"name": "x", "type": "child<e1000>"}])), None);
+        assert_eq!(
+            balloon_child(&json!([{"name": "x", "type": "child<e1000>"}])),
+            None
+        );
     }
 }

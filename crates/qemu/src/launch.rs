@@ -24,9 +24,16 @@ pub enum LaunchError {
     #[error("QEMU refused to start VM {name}: {stderr}")]
     Failed { name: String, stderr: String },
     #[error("QEMU started VM {name} but its pid file {path} is unreadable: {detail}")]
-    PidFile { name: String, path: PathBuf, detail: String },
+    PidFile {
+        name: String,
+        path: PathBuf,
+        detail: String,
+    },
     #[error("cannot create disk {path}: {source}")]
-    Disk { path: PathBuf, source: std::io::Error },
+    Disk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +63,10 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
     let mib = spec.memory.as_mib();
-    push(&["-name", &format!("memvisor-{},process=memvisor-{}", spec.name, spec.name)]);
+    push(&[
+        "-name",
+        &format!("memvisor-{},process=memvisor-{}", spec.name, spec.name),
+    ]);
     push(&["-machine", "pc,mem-merge=on"]);
     match spec.accel {
         Accelerator::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -66,17 +76,39 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     push(&["-smp", &spec.cpus.to_string()]);
     if spec.max_memory > spec.memory {
         let extra = Size::bytes(spec.max_memory.as_bytes() - spec.memory.as_bytes());
-        push(&["-m", &format!("{mib}M,slots=1,maxmem={}M", spec.max_memory.as_mib())]);
-        push(&["-object", &format!("memory-backend-ram,id={VIRTIO_MEM_ID}-ram,size={}M", extra.as_mib())]);
-        push(&["-device", &format!("virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-ram,requested-size=0")]);
+        push(&[
+            "-m",
+            &format!("{mib}M,slots=1,maxmem={}M", spec.max_memory.as_mib()),
+        ]);
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-ram,id={VIRTIO_MEM_ID}-ram,size={}M",
+                extra.as_mib()
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!(
+                "virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-ram,requested-size=0"
+            ),
+        ]);
     } else {
         push(&["-m", &format!("{mib}M")]);
     }
-    push(&["-kernel", &path(&spec.kernel), "-initrd", &path(&spec.initrd)]);
+    push(&[
+        "-kernel",
+        &path(&spec.kernel),
+        "-initrd",
+        &path(&spec.initrd),
+    ]);
     push(&["-append", "console=ttyS0 quiet panic=-1"]);
     push(&["-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", path(&spec.qmp_socket))]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", path(&spec.qmp_socket)),
+    ]);
     push(&[
         "-device",
         &format!(
@@ -86,24 +118,52 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     let mut disk = |id: &str, file: &Path, serial: &str| {
         // cache=none: the guest caches; a second copy in the host page cache would be charged
         // to the VM's cgroup and hide what the guest really uses.
-        push(&["-drive", &format!("file={},if=none,id={id},format=raw,cache=none,aio=threads", path(file))]);
-        push(&["-device", &format!("virtio-blk-pci,drive={id},serial={serial}")]);
+        push(&[
+            "-drive",
+            &format!(
+                "file={},if=none,id={id},format=raw,cache=none,aio=threads",
+                path(file)
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtio-blk-pci,drive={id},serial={serial}"),
+        ]);
     };
     if let Some(swap) = &spec.swap_disk {
         disk("swap", swap, SWAP_SERIAL);
     }
     disk("scratch", &spec.scratch_disk, SCRATCH_SERIAL);
     push(&["-device", "virtio-serial-pci"]);
-    push(&["-chardev", &format!("socket,id=agent,path={},server=on,wait=off", path(&spec.agent_socket))]);
-    push(&["-device", &format!("virtserialport,chardev=agent,name={}", memvisor_core::agent::PORT_NAME)]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            path(&spec.agent_socket)
+        ),
+    ]);
+    push(&[
+        "-device",
+        &format!(
+            "virtserialport,chardev=agent,name={}",
+            memvisor_core::agent::PORT_NAME
+        ),
+    ]);
     push(&["-daemonize", "-pidfile", &path(&spec.pid_file)]);
     args
 }
 
 /// A sparse disk image of `size`: it costs host disk only as the guest writes to it.
 pub fn create_disk(file: &Path, size: Size) -> Result<(), LaunchError> {
-    let disk = std::fs::File::create(file).map_err(|source| LaunchError::Disk { path: file.into(), source })?;
-    disk.set_len(size.as_bytes()).map_err(|source| LaunchError::Disk { path: file.into(), source })
+    let disk = std::fs::File::create(file).map_err(|source| LaunchError::Disk {
+        path: file.into(),
+        source,
+    })?;
+    disk.set_len(size.as_bytes())
+        .map_err(|source| LaunchError::Disk {
+            path: file.into(),
+            source,
+        })
 }
 
 /// Starts QEMU detached (it outlives the daemon) and returns its PID. With `cgroup_procs`, a
@@ -113,24 +173,43 @@ pub async fn spawn(spec: &LaunchSpec, cgroup_procs: Option<&Path>) -> Result<u32
     let mut command = match cgroup_procs {
         Some(procs) => {
             let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(r#"echo $$ > "$0" && exec "$@""#).arg(procs).arg(QEMU_BINARY);
+            c.arg("-c")
+                .arg(r#"echo $$ > "$0" && exec "$@""#)
+                .arg(procs)
+                .arg(QEMU_BINARY);
             c
         }
         None => Command::new(QEMU_BINARY),
     };
-    command.args(qemu_args(spec)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+        .args(qemu_args(spec))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     command.process_group(0);
     let output = command.output().await.map_err(LaunchError::NoQemu)?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if !output.status.success() {
         if stderr.contains("not found") && stderr.contains(QEMU_BINARY) {
-            return Err(LaunchError::NoQemu(std::io::Error::new(std::io::ErrorKind::NotFound, stderr)));
+            return Err(LaunchError::NoQemu(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                stderr,
+            )));
         }
-        return Err(LaunchError::Failed { name: spec.name.clone(), stderr });
+        return Err(LaunchError::Failed {
+            name: spec.name.clone(),
+            stderr,
+        });
     }
-    let pid_error = |detail: String| LaunchError::PidFile { name: spec.name.clone(), path: spec.pid_file.clone(), detail };
+    let pid_error = |detail: String| LaunchError::PidFile {
+        name: spec.name.clone(),
+        path: spec.pid_file.clone(),
+        detail,
+    };
     let text = std::fs::read_to_string(&spec.pid_file).map_err(|e| pid_error(e.to_string()))?;
-    text.trim().parse().map_err(|_| pid_error(format!("content '{}'", text.trim())))
+    text.trim()
+        .parse()
+        .map_err(|_| pid_error(format!("content '{}'", text.trim())))
 }
 
 #[cfg(test)]
@@ -156,7 +235,10 @@ mod tests {
     }
 
     fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     #[test]
@@ -165,21 +247,34 @@ mod tests {
         assert_eq!(after(&args, "-m"), ["1024M"]);
         assert_eq!(after(&args, "-accel"), ["tcg,tb-size=64"]);
         let devices = after(&args, "-device").join(" ");
-        assert!(devices.contains("virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"));
-        assert!(devices.contains("serial=memvisor-swap") && devices.contains("serial=memvisor-scratch"));
+        assert!(devices
+            .contains("virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"));
+        assert!(
+            devices.contains("serial=memvisor-swap") && devices.contains("serial=memvisor-scratch")
+        );
         assert!(devices.contains("virtserialport,chardev=agent,name=org.memvisor.agent"));
         assert!(!devices.contains("virtio-mem"));
-        assert_eq!(after(&args, "-qmp"), ["unix:/vm/qmp.sock,server=on,wait=off"]);
+        assert_eq!(
+            after(&args, "-qmp"),
+            ["unix:/vm/qmp.sock,server=on,wait=off"]
+        );
         assert!(after(&args, "-machine")[0].contains("mem-merge=on"));
-        assert!(after(&args, "-drive").iter().all(|d| d.contains("cache=none")));
+        assert!(after(&args, "-drive")
+            .iter()
+            .all(|d| d.contains("cache=none")));
     }
 
     #[test]
     fn growable_vm_gets_maxmem_and_virtio_mem() {
         let args = qemu_args(&spec(1024, 1536, false));
         assert_eq!(after(&args, "-m"), ["1024M,slots=1,maxmem=1536M"]);
-        assert_eq!(after(&args, "-object"), ["memory-backend-ram,id=vmem0-ram,size=512M"]);
-        assert!(after(&args, "-device").iter().any(|d| d.starts_with("virtio-mem-pci,id=vmem0")));
+        assert_eq!(
+            after(&args, "-object"),
+            ["memory-backend-ram,id=vmem0-ram,size=512M"]
+        );
+        assert!(after(&args, "-device")
+            .iter()
+            .any(|d| d.starts_with("virtio-mem-pci,id=vmem0")));
         assert!(!after(&args, "-device").join(" ").contains("memvisor-swap"));
     }
 

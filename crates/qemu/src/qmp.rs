@@ -20,7 +20,10 @@ const MAX_LINE: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     #[error("cannot connect to QMP socket {path}: {source}; is QEMU running with -qmp unix:{path},server=on,wait=off?")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a QEMU QMP socket: it {got}; point --qmp at the socket named in QEMU's -qmp option")]
     NotQmp { path: PathBuf, got: String },
     #[error("QEMU did not answer '{command}' within {timeout:?}; the VM may be hung")]
@@ -28,9 +31,16 @@ pub enum QmpError {
     #[error("QMP connection closed while waiting for '{0}'; QEMU has probably exited")]
     Closed(String),
     #[error("QMP i/o failed during '{command}': {source}")]
-    Io { command: String, source: std::io::Error },
+    Io {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("QEMU refused '{command}': {class}: {desc}")]
-    Refused { command: String, class: String, desc: String },
+    Refused {
+        command: String,
+        class: String,
+        desc: String,
+    },
     #[error("QEMU sent a reply memvisor does not understand to '{command}': {line}")]
     BadReply { command: String, line: String },
 }
@@ -68,9 +78,14 @@ pub fn parse_message(line: &str) -> Option<Message> {
     }
     if let Some(e) = v.get("error") {
         let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        return Some(Message::Error { class: text("class"), desc: text("desc") });
+        return Some(Message::Error {
+            class: text("class"),
+            desc: text("desc"),
+        });
     }
-    v.get("event").and_then(Value::as_str).map(|e| Message::Event(e.to_string()))
+    v.get("event")
+        .and_then(Value::as_str)
+        .map(|e| Message::Event(e.to_string()))
 }
 
 pub struct Qmp {
@@ -86,15 +101,33 @@ impl Qmp {
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
         let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
             .await
-            .map_err(|_| QmpError::NotQmp { path: path.into(), got: "did not accept a connection in time".into() })?
-            .map_err(|source| QmpError::Connect { path: path.into(), source })?;
-        let pid = stream.peer_cred().ok().and_then(|c| c.pid()).map(|p| p as u32);
+            .map_err(|_| QmpError::NotQmp {
+                path: path.into(),
+                got: "did not accept a connection in time".into(),
+            })?
+            .map_err(|source| QmpError::Connect {
+                path: path.into(),
+                source,
+            })?;
+        let pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .map(|p| p as u32);
         let (read, writer) = stream.into_split();
         let mut reader = BufReader::new(read);
-        let not_qmp = |got: String| QmpError::NotQmp { path: path.into(), got };
-        let greeting = match tokio::time::timeout(timeout, read_line(&mut reader, "greeting")).await {
+        let not_qmp = |got: String| QmpError::NotQmp {
+            path: path.into(),
+            got,
+        };
+        let greeting = match tokio::time::timeout(timeout, read_line(&mut reader, "greeting")).await
+        {
             Err(_) => return Err(not_qmp(format!("sent no QMP greeting within {timeout:?}"))),
-            Ok(Err(QmpError::Closed(_))) => return Err(not_qmp("closed the connection without a QMP greeting".into())),
+            Ok(Err(QmpError::Closed(_))) => {
+                return Err(not_qmp(
+                    "closed the connection without a QMP greeting".into(),
+                ))
+            }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(line)) => line,
         };
@@ -102,13 +135,23 @@ impl Qmp {
             let shown: String = greeting.chars().take(80).collect();
             not_qmp(format!("greeted with '{shown}'"))
         })?;
-        let mut qmp = Qmp { reader, writer, version, pid, timeout };
+        let mut qmp = Qmp {
+            reader,
+            writer,
+            version,
+            pid,
+            timeout,
+        };
         qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
     }
 
     /// Runs one command and returns its `return` value; events that arrive meanwhile are skipped.
-    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
+    pub async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
         let request = match arguments {
             Some(args) => json!({ "execute": command, "arguments": args }),
             None => json!({ "execute": command }),
@@ -120,37 +163,61 @@ impl Qmp {
             self.writer
                 .write_all(&bytes)
                 .await
-                .map_err(|source| QmpError::Io { command: command.into(), source })?;
+                .map_err(|source| QmpError::Io {
+                    command: command.into(),
+                    source,
+                })?;
             loop {
                 let line = read_line(&mut self.reader, command).await?;
                 match parse_message(&line) {
                     Some(Message::Return(v)) => return Ok(v),
                     Some(Message::Error { class, desc }) => {
-                        return Err(QmpError::Refused { command: command.into(), class, desc })
+                        return Err(QmpError::Refused {
+                            command: command.into(),
+                            class,
+                            desc,
+                        })
                     }
                     Some(Message::Event(_)) => continue,
-                    None => return Err(QmpError::BadReply { command: command.into(), line }),
+                    None => {
+                        return Err(QmpError::BadReply {
+                            command: command.into(),
+                            line,
+                        })
+                    }
                 }
             }
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| QmpError::Timeout { command: command.into(), timeout })?
+            .map_err(|_| QmpError::Timeout {
+                command: command.into(),
+                timeout,
+            })?
     }
 }
 
-async fn read_line(reader: &mut BufReader<OwnedReadHalf>, command: &str) -> Result<String, QmpError> {
+async fn read_line(
+    reader: &mut BufReader<OwnedReadHalf>,
+    command: &str,
+) -> Result<String, QmpError> {
     let mut buf = Vec::new();
     let n = (&mut *reader)
         .take(MAX_LINE as u64)
         .read_until(b'\n', &mut buf)
         .await
-        .map_err(|source| QmpError::Io { command: command.into(), source })?;
+        .map_err(|source| QmpError::Io {
+            command: command.into(),
+            source,
+        })?;
     if n == 0 {
         return Err(QmpError::Closed(command.into()));
     }
     if !buf.ends_with(b"\n") {
-        return Err(QmpError::BadReply { command: command.into(), line: "a line over 1 MiB".into() });
+        return Err(QmpError::BadReply {
+            command: command.into(),
+            line: "a line over 1 MiB".into(),
+        });
     }
     Ok(String::from_utf8_lossy(&buf).trim().to_string())
 }
@@ -162,20 +229,35 @@ mod tests {
     #[test]
     fn reads_qemu_greeting() {
         let line = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian"}, "capabilities": ["oob"]}}"#;
-        assert_eq!(parse_greeting(line), Some(QemuVersion { major: 7, minor: 2, micro: 22 }));
+        assert_eq!(
+            parse_greeting(line),
+            Some(QemuVersion {
+                major: 7,
+                minor: 2,
+                micro: 22
+            })
+        );
         assert_eq!(parse_greeting(r#"{"hello": 1}"#), None);
         assert_eq!(parse_greeting("SSH-2.0-OpenSSH"), None);
     }
 
     #[test]
     fn classifies_replies() {
-        assert_eq!(parse_message(r#"{"return": {"actual": 1}}"#), Some(Message::Return(json!({"actual": 1}))));
         assert_eq!(
-            parse_message(r#"{"error": {"class": "GenericError", "desc": "No balloon device"}}"#),
-            Some(Message::Error { class: "GenericError".into(), desc: "No balloon device".into() })
+            parse_message(r#"{"return": {"actual": 1}}"#),
+            Some(Message::Return(json!({"actual": 1})))
         );
         assert_eq!(
-            parse_message(r#"{"timestamp": {"seconds": 1}, "event": "BALLOON_CHANGE", "data": {}}"#),
+            parse_message(r#"{"error": {"class": "GenericError", "desc": "No balloon device"}}"#),
+            Some(Message::Error {
+                class: "GenericError".into(),
+                desc: "No balloon device".into()
+            })
+        );
+        assert_eq!(
+            parse_message(
+                r#"{"timestamp": {"seconds": 1}, "event": "BALLOON_CHANGE", "data": {}}"#
+            ),
             Some(Message::Event("BALLOON_CHANGE".into()))
         );
         assert_eq!(parse_message("{}"), None);
@@ -192,7 +274,11 @@ mod tests {
             s.write_all(b"220 smtp.example ESMTP\n").await.unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;
         });
-        let err = Qmp::connect(&path, Duration::from_secs(2)).await.err().unwrap().to_string();
+        let err = Qmp::connect(&path, Duration::from_secs(2))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("is not a QEMU QMP socket"), "{err}");
         assert!(err.contains("220 smtp.example"), "{err}");
     }
@@ -206,7 +292,11 @@ mod tests {
             let _held = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let err = Qmp::connect(&path, Duration::from_millis(300)).await.err().unwrap().to_string();
+        let err = Qmp::connect(&path, Duration::from_millis(300))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("sent no QMP greeting"), "{err}");
     }
 }

@@ -1,0 +1,488 @@
+//! Command-line interface: argument definitions and what each command does.
+
+use crate::client::{Client, ClientError};
+use crate::daemon;
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use memvisor_core::config::{Config, ConfigError};
+use memvisor_core::status::{VmState, VmStatus};
+use memvisor_guest::image::{self, BuildOptions, ImageError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    #[error("{0}")]
+    Other(String),
+}
+
+const ABOUT: &str = "Memory manager of a KVM/QEMU host: launches or attaches to QEMU VMs, resizes \
+them live through their balloon, and reports what each guest and the host really use.";
+
+const AFTER_HELP: &str = "\
+Sizes are binary and need a unit: 512M, 1G, 1536MiB, 1.5G.
+
+Typical session:
+  memvisor image build                 # once: kernel, busybox, modules, agent -> initramfs
+  memvisor up -f vms.toml              # start the daemon and the VMs the file declares
+  memvisor ps                          # one line per VM; --json for scripts
+  memvisor balloon vm1 512M            # vm1 keeps 512 MiB, the balloon takes the rest
+  memvisor down                        # stop the VMs and the daemon, remove the cgroups";
+
+#[derive(Parser, Debug)]
+#[command(name = "memvisor", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Args {
+    /// State directory: the API socket, each VM's disks, sockets and console log.
+    #[arg(
+        long,
+        global = true,
+        env = "MEMVISOR_DIR",
+        default_value = "/var/lib/memvisor"
+    )]
+    dir: PathBuf,
+    /// Where guest images and downloaded packages are cached.
+    #[arg(long, global = true, env = "MEMVISOR_CACHE", default_value = image::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the daemon in the background and the VMs CONFIG declares; returns once they run.
+    Up {
+        /// TOML file: [host] budget, and [[vm]] tables (see examples/seed.toml).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Seconds to wait for every VM to boot.
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
+    },
+    /// Run the daemon in the foreground (what `up` starts; for service managers).
+    Daemon {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Stop the launched VMs and the daemon; attached VMs keep running.
+    Down,
+    /// List the VMs with their memory figures.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// All figures of one VM.
+    Stats {
+        vm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set how much memory VM keeps (QEMU's balloon target): SIZE below its memory inflates.
+    Balloon {
+        vm: String,
+        #[arg(allow_hyphen_values = true)]
+        size: String,
+    },
+    /// Start a stopped VM.
+    Start { vm: String },
+    /// Stop a VM (its QEMU quits).
+    Stop { vm: String },
+    /// The VM's serial console.
+    Logs {
+        vm: String,
+        /// How many of the last lines.
+        #[arg(short = 'n', long, default_value_t = 200)]
+        lines: usize,
+    },
+    /// Change what the guest agent does, e.g. hold:512M, touch:900M:600M, cache:400M@15s,idle.
+    Workload { vm: String, workload: String },
+    /// Make the guest agent check every page it wrote; exits non-zero on corruption.
+    Verify {
+        vm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a QEMU someone else started, through its QMP socket.
+    Attach {
+        name: String,
+        /// The path given to QEMU's -qmp unix:PATH,server=on option.
+        #[arg(long)]
+        qmp: PathBuf,
+    },
+    /// Guest image commands.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// The seed example, scaled: a 1.5 GiB host, three 1 GiB VMs, balloons moved by hand.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Build (or find cached) the guest kernel and initramfs.
+    Build {
+        /// Boot this kernel instead of Debian's.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// lib/modules/RELEASE directory matching --kernel (omit if virtio is built in).
+        #[arg(long, requires = "kernel")]
+        modules: Option<PathBuf>,
+        /// The static guest agent binary (default: memvisor-agent beside memvisor).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn read_config(path: &Path) -> Result<Config, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Config::parse(&text).map_err(|source| CliError::Config {
+        path: path.into(),
+        source,
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("status serializes")
+    );
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let client = Client::new(&args.dir);
+    match args.command {
+        Command::Up { file, timeout } => {
+            up(
+                &args.dir,
+                &args.cache_dir,
+                &file,
+                Duration::from_secs(timeout),
+            )
+            .await?;
+            print_table(
+                &client
+                    .json::<Vec<VmStatus>>(Method::GET, "/v1/vms", None)
+                    .await?,
+            );
+        }
+        Command::Daemon { file } => {
+            let config = read_config(&file)?;
+            let image = image::current(&args.cache_dir)?;
+            daemon::run(config, args.dir, image).await?;
+        }
+        Command::Down => down(&args.dir).await?,
+        Command::Ps { json } => {
+            let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
+            if json {
+                print_json(&vms);
+            } else {
+                print_table(&vms);
+            }
+        }
+        Command::Stats { vm, json } => {
+            let status: VmStatus = client
+                .json(Method::GET, &format!("/v1/vms/{vm}"), None)
+                .await?;
+            if json {
+                print_json(&status);
+            } else {
+                print_stats(&status);
+            }
+        }
+        Command::Balloon { vm, size } => {
+            let status: VmStatus = client
+                .json(
+                    Method::POST,
+                    &format!("/v1/vms/{vm}/balloon"),
+                    Some(json!({ "target": size })),
+                )
+                .await?;
+            println!(
+                "{vm}: balloon target {} MiB (now {} MiB)",
+                opt(status.balloon_target_mib),
+                opt(status.balloon_actual_mib)
+            );
+        }
+        Command::Start { vm } => {
+            client
+                .call(Method::POST, &format!("/v1/vms/{vm}/start"), None)
+                .await?;
+            println!("{vm}: starting");
+        }
+        Command::Stop { vm } => {
+            client
+                .call(Method::POST, &format!("/v1/vms/{vm}/stop"), None)
+                .await?;
+            println!("{vm}: stopped");
+        }
+        Command::Logs { vm, lines } => {
+            let text = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/vms/{vm}/logs?lines={lines}"),
+                    None,
+                )
+                .await?;
+            print!("{}", String::from_utf8_lossy(&text));
+        }
+        Command::Workload { vm, workload } => {
+            let status: VmStatus = client
+                .json(
+                    Method::PUT,
+                    &format!("/v1/vms/{vm}/workload"),
+                    Some(json!({ "workload": workload })),
+                )
+                .await?;
+            println!("{vm}: workload {}", status.workload.unwrap_or_default());
+        }
+        Command::Verify { vm, json } => {
+            let reply: serde_json::Value = client
+                .json(Method::POST, &format!("/v1/vms/{vm}/verify"), None)
+                .await?;
+            let corrupt = reply["corrupt"].as_u64().unwrap_or(u64::MAX);
+            if json {
+                print_json(&reply);
+            } else {
+                println!("{vm}: {} pages verified, {corrupt} corrupt", reply["pages"]);
+            }
+            if corrupt != 0 {
+                return Err(CliError::Other(format!("{vm}: {corrupt} corrupt pages")));
+            }
+        }
+        Command::Attach { name, qmp } => {
+            let qmp = std::path::absolute(&qmp).unwrap_or(qmp);
+            let status: VmStatus = client
+                .json(
+                    Method::POST,
+                    "/v1/attach",
+                    Some(json!({ "name": name, "qmp": qmp })),
+                )
+                .await?;
+            println!(
+                "{name}: attached (pid {}, {} MiB)",
+                opt(status.pid.map(u64::from)),
+                status.memory_mib
+            );
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    kernel,
+                    modules,
+                    agent,
+                    json,
+                },
+        } => {
+            let agent = match agent {
+                Some(a) => a,
+                None => std::env::current_exe()
+                    .map_err(|e| {
+                        CliError::Other(format!(
+                            "cannot find memvisor's own path: {e}; pass --agent"
+                        ))
+                    })?
+                    .with_file_name("memvisor-agent"),
+            };
+            let options = BuildOptions {
+                cache_dir: args.cache_dir.clone(),
+                agent,
+                kernel,
+                modules,
+            };
+            let report = tokio::task::spawn_blocking(move || image::build(&options))
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))??;
+            if json {
+                print_json(
+                    &json!({ "image": report.image, "cached": report.cached, "seconds": report.seconds }),
+                );
+            } else {
+                let how = if report.cached { "cached" } else { "built" };
+                println!(
+                    "guest image {} {how} in {:.1} s: kernel {} ({}), initramfs {} ({} KiB, modules: {})",
+                    report.image.key,
+                    report.seconds,
+                    report.image.kernel.display(),
+                    report.image.kernel_source,
+                    report.image.initrd.display(),
+                    report.image.initrd_bytes / 1024,
+                    report.image.modules.join(" ")
+                );
+            }
+        }
+        Command::Demo => crate::demo::run(&args.dir, &args.cache_dir).await?,
+    }
+    Ok(())
+}
+
+/// Starts `memvisor daemon` detached and waits until every VM runs.
+pub async fn up(
+    dir: &Path,
+    cache_dir: &Path,
+    file: &Path,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let config = read_config(file)?;
+    image::current(cache_dir)?;
+    let client = Client::new(dir);
+    if crate::client::daemon_answers(&dir.join(crate::client::SOCKET_NAME)).await {
+        return Err(CliError::Other(format!(
+            "a memvisor daemon already runs with --dir {}; 'memvisor down' first, or use another --dir",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Read {
+        path: dir.into(),
+        source,
+    })?;
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).map_err(|source| CliError::Read {
+        path: log_path.clone(),
+        source,
+    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find memvisor's own path: {e}")))?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let mut daemon = tokio::process::Command::new(exe)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("daemon")
+        .arg("-f")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| CliError::Other(e.to_string()))?,
+        )
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::Other(format!("cannot start the daemon: {e}")))?;
+
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(CliError::Other(format!(
+                "the daemon exited ({status}):\n{}",
+                log.trim()
+            )));
+        }
+        if let Ok(vms) = client
+            .json::<Vec<VmStatus>>(Method::GET, "/v1/vms", None)
+            .await
+        {
+            let waiting: Vec<&VmStatus> = vms
+                .iter()
+                .filter(|v| {
+                    v.state == VmState::Starting
+                        || (v.state == VmState::Stopped && v.last_error.is_none())
+                })
+                .collect();
+            if waiting.is_empty() && vms.len() >= config.vms.len() {
+                let failed: Vec<String> = vms
+                    .iter()
+                    .filter(|v| v.state != VmState::Running)
+                    .map(|v| format!("{}: {}", v.name, v.last_error.clone().unwrap_or_default()))
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(CliError::Other(format!(
+                        "some VMs did not start:\n  {}",
+                        failed.join("\n  ")
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Other(format!(
+                "VMs still booting after {timeout:?}; see 'memvisor ps' and {}",
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn down(dir: &Path) -> Result<(), CliError> {
+    let client = Client::new(dir);
+    client.call(Method::POST, "/v1/shutdown", None).await?;
+    let socket = dir.join(crate::client::SOCKET_NAME);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while socket.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if socket.exists() {
+        return Err(CliError::Other(format!(
+            "the daemon did not stop within 60 s; see {}",
+            dir.join("daemon.log").display()
+        )));
+    }
+    Ok(())
+}
+
+pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn print_table(vms: &[VmStatus]) {
+    println!(
+        "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  WORKLOAD",
+        "NAME", "STATE", "MEM", "TARGET", "ACTUAL", "FREE", "AVAIL", "SWAPOUT", "RSS", "PAGES/S"
+    );
+    for v in vms {
+        let state = serde_json::to_value(v.state)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  {}",
+            v.name,
+            state,
+            v.memory_mib,
+            opt(v.balloon_target_mib),
+            opt(v.balloon_actual_mib),
+            opt(v.guest_free_mib),
+            opt(v.guest_available_mib),
+            opt(v.guest_swap_out_mib),
+            opt(v.host_rss_mib),
+            opt(v.workload_pages_per_sec.map(|p| p as u64)),
+            v.workload.clone().unwrap_or_else(|| "(attached)".into()),
+        );
+    }
+    println!("(MiB; TARGET/ACTUAL: balloon, what the guest keeps; RSS: its QEMU on the host)");
+}
+
+fn print_stats(v: &VmStatus) {
+    let value = serde_json::to_value(v).expect("status serializes");
+    for (key, val) in value.as_object().expect("status is an object") {
+        let shown = match val {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{key:<26} {shown}");
+    }
+}

@@ -1,0 +1,214 @@
+//! The HTTP API, served on the daemon's Unix socket. Every answer is JSON (logs are text);
+//! every error is `{"error": "..."}` with a status that says whose fault it was.
+
+use super::{Daemon, DaemonError};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use memvisor_core::agent::ToGuest;
+use memvisor_core::config::workload_problems;
+use memvisor_core::status::{ApiError, HostStatus, Origin, VmStatus};
+use memvisor_core::workload::Workload;
+use memvisor_core::Size;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<Daemon>>;
+
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl IntoResponse for DaemonError {
+    fn into_response(self) -> Response {
+        use memvisor_qemu::balloon::BalloonError;
+        use memvisor_qemu::qmp::QmpError;
+        let status = match &self {
+            DaemonError::UnknownVm(_) => StatusCode::NOT_FOUND,
+            DaemonError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DaemonError::NotRunning(_) | DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            DaemonError::Qmp(QmpError::NotQmp { .. } | QmpError::Connect { .. })
+            | DaemonError::Balloon(BalloonError::NoDevice) => StatusCode::BAD_REQUEST,
+            DaemonError::Qmp(_) | DaemonError::Balloon(_) | DaemonError::AgentTimeout(..) => {
+                StatusCode::BAD_GATEWAY
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(ApiError {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/host", get(host))
+        .route("/v1/vms", get(list))
+        .route("/v1/vms/{name}", get(one))
+        .route("/v1/vms/{name}/balloon", post(balloon))
+        .route("/v1/vms/{name}/start", post(start))
+        .route("/v1/vms/{name}/stop", post(stop))
+        .route("/v1/vms/{name}/logs", get(logs))
+        .route("/v1/vms/{name}/workload", put(workload))
+        .route("/v1/vms/{name}/verify", post(verify))
+        .route("/v1/attach", post(attach))
+        .route("/v1/shutdown", post(shutdown))
+        .with_state(daemon)
+}
+
+async fn host(State(d): Shared) -> Json<HostStatus> {
+    Json(d.host_status())
+}
+
+async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
+    let mut out = Vec::new();
+    for vm in d.all().await {
+        out.push(vm.lock().await.status());
+    }
+    Json(out)
+}
+
+async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
+    Ok(Json(d.vm(&name).await?.lock().await.status()))
+}
+
+#[derive(Deserialize)]
+struct BalloonRequest {
+    target: String,
+}
+
+async fn balloon(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<BalloonRequest>,
+) -> Result<Json<VmStatus>, DaemonError> {
+    let target: Size = req
+        .target
+        .parse()
+        .map_err(|e: memvisor_core::size::SizeError| DaemonError::BadRequest(e.to_string()))?;
+    let vm = d.vm(&name).await?;
+    let mut vm = vm.lock().await;
+    vm.set_balloon(target).await?;
+    Ok(Json(vm.status()))
+}
+
+async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
+    d.start(&name).await?;
+    Ok(Json(d.vm(&name).await?.lock().await.status()))
+}
+
+async fn stop(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
+    d.stop(&name).await?;
+    Ok(Json(d.vm(&name).await?.lock().await.status()))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<String, DaemonError> {
+    let vm = d.vm(&name).await?;
+    let path = vm.lock().await.serial_log().ok_or_else(|| {
+        DaemonError::Conflict(format!(
+            "{name} is attached; its console is wherever its QEMU sends it"
+        ))
+    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| DaemonError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = q.lines.unwrap_or(200).min(lines.len());
+    Ok(lines[lines.len() - keep..].join("\n") + "\n")
+}
+
+#[derive(Deserialize)]
+struct WorkloadRequest {
+    workload: String,
+}
+
+async fn workload(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<WorkloadRequest>,
+) -> Result<Json<VmStatus>, DaemonError> {
+    let workload: Workload =
+        req.workload
+            .parse()
+            .map_err(|e: memvisor_core::workload::WorkloadError| {
+                DaemonError::BadRequest(e.to_string())
+            })?;
+    let vm = d.vm(&name).await?;
+    let vm = vm.lock().await;
+    if vm.origin == Origin::Attached {
+        return Err(DaemonError::Conflict(format!(
+            "{name} is attached and has no memvisor guest agent"
+        )));
+    }
+    if let Some(problem) = workload_problems(&name, &workload, vm.config.memory)
+        .into_iter()
+        .next()
+    {
+        return Err(DaemonError::BadRequest(problem));
+    }
+    *vm.workload.lock().expect("workload lock") = workload.clone();
+    if let Some(agent) = &vm.agent {
+        agent.send(ToGuest::SetWorkload { workload });
+    }
+    Ok(Json(vm.status()))
+}
+
+#[derive(Serialize)]
+struct VerifyReply {
+    pages: u64,
+    corrupt: u64,
+}
+
+async fn verify(
+    State(d): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<VerifyReply>, DaemonError> {
+    let reply = {
+        let vm = d.vm(&name).await?;
+        let vm = vm.lock().await;
+        let agent = vm
+            .agent
+            .as_ref()
+            .ok_or_else(|| DaemonError::NotRunning(name.clone()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        agent.state.lock().expect("agent lock").pending_verify = Some(tx);
+        agent.send(ToGuest::Verify);
+        rx
+    };
+    match tokio::time::timeout(VERIFY_TIMEOUT, reply).await {
+        Ok(Ok((pages, corrupt))) => Ok(Json(VerifyReply { pages, corrupt })),
+        _ => Err(DaemonError::AgentTimeout(name, VERIFY_TIMEOUT)),
+    }
+}
+
+#[derive(Deserialize)]
+struct AttachRequest {
+    name: String,
+    qmp: std::path::PathBuf,
+}
+
+async fn attach(
+    State(d): Shared,
+    Json(req): Json<AttachRequest>,
+) -> Result<Json<VmStatus>, DaemonError> {
+    d.attach(&req.name, &req.qmp).await?;
+    Ok(Json(d.vm(&req.name).await?.lock().await.status()))
+}
+
+async fn shutdown(State(d): Shared) -> StatusCode {
+    d.shutdown.notify_one();
+    StatusCode::ACCEPTED
+}

@@ -1,0 +1,306 @@
+//! One VM as the daemon holds it: its settings, its QEMU (launched or attached), the QMP
+//! connection, the agent link and the last figures observed.
+
+use super::agent::AgentLink;
+use super::DaemonError;
+use memvisor_core::config::VmConfig;
+use memvisor_core::status::{Origin, VmState, VmStatus};
+use memvisor_core::workload::Workload;
+use memvisor_core::Size;
+use memvisor_host::cgroup::Group;
+use memvisor_qemu::accel::Accelerator;
+use memvisor_qemu::balloon::{self, GuestStats};
+use memvisor_qemu::launch::{self, LaunchSpec, BALLOON_ID};
+use memvisor_qemu::qmp::{self, Qmp};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// No balloon target may leave a guest less than this: below it the kernel itself cannot run.
+pub const BALLOON_FLOOR: Size = Size::mib(64);
+
+pub struct Vm {
+    pub config: VmConfig,
+    pub origin: Origin,
+    pub state: VmState,
+    pub pid: Option<u32>,
+    pub accel: Option<Accelerator>,
+    pub qmp_path: PathBuf,
+    pub qmp: Option<Qmp>,
+    pub balloon_device: String,
+    pub cgroup: Option<Group>,
+    pub dir: Option<PathBuf>,
+    pub balloon_target: Option<Size>,
+    pub balloon_actual: Option<Size>,
+    pub guest: GuestStats,
+    pub host_rss: Option<Size>,
+    pub workload: Arc<Mutex<Workload>>,
+    pub agent: Option<AgentLink>,
+    pub launched_at: Option<Instant>,
+    pub boot_s: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+impl Vm {
+    pub fn new(config: VmConfig, origin: Origin, qmp_path: PathBuf) -> Vm {
+        let workload = Arc::new(Mutex::new(config.workload.clone()));
+        Vm {
+            config,
+            origin,
+            state: VmState::Stopped,
+            pid: None,
+            accel: None,
+            qmp_path,
+            qmp: None,
+            balloon_device: format!("/machine/peripheral/{BALLOON_ID}"),
+            cgroup: None,
+            dir: None,
+            balloon_target: None,
+            balloon_actual: None,
+            guest: GuestStats::default(),
+            host_rss: None,
+            workload,
+            agent: None,
+            launched_at: None,
+            boot_s: None,
+            last_error: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn serial_log(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("serial.log"))
+    }
+
+    fn spec(
+        &self,
+        dir: &std::path::Path,
+        accel: Accelerator,
+        image: &memvisor_guest::image::Image,
+    ) -> LaunchSpec {
+        LaunchSpec {
+            name: self.config.name.clone(),
+            accel,
+            cpus: self.config.cpus,
+            memory: self.config.memory,
+            max_memory: self.config.max_memory(),
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            swap_disk: (self.config.swap > Size::ZERO).then(|| dir.join("swap.img")),
+            scratch_disk: dir.join("scratch.img"),
+            qmp_socket: self.qmp_path.clone(),
+            agent_socket: dir.join("agent.sock"),
+            serial_log: dir.join("serial.log"),
+            pid_file: dir.join("qemu.pid"),
+        }
+    }
+
+    /// Starts QEMU in a fresh cgroup and connects to it.
+    pub async fn launch(
+        &mut self,
+        dir: PathBuf,
+        accel: Accelerator,
+        image: &memvisor_guest::image::Image,
+        cgroup: Group,
+    ) -> Result<(), DaemonError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let spec = self.spec(&dir, accel, image);
+        for stale in [&spec.qmp_socket, &spec.agent_socket, &spec.serial_log] {
+            let _ = std::fs::remove_file(stale);
+        }
+        if let Some(swap) = &spec.swap_disk {
+            launch::create_disk(swap, self.config.swap)?;
+        }
+        launch::create_disk(&spec.scratch_disk, self.config.memory)?;
+        cgroup.create()?;
+        let pid = match launch::spawn(&spec, Some(&cgroup.procs_file())).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = cgroup.remove();
+                return Err(e.into());
+            }
+        };
+        self.pid = Some(pid);
+        self.cgroup = Some(cgroup);
+        self.accel = Some(accel);
+        self.dir = Some(dir);
+        self.launched_at = Some(Instant::now());
+        self.boot_s = None;
+        self.state = VmState::Starting;
+        self.balloon_target = None;
+        self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
+        self.agent = Some(AgentLink::start(spec.agent_socket, self.workload.clone()));
+        Ok(())
+    }
+
+    /// Takes over a QEMU someone else started: memvisor talks to it but does not own its process.
+    pub async fn attach(&mut self) -> Result<(), DaemonError> {
+        let mut qmp = Qmp::connect(&self.qmp_path, qmp::DEFAULT_TIMEOUT).await?;
+        self.balloon_device = balloon::find_device(&mut qmp).await?;
+        balloon::enable_stats(&mut qmp, &self.balloon_device, launch::STATS_INTERVAL_S).await?;
+        let memory = balloon::memory_size(&mut qmp).await?;
+        self.config.memory = memory;
+        self.config.max = Some(memory);
+        self.pid = qmp.pid;
+        self.qmp = Some(qmp);
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    pub fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {
+        let name = self.config.name.clone();
+        self.qmp.as_mut().ok_or(DaemonError::NotRunning(name))
+    }
+
+    /// Checks a manual balloon target against the VM's settings, then asks QEMU for it.
+    pub async fn set_balloon(&mut self, target: Size) -> Result<(), DaemonError> {
+        let name = self.config.name.clone();
+        let memory = self.config.memory;
+        if target > memory {
+            return Err(DaemonError::BadRequest(format!(
+                "balloon target {target} is above {name}'s memory {memory}; a balloon can only take memory back, so give at most {memory}"
+            )));
+        }
+        let floor = BALLOON_FLOOR.max(self.config.reservation);
+        if target < floor {
+            let why = if self.config.reservation > BALLOON_FLOOR {
+                "its reservation"
+            } else {
+                "the floor that keeps a guest kernel alive"
+            };
+            return Err(DaemonError::BadRequest(format!(
+                "balloon target {target} is below {name}'s minimum {floor} ({why}); give at least {floor}"
+            )));
+        }
+        if target > self.config.effective_limit() {
+            return Err(DaemonError::BadRequest(format!(
+                "balloon target {target} is above {name}'s limit {}",
+                self.config.effective_limit()
+            )));
+        }
+        balloon::set_target(self.qmp()?, target).await?;
+        self.balloon_target = Some(target);
+        Ok(())
+    }
+
+    /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
+    pub async fn observe(&mut self) {
+        if let Some(pid) = self.pid {
+            if !memvisor_host::process::is_alive(pid) {
+                if matches!(self.state, VmState::Running | VmState::Starting) {
+                    self.state = VmState::Lost;
+                    self.last_error = Some(format!(
+                        "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {}'",
+                        self.name()
+                    ));
+                }
+                self.qmp = None;
+                self.agent = None;
+                self.host_rss = None;
+                return;
+            }
+            self.host_rss = memvisor_host::process::rss(pid).ok();
+        }
+        let Some(qmp) = self.qmp.as_mut() else { return };
+        let device = self.balloon_device.clone();
+        let result = async {
+            let actual = balloon::actual(qmp).await?;
+            let stats = balloon::guest_stats(qmp, &device).await?;
+            Ok::<_, DaemonError>((actual, stats))
+        }
+        .await;
+        match result {
+            Ok((actual, stats)) => {
+                self.balloon_actual = Some(actual);
+                if stats.last_update > 0 {
+                    self.guest = stats;
+                }
+            }
+            Err(e) => self.last_error = Some(e.to_string()),
+        }
+        if self.state == VmState::Starting {
+            let agent_up = self.agent.as_ref().is_some_and(|a| a.report().is_some());
+            if agent_up {
+                self.state = VmState::Running;
+                self.boot_s = self.launched_at.map(|t| t.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
+    pub async fn stop(&mut self) -> Result<(), DaemonError> {
+        if let Some(qmp) = self.qmp.as_mut() {
+            let _ = qmp.execute("quit", None).await;
+        }
+        if let Some(pid) = self.pid {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while memvisor_host::process::is_alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if memvisor_host::process::is_alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        self.forget_process();
+        if let Some(group) = self.cgroup.take() {
+            group.remove()?;
+        }
+        Ok(())
+    }
+
+    fn forget_process(&mut self) {
+        self.qmp = None;
+        self.agent = None;
+        self.pid = None;
+        self.host_rss = None;
+        self.balloon_actual = None;
+        self.balloon_target = None;
+        self.guest = GuestStats::default();
+        self.state = VmState::Stopped;
+    }
+
+    pub fn status(&self) -> VmStatus {
+        let mib = |s: Size| s.as_mib();
+        let report = self.agent.as_ref().and_then(|a| a.report());
+        let g = &self.guest;
+        VmStatus {
+            name: self.config.name.clone(),
+            state: self.state,
+            origin: self.origin,
+            pid: self.pid,
+            accel: self.accel.map(|a| a.name().to_string()),
+            memory_mib: mib(self.config.memory),
+            max_mib: mib(self.config.max_memory()),
+            reservation_mib: mib(self.config.reservation),
+            limit_mib: mib(self.config.effective_limit()),
+            shares: self.config.shares,
+            balloon_target_mib: self
+                .balloon_target
+                .or(self.balloon_actual.map(|_| self.config.memory))
+                .map(mib),
+            balloon_actual_mib: self.balloon_actual.map(mib),
+            guest_total_mib: g.total.map(mib),
+            guest_free_mib: g.free.map(mib),
+            guest_available_mib: g.available.map(mib),
+            guest_cache_mib: g.disk_caches.map(mib),
+            guest_swap_in_mib: g.swap_in.map(mib),
+            guest_swap_out_mib: g.swap_out.map(mib),
+            guest_major_faults: g.major_faults,
+            host_rss_mib: self.host_rss.map(mib),
+            workload: (self.origin == Origin::Launched)
+                .then(|| self.workload.lock().expect("workload lock").to_string()),
+            workload_phase: report.as_ref().map(|r| r.phase.clone()),
+            workload_pages_per_sec: report.as_ref().map(|r| r.pages_per_sec),
+            boot_s: self.boot_s,
+            last_error: self.last_error.clone(),
+        }
+    }
+}

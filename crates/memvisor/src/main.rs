@@ -1,0 +1,25 @@
+//! memvisor: the memory manager of a KVM/QEMU host. One binary: the daemon (`up`, `daemon`)
+//! and its command-line client (everything else).
+
+mod cli;
+mod client;
+mod daemon;
+mod demo;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MEMVISOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = cli::Args::parse();
+    if let Err(e) = cli::run(args).await {
+        eprintln!("memvisor: error: {e}");
+        std::process::exit(1);
+    }
+}

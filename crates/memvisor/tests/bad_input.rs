@@ -1,0 +1,75 @@
+//! Bad input gets an error that names the problem, and changes nothing.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn bad_configs_are_refused_before_anything_starts() {
+    let host = Host::new();
+    let cases = [
+        ("[host\nbudget=", "not valid TOML"),
+        ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nreservation = \"900M\"\nlimit = \"600M\"\n", "reservation 900MiB is above its limit 600MiB"),
+        ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nreservation = \"800M\"\n[[vm]]\nname = \"b\"\nmemory = \"1G\"\nreservation = \"800M\"\n", "below the sum of reservations"),
+        ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1024\"\n", "no unit"),
+    ];
+    for (config, expected) in cases {
+        let file = host.path().join("bad.toml");
+        std::fs::write(&file, config).unwrap();
+        let err = fails(host.path(), &["up", "-f", file.to_str().unwrap()]);
+        assert!(err.contains(expected), "expected '{expected}' in: {err}");
+        assert!(err.contains("bad.toml"), "the error names the file: {err}");
+    }
+    assert!(
+        !host.path().join("memvisor.sock").exists(),
+        "no daemon was started"
+    );
+    assert!(
+        !host.path().join("vms").exists(),
+        "no VM directory was created"
+    );
+}
+
+#[test]
+fn commands_without_a_daemon_say_how_to_start_one() {
+    let host = Host::new();
+    let err = fails(host.path(), &["ps"]);
+    assert!(
+        err.contains("no memvisor daemon answers") && err.contains("memvisor up"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_balloon_and_workload_requests_change_nothing() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.up("1G", "[[vm]]\nname = \"v\"\nmemory = \"256M\"\n");
+    host.wait_for("v", Duration::from_secs(60), "balloon figures", |v| {
+        v["balloon_actual_mib"].is_u64()
+    });
+    let before = host.vm("v");
+    for (args, expected) in [
+        (vec!["balloon", "v", "512M"], "above v's memory 256MiB"),
+        (vec!["balloon", "v", "-1G"], "negative"),
+        (vec!["balloon", "v", "300"], "no unit"),
+        (vec!["balloon", "v", "16M"], "below v's minimum 64MiB"),
+        (vec!["balloon", "nosuch", "128M"], "no VM named 'nosuch'"),
+        (vec!["workload", "v", "hold:1G"], "does not fit"),
+        (vec!["workload", "v", "dance"], "unknown"),
+        (vec!["stats", "nosuch"], "no VM named 'nosuch'"),
+    ] {
+        let err = fails(host.path(), &args);
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected '{expected}' in: {err}"
+        );
+    }
+    let after = host.vm("v");
+    for key in ["balloon_target_mib", "memory_mib", "workload", "state"] {
+        assert_eq!(
+            before[key], after[key],
+            "{key} changed after refused requests"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Helpers for end-to-end tests: a daemon in a private state directory with its own cgroup,
+//! torn down even when a test fails. Missing prerequisites fail loudly with the fix.
+
+#![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_memvisor");
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MEMVISOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/memvisor".into())
+}
+
+/// Fails (never skips) when the machine lacks what real-VM tests need.
+pub fn require_vm_prerequisites() {
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+    assert!(
+        qemu.is_ok_and(|o| o.status.success()),
+        "qemu-system-x86_64 is missing: run 'apt-get install qemu-system-x86' (or ./scripts/test.sh, which installs everything)"
+    );
+    assert!(
+        cache_dir().join("current").exists(),
+        "no guest image in {}: run 'memvisor image build' (./scripts/test.sh does)",
+        cache_dir().display()
+    );
+}
+
+pub fn memvisor(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("memvisor runs")
+}
+
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = memvisor(dir, args);
+    assert!(
+        out.status.success(),
+        "memvisor {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its error message.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = memvisor(dir, args);
+    assert!(
+        !out.status.success(),
+        "memvisor {args:?} should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub cgroup: String,
+    up: bool,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Host {
+    /// A state directory and a cgroup name no other test uses.
+    pub fn new() -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("memvisor-e2e-")
+            .tempdir_in("/var/tmp")
+            .expect("temp dir");
+        let cgroup = format!(
+            "memvisor-e2e-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        Host {
+            dir,
+            cgroup,
+            up: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a config whose [host] table is filled in, then `up`.
+    pub fn up(&mut self, budget: &str, vms: &str) {
+        let config = format!(
+            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}",
+            self.cgroup
+        );
+        let file = self.path().join("config.toml");
+        std::fs::write(&file, config).unwrap();
+        self.up = true;
+        ok(self.path(), &["up", "-f", file.to_str().unwrap()]);
+    }
+
+    pub fn vm(&self, name: &str) -> Value {
+        let text = ok(self.path(), &["stats", name, "--json"]);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn ps(&self) -> Vec<Value> {
+        serde_json::from_str(&ok(self.path(), &["ps", "--json"])).unwrap()
+    }
+
+    /// Polls `name` until `done` holds, or fails with the last status seen.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> (Value, f64) {
+        let started = Instant::now();
+        loop {
+            let status = self.vm(name);
+            if done(&status) {
+                return (status, started.elapsed().as_secs_f64());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{name}: {what} not reached within {limit:?}; last status: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = memvisor(self.path(), &["down"]);
+        }
+    }
+}
+
+pub fn mib(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v:#}"))
+}
+
+pub fn within_5_percent(v: &Value) -> bool {
+    match (
+        v["balloon_actual_mib"].as_u64(),
+        v["balloon_target_mib"].as_u64(),
+    ) {
+        (Some(a), Some(t)) => (a as f64 - t as f64).abs() <= 0.05 * t as f64,
+        _ => false,
+    }
+}

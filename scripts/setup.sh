@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what memvisor needs on a Debian host and builds it; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 kmod)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+elif ! apt-cache show busybox-static >/dev/null 2>&1; then
+  apt-get update -qq  # the image build asks apt for the kernel and busybox packages
+fi
+
+profile=${PROFILE:-release}
+flag=$([ "$profile" = release ] && echo --release || true)
+cargo build $flag --workspace --bins
+bin="target/x86_64-unknown-linux-gnu/$profile"
+"$bin/memvisor" image build
+echo "setup: ready: $bin/memvisor"

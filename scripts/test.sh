@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up memvisor and runs every check and test: format, lints, unit tests, and end-to-end
+# tests that boot real guests (one at a time; see .config/nextest.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=debug ./scripts/setup.sh
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo nextest run --workspace
