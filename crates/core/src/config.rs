@@ -133,7 +133,11 @@ impl VmConfig {
                 self.memory
             ));
         }
-        if self.memory.as_bytes() % Size::mib(1).as_bytes() != 0 {
+        if !self
+            .memory
+            .as_bytes()
+            .is_multiple_of(Size::mib(1).as_bytes())
+        {
             out.push(format!(
                 "vm {name}: memory {} is not a whole number of MiB",
                 self.memory
@@ -145,7 +149,9 @@ impl VmConfig {
                     "vm {name}: max {max} is below memory {}; raise max or drop it",
                     self.memory
                 ));
-            } else if (max.as_bytes() - self.memory.as_bytes()) % VIRTIO_MEM_BLOCK.as_bytes() != 0 {
+            } else if !(max.as_bytes() - self.memory.as_bytes())
+                .is_multiple_of(VIRTIO_MEM_BLOCK.as_bytes())
+            {
                 out.push(format!(
                     "vm {name}: max {max} minus memory {} must be a multiple of {VIRTIO_MEM_BLOCK} (virtio-mem block size)",
                     self.memory

@@ -115,7 +115,7 @@ impl fmt::Display for Size {
             (1 << 10, "KiB"),
         ];
         for (scale, name) in UNITS {
-            if self.0 >= scale && self.0 % scale == 0 {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{}", self.0 / scale, name);
             }
         }
