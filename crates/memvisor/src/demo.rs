@@ -101,25 +101,25 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
 
 async fn script(client: &Client) -> Result<(), CliError> {
     show(client).await?;
-    say("vm1 and vm2 run a batch job that fills 300 MiB of page cache, then keep 200 MiB in use (30 s)");
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    say("vm1 and vm2 run a batch job that fills 200 MiB of page cache, then keep 100 MiB in use (25 s)");
+    tokio::time::sleep(Duration::from_secs(25)).await;
     show(client).await?;
 
     say("Their cache is idle memory the host pays for (RSS). Take it back with the balloon:");
-    balloon(client, "vm1", "512M").await?;
-    balloon(client, "vm2", "512M").await?;
+    balloon(client, "vm1", "288M").await?;
+    balloon(client, "vm2", "288M").await?;
     let seconds = settle(client, &["vm1", "vm2"], Duration::from_secs(90)).await?;
     println!("balloons reached their targets in {seconds:.1} s");
     tokio::time::sleep(Duration::from_secs(3)).await;
     show(client).await?;
 
-    say("vm3 now needs memory: a 700 MiB working set, written over and over");
-    println!("$ memvisor workload vm3 touch:750M:700M");
+    say("vm3 now needs memory: a 250 MiB working set, written over and over");
+    println!("$ memvisor workload vm3 touch:260M:250M");
     client
         .call(
             Method::PUT,
             "/v1/vms/vm3/workload",
-            Some(json!({ "workload": "touch:750M:700M" })),
+            Some(json!({ "workload": "touch:260M:250M" })),
         )
         .await?;
     tokio::time::sleep(Duration::from_secs(25)).await;
