@@ -120,6 +120,13 @@ impl Cache {
         })
     }
 
+    fn restart(&mut self, mib: u64) {
+        self.mib = mib;
+        self.written = 0;
+        self.read_at = 0;
+        let _ = self.disk.seek(SeekFrom::Start(0));
+    }
+
     /// One MiB of work; returns pages moved.
     fn step(&mut self) -> u64 {
         let result = if self.written < self.mib {
@@ -169,7 +176,11 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             generation = new_generation;
             step_index = index;
             cursor = 0;
-            cache = None;
+            // The disk stays open: the last close of a block device drops its page cache, and
+            // the cache a step leaves behind is what an idle guest really holds.
+            if let (Some(c), Load::Cache(size)) = (cache.as_mut(), load) {
+                c.restart(size.as_mib());
+            }
             *shared.phase.lock().expect("phase lock") = load.name().to_string();
         }
         let mib = |s: memvisor_core::Size| s.as_mib() as usize;

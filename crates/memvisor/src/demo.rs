@@ -101,13 +101,13 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
 
 async fn script(client: &Client) -> Result<(), CliError> {
     show(client).await?;
-    say("vm1 and vm2 run a batch job that fills 200 MiB of page cache, then keep 100 MiB in use (25 s)");
+    say("vm1 and vm2 run a batch job that fills 128 MiB of page cache, then keep 64 MiB in use (25 s)");
     tokio::time::sleep(Duration::from_secs(25)).await;
     show(client).await?;
 
     say("Their cache is idle memory the host pays for (RSS). Take it back with the balloon:");
-    balloon(client, "vm1", "288M").await?;
-    balloon(client, "vm2", "288M").await?;
+    balloon(client, "vm1", "256M").await?;
+    balloon(client, "vm2", "256M").await?;
     let seconds = settle(client, &["vm1", "vm2"], Duration::from_secs(90)).await?;
     println!("balloons reached their targets in {seconds:.1} s");
     tokio::time::sleep(Duration::from_secs(3)).await;
