@@ -25,12 +25,17 @@ pub fn open(wait: Duration) -> Result<File, String> {
 }
 
 fn find() -> Option<String> {
-    std::fs::read_dir("/sys/class/virtio-ports")
+    device_with("/sys/class/virtio-ports", "name", PORT_NAME)
+}
+
+/// The /dev node of the entry under `sysfs_dir` whose `attribute` file reads `value`.
+pub fn device_with(sysfs_dir: &str, attribute: &str, value: &str) -> Option<String> {
+    std::fs::read_dir(sysfs_dir)
         .ok()?
         .filter_map(Result::ok)
         .find_map(|entry| {
-            let name = std::fs::read_to_string(entry.path().join("name")).ok()?;
-            (name.trim() == PORT_NAME)
+            let content = std::fs::read_to_string(entry.path().join(attribute)).ok()?;
+            (content.trim() == value)
                 .then(|| format!("/dev/{}", entry.file_name().to_string_lossy()))
         })
 }

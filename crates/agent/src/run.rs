@@ -84,14 +84,7 @@ impl Shared {
 
 /// The scratch disk, found by the serial number the host gave it.
 fn scratch_disk() -> Option<String> {
-    std::fs::read_dir("/sys/block")
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|e| {
-            let serial = std::fs::read_to_string(e.path().join("serial")).ok()?;
-            (serial.trim() == SCRATCH_SERIAL)
-                .then(|| format!("/dev/{}", e.file_name().to_string_lossy()))
-        })
+    crate::port::device_with("/sys/block", "serial", SCRATCH_SERIAL)
 }
 
 /// Page-cache traffic on the scratch disk: write `mib` once, then read it round and round.
