@@ -3,6 +3,12 @@
 
 pub mod agent;
 pub mod config;
+pub mod entitlement;
+pub mod ladder;
+pub mod plan;
+pub mod policy;
+pub mod sharing;
+pub mod snapshot;
 pub mod size;
 pub mod status;
 pub mod workload;

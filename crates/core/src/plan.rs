@@ -1,0 +1,49 @@
+//! What a policy decides: actions, each with the reason an operator reads in the event log.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Give the guest this much memory: balloon below its boot size, virtio-mem above it.
+    Allocate { vm: String, target_mib: u64 },
+    /// Cap the VM's QEMU on the host (None lifts the cap); above the cap the host swaps it.
+    CgroupLimit { vm: String, limit_mib: Option<u64> },
+    Ksm { run: bool, pages_to_scan: u32, sleep_ms: u32 },
+    Zswap { enabled: bool },
+    Admit { vm: String, admitted: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+}
+
+impl Plan {
+    pub fn push(&mut self, action: Action, reason: impl Into<String>) {
+        self.decisions.push(Decision {
+            action,
+            reason: reason.into(),
+        });
+    }
+
+    pub fn allocation_for(&self, vm: &str) -> Option<u64> {
+        self.decisions.iter().find_map(|d| match &d.action {
+            Action::Allocate { vm: v, target_mib } if v == vm => Some(*target_mib),
+            _ => None,
+        })
+    }
+
+    pub fn cgroup_limit_for(&self, vm: &str) -> Option<Option<u64>> {
+        self.decisions.iter().find_map(|d| match &d.action {
+            Action::CgroupLimit { vm: v, limit_mib } if v == vm => Some(*limit_mib),
+            _ => None,
+        })
+    }
+}

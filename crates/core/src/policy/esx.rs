@@ -1,0 +1,411 @@
+//! Ours, after VMware ESX: entitlement from shares, reservation and limit with an idle memory
+//! tax; the host's free-memory state picks the rung of the ladder (share → balloon → compress
+//! and swap → refuse new VMs).
+
+use super::{ceiling_mib, floor_mib, Policy, Settings};
+use crate::entitlement::{allocate, Claim};
+use crate::ladder::{FreeState, Ladder};
+use crate::plan::{Action, Plan};
+use crate::sharing;
+use crate::snapshot::{Snapshot, VmObservation};
+use std::collections::BTreeMap;
+
+/// Changes smaller than this (MiB) are not worth a balloon round trip.
+const DEAD_BAND_MIB: u64 = 16;
+
+pub struct Esx {
+    settings: Settings,
+    ladder: Ladder,
+    /// VMs whose cgroup limit we lowered to make the host swap them, with that limit.
+    swapping: BTreeMap<String, u64>,
+}
+
+impl Esx {
+    pub fn new(settings: Settings) -> Esx {
+        Esx {
+            ladder: Ladder::new(settings.thresholds),
+            settings,
+            swapping: BTreeMap::new(),
+        }
+    }
+
+    fn claim(vm: &VmObservation) -> Claim {
+        let ceiling = ceiling_mib(vm);
+        // A hungry guest's working set is capped by what it has; ask for a step more.
+        let active = if vm.is_hungry() {
+            (vm.allocation_mib + (vm.allocation_mib / 4).max(128)).min(ceiling)
+        } else {
+            vm.active_mib()
+        };
+        Claim {
+            shares: vm.shares,
+            active_mib: active,
+            min_mib: floor_mib(vm),
+            max_mib: ceiling,
+        }
+    }
+}
+
+impl Policy for Esx {
+    fn name(&self) -> &'static str {
+        "ours"
+    }
+
+    fn decide(&mut self, s: &Snapshot) -> Plan {
+        let mut plan = Plan::default();
+        let host = &s.host;
+        let free_pct = host.free_pct();
+        let state = self.ladder.update(free_pct);
+        let why_state = format!(
+            "host {state}: {} of {} MiB free ({free_pct:.1}%)",
+            host.free_mib(),
+            host.budget_mib
+        );
+
+        let ksm = sharing::ksm_for(state);
+        if let Action::Ksm {
+            pages_to_scan,
+            sleep_ms,
+            ..
+        } = ksm
+        {
+            let rate = sharing::scan_rate_mib_s(pages_to_scan, sleep_ms);
+            plan.push(ksm, format!("{why_state}; KSM scans {rate} MiB/s"));
+        }
+        let compress = state >= FreeState::Hard;
+        plan.push(
+            Action::Zswap { enabled: compress },
+            if compress {
+                format!("{why_state}; compress before swapping to disk")
+            } else {
+                format!("{why_state}; no host swapping, no compression")
+            },
+        );
+
+        // Entitlements keep the high threshold's margin free for the next burst.
+        let margin = host.budget_mib * self.settings.thresholds.high as u64 / 100;
+        let overhead: u64 = s.vms.iter().map(VmObservation::overhead_mib).sum();
+        let usable = host
+            .budget_mib
+            .saturating_sub(host.reserve_mib + margin + overhead);
+        let claims: Vec<Claim> = s.vms.iter().map(Esx::claim).collect();
+        let entitled = allocate(&claims, usable, self.settings.idle_tax);
+
+        // Grants come out of memory free now (above the margin), minus grants still in flight.
+        let in_flight: u64 = s
+            .vms
+            .iter()
+            .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
+            .sum();
+        let mut grantable = host
+            .free_mib()
+            .saturating_sub(margin + host.reserve_mib + in_flight);
+        let mut wanted = 0;
+        for (vm, &entitled) in s.vms.iter().zip(&entitled) {
+            let base = vm.allocation_mib.max(vm.target_mib);
+            if entitled < base + DEAD_BAND_MIB {
+                continue;
+            }
+            wanted += entitled - base;
+            let grant = (entitled - base).min(grantable);
+            if grant < DEAD_BAND_MIB {
+                continue;
+            }
+            grantable -= grant;
+            plan.push(
+                Action::Allocate {
+                    vm: vm.name.clone(),
+                    target_mib: base + grant,
+                },
+                format!(
+                    "{} is entitled to {entitled} MiB ({}active {} MiB, shares {}) and has {}: grant {grant} MiB",
+                    vm.name,
+                    if vm.is_hungry() { "hungry, " } else { "" },
+                    vm.active_mib(),
+                    vm.shares,
+                    vm.allocation_mib
+                ),
+            );
+        }
+
+        // Reclaim when the host is short, or when a VM waits for memory that is not free.
+        let needy = wanted > grantable + DEAD_BAND_MIB;
+        let mut over: Vec<(u64, &VmObservation, u64)> = s
+            .vms
+            .iter()
+            .zip(&entitled)
+            .filter(|(vm, &e)| {
+                let above_limit = vm.target_mib > ceiling_mib(vm);
+                let reclaim = state >= FreeState::Soft || needy || above_limit;
+                reclaim && vm.target_mib > e + DEAD_BAND_MIB
+            })
+            .map(|(vm, &e)| (vm.allocation_mib.saturating_sub(e), vm, e))
+            .collect();
+        over.sort_by(|a, b| b.0.cmp(&a.0));
+        let already = s
+            .vms
+            .iter()
+            .filter(|v| v.allocation_mib > v.target_mib + DEAD_BAND_MIB)
+            .count();
+        let slots = self.settings.max_inflating.saturating_sub(already);
+        let why_reclaim = if state >= FreeState::Soft {
+            why_state.clone()
+        } else {
+            format!("VMs need {wanted} MiB more than is free")
+        };
+        for (_, vm, e) in over.into_iter().take(slots) {
+            let target = e
+                .max(vm.target_mib.saturating_sub(self.settings.step_mib))
+                .min(ceiling_mib(vm));
+            plan.push(
+                Action::Allocate {
+                    vm: vm.name.clone(),
+                    target_mib: target,
+                },
+                format!(
+                    "{why_reclaim}; {} holds {} MiB but is entitled to {e} (active {} MiB, idle taxed {:.0}%): balloon to {target}",
+                    vm.name,
+                    vm.allocation_mib,
+                    vm.active_mib(),
+                    self.settings.idle_tax * 100.0
+                ),
+            );
+        }
+
+        // Host swap only in hard, only the VMs whose balloon did not give back what they owe.
+        for (vm, &e) in s.vms.iter().zip(&entitled) {
+            let owes = vm.allocation_mib.saturating_sub(vm.target_mib.max(e));
+            if state >= FreeState::Hard && owes > DEAD_BAND_MIB {
+                let limit = vm.host_rss_mib.saturating_sub(owes).max(floor_mib(vm));
+                if self.swapping.get(&vm.name) != Some(&limit) {
+                    self.swapping.insert(vm.name.clone(), limit);
+                    plan.push(
+                        Action::CgroupLimit {
+                            vm: vm.name.clone(),
+                            limit_mib: Some(limit),
+                        },
+                        format!("{why_state}; {} still holds {owes} MiB beyond its entitlement that its balloon did not return: the host swaps it (cgroup limit {limit} MiB)", vm.name),
+                    );
+                }
+            }
+        }
+        if state < FreeState::Hard {
+            for (name, _) in std::mem::take(&mut self.swapping) {
+                plan.push(
+                    Action::CgroupLimit {
+                        vm: name.clone(),
+                        limit_mib: None,
+                    },
+                    format!("{why_state}; lift {name}'s host swap limit"),
+                );
+            }
+        }
+
+        let mut reserved: u64 =
+            host.reserve_mib + s.vms.iter().map(|v| v.reservation_mib).sum::<u64>();
+        for p in &s.pending {
+            let fits = reserved + p.reservation_mib <= host.budget_mib;
+            let admitted = fits && state < FreeState::Low;
+            let reason = if state >= FreeState::Low {
+                format!("{why_state}; no VM starts until memory is freed")
+            } else if fits {
+                reserved += p.reservation_mib;
+                format!(
+                    "{} fits: reservations with it {reserved} of {} MiB",
+                    p.name, host.budget_mib
+                )
+            } else {
+                format!(
+                    "{}'s reservation of {} MiB does not fit: {} MiB already reserved (incl. host reserve {} MiB) of a {} MiB budget; lower its reservation, stop a VM or raise the budget",
+                    p.name, p.reservation_mib, reserved, host.reserve_mib, host.budget_mib
+                )
+            };
+            plan.push(
+                Action::Admit {
+                    vm: p.name.clone(),
+                    admitted,
+                },
+                reason,
+            );
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::fixtures::{snapshot, vm};
+    use crate::snapshot::PendingVm;
+
+    fn ours() -> Esx {
+        Esx::new(Settings::default())
+    }
+
+    fn allocations(plan: &Plan) -> Vec<(String, u64)> {
+        plan.decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::Allocate { vm, target_mib } => Some((vm.clone(), *target_mib)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plenty_of_free_memory_reclaims_nothing() {
+        let s = snapshot(0.0, 4096, 1000, vec![vm("a", 1024, 100), vm("b", 1024, 900)]);
+        let plan = ours().decide(&s);
+        assert!(allocations(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn soft_state_balloons_the_idle_vm_not_the_busy_one() {
+        // 1536 MiB budget, 40 MiB free (2.6%): soft.
+        let s = snapshot(0.0, 1536, 1496, vec![vm("idle", 1024, 100), vm("busy", 700, 650)]);
+        let plan = ours().decide(&s);
+        let a = allocations(&plan);
+        assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
+        assert!(!a.iter().any(|(n, t)| n == "busy" && *t < 700), "{plan:?}");
+        assert!(plan.decisions.iter().all(|d| !d.reason.is_empty()));
+    }
+
+    #[test]
+    fn a_hungry_vm_is_granted_memory_taken_from_an_idle_one() {
+        let mut hungry = vm("needy", 1024, 1000);
+        hungry.max_mib = 2048;
+        hungry.limit_mib = 2048;
+        hungry.guest_swap_out_rate = 20.0;
+        let s = snapshot(0.0, 2048, 2000, vec![vm("idle", 1024, 100), hungry]);
+        let mut p = ours();
+        let plan = p.decide(&s);
+        let a = allocations(&plan);
+        assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
+        // Once the idle VM gave its memory back, the needy one grows past its boot size.
+        let mut hungry = vm("needy", 1024, 1000);
+        hungry.max_mib = 2048;
+        hungry.limit_mib = 2048;
+        hungry.guest_swap_out_rate = 20.0;
+        let mut idle = vm("idle", 768, 100);
+        idle.target_mib = 768;
+        let s = snapshot(1.0, 2048, 1100, vec![idle, hungry]);
+        let plan = p.decide(&s);
+        assert!(
+            allocations(&plan).iter().any(|(n, t)| n == "needy" && *t > 1024),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn never_below_reservation_or_above_limit() {
+        let mut reserved = vm("r", 1024, 50);
+        reserved.reservation_mib = 600;
+        let mut limited = vm("l", 1024, 1000);
+        limited.limit_mib = 512;
+        limited.guest_swap_out_rate = 50.0;
+        let s = snapshot(0.0, 1536, 1530, vec![reserved, limited, vm("x", 1024, 50)]);
+        let plan = ours().decide(&s);
+        for (n, t) in allocations(&plan) {
+            match n.as_str() {
+                "r" => assert!(t >= 600, "{plan:?}"),
+                "l" => assert!(t <= 512, "{plan:?}"),
+                _ => assert!(t >= crate::policy::GUEST_FLOOR_MIB),
+            }
+        }
+    }
+
+    #[test]
+    fn no_more_than_max_inflating_balloons_move_at_once() {
+        let vms = (0..6).map(|i| vm(&format!("v{i}"), 1024, 100)).collect();
+        let s = snapshot(0.0, 4096, 4050, vms);
+        let plan = ours().decide(&s);
+        assert_eq!(allocations(&plan).len(), 2, "{plan:?}");
+    }
+
+    #[test]
+    fn ballooning_in_soft_never_swaps() {
+        let s = snapshot(0.0, 1536, 1490, vec![vm("a", 1024, 100), vm("b", 1024, 100)]);
+        let plan = ours().decide(&s);
+        assert!(plan.decisions.iter().all(|d| !matches!(
+            d.action,
+            Action::CgroupLimit { limit_mib: Some(_), .. } | Action::Zswap { enabled: true }
+        )));
+    }
+
+    #[test]
+    fn hard_state_swaps_only_the_vm_whose_balloon_did_not_deliver() {
+        // a was asked to shrink (target 300) but still holds 1024; b is at its target.
+        let mut stuck = vm("a", 1024, 100);
+        stuck.target_mib = 300;
+        stuck.host_rss_mib = 1100;
+        let mut done = vm("b", 300, 250);
+        done.target_mib = 300;
+        let s = snapshot(0.0, 1536, 1520, vec![stuck, done]);
+        let mut p = ours();
+        let plan = p.decide(&s);
+        let limits: Vec<_> = plan
+            .decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::CgroupLimit { vm, limit_mib } => Some((vm.clone(), *limit_mib)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(limits.len(), 1, "{plan:?}");
+        assert_eq!(limits[0].0, "a");
+        assert!(limits[0].1.unwrap() < 1100);
+        // Memory recovers: the limit is lifted at once.
+        let s = snapshot(1.0, 1536, 1000, vec![vm("a", 400, 100), vm("b", 300, 250)]);
+        let plan = p.decide(&s);
+        assert!(plan.decisions.iter().any(|d| d.action
+            == Action::CgroupLimit {
+                vm: "a".into(),
+                limit_mib: None
+            }));
+    }
+
+    #[test]
+    fn admission_refuses_what_does_not_fit_and_says_why() {
+        let mut a = vm("a", 1024, 100);
+        a.reservation_mib = 1024;
+        let mut s = snapshot(0.0, 1536, 600, vec![a]);
+        s.pending = vec![
+            PendingVm {
+                name: "small".into(),
+                reservation_mib: 256,
+            },
+            PendingVm {
+                name: "big".into(),
+                reservation_mib: 512,
+            },
+        ];
+        let plan = ours().decide(&s);
+        let admits: Vec<_> = plan
+            .decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::Admit { vm, admitted } => Some((vm.as_str(), *admitted, &d.reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(admits[0].0, "small");
+        assert!(admits[0].1);
+        assert!(!admits[1].1);
+        assert!(admits[1].2.contains("does not fit"), "{}", admits[1].2);
+    }
+
+    #[test]
+    fn low_state_refuses_every_new_vm() {
+        let mut s = snapshot(0.0, 1536, 1535, vec![vm("a", 1024, 1000)]);
+        s.pending = vec![PendingVm {
+            name: "n".into(),
+            reservation_mib: 0,
+        }];
+        let plan = ours().decide(&s);
+        assert!(plan.decisions.iter().any(|d| d.action
+            == Action::Admit {
+                vm: "n".into(),
+                admitted: false
+            }));
+    }
+}

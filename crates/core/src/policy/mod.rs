@@ -1,0 +1,144 @@
+//! Policies: a snapshot in, a plan out, no I/O. Ours and the baselines it is measured against
+//! share this interface so that the benchmark runs them on the same scenario.
+
+mod esx;
+mod fixed;
+mod mom;
+mod proxmox;
+
+use crate::ladder::Thresholds;
+use crate::plan::Plan;
+use crate::snapshot::{Snapshot, VmObservation};
+use serde::{Deserialize, Serialize};
+
+pub use esx::Esx;
+pub use fixed::Static;
+pub use mom::Mom;
+pub use proxmox::Proxmox;
+
+pub trait Policy: Send {
+    fn name(&self) -> &'static str;
+    /// Decides what to change now. `&mut self` holds only what the policy remembers between
+    /// rounds (its free-memory state, when it last acted); time comes from the snapshot.
+    fn decide(&mut self, snapshot: &Snapshot) -> Plan;
+}
+
+pub const POLICY_NAMES: [&str; 4] = ["ours", "static", "proxmox", "mom"];
+
+/// No allocation goes below this: under it a Linux guest's kernel and agent cannot work.
+pub const GUEST_FLOOR_MIB: u64 = 128;
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown policy '{0}': choose one of ours, static, proxmox, mom")]
+pub struct UnknownPolicy(pub String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub policy: String,
+    /// Share of a VM's idle memory that counts against it (0 ≤ tax < 1).
+    pub idle_tax: f64,
+    pub thresholds: Thresholds,
+    /// At most this many VMs inflate their balloons at the same time.
+    pub max_inflating: usize,
+    /// The largest balloon change asked of one VM in one round, MiB.
+    pub step_mib: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            policy: "ours".into(),
+            idle_tax: crate::entitlement::DEFAULT_IDLE_TAX,
+            thresholds: Thresholds::default(),
+            max_inflating: 2,
+            step_mib: 256,
+        }
+    }
+}
+
+impl Settings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.thresholds.problems();
+        if !POLICY_NAMES.contains(&self.policy.as_str()) {
+            out.push(UnknownPolicy(self.policy.clone()).to_string());
+        }
+        if !(0.0..1.0).contains(&self.idle_tax) {
+            out.push(format!(
+                "scheduler idle_tax {} must be at least 0 and below 1 (0.75 taxes idle memory 75%)",
+                self.idle_tax
+            ));
+        }
+        if self.max_inflating == 0 {
+            out.push("scheduler max_inflating must be at least 1".into());
+        }
+        if self.step_mib < 16 {
+            out.push("scheduler step_mib must be at least 16".into());
+        }
+        out
+    }
+}
+
+pub fn by_name(name: &str, settings: &Settings) -> Result<Box<dyn Policy>, UnknownPolicy> {
+    Ok(match name {
+        "ours" => Box::new(Esx::new(settings.clone())),
+        "static" => Box::new(Static),
+        "proxmox" => Box::new(Proxmox::default()),
+        "mom" => Box::new(Mom::default()),
+        other => return Err(UnknownPolicy(other.to_string())),
+    })
+}
+
+/// The least a policy may leave a VM: its reservation, and never under the guest floor.
+pub fn floor_mib(vm: &VmObservation) -> u64 {
+    vm.reservation_mib.max(GUEST_FLOOR_MIB).min(vm.max_mib)
+}
+
+/// The most a policy may give a VM: its limit, and no more than it can hold.
+pub fn ceiling_mib(vm: &VmObservation) -> u64 {
+    vm.limit_mib.min(vm.max_mib)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::snapshot::{HostObservation, Snapshot, VmObservation};
+
+    pub fn vm(name: &str, allocation: u64, used: u64) -> VmObservation {
+        VmObservation {
+            name: name.into(),
+            memory_mib: 1024,
+            max_mib: 1024,
+            reservation_mib: 0,
+            limit_mib: 1024,
+            shares: 1000,
+            allocation_mib: allocation,
+            target_mib: allocation,
+            guest_used_mib: Some(used),
+            guest_available_mib: Some(allocation.saturating_sub(used)),
+            guest_swap_in_rate: 0.0,
+            guest_swap_out_rate: 0.0,
+            host_rss_mib: used + 60,
+            shared_mib: 0,
+            working_set_mib: Some(used),
+            throughput: None,
+            cgroup_limit_mib: None,
+        }
+    }
+
+    pub fn snapshot(at_s: f64, budget: u64, used: u64, vms: Vec<VmObservation>) -> Snapshot {
+        Snapshot {
+            at_s,
+            host: HostObservation {
+                budget_mib: budget,
+                used_mib: used,
+                reserve_mib: 0,
+                psi_some_avg10: 0.0,
+                swap_total_mib: 1024,
+                swap_used_mib: 0,
+                ksm_saved_mib: 0,
+            },
+            vms,
+            pending: Vec::new(),
+        }
+    }
+}

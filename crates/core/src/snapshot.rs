@@ -1,0 +1,109 @@
+//! What the sensors saw, in one value: the only input a policy gets. Figures are MiB.
+
+use serde::{Deserialize, Serialize};
+
+/// Guest paging above this (MiB/s, in plus out) means the guest is short of memory.
+const HUNGRY_PAGING_MIB_S: f64 = 1.0;
+/// Less than this share of its memory available (%) means the guest is short of memory.
+const HUNGRY_AVAILABLE_PCT: u64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Seconds since the scheduler started; policies pace themselves with it, not with a clock.
+    pub at_s: f64,
+    pub host: HostObservation,
+    pub vms: Vec<VmObservation>,
+    /// VMs asking to start, in order; the plan admits or refuses each.
+    #[serde(default)]
+    pub pending: Vec<PendingVm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostObservation {
+    pub budget_mib: u64,
+    /// What every VM together is charged (the parent cgroup's usage).
+    pub used_mib: u64,
+    /// Kept free for the host itself; never entitled to a VM.
+    pub reserve_mib: u64,
+    /// Share of the last 10 s in which some task waited for memory (PSI "some avg10", %).
+    pub psi_some_avg10: f64,
+    pub swap_total_mib: u64,
+    pub swap_used_mib: u64,
+    pub ksm_saved_mib: u64,
+}
+
+impl HostObservation {
+    pub fn free_mib(&self) -> u64 {
+        self.budget_mib.saturating_sub(self.used_mib)
+    }
+
+    pub fn free_pct(&self) -> f64 {
+        if self.budget_mib == 0 {
+            return 0.0;
+        }
+        100.0 * self.free_mib() as f64 / self.budget_mib as f64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmObservation {
+    pub name: String,
+    /// Boot size of guest RAM.
+    pub memory_mib: u64,
+    /// The most it can have: boot size plus what virtio-mem can plug.
+    pub max_mib: u64,
+    pub reservation_mib: u64,
+    pub limit_mib: u64,
+    pub shares: u32,
+    /// What the guest has now: balloon actual plus virtio-mem plugged.
+    pub allocation_mib: u64,
+    /// The allocation last asked for.
+    pub target_mib: u64,
+    /// Guest memory in use that it cannot drop (total − available − ballooned), if reported.
+    pub guest_used_mib: Option<u64>,
+    pub guest_available_mib: Option<u64>,
+    /// MiB/s the guest pages in from and out to its own swap disk.
+    pub guest_swap_in_rate: f64,
+    pub guest_swap_out_rate: f64,
+    pub host_rss_mib: u64,
+    /// Pages of this VM merged by KSM.
+    pub shared_mib: u64,
+    /// Memory the guest touched recently (DAMON, else guest statistics).
+    pub working_set_mib: Option<u64>,
+    /// Pages per second the guest's workload does, if it has an agent.
+    pub throughput: Option<f64>,
+    /// The VM's own cgroup limit now (None: unlimited, only the host budget applies).
+    pub cgroup_limit_mib: Option<u64>,
+}
+
+impl VmObservation {
+    /// The QEMU process's own memory beyond the guest RAM it holds (device state, code cache).
+    pub fn overhead_mib(&self) -> u64 {
+        self.host_rss_mib
+            .saturating_sub(self.guest_used_mib.unwrap_or(self.allocation_mib))
+    }
+
+    /// The guest wants more than it has: it pages to its own disk, or almost nothing is left.
+    pub fn is_hungry(&self) -> bool {
+        let paging = self.guest_swap_in_rate + self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S;
+        let cornered = self
+            .guest_available_mib
+            .is_some_and(|a| a * 100 < self.allocation_mib * HUNGRY_AVAILABLE_PCT);
+        paging || cornered
+    }
+
+    /// The guest's active memory: the working set if measured, else what it has in use, else
+    /// everything it holds (unknown is treated as active so that nothing is taken on a guess).
+    pub fn active_mib(&self) -> u64 {
+        self.working_set_mib
+            .or(self.guest_used_mib)
+            .unwrap_or(self.allocation_mib)
+            .min(self.allocation_mib)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingVm {
+    pub name: String,
+    pub reservation_mib: u64,
+}
