@@ -2,5 +2,8 @@
 //! the parsing in each is pure and unit-tested on fixture text.
 
 pub mod cgroup;
+pub mod ksm;
 pub mod meminfo;
+pub mod pressure;
 pub mod process;
+pub mod swap;
