@@ -76,6 +76,7 @@ impl Shared {
                 .to_string(),
             phase: self.phase.lock().expect("phase lock").clone(),
             pages_per_sec: rate.round(),
+            oom_kills: oom_kills(),
             held_mib: self.held_mib.load(Ordering::Relaxed),
             uptime_s: booted.elapsed().as_secs_f64(),
         }
@@ -222,4 +223,14 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             std::thread::sleep(pause);
         }
     }
+}
+
+fn oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

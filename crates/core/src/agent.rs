@@ -34,6 +34,9 @@ pub struct AgentReport {
     pub pages_per_sec: f64,
     /// Anonymous memory the workload holds now, in MiB.
     pub held_mib: u64,
+    /// Processes the guest kernel's OOM killer ended since boot (`oom_kill` in /proc/vmstat).
+    #[serde(default)]
+    pub oom_kills: u64,
     pub uptime_s: f64,
 }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub host: HostConfig,
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmConfig>,
+    #[serde(default)]
+    pub scheduler: crate::policy::Settings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +71,16 @@ pub struct HostConfig {
     pub cgroup: String,
     #[serde(default)]
     pub accel: Accel,
+    /// Kept out of every VM's entitlement, for the host itself and QEMU's own growth.
+    #[serde(default = "default_reserve")]
+    pub reserve: Size,
+    /// A swap file of this size is switched on for the VMs while memvisor runs (0: none).
+    #[serde(default)]
+    pub swap: Size,
+}
+
+fn default_reserve() -> Size {
+    Size::mib(64)
 }
 
 fn default_cgroup() -> String {
@@ -254,7 +266,13 @@ impl Config {
             }
             problems.extend(vm.problems());
         }
-        let reserved: u64 = self.vms.iter().map(|v| v.reservation.as_bytes()).sum();
+        problems.extend(self.scheduler.problems());
+        let reserved: u64 = self.host.reserve.as_bytes()
+            + self
+                .vms
+                .iter()
+                .map(|v| v.reservation.as_bytes())
+                .sum::<u64>();
         if reserved > self.host.budget.as_bytes() {
             let parts: Vec<String> = self
                 .vms
@@ -263,10 +281,11 @@ impl Config {
                 .map(|v| format!("{} {}", v.name, v.reservation))
                 .collect();
             problems.push(format!(
-                "host budget {} is below the sum of reservations {} ({}); raise the budget or lower reservations",
+                "host budget {} is below the sum of reservations {} ({} + host reserve {}); raise the budget or lower reservations",
                 self.host.budget,
                 Size::bytes(reserved),
-                parts.join(" + ")
+                parts.join(" + "),
+                self.host.reserve
             ));
         }
         if problems.is_empty() {
@@ -356,7 +375,9 @@ mod tests {
             reservation = "512M""#,
         );
         assert!(
-            p[0].contains("below the sum of reservations 1280MiB (a 768MiB + b 512MiB)"),
+            p[0].contains(
+                "below the sum of reservations 1344MiB (a 768MiB + b 512MiB + host reserve 64MiB)"
+            ),
             "{p:?}"
         );
     }

@@ -95,19 +95,31 @@ mod tests {
 
     #[test]
     fn plenty_gives_everyone_their_maximum() {
-        let got = allocate(&[claim(1000, 100, 64, 1024), claim(1000, 900, 64, 1024)], 4096, 0.75);
+        let got = allocate(
+            &[claim(1000, 100, 64, 1024), claim(1000, 900, 64, 1024)],
+            4096,
+            0.75,
+        );
         assert_eq!(got, vec![1024, 1024]);
     }
 
     #[test]
     fn equal_shares_and_activity_split_evenly() {
-        let got = allocate(&[claim(1000, 1024, 0, 1024), claim(1000, 1024, 0, 1024)], 1000, 0.75);
+        let got = allocate(
+            &[claim(1000, 1024, 0, 1024), claim(1000, 1024, 0, 1024)],
+            1000,
+            0.75,
+        );
         assert_eq!(got, vec![500, 500]);
     }
 
     #[test]
     fn shares_split_contended_memory_in_proportion() {
-        let got = allocate(&[claim(2000, 2048, 0, 2048), claim(1000, 2048, 0, 2048)], 1500, 0.0);
+        let got = allocate(
+            &[claim(2000, 2048, 0, 2048), claim(1000, 2048, 0, 2048)],
+            1500,
+            0.0,
+        );
         assert!((got[0] as i64 - 1000).abs() <= 1, "{got:?}");
         assert!((got[1] as i64 - 500).abs() <= 1, "{got:?}");
     }
@@ -115,16 +127,35 @@ mod tests {
     #[test]
     fn idle_memory_is_reclaimed_before_active() {
         // Same shares and size; one VM touches 800 MiB, the other 100 MiB.
-        let got = allocate(&[claim(1000, 800, 64, 1024), claim(1000, 100, 64, 1024)], 1200, 0.75);
+        let got = allocate(
+            &[claim(1000, 800, 64, 1024), claim(1000, 100, 64, 1024)],
+            1200,
+            0.75,
+        );
         assert!(got[0] >= 800, "the busy VM keeps its working set: {got:?}");
-        assert!(got[1] < 400, "the idle VM gives up its idle memory: {got:?}");
-        let untaxed = allocate(&[claim(1000, 800, 64, 1024), claim(1000, 100, 64, 1024)], 1200, 0.0);
-        assert_eq!(untaxed, vec![600, 600], "without the tax, shares alone split evenly");
+        assert!(
+            got[1] < 400,
+            "the idle VM gives up its idle memory: {got:?}"
+        );
+        let untaxed = allocate(
+            &[claim(1000, 800, 64, 1024), claim(1000, 100, 64, 1024)],
+            1200,
+            0.0,
+        );
+        assert_eq!(
+            untaxed,
+            vec![600, 600],
+            "without the tax, shares alone split evenly"
+        );
     }
 
     #[test]
     fn minimums_hold_even_when_they_do_not_fit() {
-        let got = allocate(&[claim(1000, 500, 400, 1024), claim(1000, 500, 400, 1024)], 600, 0.75);
+        let got = allocate(
+            &[claim(1000, 500, 400, 1024), claim(1000, 500, 400, 1024)],
+            600,
+            0.75,
+        );
         assert_eq!(got, vec![400, 400]);
     }
 

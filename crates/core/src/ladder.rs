@@ -148,7 +148,11 @@ mod tests {
     fn rising_needs_the_threshold_above() {
         let mut l = Ladder::new(Thresholds::default());
         l.update(0.5);
-        assert_eq!(l.update(1.5), FreeState::Low, "1.5% is above low but below hard");
+        assert_eq!(
+            l.update(1.5),
+            FreeState::Low,
+            "1.5% is above low but below hard"
+        );
         assert_eq!(l.update(2.5), FreeState::Hard);
         assert_eq!(l.update(4.5), FreeState::Soft);
         assert_eq!(l.update(5.9), FreeState::Soft);

@@ -8,8 +8,8 @@ pub mod ladder;
 pub mod plan;
 pub mod policy;
 pub mod sharing;
-pub mod snapshot;
 pub mod size;
+pub mod snapshot;
 pub mod status;
 pub mod workload;
 

@@ -6,12 +6,27 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Give the guest this much memory: balloon below its boot size, virtio-mem above it.
-    Allocate { vm: String, target_mib: u64 },
+    Allocate {
+        vm: String,
+        target_mib: u64,
+    },
     /// Cap the VM's QEMU on the host (None lifts the cap); above the cap the host swaps it.
-    CgroupLimit { vm: String, limit_mib: Option<u64> },
-    Ksm { run: bool, pages_to_scan: u32, sleep_ms: u32 },
-    Zswap { enabled: bool },
-    Admit { vm: String, admitted: bool },
+    CgroupLimit {
+        vm: String,
+        limit_mib: Option<u64>,
+    },
+    Ksm {
+        run: bool,
+        pages_to_scan: u32,
+        sleep_ms: u32,
+    },
+    Zswap {
+        enabled: bool,
+    },
+    Admit {
+        vm: String,
+        admitted: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,6 +61,8 @@ pub struct VmObservation {
     pub target_mib: u64,
     /// Guest memory in use that it cannot drop (total − available − ballooned), if reported.
     pub guest_used_mib: Option<u64>,
+    /// Guest memory holding data, cache included (total − free − ballooned), if reported.
+    pub guest_resident_mib: Option<u64>,
     pub guest_available_mib: Option<u64>,
     /// MiB/s the guest pages in from and out to its own swap disk.
     pub guest_swap_in_rate: f64,
@@ -80,7 +82,7 @@ impl VmObservation {
     /// The QEMU process's own memory beyond the guest RAM it holds (device state, code cache).
     pub fn overhead_mib(&self) -> u64 {
         self.host_rss_mib
-            .saturating_sub(self.guest_used_mib.unwrap_or(self.allocation_mib))
+            .saturating_sub(self.guest_resident_mib.unwrap_or(self.allocation_mib))
     }
 
     /// The guest wants more than it has: it pages to its own disk, or almost nothing is left.

@@ -44,6 +44,17 @@ pub struct VmStatus {
     pub guest_swap_out_mib: Option<u64>,
     pub guest_major_faults: Option<u64>,
     pub host_rss_mib: Option<u64>,
+    /// Balloon actual plus virtio-mem plugged: what the guest has.
+    pub allocation_mib: Option<u64>,
+    pub plugged_mib: Option<u64>,
+    /// Pages of this VM merged with others by KSM.
+    pub shared_mib: Option<u64>,
+    /// The VM's own cgroup limit, set only while the host swaps it.
+    pub host_limit_mib: Option<u64>,
+    pub working_set_mib: Option<u64>,
+    pub guest_swap_in_mib_s: Option<f64>,
+    pub guest_swap_out_mib_s: Option<f64>,
+    pub guest_oom_kills: Option<u64>,
     pub workload: Option<String>,
     pub workload_phase: Option<String>,
     pub workload_pages_per_sec: Option<f64>,
@@ -61,6 +72,22 @@ pub struct HostStatus {
     pub cgroup: String,
     pub cgroup_version: String,
     pub accel: String,
+    pub policy: String,
+    /// high, soft, hard or low; null for policies without free-memory states.
+    pub state: Option<String>,
+    pub ksm_saved_mib: Option<u64>,
+    pub swap_total_mib: u64,
+    pub swap_used_mib: u64,
+    pub psi_some_avg10: Option<f64>,
+}
+
+/// One decision the scheduler carried out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Seconds since the daemon started.
+    pub at_s: f64,
+    pub action: crate::plan::Action,
+    pub reason: String,
 }
 
 /// Error body of every failed API request.

@@ -87,7 +87,10 @@ impl Ksm {
 /// Pages of process `pid` that KSM merged (kernel 6.1+), as a size.
 pub fn process_merged(pid: u32) -> Option<Size> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/ksm_merging_pages")).ok()?;
-    text.trim().parse::<u64>().ok().map(|p| Size::bytes(p * PAGE))
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|p| Size::bytes(p * PAGE))
 }
 
 #[cfg(test)]
@@ -125,7 +128,10 @@ mod tests {
         .unwrap();
         ksm.restore().unwrap();
         let back = ksm.settings().unwrap();
-        assert_eq!((back.run, back.pages_to_scan, back.sleep_ms), (false, 100, 20));
+        assert_eq!(
+            (back.run, back.pages_to_scan, back.sleep_ms),
+            (false, 100, 20)
+        );
         assert_eq!(ksm.saved().unwrap(), Size::mib(10));
     }
 

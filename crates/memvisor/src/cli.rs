@@ -128,8 +128,39 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
-    /// The seed example, scaled: a 1.5 GiB host, three 1 GiB VMs, balloons moved by hand.
+    /// The seed example, scaled: a 1.5 GiB host, three 1 GiB VMs, scheduled automatically.
     Demo,
+    /// Change a VM's reservation, limit, shares or size live, without restarting its guest.
+    Set {
+        vm: String,
+        /// Memory never taken from the VM, e.g. 256M.
+        #[arg(long)]
+        reserve: Option<String>,
+        /// Memory never given to the VM beyond, e.g. 768M.
+        #[arg(long)]
+        limit: Option<String>,
+        /// Relative claim on contended memory (default 1000; 2000 counts double).
+        #[arg(long)]
+        shares: Option<u32>,
+        /// The VM's size now: the balloon below its boot size, virtio-mem above it (needs max).
+        #[arg(long)]
+        memory: Option<String>,
+    },
+    /// What the scheduler decided, and why, oldest first.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
+    Bench {
+        /// A scenario name (seed, vdi, burst) or a scenario file.
+        scenario: String,
+        /// Policies to compare, comma-separated.
+        #[arg(long, default_value = "ours,static,proxmox,mom", value_delimiter = ',')]
+        policy: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +222,61 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             daemon::run(config, args.dir, image).await?;
         }
         Command::Down => down(&args.dir).await?,
+        Command::Set {
+            vm,
+            reserve,
+            limit,
+            shares,
+            memory,
+        } => {
+            let mut change = serde_json::Map::new();
+            for (key, value) in [
+                ("reservation", reserve),
+                ("limit", limit),
+                ("memory", memory),
+            ] {
+                if let Some(v) = value {
+                    v.parse::<memvisor_core::Size>()
+                        .map_err(|e| CliError::Other(format!("--{key}: {e}")))?;
+                    change.insert(key.into(), json!(v));
+                }
+            }
+            if let Some(s) = shares {
+                change.insert("shares".into(), json!(s));
+            }
+            if change.is_empty() {
+                return Err(CliError::Other(
+                    "nothing to change: give --reserve, --limit, --shares or --memory".into(),
+                ));
+            }
+            let status: VmStatus = client
+                .json(
+                    Method::PATCH,
+                    &format!("/v1/vms/{vm}"),
+                    Some(serde_json::Value::Object(change)),
+                )
+                .await?;
+            println!(
+                "{vm}: memory {} MiB, reservation {} MiB, limit {} MiB, shares {}",
+                status.memory_mib, status.reservation_mib, status.limit_mib, status.shares
+            );
+        }
+        Command::Events { json } => {
+            let events: Vec<memvisor_core::status::Event> =
+                client.json(Method::GET, "/v1/events", None).await?;
+            if json {
+                print_json(&events);
+            } else {
+                for e in events {
+                    println!("{:>8.1}s  {}", e.at_s, e.reason);
+                }
+            }
+        }
+        Command::Bench {
+            scenario,
+            policy,
+            json,
+        } => crate::bench::run(&args.dir, &args.cache_dir, &scenario, &policy, json).await?,
         Command::Ps { json } => {
             let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
             if json {
@@ -341,7 +427,7 @@ pub async fn up(
     cache_dir: &Path,
     file: &Path,
     timeout: Duration,
-) -> Result<(), CliError> {
+) -> Result<u32, CliError> {
     let config = read_config(file)?;
     image::current(cache_dir)?;
     let client = Client::new(dir);
@@ -413,7 +499,9 @@ pub async fn up(
                         failed.join("\n  ")
                     )));
                 }
-                return Ok(());
+                return daemon
+                    .id()
+                    .ok_or_else(|| CliError::Other("the daemon exited".into()));
             }
         }
         if Instant::now() > deadline {

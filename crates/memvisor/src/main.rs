@@ -1,6 +1,7 @@
 //! memvisor: the memory manager of a KVM/QEMU host. One binary: the daemon (`up`, `daemon`)
 //! and its command-line client (everything else).
 
+mod bench;
 mod cli;
 mod client;
 mod daemon;

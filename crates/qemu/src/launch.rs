@@ -102,7 +102,10 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         "-initrd",
         &path(&spec.initrd),
     ]);
-    push(&["-append", "console=ttyS0 quiet panic=-1"]);
+    push(&[
+        "-append",
+        "console=ttyS0 quiet panic=-1 memhp_default_state=online_movable",
+    ]);
     push(&["-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);
     push(&[
@@ -187,6 +190,12 @@ pub async fn spawn(spec: &LaunchSpec, cgroup_procs: Option<&Path>) -> Result<u32
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command.process_group(0);
+    // SAFETY: prctl only sets a flag on the child between fork and exec; it allocates nothing
+    // and is async-signal-safe. Small pages for guest RAM let KSM merge and the balloon and free
+    // page reporting hand memory back in 4 KiB pieces, as ESX breaks large pages to reclaim.
+    unsafe {
+        command.pre_exec(|| nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from));
+    }
     let output = command.output().await.map_err(LaunchError::NoQemu)?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if !output.status.success() {

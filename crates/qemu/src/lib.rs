@@ -5,5 +5,6 @@ pub mod accel;
 pub mod balloon;
 pub mod launch;
 pub mod qmp;
+pub mod virtio_mem;
 
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";

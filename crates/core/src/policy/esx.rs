@@ -51,6 +51,10 @@ impl Policy for Esx {
         "ours"
     }
 
+    fn free_state(&self) -> Option<FreeState> {
+        Some(self.ladder.state)
+    }
+
     fn decide(&mut self, s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
         let host = &s.host;
@@ -141,7 +145,7 @@ impl Policy for Esx {
             })
             .map(|(vm, &e)| (vm.allocation_mib.saturating_sub(e), vm, e))
             .collect();
-        over.sort_by(|a, b| b.0.cmp(&a.0));
+        over.sort_by_key(|o| std::cmp::Reverse(o.0));
         let already = s
             .vms
             .iter()
@@ -254,7 +258,12 @@ mod tests {
 
     #[test]
     fn plenty_of_free_memory_reclaims_nothing() {
-        let s = snapshot(0.0, 4096, 1000, vec![vm("a", 1024, 100), vm("b", 1024, 900)]);
+        let s = snapshot(
+            0.0,
+            4096,
+            1000,
+            vec![vm("a", 1024, 100), vm("b", 1024, 900)],
+        );
         let plan = ours().decide(&s);
         assert!(allocations(&plan).is_empty(), "{plan:?}");
     }
@@ -262,7 +271,12 @@ mod tests {
     #[test]
     fn soft_state_balloons_the_idle_vm_not_the_busy_one() {
         // 1536 MiB budget, 40 MiB free (2.6%): soft.
-        let s = snapshot(0.0, 1536, 1496, vec![vm("idle", 1024, 100), vm("busy", 700, 650)]);
+        let s = snapshot(
+            0.0,
+            1536,
+            1496,
+            vec![vm("idle", 1024, 100), vm("busy", 700, 650)],
+        );
         let plan = ours().decide(&s);
         let a = allocations(&plan);
         assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
@@ -273,6 +287,7 @@ mod tests {
     #[test]
     fn a_hungry_vm_is_granted_memory_taken_from_an_idle_one() {
         let mut hungry = vm("needy", 1024, 1000);
+        hungry.memory_mib = 2048;
         hungry.max_mib = 2048;
         hungry.limit_mib = 2048;
         hungry.guest_swap_out_rate = 20.0;
@@ -283,6 +298,7 @@ mod tests {
         assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
         // Once the idle VM gave its memory back, the needy one grows past its boot size.
         let mut hungry = vm("needy", 1024, 1000);
+        hungry.memory_mib = 2048;
         hungry.max_mib = 2048;
         hungry.limit_mib = 2048;
         hungry.guest_swap_out_rate = 20.0;
@@ -291,7 +307,9 @@ mod tests {
         let s = snapshot(1.0, 2048, 1100, vec![idle, hungry]);
         let plan = p.decide(&s);
         assert!(
-            allocations(&plan).iter().any(|(n, t)| n == "needy" && *t > 1024),
+            allocations(&plan)
+                .iter()
+                .any(|(n, t)| n == "needy" && *t > 1024),
             "{plan:?}"
         );
     }
@@ -324,11 +342,19 @@ mod tests {
 
     #[test]
     fn ballooning_in_soft_never_swaps() {
-        let s = snapshot(0.0, 1536, 1490, vec![vm("a", 1024, 100), vm("b", 1024, 100)]);
+        let s = snapshot(
+            0.0,
+            1536,
+            1490,
+            vec![vm("a", 1024, 100), vm("b", 1024, 100)],
+        );
         let plan = ours().decide(&s);
         assert!(plan.decisions.iter().all(|d| !matches!(
             d.action,
-            Action::CgroupLimit { limit_mib: Some(_), .. } | Action::Zswap { enabled: true }
+            Action::CgroupLimit {
+                limit_mib: Some(_),
+                ..
+            } | Action::Zswap { enabled: true }
         )));
     }
 

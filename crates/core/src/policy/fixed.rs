@@ -29,7 +29,10 @@ impl Policy for Static {
                         vm: vm.name.clone(),
                         target_mib: vm.memory_mib,
                     },
-                    format!("static: {} keeps its configured {} MiB", vm.name, vm.memory_mib),
+                    format!(
+                        "static: {} keeps its configured {} MiB",
+                        vm.name, vm.memory_mib
+                    ),
                 );
             }
         }

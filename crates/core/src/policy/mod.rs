@@ -6,7 +6,7 @@ mod fixed;
 mod mom;
 mod proxmox;
 
-use crate::ladder::Thresholds;
+use crate::ladder::{FreeState, Thresholds};
 use crate::plan::Plan;
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
@@ -21,15 +21,22 @@ pub trait Policy: Send {
     /// Decides what to change now. `&mut self` holds only what the policy remembers between
     /// rounds (its free-memory state, when it last acted); time comes from the snapshot.
     fn decide(&mut self, snapshot: &Snapshot) -> Plan;
+    /// The host's free-memory state as this policy sees it, if it keeps one.
+    fn free_state(&self) -> Option<FreeState> {
+        None
+    }
 }
 
+/// The policies the benchmark compares.
 pub const POLICY_NAMES: [&str; 4] = ["ours", "static", "proxmox", "mom"];
+/// `manual` changes nothing by itself: for operators who move balloons with `memvisor balloon`.
+pub const MANUAL: &str = "manual";
 
 /// No allocation goes below this: under it a Linux guest's kernel and agent cannot work.
 pub const GUEST_FLOOR_MIB: u64 = 128;
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown policy '{0}': choose one of ours, static, proxmox, mom")]
+#[error("unknown policy '{0}': choose one of ours, static, proxmox, mom (or manual)")]
 pub struct UnknownPolicy(pub String);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +67,7 @@ impl Default for Settings {
 impl Settings {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.thresholds.problems();
-        if !POLICY_NAMES.contains(&self.policy.as_str()) {
+        if !POLICY_NAMES.contains(&self.policy.as_str()) && self.policy != MANUAL {
             out.push(UnknownPolicy(self.policy.clone()).to_string());
         }
         if !(0.0..1.0).contains(&self.idle_tax) {
@@ -85,8 +92,21 @@ pub fn by_name(name: &str, settings: &Settings) -> Result<Box<dyn Policy>, Unkno
         "static" => Box::new(Static),
         "proxmox" => Box::new(Proxmox::default()),
         "mom" => Box::new(Mom::default()),
+        MANUAL => Box::new(Manual),
         other => return Err(UnknownPolicy(other.to_string())),
     })
+}
+
+pub struct Manual;
+
+impl Policy for Manual {
+    fn name(&self) -> &'static str {
+        MANUAL
+    }
+
+    fn decide(&mut self, _: &Snapshot) -> Plan {
+        Plan::default()
+    }
 }
 
 /// The least a policy may leave a VM: its reservation, and never under the guest floor.
@@ -94,9 +114,9 @@ pub fn floor_mib(vm: &VmObservation) -> u64 {
     vm.reservation_mib.max(GUEST_FLOOR_MIB).min(vm.max_mib)
 }
 
-/// The most a policy may give a VM: its limit, and no more than it can hold.
+/// The most a policy may give a VM: its configured size, and never above its limit.
 pub fn ceiling_mib(vm: &VmObservation) -> u64 {
-    vm.limit_mib.min(vm.max_mib)
+    vm.limit_mib.min(vm.memory_mib).min(vm.max_mib)
 }
 
 #[cfg(test)]
@@ -114,6 +134,7 @@ pub(crate) mod fixtures {
             allocation_mib: allocation,
             target_mib: allocation,
             guest_used_mib: Some(used),
+            guest_resident_mib: Some(used),
             guest_available_mib: Some(allocation.saturating_sub(used)),
             guest_swap_in_rate: 0.0,
             guest_swap_out_rate: 0.0,

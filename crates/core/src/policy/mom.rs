@@ -97,14 +97,21 @@ mod tests {
     #[test]
     fn shrinks_slowly_under_pressure_and_fast_when_critical() {
         let pressure = snapshot(0.0, 1536, 1300, vec![vm("a", 1024, 100)]);
-        assert_eq!(Mom::default().decide(&pressure).allocation_for("a"), Some(1021));
+        assert_eq!(
+            Mom::default().decide(&pressure).allocation_for("a"),
+            Some(1021)
+        );
         let critical = snapshot(0.0, 1536, 1500, vec![vm("a", 1024, 100)]);
-        assert_eq!(Mom::default().decide(&critical).allocation_for("a"), Some(972));
+        assert_eq!(
+            Mom::default().decide(&critical).allocation_for("a"),
+            Some(972)
+        );
     }
 
     #[test]
     fn grows_a_short_guest_without_pressure() {
         let mut a = vm("a", 1024, 1000);
+        a.memory_mib = 2048;
         a.max_mib = 2048;
         a.limit_mib = 2048;
         let plan = Mom::default().decide(&snapshot(0.0, 4096, 1200, vec![a]));

@@ -96,12 +96,23 @@ mod tests {
     #[test]
     fn steps_at_most_100_mib_every_10_seconds() {
         let mut p = Proxmox::default();
-        let s = snapshot(0.0, 1536, 1500, vec![vm("a", 1024, 100), vm("b", 1024, 100)]);
+        let s = snapshot(
+            0.0,
+            1536,
+            1500,
+            vec![vm("a", 1024, 100), vm("b", 1024, 100)],
+        );
         let plan = p.decide(&s);
         assert_eq!(plan.allocation_for("a"), Some(924));
         assert_eq!(plan.allocation_for("b"), Some(924));
-        assert!(p.decide(&snapshot(5.0, 1536, 1500, vec![vm("a", 1024, 100)])).decisions.is_empty());
-        assert!(!p.decide(&snapshot(10.0, 1536, 1500, vec![vm("a", 1024, 100)])).decisions.is_empty());
+        assert!(p
+            .decide(&snapshot(5.0, 1536, 1500, vec![vm("a", 1024, 100)]))
+            .decisions
+            .is_empty());
+        assert!(!p
+            .decide(&snapshot(10.0, 1536, 1500, vec![vm("a", 1024, 100)]))
+            .decisions
+            .is_empty());
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/host", get(host))
         .route("/v1/vms", get(list))
-        .route("/v1/vms/{name}", get(one))
+        .route("/v1/vms/{name}", get(one).patch(set))
+        .route("/v1/events", get(events))
         .route("/v1/vms/{name}/balloon", post(balloon))
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/stop", post(stop))
@@ -62,7 +63,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 }
 
 async fn host(State(d): Shared) -> Json<HostStatus> {
-    Json(d.host_status())
+    Json(d.host_status().await)
 }
 
 async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
@@ -75,6 +76,27 @@ async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
 
 async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     Ok(Json(d.vm(&name).await?.lock().await.status()))
+}
+
+async fn set(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Json(change): Json<super::Change>,
+) -> Result<Json<VmStatus>, DaemonError> {
+    d.reconfigure(&name, change).await?;
+    Ok(Json(d.vm(&name).await?.lock().await.status()))
+}
+
+#[derive(Deserialize)]
+struct EventQuery {
+    since: Option<f64>,
+}
+
+async fn events(
+    State(d): Shared,
+    Query(q): Query<EventQuery>,
+) -> Json<Vec<memvisor_core::status::Event>> {
+    Json(d.events(q.since.unwrap_or(-1.0)).await)
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,9 @@
-//! The daemon: launches the configured VMs, observes them and the host every second, and serves
-//! the HTTP API the CLI speaks. No automatic policy runs yet; every balloon change is asked for.
+//! The daemon: launches the configured VMs, every second observes them and the host and lets
+//! the scheduler's policy decide, and serves the HTTP API the CLI speaks.
 
 mod agent;
 mod api;
+mod scheduler;
 mod vm;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
@@ -10,6 +11,7 @@ use memvisor_core::status::{HostStatus, Origin, VmState};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
+use memvisor_host::swap::SwapFile;
 use memvisor_qemu::accel::Accelerator;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,14 @@ pub enum DaemonError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
+    VirtioMem(#[from] memvisor_qemu::virtio_mem::VirtioMemError),
+    #[error(transparent)]
+    Ksm(#[from] memvisor_host::ksm::KsmError),
+    #[error(transparent)]
+    Swap(#[from] memvisor_host::swap::SwapError),
+    #[error("not admitted: {0}")]
+    Refused(String),
+    #[error(transparent)]
     Image(#[from] memvisor_guest::image::ImageError),
     #[error("{0}")]
     Io(String),
@@ -56,6 +66,8 @@ pub struct Daemon {
     hierarchy: Hierarchy,
     parent: Group,
     vms: Mutex<BTreeMap<String, Arc<Mutex<Vm>>>>,
+    scheduler: Mutex<scheduler::Scheduler>,
+    host_swap: std::sync::Mutex<Option<SwapFile>>,
     pub shutdown: Notify,
 }
 
@@ -70,6 +82,18 @@ impl Daemon {
         let parent = hierarchy.group(&config.host.cgroup);
         parent.create()?;
         parent.set_limit(Some(config.host.budget))?;
+        let host_swap = if config.host.swap > Size::ZERO {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
+            Some(SwapFile::enable(
+                &dir.join("host-swap.img"),
+                config.host.swap,
+            )?)
+        } else {
+            None
+        };
+        let policy = memvisor_core::policy::by_name(&config.scheduler.policy, &config.scheduler)
+            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
         let vms = config
             .vms
             .iter()
@@ -89,6 +113,8 @@ impl Daemon {
             hierarchy,
             parent,
             vms: Mutex::new(vms),
+            scheduler: Mutex::new(scheduler::Scheduler::new(policy)),
+            host_swap: std::sync::Mutex::new(host_swap),
             shutdown: Notify::new(),
         })
     }
@@ -108,6 +134,10 @@ impl Daemon {
 
     pub async fn start(&self, name: &str) -> Result<(), DaemonError> {
         let vm = self.vm(name).await?;
+        let reservation = vm.lock().await.config.reservation;
+        if vm.lock().await.state != VmState::Running {
+            self.admit(name, reservation).await?;
+        }
         let mut vm = vm.lock().await;
         if vm.origin == Origin::Attached {
             return Err(DaemonError::Conflict(format!(
@@ -132,6 +162,49 @@ impl Daemon {
             return Err(DaemonError::Conflict(format!("{name} is already stopped")));
         }
         vm.stop().await
+    }
+
+    /// Changes a VM's reservation, limit, shares or size while it runs.
+    pub async fn reconfigure(&self, name: &str, change: Change) -> Result<(), DaemonError> {
+        let vm = self.vm(name).await?;
+        let mut others = self.config.host.reserve;
+        for other in self.all().await {
+            if !Arc::ptr_eq(&other, &vm) {
+                let r = other.lock().await.config.reservation;
+                others = Size::bytes(others.as_bytes() + r.as_bytes());
+            }
+        }
+        let mut vm = vm.lock().await;
+        let mut config = vm.config.clone();
+        config.reservation = change.reservation.unwrap_or(config.reservation);
+        config.limit = change.limit.or(config.limit);
+        config.shares = change.shares.unwrap_or(config.shares);
+        config.memory = change.memory.unwrap_or(config.memory);
+        let mut problems = config.problems();
+        if config.memory > vm.boot_memory && !vm.config.can_grow() {
+            problems.push(format!(
+                "{name} booted with {} and has no virtio-mem device: set max in its config and restart it to grow it live",
+                vm.boot_memory
+            ));
+        }
+        let reserved = Size::bytes(others.as_bytes() + config.reservation.as_bytes());
+        if reserved > self.config.host.budget {
+            problems.push(format!(
+                "reservations would total {reserved} (incl. host reserve) above the host budget {}; lower it or another VM's",
+                self.config.host.budget
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(DaemonError::BadRequest(problems.join("; ")));
+        }
+        let resize = change.memory.is_some() && vm.state == VmState::Running;
+        vm.config = config;
+        if resize {
+            let size = vm.config.memory.min(vm.config.effective_limit());
+            vm.set_allocation(size).await?;
+        }
+        tracing::info!("{name} reconfigured: {change:?}");
+        Ok(())
     }
 
     pub async fn attach(&self, name: &str, qmp: &Path) -> Result<(), DaemonError> {
@@ -173,13 +246,24 @@ impl Daemon {
         }
     }
 
-    pub async fn observe_forever(self: Arc<Self>) {
+    pub async fn schedule_forever(self: Arc<Self>) {
         loop {
             for vm in self.all().await {
                 vm.lock().await.observe().await;
             }
+            self.schedule(Vec::new()).await;
             tokio::time::sleep(OBSERVE_EVERY).await;
         }
+    }
+
+    pub async fn events(&self, since_s: f64) -> Vec<memvisor_core::status::Event> {
+        let scheduler = self.scheduler.lock().await;
+        scheduler
+            .events
+            .iter()
+            .filter(|e| e.at_s > since_s)
+            .cloned()
+            .collect()
     }
 
     /// Stops launched VMs, lets attached ones be, and removes memvisor's cgroups.
@@ -195,11 +279,25 @@ impl Daemon {
         if let Err(e) = self.parent.remove() {
             tracing::error!("{e}");
         }
+        self.scheduler.lock().await.restore();
+        drop(self.host_swap.lock().expect("swap lock").take());
     }
 
-    pub fn host_status(&self) -> HostStatus {
+    pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
+        let scheduler = self.scheduler.lock().await;
         HostStatus {
+            policy: scheduler.policy.name().to_string(),
+            state: scheduler.policy.free_state().map(|s| s.to_string()),
+            ksm_saved_mib: memvisor_host::ksm::Ksm::at(Path::new(memvisor_host::ksm::SYSFS))
+                .saved()
+                .ok()
+                .map(Size::as_mib),
+            swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
+            swap_used_mib: host
+                .map(|h| (h.swap_total.as_bytes() - h.swap_free.as_bytes()) >> 20)
+                .unwrap_or(0),
+            psi_some_avg10: memvisor_host::pressure::some_avg10().ok(),
             budget_mib: self.config.host.budget.as_mib(),
             used_mib: self.parent.usage().ok().map(Size::as_mib),
             host_total_mib: host.map(|h| h.total.as_mib()).unwrap_or(0),
@@ -209,6 +307,15 @@ impl Daemon {
             accel: self.accel.name().to_string(),
         }
     }
+}
+
+/// What `memvisor set` changes; fields left out stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct Change {
+    pub reservation: Option<Size>,
+    pub limit: Option<Size>,
+    pub shares: Option<u32>,
+    pub memory: Option<Size>,
 }
 
 fn state_word(state: VmState) -> &'static str {
@@ -244,7 +351,7 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
         api::router(daemon.clone()),
     )));
     daemon.start_all().await;
-    let observer = tokio::spawn(daemon.clone().observe_forever());
+    let observer = tokio::spawn(daemon.clone().schedule_forever());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io(format!("cannot watch SIGTERM: {e}")))?;

@@ -4,6 +4,7 @@
 use super::agent::AgentLink;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
+use memvisor_core::snapshot::VmObservation;
 use memvisor_core::status::{Origin, VmState, VmStatus};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
@@ -39,11 +40,21 @@ pub struct Vm {
     pub launched_at: Option<Instant>,
     pub boot_s: Option<f64>,
     pub last_error: Option<String>,
+    /// Guest RAM the running QEMU booted with; above it, memory comes from virtio-mem.
+    pub boot_memory: Size,
+    pub plugged: Size,
+    pub plug_requested: Size,
+    /// Guest swap counters at the previous observation, for rates.
+    swap_seen: Option<(Instant, Size, Size)>,
+    pub swap_rates_mib_s: (f64, f64),
+    pub shared: Option<Size>,
+    pub cgroup_limit: Option<Size>,
 }
 
 impl Vm {
     pub fn new(config: VmConfig, origin: Origin, qmp_path: PathBuf) -> Vm {
         let workload = Arc::new(Mutex::new(config.workload.clone()));
+        let config_memory = config.memory;
         Vm {
             config,
             origin,
@@ -64,6 +75,13 @@ impl Vm {
             launched_at: None,
             boot_s: None,
             last_error: None,
+            boot_memory: config_memory,
+            plugged: Size::ZERO,
+            plug_requested: Size::ZERO,
+            swap_seen: None,
+            swap_rates_mib_s: (0.0, 0.0),
+            shared: None,
+            cgroup_limit: None,
         }
     }
 
@@ -132,6 +150,10 @@ impl Vm {
         self.boot_s = None;
         self.state = VmState::Starting;
         self.balloon_target = None;
+        self.boot_memory = self.config.memory;
+        self.plugged = Size::ZERO;
+        self.plug_requested = Size::ZERO;
+        self.cgroup_limit = None;
         self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
         self.agent = Some(AgentLink::start(spec.agent_socket, self.workload.clone()));
         Ok(())
@@ -145,6 +167,7 @@ impl Vm {
         let memory = balloon::memory_size(&mut qmp).await?;
         self.config.memory = memory;
         self.config.max = Some(memory);
+        self.boot_memory = memory;
         self.pid = qmp.pid;
         self.qmp = Some(qmp);
         self.state = VmState::Running;
@@ -187,6 +210,100 @@ impl Vm {
         Ok(())
     }
 
+    /// What the guest has now: the balloon's actual size plus what virtio-mem plugged.
+    pub fn allocation(&self) -> Option<Size> {
+        self.balloon_actual
+            .map(|b| Size::bytes(b.as_bytes() + self.plugged.as_bytes()))
+    }
+
+    /// The allocation last asked for.
+    pub fn target(&self) -> Size {
+        let balloon = self.balloon_target.unwrap_or(self.boot_memory);
+        Size::bytes(balloon.as_bytes() + self.plug_requested.as_bytes())
+    }
+
+    /// Gives the guest `target` in all: the balloon below its boot size, virtio-mem above it.
+    /// The policy has already kept `target` between the VM's floor and its ceiling.
+    pub async fn set_allocation(&mut self, target: Size) -> Result<(), DaemonError> {
+        let boot = self.boot_memory;
+        let extra = Size::bytes(target.as_bytes().saturating_sub(boot.as_bytes()));
+        if self.config.can_grow() && extra != self.plug_requested {
+            memvisor_qemu::virtio_mem::request(self.qmp()?, extra).await?;
+            self.plug_requested = extra;
+        }
+        let balloon = target.min(boot);
+        if self.balloon_target != Some(balloon) {
+            balloon::set_target(self.qmp()?, balloon).await?;
+            self.balloon_target = Some(balloon);
+        }
+        Ok(())
+    }
+
+    /// Caps the VM's QEMU on the host (None lifts the cap).
+    pub fn set_cgroup_limit(&mut self, limit: Option<Size>) -> Result<(), DaemonError> {
+        let name = self.name().to_string();
+        let group = self.cgroup.as_ref().ok_or(DaemonError::NotRunning(name))?;
+        group.set_limit(limit)?;
+        self.cgroup_limit = limit;
+        Ok(())
+    }
+
+    /// What the policy sees of this VM; None until QEMU answered once.
+    pub fn observation(&self) -> Option<VmObservation> {
+        if self.state != VmState::Running {
+            return None;
+        }
+        let allocation = self.allocation()?;
+        let mib = |s: Size| s.as_mib();
+        let g = &self.guest;
+        let ballooned = self.boot_memory.as_bytes()
+            - self
+                .balloon_actual?
+                .as_bytes()
+                .min(self.boot_memory.as_bytes());
+        let guest_used = match (g.total, g.available) {
+            (Some(t), Some(a)) => Some(
+                t.as_bytes()
+                    .saturating_sub(a.as_bytes())
+                    .saturating_sub(ballooned)
+                    >> 20,
+            ),
+            _ => None,
+        };
+        let guest_resident = match (g.total, g.free) {
+            (Some(t), Some(f)) => Some(
+                t.as_bytes()
+                    .saturating_sub(f.as_bytes())
+                    .saturating_sub(ballooned)
+                    >> 20,
+            ),
+            _ => None,
+        };
+        let report = self.agent.as_ref().and_then(|a| a.report());
+        Some(VmObservation {
+            name: self.config.name.clone(),
+            memory_mib: mib(self.config.memory),
+            max_mib: mib(self.config.max_memory()),
+            reservation_mib: mib(self.config.reservation),
+            limit_mib: mib(self.config.effective_limit()),
+            shares: self.config.shares,
+            allocation_mib: mib(allocation),
+            target_mib: mib(self.target()),
+            guest_used_mib: guest_used,
+            guest_resident_mib: guest_resident,
+            guest_available_mib: g
+                .available
+                .map(|a| (a.as_bytes().saturating_sub(ballooned)) >> 20),
+            guest_swap_in_rate: self.swap_rates_mib_s.0,
+            guest_swap_out_rate: self.swap_rates_mib_s.1,
+            host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
+            shared_mib: self.shared.map(mib).unwrap_or(0),
+            working_set_mib: guest_used,
+            throughput: report.map(|r| r.pages_per_sec),
+            cgroup_limit_mib: self.cgroup_limit.map(mib),
+        })
+    }
+
     /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
     pub async fn observe(&mut self) {
         if let Some(pid) = self.pid {
@@ -204,6 +321,7 @@ impl Vm {
                 return;
             }
             self.host_rss = memvisor_host::process::rss(pid).ok();
+            self.shared = memvisor_host::ksm::process_merged(pid);
         }
         let Some(qmp) = self.qmp.as_mut() else { return };
         let device = self.balloon_device.clone();
@@ -217,10 +335,19 @@ impl Vm {
             Ok((actual, stats)) => {
                 self.balloon_actual = Some(actual);
                 if stats.last_update > 0 {
+                    self.note_swap(&stats);
                     self.guest = stats;
                 }
             }
             Err(e) => self.last_error = Some(e.to_string()),
+        }
+        if self.config.can_grow() {
+            if let Some(qmp) = self.qmp.as_mut() {
+                match memvisor_qemu::virtio_mem::plugged(qmp).await {
+                    Ok(size) => self.plugged = size,
+                    Err(e) => self.last_error = Some(e.to_string()),
+                }
+            }
         }
         if self.state == VmState::Starting {
             let agent_up = self.agent.as_ref().is_some_and(|a| a.report().is_some());
@@ -229,6 +356,21 @@ impl Vm {
                 self.boot_s = self.launched_at.map(|t| t.elapsed().as_secs_f64());
             }
         }
+    }
+
+    fn note_swap(&mut self, stats: &GuestStats) {
+        let (Some(swap_in), Some(swap_out)) = (stats.swap_in, stats.swap_out) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((then, last_in, last_out)) = self.swap_seen {
+            let seconds = now.duration_since(then).as_secs_f64().max(0.1);
+            let rate = |a: Size, b: Size| {
+                a.as_bytes().saturating_sub(b.as_bytes()) as f64 / seconds / 1048576.0
+            };
+            self.swap_rates_mib_s = (rate(swap_in, last_in), rate(swap_out, last_out));
+        }
+        self.swap_seen = Some((now, swap_in, swap_out));
     }
 
     /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
@@ -264,6 +406,11 @@ impl Vm {
         self.balloon_actual = None;
         self.balloon_target = None;
         self.guest = GuestStats::default();
+        self.swap_seen = None;
+        self.swap_rates_mib_s = (0.0, 0.0);
+        self.plugged = Size::ZERO;
+        self.plug_requested = Size::ZERO;
+        self.cgroup_limit = None;
         self.state = VmState::Stopped;
     }
 
@@ -295,6 +442,14 @@ impl Vm {
             guest_swap_out_mib: g.swap_out.map(mib),
             guest_major_faults: g.major_faults,
             host_rss_mib: self.host_rss.map(mib),
+            allocation_mib: self.allocation().map(mib),
+            plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
+            shared_mib: self.shared.map(mib),
+            host_limit_mib: self.cgroup_limit.map(mib),
+            working_set_mib: self.observation().and_then(|o| o.working_set_mib),
+            guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
+            guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
+            guest_oom_kills: report.as_ref().map(|r| r.oom_kills),
             workload: (self.origin == Origin::Launched)
                 .then(|| self.workload.lock().expect("workload lock").to_string()),
             workload_phase: report.as_ref().map(|r| r.phase.clone()),

@@ -92,10 +92,11 @@ impl Host {
         self.dir.path()
     }
 
-    /// Writes a config whose [host] table is filled in, then `up`.
+    /// Writes a config whose [host] table is filled in, then `up`. The scheduler is manual:
+    /// these tests move balloons themselves.
     pub fn up(&mut self, budget: &str, vms: &str) {
         let config = format!(
-            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}",
+            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n[scheduler]\npolicy = \"manual\"\n",
             self.cgroup
         );
         let file = self.path().join("config.toml");

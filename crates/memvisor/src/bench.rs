@@ -1,0 +1,248 @@
+//! `memvisor bench`: one scenario, each policy in turn on fresh VMs, side by side in one run.
+//! First the needy workload runs on an unconstrained host (no budget, no reclamation): its
+//! throughput there is what every policy's needy throughput is measured against.
+
+use crate::cli::{self, CliError};
+use crate::client::Client;
+use hyper::Method;
+use memvisor_core::config::Config;
+use memvisor_core::status::{HostStatus, VmState, VmStatus};
+use memvisor_core::Size;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SCENARIOS: [(&str, &str); 3] = [
+    ("seed", include_str!("../../../scenarios/seed.toml")),
+    ("vdi", include_str!("../../../scenarios/vdi.toml")),
+    ("burst", include_str!("../../../scenarios/burst.toml")),
+];
+const REFERENCE: &str = "unconstrained";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `[bench]` table of a scenario file; the rest of the file is a memvisor config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BenchSection {
+    /// Seconds to measure once every VM runs.
+    duration_s: u64,
+    /// The VMs whose throughput counts.
+    needy: Vec<String>,
+    /// The workload step whose pages/s is the throughput (e.g. `touch`).
+    measure: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub needy_throughput: f64,
+    pub needy_throughput_ratio: Option<f64>,
+    pub host_swap_out_mib: u64,
+    pub guest_swap_out_mib: u64,
+    pub guest_oom_kills: u64,
+    /// VMs whose QEMU the host's OOM killer ended.
+    pub vms_lost: u64,
+    pub reaction_s: Option<f64>,
+    pub ksm_saved_mib: u64,
+    pub peak_host_used_mib: u64,
+    pub daemon_cpu_pct: f64,
+    pub daemon_peak_rss_mib: u64,
+    pub vms: usize,
+}
+
+fn load(scenario: &str) -> Result<(BenchSection, Config), CliError> {
+    let text = match SCENARIOS.iter().find(|(n, _)| *n == scenario) {
+        Some((_, text)) => text.to_string(),
+        None => std::fs::read_to_string(scenario).map_err(|e| {
+            CliError::Other(format!(
+                "no scenario '{scenario}': give seed, vdi, burst or a scenario file ({e})"
+            ))
+        })?,
+    };
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| CliError::Other(format!("{scenario}: {e}")))?;
+    let bench = table
+        .remove("bench")
+        .ok_or_else(|| CliError::Other(format!("{scenario}: no [bench] table")))?;
+    let bench: BenchSection = bench
+        .try_into()
+        .map_err(|e| CliError::Other(format!("{scenario}: [bench]: {e}")))?;
+    let config = Config::parse(&toml::to_string(&table).expect("a table serializes"))
+        .map_err(|e| CliError::Other(format!("{scenario}: {e}")))?;
+    Ok((bench, config))
+}
+
+pub async fn run(
+    dir: &Path,
+    cache_dir: &Path,
+    scenario: &str,
+    policies: &[String],
+    json: bool,
+) -> Result<(), CliError> {
+    let (bench, config) = load(scenario)?;
+    for p in policies {
+        if !memvisor_core::policy::POLICY_NAMES.contains(&p.as_str()) {
+            return Err(CliError::Other(
+                memvisor_core::policy::UnknownPolicy(p.clone()).to_string(),
+            ));
+        }
+    }
+    memvisor_guest::image::current(cache_dir)?;
+    let mut results = BTreeMap::new();
+    let reference = run_one(dir, cache_dir, &bench, &config, REFERENCE, None).await?;
+    let mut order = vec![REFERENCE.to_string()];
+    for policy in policies {
+        let outcome = run_one(dir, cache_dir, &bench, &config, policy, Some(&reference)).await?;
+        results.insert(policy.clone(), outcome);
+        order.push(policy.clone());
+    }
+    results.insert(REFERENCE.to_string(), reference);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).expect("serializes")
+        );
+    } else {
+        print_table(scenario, &order, &results);
+    }
+    Ok(())
+}
+
+async fn run_one(
+    dir: &Path,
+    cache_dir: &Path,
+    bench: &BenchSection,
+    config: &Config,
+    policy: &str,
+    reference: Option<&Outcome>,
+) -> Result<Outcome, CliError> {
+    eprintln!("bench: {policy}: starting {} VMs", config.vms.len());
+    let mut config = config.clone();
+    if reference.is_none() {
+        // The same VMs with the whole machine to themselves and nothing reclaimed.
+        let host = memvisor_host::meminfo::read().map_err(|e| CliError::Other(e.to_string()))?;
+        config.host.budget = host.total;
+        config.host.swap = Size::ZERO;
+        config.scheduler.policy = "static".into();
+    } else {
+        config.scheduler.policy = policy.to_string();
+    }
+    config.host.cgroup = "memvisor-bench".into();
+    let run_dir = dir.join("bench").join(policy);
+    std::fs::create_dir_all(&run_dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let file = run_dir.join("config.toml");
+    std::fs::write(&file, toml::to_string(&config).expect("config serializes"))
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
+    let swap_before =
+        memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
+    let daemon = cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await?;
+    let measured = measure(&run_dir, bench, daemon, reference).await;
+    cli::down(&run_dir).await?;
+    let mut outcome = measured?;
+    let swap_after = memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
+    outcome.host_swap_out_mib = swap_after.out_mib_since(&swap_before);
+    outcome.vms = config.vms.len();
+    Ok(outcome)
+}
+
+async fn measure(
+    dir: &Path,
+    bench: &BenchSection,
+    daemon: u32,
+    reference: Option<&Outcome>,
+) -> Result<Outcome, CliError> {
+    let client = Client::new(dir);
+    let started = Instant::now();
+    let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
+    let mut out = Outcome::default();
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut onset: Option<f64> = None;
+    while started.elapsed() < Duration::from_secs(bench.duration_s) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = started.elapsed().as_secs_f64();
+        let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
+        let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
+        out.peak_host_used_mib = out.peak_host_used_mib.max(host.used_mib.unwrap_or(0));
+        out.ksm_saved_mib = out.ksm_saved_mib.max(host.ksm_saved_mib.unwrap_or(0));
+        if let Ok(rss) = memvisor_host::process::rss(daemon) {
+            out.daemon_peak_rss_mib = out.daemon_peak_rss_mib.max(rss.as_mib());
+        }
+        let mut needy_rate = 0.0;
+        let mut measuring = false;
+        for vm in &vms {
+            out.guest_oom_kills = out.guest_oom_kills.max(vm.guest_oom_kills.unwrap_or(0));
+            out.guest_swap_out_mib = out
+                .guest_swap_out_mib
+                .max(vm.guest_swap_out_mib.unwrap_or(0));
+            if !bench.needy.contains(&vm.name) {
+                continue;
+            }
+            if vm.workload_phase.as_deref() == Some(bench.measure.as_str()) {
+                let rate = vm.workload_pages_per_sec.unwrap_or(0.0);
+                samples.entry(vm.name.clone()).or_default().push(rate);
+                needy_rate += rate;
+                measuring = true;
+            }
+        }
+        if measuring && onset.is_none() {
+            onset = Some(now);
+        }
+        if let (Some(onset), Some(reference), None) = (onset, reference, out.reaction_s) {
+            if needy_rate >= 0.9 * reference.needy_throughput / bench.needy.len() as f64 {
+                out.reaction_s = Some(now - onset);
+            }
+        }
+        out.vms_lost = vms.iter().filter(|v| v.state == VmState::Lost).count() as u64;
+    }
+    let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
+    out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
+    out.needy_throughput = samples
+        .values()
+        .map(|s| s.iter().sum::<f64>() / s.len().max(1) as f64)
+        .sum();
+    out.needy_throughput_ratio = reference
+        .filter(|r| r.needy_throughput > 0.0)
+        .map(|r| out.needy_throughput / r.needy_throughput);
+    Ok(out)
+}
+
+fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
+    println!("scenario {scenario}");
+    println!(
+        "{:<14} {:>10} {:>6} {:>9} {:>10} {:>4} {:>5} {:>9} {:>8} {:>9} {:>7} {:>7}",
+        "POLICY",
+        "NEEDY_PG/S",
+        "RATIO",
+        "HOSTSWAP",
+        "GUESTSWAP",
+        "OOM",
+        "LOST",
+        "REACT_S",
+        "KSM_MIB",
+        "PEAK_MIB",
+        "CPU%",
+        "RSS_MIB"
+    );
+    for name in order {
+        let o = &results[name];
+        println!(
+            "{:<14} {:>10.0} {:>6} {:>9} {:>10} {:>4} {:>5} {:>9} {:>8} {:>9} {:>7.2} {:>7}",
+            name,
+            o.needy_throughput,
+            o.needy_throughput_ratio
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or("-".into()),
+            o.host_swap_out_mib,
+            o.guest_swap_out_mib,
+            o.guest_oom_kills,
+            o.vms_lost,
+            o.reaction_s
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or("never".into()),
+            o.ksm_saved_mib,
+            o.peak_host_used_mib,
+            o.daemon_cpu_pct,
+            o.daemon_peak_rss_mib
+        );
+    }
+}
