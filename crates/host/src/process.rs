@@ -28,6 +28,14 @@ pub fn is_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64, ProcessError> {
+    let stat = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map_err(|source| ProcessError::Read { pid, source })?;
+    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,12 +46,4 @@ mod tests {
         assert!(is_alive(std::process::id()));
         assert!(matches!(rss(u32::MAX / 2), Err(ProcessError::Read { .. })));
     }
-}
-
-/// CPU time (user + system) process `pid` has used, in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64, ProcessError> {
-    let stat = procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.stat())
-        .map_err(|source| ProcessError::Read { pid, source })?;
-    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }

@@ -29,7 +29,7 @@ impl SwapCounters {
     pub fn out_mib_since(&self, earlier: &SwapCounters) -> u64 {
         let pages = (self.out_to_disk_pages + self.out_to_zswap_pages)
             .saturating_sub(earlier.out_to_disk_pages + earlier.out_to_zswap_pages);
-        pages * PAGE >> 20
+        (pages * PAGE) >> 20
     }
 }
 
