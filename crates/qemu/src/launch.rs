@@ -190,9 +190,10 @@ pub async fn spawn(spec: &LaunchSpec, cgroup_procs: Option<&Path>) -> Result<u32
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command.process_group(0);
+    // Small pages for guest RAM let KSM merge and the balloon and free page reporting hand
+    // memory back in 4 KiB pieces, as ESX breaks large pages to reclaim.
     // SAFETY: prctl only sets a flag on the child between fork and exec; it allocates nothing
-    // and is async-signal-safe. Small pages for guest RAM let KSM merge and the balloon and free
-    // page reporting hand memory back in 4 KiB pieces, as ESX breaks large pages to reclaim.
+    // and is async-signal-safe.
     unsafe {
         command.pre_exec(|| nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from));
     }

@@ -1,7 +1,7 @@
 //! `static`: what a host without overcommit management does. Every VM keeps its configured
 //! size, nothing is reclaimed or shared; when the host runs out, its kernel swaps or kills.
 
-use super::Policy;
+use super::{admit_all, Policy};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
@@ -36,15 +36,7 @@ impl Policy for Static {
                 );
             }
         }
-        for p in &s.pending {
-            plan.push(
-                Action::Admit {
-                    vm: p.name.clone(),
-                    admitted: true,
-                },
-                "static: no admission control",
-            );
-        }
+        admit_all(&mut plan, s, "static");
         plan
     }
 }

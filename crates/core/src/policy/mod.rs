@@ -7,7 +7,7 @@ mod mom;
 mod proxmox;
 
 use crate::ladder::{FreeState, Thresholds};
-use crate::plan::Plan;
+use crate::plan::{Action, Plan};
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,28 @@ pub fn by_name(name: &str, settings: &Settings) -> Result<Box<dyn Policy>, Unkno
         MANUAL => Box::new(Manual),
         other => return Err(UnknownPolicy(other.to_string())),
     })
+}
+
+/// Baselines without admission control let every pending VM start.
+fn admit_all(plan: &mut Plan, s: &Snapshot, policy: &str) {
+    for p in &s.pending {
+        plan.push(
+            Action::Admit {
+                vm: p.name.clone(),
+                admitted: true,
+            },
+            format!("{policy}: no admission control"),
+        );
+    }
+}
+
+/// Baselines that act on a fixed period: true (and remembered) when a round is due at `at_s`.
+fn due(last_at: &mut Option<f64>, at_s: f64, period_s: f64) -> bool {
+    if last_at.is_some_and(|t| at_s - t < period_s) {
+        return false;
+    }
+    *last_at = Some(at_s);
+    true
 }
 
 pub struct Manual;

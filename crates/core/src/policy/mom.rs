@@ -3,7 +3,7 @@
 //! memory free, by 0.25% of their size per step, 5% when critical (less than 5% free); without
 //! pressure it grows guests that have less than 20% free by 5%. KSM runs under pressure.
 
-use super::{ceiling_mib, floor_mib, Policy};
+use super::{admit_all, ceiling_mib, due, floor_mib, Policy};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
@@ -26,10 +26,9 @@ impl Policy for Mom {
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
-        if self.last_at.is_some_and(|t| s.at_s - t < PERIOD_S) {
+        if !due(&mut self.last_at, s.at_s, PERIOD_S) {
             return plan;
         }
-        self.last_at = Some(s.at_s);
         let free = s.host.free_pct() / 100.0;
         let pressure = free < PRESSURE_FREE;
         let change = if free < CRITICAL_FREE {
@@ -76,15 +75,7 @@ impl Policy for Mom {
                 );
             }
         }
-        for p in &s.pending {
-            plan.push(
-                Action::Admit {
-                    vm: p.name.clone(),
-                    admitted: true,
-                },
-                "mom: no admission control",
-            );
-        }
+        admit_all(&mut plan, s, "mom");
         plan
     }
 }

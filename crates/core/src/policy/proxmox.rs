@@ -3,7 +3,7 @@
 //! between its minimum and its maximum, the amount split in proportion to shares. KSM is run by
 //! ksmtuned, which starts it when less than 20% of memory is free.
 
-use super::{ceiling_mib, floor_mib, Policy};
+use super::{admit_all, ceiling_mib, due, floor_mib, Policy};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
@@ -23,10 +23,9 @@ impl Policy for Proxmox {
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
-        if self.last_at.is_some_and(|t| s.at_s - t < PERIOD_S) {
+        if !due(&mut self.last_at, s.at_s, PERIOD_S) {
             return plan;
         }
-        self.last_at = Some(s.at_s);
         let host = &s.host;
         plan.push(
             Action::Ksm {
@@ -75,15 +74,7 @@ impl Policy for Proxmox {
                 );
             }
         }
-        for p in &s.pending {
-            plan.push(
-                Action::Admit {
-                    vm: p.name.clone(),
-                    admitted: true,
-                },
-                "proxmox: no admission control",
-            );
-        }
+        admit_all(&mut plan, s, "proxmox");
         plan
     }
 }

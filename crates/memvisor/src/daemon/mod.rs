@@ -289,10 +289,7 @@ impl Daemon {
         HostStatus {
             policy: scheduler.policy.name().to_string(),
             state: scheduler.policy.free_state().map(|s| s.to_string()),
-            ksm_saved_mib: memvisor_host::ksm::Ksm::at(Path::new(memvisor_host::ksm::SYSFS))
-                .saved()
-                .ok()
-                .map(Size::as_mib),
+            ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host
                 .map(|h| (h.swap_total.as_bytes() - h.swap_free.as_bytes()) >> 20)

@@ -50,6 +50,10 @@ impl Scheduler {
         });
     }
 
+    pub fn ksm_saved(&self) -> Option<Size> {
+        self.ksm.saved().ok()
+    }
+
     /// Puts back the KSM and zswap settings found when memvisor started.
     pub fn restore(&mut self) {
         if let Err(e) = self.ksm.restore() {
@@ -85,10 +89,8 @@ impl Daemon {
                     .scheduler
                     .lock()
                     .await
-                    .ksm
-                    .saved()
-                    .map(Size::as_mib)
-                    .unwrap_or(0),
+                    .ksm_saved()
+                    .map_or(0, Size::as_mib),
             },
             vms,
             pending,
