@@ -11,6 +11,7 @@ pub mod sharing;
 pub mod size;
 pub mod snapshot;
 pub mod status;
+pub mod working_set;
 pub mod workload;
 
 pub use size::Size;

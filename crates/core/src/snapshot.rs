@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Guest paging above this (MiB/s, in plus out) means the guest is short of memory.
-const HUNGRY_PAGING_MIB_S: f64 = 1.0;
-/// Less than this share of its memory available (%) means the guest is short of memory.
-const HUNGRY_AVAILABLE_PCT: u64 = 5;
+pub const HUNGRY_PAGING_MIB_S: f64 = 1.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -59,7 +57,7 @@ pub struct VmObservation {
     pub allocation_mib: u64,
     /// The allocation last asked for.
     pub target_mib: u64,
-    /// Guest memory in use that it cannot drop (total − available − ballooned), if reported.
+    /// Guest memory in use that it cannot drop (neither free nor page cache), if reported.
     pub guest_used_mib: Option<u64>,
     /// Guest memory holding data, cache included (total − free − ballooned), if reported.
     pub guest_resident_mib: Option<u64>,
@@ -68,9 +66,12 @@ pub struct VmObservation {
     pub guest_swap_in_rate: f64,
     pub guest_swap_out_rate: f64,
     pub host_rss_mib: u64,
+    /// QEMU's own memory outside guest RAM, if measured.
+    pub qemu_overhead_mib: Option<u64>,
     /// Pages of this VM merged by KSM.
     pub shared_mib: u64,
-    /// Memory the guest touched recently (DAMON, else guest statistics).
+    /// Estimated demand (working_set.rs): rises at once, falls slowly; above the allocation
+    /// while the guest pages.
     pub working_set_mib: Option<u64>,
     /// Pages per second the guest's workload does, if it has an agent.
     pub throughput: Option<f64>,
@@ -79,28 +80,36 @@ pub struct VmObservation {
 }
 
 impl VmObservation {
-    /// The QEMU process's own memory beyond the guest RAM it holds (device state, code cache).
+    /// The QEMU process's own memory beyond guest RAM (device state, code cache): measured,
+    /// else estimated as what it holds beyond the guest's data.
     pub fn overhead_mib(&self) -> u64 {
-        self.host_rss_mib
-            .saturating_sub(self.guest_resident_mib.unwrap_or(self.allocation_mib))
+        self.qemu_overhead_mib.unwrap_or_else(|| {
+            self.host_rss_mib
+                .saturating_sub(self.guest_resident_mib.unwrap_or(self.allocation_mib))
+        })
     }
 
-    /// The guest wants more than it has: it pages to its own disk, or almost nothing is left.
+    /// The guest wants more than it has: it pages to its own disk. (Its available memory is
+    /// no sign: a ballooned guest's watermarks, sized for its boot memory, leave little of it
+    /// available while it runs well.)
     pub fn is_hungry(&self) -> bool {
-        let paging = self.guest_swap_in_rate + self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S;
-        let cornered = self
-            .guest_available_mib
-            .is_some_and(|a| a * 100 < self.allocation_mib * HUNGRY_AVAILABLE_PCT);
-        paging || cornered
+        self.guest_swap_in_rate + self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S
     }
 
-    /// The guest's active memory: the working set if measured, else what it has in use, else
+    /// Guest memory that is free now: a balloon takes it at once, without making the guest
+    /// drop anything.
+    pub fn guest_free_mib(&self) -> u64 {
+        self.guest_resident_mib
+            .map_or(0, |r| self.allocation_mib.saturating_sub(r))
+    }
+
+    /// The guest's active memory: the working set if estimated, else what it has in use, else
     /// everything it holds (unknown is treated as active so that nothing is taken on a guess).
+    /// A paging guest's working set exceeds its allocation: that is its demand.
     pub fn active_mib(&self) -> u64 {
         self.working_set_mib
             .or(self.guest_used_mib)
             .unwrap_or(self.allocation_mib)
-            .min(self.allocation_mib)
     }
 }
 

@@ -43,6 +43,7 @@ pub struct VmStatus {
     pub guest_swap_in_mib: Option<u64>,
     pub guest_swap_out_mib: Option<u64>,
     pub guest_major_faults: Option<u64>,
+    /// QEMU's anonymous resident memory (guest RAM and its own heap; shared files excluded).
     pub host_rss_mib: Option<u64>,
     /// Balloon actual plus virtio-mem plugged: what the guest has.
     pub allocation_mib: Option<u64>,

@@ -10,15 +10,42 @@ pub enum ProcessError {
     NoRss(u32),
 }
 
-/// Resident set size of `pid`.
-pub fn rss(pid: u32) -> Result<Size, ProcessError> {
+fn resident(
+    pid: u32,
+    field: fn(&procfs::process::Status) -> Option<u64>,
+) -> Result<Size, ProcessError> {
     let status = procfs::process::Process::new(pid as i32)
         .and_then(|p| p.status())
         .map_err(|source| ProcessError::Read { pid, source })?;
-    status
-        .vmrss
+    field(&status)
         .map(|kib| Size::bytes(kib * 1024))
         .ok_or(ProcessError::NoRss(pid))
+}
+
+/// Resident set size of `pid`.
+pub fn rss(pid: u32) -> Result<Size, ProcessError> {
+    resident(pid, |s| s.vmrss)
+}
+
+/// Anonymous resident memory: a QEMU's guest RAM and its own heap, without the binary, the
+/// libraries and the mapped initrd, whose page-cache pages all QEMUs share.
+pub fn anon_rss(pid: u32) -> Result<Size, ProcessError> {
+    resident(pid, |s| s.rssanon)
+}
+
+/// Resident memory of `pid`'s anonymous mappings whose length is one of `lengths`: a QEMU's
+/// guest RAM blocks, told apart from its own memory by their size.
+pub fn mapped_rss(pid: u32, lengths: &[Size]) -> Result<Size, ProcessError> {
+    let maps = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.smaps())
+        .map_err(|source| ProcessError::Read { pid, source })?;
+    let bytes = maps
+        .into_iter()
+        .filter(|m| m.pathname == procfs::process::MMapPath::Anonymous)
+        .filter(|m| lengths.contains(&Size::bytes(m.address.1 - m.address.0)))
+        .filter_map(|m| m.extension.map.get("Rss").copied())
+        .sum();
+    Ok(Size::bytes(bytes))
 }
 
 pub fn is_alive(pid: u32) -> bool {

@@ -560,7 +560,7 @@ pub fn print_table(vms: &[VmStatus]) {
             v.workload.clone().unwrap_or_else(|| "(attached)".into()),
         );
     }
-    println!("(MiB; TARGET/ACTUAL: balloon, what the guest keeps; RSS: its QEMU on the host)");
+    println!("(MiB; TARGET/ACTUAL: balloon, what the guest keeps; RSS: its QEMU's anonymous memory on the host, shared files excluded)");
 }
 
 fn print_stats(v: &VmStatus) {

@@ -29,19 +29,13 @@ impl Esx {
         }
     }
 
+    /// The working-set estimate is the demand: above the allocation while the guest pages.
     fn claim(vm: &VmObservation) -> Claim {
-        let ceiling = ceiling_mib(vm);
-        // A hungry guest's working set is capped by what it has; ask for a step more.
-        let active = if vm.is_hungry() {
-            (vm.allocation_mib + (vm.allocation_mib / 4).max(128)).min(ceiling)
-        } else {
-            vm.active_mib()
-        };
         Claim {
             shares: vm.shares,
-            active_mib: active,
+            active_mib: vm.active_mib(),
             min_mib: floor_mib(vm),
-            max_mib: ceiling,
+            max_mib: ceiling_mib(vm),
         }
     }
 }
@@ -86,24 +80,22 @@ impl Policy for Esx {
             },
         );
 
-        // Entitlements keep the high threshold's margin free for the next burst.
-        let margin = host.budget_mib * self.settings.thresholds.high as u64 / 100;
+        // Entitlements and grants keep the host reserve free, and at least the soft
+        // threshold's margin: VMs at their entitlements never push the host into ballooning.
+        let soft_margin = (host.budget_mib as f64 * self.settings.thresholds.soft / 100.0) as u64;
+        let kept_free = host.reserve_mib.max(soft_margin);
         let overhead: u64 = s.vms.iter().map(VmObservation::overhead_mib).sum();
-        let usable = host
-            .budget_mib
-            .saturating_sub(host.reserve_mib + margin + overhead);
+        let usable = host.budget_mib.saturating_sub(kept_free + overhead);
         let claims: Vec<Claim> = s.vms.iter().map(Esx::claim).collect();
         let entitled = allocate(&claims, usable, self.settings.idle_tax);
 
-        // Grants come out of memory free now (above the margin), minus grants still in flight.
+        // Grants come out of memory free now (above what is kept free), minus grants in flight.
         let in_flight: u64 = s
             .vms
             .iter()
             .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
             .sum();
-        let mut grantable = host
-            .free_mib()
-            .saturating_sub(margin + host.reserve_mib + in_flight);
+        let mut grantable = host.free_mib().saturating_sub(kept_free + in_flight);
         let mut wanted = 0;
         for (vm, &entitled) in s.vms.iter().zip(&entitled) {
             let base = vm.allocation_mib.max(vm.target_mib);
@@ -156,8 +148,11 @@ impl Policy for Esx {
             why_state.clone()
         };
         for (_, vm, e) in over.into_iter().take(slots) {
+            // Free guest pages go at once; beyond them a step a round lets the guest drop its
+            // cache or page out gradually.
+            let step = self.settings.step_mib.max(vm.guest_free_mib());
             let target = e
-                .max(vm.target_mib.saturating_sub(self.settings.step_mib))
+                .max(vm.target_mib.saturating_sub(step))
                 .min(ceiling_mib(vm));
             plan.push(
                 Action::Allocate {
@@ -284,25 +279,24 @@ mod tests {
 
     #[test]
     fn a_hungry_vm_is_granted_memory_taken_from_an_idle_one() {
-        let mut hungry = vm("needy", 1024, 1000);
-        hungry.memory_mib = 2048;
-        hungry.max_mib = 2048;
-        hungry.limit_mib = 2048;
-        hungry.guest_swap_out_rate = 20.0;
-        let s = snapshot(0.0, 2048, 2000, vec![vm("idle", 1024, 100), hungry]);
+        let hungry = || {
+            let mut v = vm("needy", 1024, 1000);
+            v.memory_mib = 2048;
+            v.max_mib = 2048;
+            v.limit_mib = 2048;
+            v.guest_swap_out_rate = 20.0;
+            v.working_set_mib = Some(crate::working_set::sample_mib(1000, 1024, true));
+            v
+        };
+        let s = snapshot(0.0, 2048, 2000, vec![vm("idle", 1024, 100), hungry()]);
         let mut p = ours();
         let plan = p.decide(&s);
         let a = allocations(&plan);
         assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
         // Once the idle VM gave its memory back, the needy one grows past its boot size.
-        let mut hungry = vm("needy", 1024, 1000);
-        hungry.memory_mib = 2048;
-        hungry.max_mib = 2048;
-        hungry.limit_mib = 2048;
-        hungry.guest_swap_out_rate = 20.0;
         let mut idle = vm("idle", 768, 100);
         idle.target_mib = 768;
-        let s = snapshot(1.0, 2048, 1100, vec![idle, hungry]);
+        let s = snapshot(1.0, 2048, 1100, vec![idle, hungry()]);
         let plan = p.decide(&s);
         assert!(
             allocations(&plan)

@@ -161,6 +161,7 @@ pub(crate) mod fixtures {
             guest_swap_in_rate: 0.0,
             guest_swap_out_rate: 0.0,
             host_rss_mib: used + 60,
+            qemu_overhead_mib: Some(60),
             shared_mib: 0,
             working_set_mib: Some(used),
             throughput: None,

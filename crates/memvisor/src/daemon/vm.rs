@@ -5,7 +5,9 @@ use super::agent::AgentLink;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
 use memvisor_core::snapshot::VmObservation;
+use memvisor_core::snapshot::HUNGRY_PAGING_MIB_S;
 use memvisor_core::status::{Origin, VmState, VmStatus};
+use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use memvisor_host::cgroup::Group;
@@ -16,6 +18,9 @@ use memvisor_qemu::qmp::{self, Qmp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Reading a QEMU's page map costs milliseconds; its own memory changes slowly.
+const OVERHEAD_EVERY: Duration = Duration::from_secs(15);
 
 /// No balloon target may leave a guest less than this: below it the kernel itself cannot run.
 pub const BALLOON_FLOOR: Size = Size::mib(64);
@@ -35,6 +40,9 @@ pub struct Vm {
     pub balloon_actual: Option<Size>,
     pub guest: GuestStats,
     pub host_rss: Option<Size>,
+    /// QEMU's anonymous memory outside guest RAM (translation cache, device state, heap).
+    qemu_overhead: Option<Size>,
+    qemu_overhead_at: Option<Instant>,
     pub workload: Arc<Mutex<Workload>>,
     pub agent: Option<AgentLink>,
     pub launched_at: Option<Instant>,
@@ -44,9 +52,10 @@ pub struct Vm {
     pub boot_memory: Size,
     pub plugged: Size,
     pub plug_requested: Size,
-    /// Guest swap counters at the previous observation, for rates.
-    swap_seen: Option<(Instant, Size, Size)>,
+    /// Guest swap counters at the previous guest report (guest clock, s), for rates.
+    swap_seen: Option<(u64, Size, Size)>,
     pub swap_rates_mib_s: (f64, f64),
+    working_set: WorkingSet,
     pub shared: Option<Size>,
     pub cgroup_limit: Option<Size>,
 }
@@ -70,6 +79,8 @@ impl Vm {
             balloon_actual: None,
             guest: GuestStats::default(),
             host_rss: None,
+            qemu_overhead: None,
+            qemu_overhead_at: None,
             workload,
             agent: None,
             launched_at: None,
@@ -80,6 +91,7 @@ impl Vm {
             plug_requested: Size::ZERO,
             swap_seen: None,
             swap_rates_mib_s: (0.0, 0.0),
+            working_set: WorkingSet::default(),
             shared: None,
             cgroup_limit: None,
         }
@@ -248,6 +260,25 @@ impl Vm {
         Ok(())
     }
 
+    /// Guest figures without the balloon, MiB: (memory it cannot drop, memory holding data).
+    /// With deflate-on-oom the balloon's pages stay in the guest's total as used pages, so they
+    /// come off the total but are already missing from free and available.
+    fn guest_used_and_resident(&self) -> (Option<u64>, Option<u64>) {
+        let g = &self.guest;
+        let ballooned = self.balloon_actual.map_or(0, |a| {
+            self.boot_memory.as_bytes().saturating_sub(a.as_bytes())
+        });
+        let without_balloon =
+            |taken: Option<u64>| Some(g.total?.as_bytes().saturating_sub(taken? + ballooned) >> 20);
+        let free = g.free.map(Size::as_bytes);
+        // Memory the guest cannot drop: what is neither free nor page cache.
+        let used = match (free, g.disk_caches) {
+            (Some(free), Some(cache)) => without_balloon(Some(free + cache.as_bytes())),
+            _ => without_balloon(g.available.map(Size::as_bytes)),
+        };
+        (used, without_balloon(free))
+    }
+
     /// What the policy sees of this VM; None until QEMU answered once.
     pub fn observation(&self) -> Option<VmObservation> {
         if self.state != VmState::Running {
@@ -256,29 +287,7 @@ impl Vm {
         let allocation = self.allocation()?;
         let mib = |s: Size| s.as_mib();
         let g = &self.guest;
-        let ballooned = self.boot_memory.as_bytes()
-            - self
-                .balloon_actual?
-                .as_bytes()
-                .min(self.boot_memory.as_bytes());
-        let guest_used = match (g.total, g.available) {
-            (Some(t), Some(a)) => Some(
-                t.as_bytes()
-                    .saturating_sub(a.as_bytes())
-                    .saturating_sub(ballooned)
-                    >> 20,
-            ),
-            _ => None,
-        };
-        let guest_resident = match (g.total, g.free) {
-            (Some(t), Some(f)) => Some(
-                t.as_bytes()
-                    .saturating_sub(f.as_bytes())
-                    .saturating_sub(ballooned)
-                    >> 20,
-            ),
-            _ => None,
-        };
+        let (guest_used, guest_resident) = self.guest_used_and_resident();
         let report = self.agent.as_ref().and_then(|a| a.report());
         Some(VmObservation {
             name: self.config.name.clone(),
@@ -291,14 +300,13 @@ impl Vm {
             target_mib: mib(self.target()),
             guest_used_mib: guest_used,
             guest_resident_mib: guest_resident,
-            guest_available_mib: g
-                .available
-                .map(|a| (a.as_bytes().saturating_sub(ballooned)) >> 20),
+            guest_available_mib: g.available.map(mib),
             guest_swap_in_rate: self.swap_rates_mib_s.0,
             guest_swap_out_rate: self.swap_rates_mib_s.1,
             host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
+            qemu_overhead_mib: self.qemu_overhead.map(mib),
             shared_mib: self.shared.map(mib).unwrap_or(0),
-            working_set_mib: guest_used,
+            working_set_mib: self.working_set.estimate_mib(),
             throughput: report.map(|r| r.pages_per_sec),
             cgroup_limit_mib: self.cgroup_limit.map(mib),
         })
@@ -320,7 +328,14 @@ impl Vm {
                 self.host_rss = None;
                 return;
             }
-            self.host_rss = memvisor_host::process::rss(pid).ok();
+            self.host_rss = memvisor_host::process::anon_rss(pid).ok();
+            if self
+                .qemu_overhead_at
+                .is_none_or(|t| t.elapsed() >= OVERHEAD_EVERY)
+            {
+                self.qemu_overhead = self.measure_overhead(pid);
+                self.qemu_overhead_at = Some(Instant::now());
+            }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
         let Some(qmp) = self.qmp.as_mut() else { return };
@@ -334,9 +349,8 @@ impl Vm {
         match result {
             Ok((actual, stats)) => {
                 self.balloon_actual = Some(actual);
-                if stats.last_update > 0 {
-                    self.note_swap(&stats);
-                    self.guest = stats;
+                if stats.last_update > self.guest.last_update {
+                    self.note_report(stats);
                 }
             }
             Err(e) => self.last_error = Some(e.to_string()),
@@ -358,19 +372,28 @@ impl Vm {
         }
     }
 
-    fn note_swap(&mut self, stats: &GuestStats) {
-        let (Some(swap_in), Some(swap_out)) = (stats.swap_in, stats.swap_out) else {
+    /// Takes a new guest report: swap rates and the working set move only when the guest
+    /// reported again, so a round between two reports does not read as "no paging".
+    fn note_report(&mut self, stats: GuestStats) {
+        let elapsed_s = stats.last_update.saturating_sub(self.guest.last_update);
+        if let (Some(swap_in), Some(swap_out)) = (stats.swap_in, stats.swap_out) {
+            if let Some((then, last_in, last_out)) = self.swap_seen {
+                let seconds = stats.last_update.saturating_sub(then).max(1) as f64;
+                let rate = |a: Size, b: Size| {
+                    a.as_bytes().saturating_sub(b.as_bytes()) as f64 / seconds / 1048576.0
+                };
+                self.swap_rates_mib_s = (rate(swap_in, last_in), rate(swap_out, last_out));
+            }
+            self.swap_seen = Some((stats.last_update, swap_in, swap_out));
+        }
+        self.guest = stats;
+        let (Some(used), Some(allocation)) = (self.guest_used_and_resident().0, self.allocation())
+        else {
             return;
         };
-        let now = Instant::now();
-        if let Some((then, last_in, last_out)) = self.swap_seen {
-            let seconds = now.duration_since(then).as_secs_f64().max(0.1);
-            let rate = |a: Size, b: Size| {
-                a.as_bytes().saturating_sub(b.as_bytes()) as f64 / seconds / 1048576.0
-            };
-            self.swap_rates_mib_s = (rate(swap_in, last_in), rate(swap_out, last_out));
-        }
-        self.swap_seen = Some((now, swap_in, swap_out));
+        let paging = self.swap_rates_mib_s.0 + self.swap_rates_mib_s.1 > HUNGRY_PAGING_MIB_S;
+        let sample = working_set::sample_mib(used, allocation.as_mib(), paging);
+        self.working_set.update(sample, elapsed_s as f64);
     }
 
     /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
@@ -398,16 +421,34 @@ impl Vm {
         Ok(())
     }
 
+    /// QEMU's anonymous memory outside the guest RAM blocks, told apart by their sizes.
+    fn measure_overhead(&self, pid: u32) -> Option<Size> {
+        let hotplug = self
+            .config
+            .max_memory()
+            .as_bytes()
+            .saturating_sub(self.boot_memory.as_bytes());
+        let ram_blocks = [self.boot_memory, Size::bytes(hotplug)];
+        let guest_ram = memvisor_host::process::mapped_rss(pid, &ram_blocks).ok()?;
+        let all = self.host_rss?;
+        Some(Size::bytes(
+            all.as_bytes().saturating_sub(guest_ram.as_bytes()),
+        ))
+    }
+
     fn forget_process(&mut self) {
         self.qmp = None;
         self.agent = None;
         self.pid = None;
         self.host_rss = None;
+        self.qemu_overhead = None;
+        self.qemu_overhead_at = None;
         self.balloon_actual = None;
         self.balloon_target = None;
         self.guest = GuestStats::default();
         self.swap_seen = None;
         self.swap_rates_mib_s = (0.0, 0.0);
+        self.working_set = WorkingSet::default();
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
@@ -446,7 +487,7 @@ impl Vm {
             plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
             shared_mib: self.shared.map(mib),
             host_limit_mib: self.cgroup_limit.map(mib),
-            working_set_mib: self.observation().and_then(|o| o.working_set_mib),
+            working_set_mib: self.working_set.estimate_mib(),
             guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
             guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
             guest_oom_kills: report.as_ref().map(|r| r.oom_kills),

@@ -1,0 +1,87 @@
+//! Working-set estimation, after ESX: a VM's active memory is estimated from periodic samples
+//! so that the estimate rises at once when the guest needs more and falls slowly when it needs
+//! less. A noisy sample (a guest that pages shows little memory in use while it waits for its
+//! disk) then cannot take memory from a VM that needed it seconds ago.
+//!
+//! A sample is the guest's memory that is neither free nor page cache; a guest that pages to
+//! its own disk needs more than it has, so its sample is its allocation plus a growth step.
+
+/// Seconds for the estimate to fall by a factor of e once the samples drop.
+pub const DECAY_S: f64 = 10.0;
+
+/// What a guest that pages asks for beyond its allocation: a quarter more, at least this.
+pub const HUNGRY_GROWTH_MIB: u64 = 128;
+
+/// One sample of a VM's memory demand.
+pub fn sample_mib(guest_used_mib: u64, allocation_mib: u64, pages: bool) -> u64 {
+    if pages {
+        allocation_mib + (allocation_mib / 4).max(HUNGRY_GROWTH_MIB)
+    } else {
+        guest_used_mib
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WorkingSet {
+    estimate_mib: Option<f64>,
+}
+
+impl WorkingSet {
+    /// Takes a sample taken `elapsed_s` after the previous one; returns the new estimate.
+    pub fn update(&mut self, sample_mib: u64, elapsed_s: f64) -> u64 {
+        let sample = sample_mib as f64;
+        let next = match self.estimate_mib {
+            Some(previous) if sample < previous => {
+                sample + (previous - sample) * (-elapsed_s.max(0.0) / DECAY_S).exp()
+            }
+            _ => sample,
+        };
+        self.estimate_mib = Some(next);
+        next.round() as u64
+    }
+
+    pub fn estimate_mib(&self) -> Option<u64> {
+        self.estimate_mib.map(|e| e.round() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rises_at_once_and_falls_slowly() {
+        let mut ws = WorkingSet::default();
+        assert_eq!(ws.estimate_mib(), None);
+        assert_eq!(ws.update(200, 1.0), 200);
+        assert_eq!(ws.update(700, 1.0), 700);
+        let after_one_second = ws.update(100, 1.0);
+        assert!(after_one_second > 600, "{after_one_second}");
+        let mut later = after_one_second;
+        for _ in 0..40 {
+            later = ws.update(100, 1.0);
+        }
+        assert!(later < 120, "{later}");
+    }
+
+    #[test]
+    fn a_paging_guest_asks_for_more_than_it_has() {
+        assert_eq!(sample_mib(300, 400, false), 300);
+        assert_eq!(sample_mib(300, 400, true), 528);
+        assert_eq!(sample_mib(300, 2048, true), 2560);
+    }
+
+    proptest! {
+        /// The estimate never leaves the range of the samples it has seen.
+        #[test]
+        fn stays_within_the_samples(samples in proptest::collection::vec(0u64..4096, 1..50)) {
+            let mut ws = WorkingSet::default();
+            for s in &samples {
+                let e = ws.update(*s, 1.0);
+                prop_assert!(e >= *s);
+                prop_assert!(e <= *samples.iter().max().unwrap());
+            }
+        }
+    }
+}
