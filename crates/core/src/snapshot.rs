@@ -57,7 +57,7 @@ pub struct VmObservation {
     pub allocation_mib: u64,
     /// The allocation last asked for.
     pub target_mib: u64,
-    /// Guest memory in use that it cannot drop (neither free nor page cache), if reported.
+    /// Guest memory in use that it cannot drop (total − available − ballooned), if reported.
     pub guest_used_mib: Option<u64>,
     /// Guest memory holding data, cache included (total − free − ballooned), if reported.
     pub guest_resident_mib: Option<u64>,

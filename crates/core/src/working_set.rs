@@ -3,8 +3,9 @@
 //! less. A noisy sample (a guest that pages shows little memory in use while it waits for its
 //! disk) then cannot take memory from a VM that needed it seconds ago.
 //!
-//! A sample is the guest's memory that is neither free nor page cache; a guest that pages to
-//! its own disk needs more than it has, so its sample is its allocation plus a growth step.
+//! A sample is the guest's memory that is not available to it (neither free nor cache it can
+//! drop, plus its watermarks); a guest that pages to its own disk needs more than it has, so
+//! its sample is its allocation plus a growth step.
 
 /// Seconds for the estimate to fall by a factor of e once the samples drop.
 pub const DECAY_S: f64 = 10.0;

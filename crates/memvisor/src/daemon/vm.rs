@@ -271,17 +271,16 @@ impl Vm {
         let without_balloon =
             |taken: Option<u64>| Some(g.total?.as_bytes().saturating_sub(taken? + ballooned) >> 20);
         let free = g.free.map(Size::as_bytes);
-        // Memory the guest cannot drop: what is neither free nor page cache.
-        let used = match (free, g.disk_caches) {
-            (Some(free), Some(cache)) => without_balloon(Some(free + cache.as_bytes())),
-            _ => without_balloon(g.available.map(Size::as_bytes)),
-        };
+        // Memory the guest cannot drop: neither free nor cache it could drop (its root file
+        // system in RAM is page cache it cannot drop).
+        let used = without_balloon(g.available.map(Size::as_bytes));
         (used, without_balloon(free))
     }
 
-    /// What the policy sees of this VM; None until QEMU answered once.
+    /// What the policy sees of this VM; None until QEMU answered once. A booting guest is
+    /// seen too: it takes memory before its agent answers.
     pub fn observation(&self) -> Option<VmObservation> {
-        if self.state != VmState::Running {
+        if !matches!(self.state, VmState::Running | VmState::Starting) {
             return None;
         }
         let allocation = self.allocation()?;
