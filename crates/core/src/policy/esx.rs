@@ -85,7 +85,9 @@ impl Policy for Esx {
         let soft_margin = (host.budget_mib as f64 * self.settings.thresholds.soft / 100.0) as u64;
         let kept_free = host.reserve_mib.max(soft_margin);
         let overhead: u64 = s.vms.iter().map(VmObservation::overhead_mib).sum();
-        let usable = host.budget_mib.saturating_sub(kept_free + overhead);
+        // Pages KSM merged are held by several guests but cost the host once: what they save
+        // can be entitled again, as ESX charges shared pages fractionally.
+        let usable = (host.budget_mib + host.ksm_saved_mib).saturating_sub(kept_free + overhead);
         let claims: Vec<Claim> = s.vms.iter().map(Esx::claim).collect();
         let entitled = allocate(&claims, usable, self.settings.idle_tax);
 
@@ -304,6 +306,23 @@ mod tests {
                 .any(|(n, t)| n == "needy" && *t > 1024),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn memory_saved_by_sharing_is_entitled_again() {
+        let vms = || {
+            (0..4)
+                .map(|i| vm(&format!("d{i}"), 256, 250))
+                .collect::<Vec<_>>()
+        };
+        let entitled_total = |saved: u64| {
+            let mut s = snapshot(0.0, 1024, 1000, vms());
+            s.host.ksm_saved_mib = saved;
+            let plan = ours().decide(&s);
+            let cut: u64 = allocations(&plan).iter().map(|(_, t)| 256 - t).sum();
+            4 * 256 - cut
+        };
+        assert!(entitled_total(600) > entitled_total(0));
     }
 
     #[test]

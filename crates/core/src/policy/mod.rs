@@ -48,7 +48,7 @@ pub struct Settings {
     pub thresholds: Thresholds,
     /// At most this many VMs inflate their balloons at the same time.
     pub max_inflating: usize,
-    /// The largest balloon change asked of one VM in one round, MiB.
+    /// The most a balloon takes from one VM in one round beyond the guest's free memory, MiB.
     pub step_mib: u64,
 }
 

@@ -1,0 +1,76 @@
+//! `memvisor set` changes a running VM's reservation, limit, shares and size without restarting
+//! its guest; growing past the boot size plugs memory through virtio-mem.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn set_changes_a_running_vm_live_and_refuses_what_cannot_be() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.up(
+        "2G",
+        r#"
+[[vm]]
+name = "g"
+memory = "512M"
+max = "1G"
+"#,
+    );
+    let before = host.vm("g");
+    let pid = before["pid"].as_u64().expect("a launched VM has a pid");
+
+    ok(
+        host.path(),
+        &[
+            "set",
+            "g",
+            "--reserve",
+            "128M",
+            "--limit",
+            "896M",
+            "--shares",
+            "2000",
+        ],
+    );
+    let after = host.vm("g");
+    assert_eq!(mib(&after, "reservation_mib"), 128, "{after:#}");
+    assert_eq!(mib(&after, "limit_mib"), 896, "{after:#}");
+    assert_eq!(after["shares"], 2000, "{after:#}");
+
+    // Past its boot size: virtio-mem plugs the difference into the running guest.
+    ok(host.path(), &["set", "g", "--memory", "768M"]);
+    let (grown, seconds) = host.wait_for("g", Duration::from_secs(60), "768 MiB plugged in", |v| {
+        v["allocation_mib"].as_u64() == Some(768)
+    });
+    println!("grew 512 -> 768 MiB live in {seconds:.1} s");
+    assert_eq!(mib(&grown, "plugged_mib"), 256, "{grown:#}");
+    host.wait_for(
+        "g",
+        Duration::from_secs(60),
+        "the guest sees 768 MiB",
+        |v| v["guest_total_mib"].as_u64().is_some_and(|t| t > 700),
+    );
+
+    // What cannot be is refused with the reason, and nothing changes.
+    for (args, words) in [
+        (vec!["--memory", "2G"], "1GiB"),
+        (vec!["--reserve", "4G"], "budget"),
+        (vec!["--limit", "lots"], "--limit"),
+    ] {
+        let mut full = vec!["set", "g"];
+        full.extend(&args);
+        let error = fails(host.path(), &full);
+        assert!(error.contains(words), "{args:?}: {error}");
+    }
+    let last = host.vm("g");
+    assert_eq!(mib(&last, "reservation_mib"), 128, "{last:#}");
+    assert_eq!(mib(&last, "limit_mib"), 896, "{last:#}");
+    assert_eq!(mib(&last, "allocation_mib"), 768, "{last:#}");
+    assert_eq!(
+        last["pid"].as_u64(),
+        Some(pid),
+        "the guest was restarted: {last:#}"
+    );
+}
