@@ -71,7 +71,7 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     match spec.accel {
         Accelerator::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         // A bounded translation cache keeps TCG's own memory (QEMU overhead) small.
-        Accelerator::Tcg => push(&["-accel", "tcg,tb-size=32"]),
+        Accelerator::Tcg => push(&["-accel", "tcg,tb-size=16"]),
     }
     push(&["-smp", &spec.cpus.to_string()]);
     if spec.max_memory > spec.memory {
@@ -257,7 +257,7 @@ mod tests {
     fn fixed_size_vm_has_balloon_disks_qmp_and_agent_port() {
         let args = qemu_args(&spec(1024, 1024, true));
         assert_eq!(after(&args, "-m"), ["1024M"]);
-        assert_eq!(after(&args, "-accel"), ["tcg,tb-size=32"]);
+        assert_eq!(after(&args, "-accel"), ["tcg,tb-size=16"]);
         let devices = after(&args, "-device").join(" ");
         assert!(devices
             .contains("virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"));

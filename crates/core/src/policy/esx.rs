@@ -138,34 +138,47 @@ impl Policy for Esx {
             .map(|(vm, &e)| (vm.allocation_mib.saturating_sub(e), vm, e))
             .collect();
         over.sort_by_key(|o| std::cmp::Reverse(o.0));
+        // Pacing protects running guests from reclaiming all at once; a guest that has not
+        // reported yet is booting and has touched little, so its balloon goes at once.
+        let booting = |vm: &VmObservation| vm.guest_resident_mib.is_none();
         let already = s
             .vms
             .iter()
-            .filter(|v| v.allocation_mib > v.target_mib + DEAD_BAND_MIB)
+            .filter(|v| !booting(v) && v.allocation_mib > v.target_mib + DEAD_BAND_MIB)
             .count();
-        let slots = self.settings.max_inflating.saturating_sub(already);
+        let mut slots = self.settings.max_inflating.saturating_sub(already);
         let why_reclaim = if needy {
             format!("{why_state}; VMs need {wanted} MiB more than is free")
         } else {
             why_state.clone()
         };
-        for (_, vm, e) in over.into_iter().take(slots) {
-            // Free guest pages go at once; beyond them a step a round lets the guest drop its
-            // cache or page out gradually.
-            let step = self.settings.step_mib.max(vm.guest_free_mib());
-            let target = e
-                .max(vm.target_mib.saturating_sub(step))
-                .min(ceiling_mib(vm));
+        for (_, vm, e) in over {
+            let target = if booting(vm) {
+                e
+            } else if slots > 0 {
+                slots -= 1;
+                // Free guest pages go at once; beyond them a step a round lets the guest drop
+                // its cache or page out gradually.
+                let step = self.settings.step_mib.max(vm.guest_free_mib());
+                e.max(vm.target_mib.saturating_sub(step))
+            } else {
+                continue;
+            }
+            .min(ceiling_mib(vm));
             plan.push(
                 Action::Allocate {
                     vm: vm.name.clone(),
                     target_mib: target,
                 },
                 format!(
-                    "{why_reclaim}; {} holds {} MiB but is entitled to {e} (active {} MiB, idle taxed {:.0}%): balloon to {target}",
+                    "{why_reclaim}; {} holds {} MiB but is entitled to {e} ({}, idle taxed {:.0}%): balloon to {target}",
                     vm.name,
                     vm.allocation_mib,
-                    vm.active_mib(),
+                    if booting(vm) {
+                        "booting".to_string()
+                    } else {
+                        format!("active {} MiB", vm.active_mib())
+                    },
                     self.settings.idle_tax * 100.0
                 ),
             );
@@ -349,6 +362,23 @@ mod tests {
         let s = snapshot(0.0, 4096, 4050, vms);
         let plan = ours().decide(&s);
         assert_eq!(allocations(&plan).len(), 2, "{plan:?}");
+    }
+
+    #[test]
+    fn booting_guests_go_to_their_entitlement_at_once_outside_the_pacing() {
+        let mut vms: Vec<_> = (0..6).map(|i| vm(&format!("v{i}"), 512, 100)).collect();
+        for v in &mut vms[2..] {
+            v.guest_resident_mib = None;
+            v.guest_used_mib = None;
+            v.working_set_mib = None;
+        }
+        let s = snapshot(0.0, 1024, 1000, vms);
+        let plan = ours().decide(&s);
+        let a = allocations(&plan);
+        let booting: Vec<_> = a.iter().filter(|(n, _)| n.as_str() >= "v2").collect();
+        assert_eq!(booting.len(), 4, "{plan:?}");
+        assert!(booting.iter().all(|(_, t)| *t < 512 - 256), "{plan:?}");
+        assert_eq!(a.len(), 6, "{plan:?}");
     }
 
     #[test]

@@ -248,9 +248,12 @@ impl Daemon {
 
     pub async fn schedule_forever(self: Arc<Self>) {
         loop {
+            // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
+            let mut observing = tokio::task::JoinSet::new();
             for vm in self.all().await {
-                vm.lock().await.observe().await;
+                observing.spawn(async move { vm.lock().await.observe().await });
             }
+            observing.join_all().await;
             self.schedule(Vec::new()).await;
             tokio::time::sleep(OBSERVE_EVERY).await;
         }
