@@ -135,8 +135,11 @@ async fn run_one(
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
     let swap_before =
         memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
+    let ksm_before_mib = memvisor_host::ksm::Ksm::at(Path::new(memvisor_host::ksm::SYSFS))
+        .saved()
+        .map_or(0, Size::as_mib);
     let daemon = cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await?;
-    let measured = measure(&run_dir, bench, daemon, reference).await;
+    let measured = measure(&run_dir, bench, daemon, reference, ksm_before_mib).await;
     cli::down(&run_dir).await?;
     let mut outcome = measured?;
     let swap_after = memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
@@ -150,6 +153,7 @@ async fn measure(
     bench: &BenchSection,
     daemon: u32,
     reference: Option<&Outcome>,
+    ksm_before_mib: u64,
 ) -> Result<Outcome, CliError> {
     let client = Client::new(dir);
     let started = Instant::now();
@@ -163,7 +167,12 @@ async fn measure(
         let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
         let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
         out.peak_host_used_mib = out.peak_host_used_mib.max(host.used_mib.unwrap_or(0));
-        out.ksm_saved_mib = out.ksm_saved_mib.max(host.ksm_saved_mib.unwrap_or(0));
+        // KSM's counter is host-wide: count only what was saved since this run began.
+        let ksm_saved = host
+            .ksm_saved_mib
+            .unwrap_or(0)
+            .saturating_sub(ksm_before_mib);
+        out.ksm_saved_mib = out.ksm_saved_mib.max(ksm_saved);
         if let Ok(rss) = memvisor_host::process::rss(daemon) {
             out.daemon_peak_rss_mib = out.daemon_peak_rss_mib.max(rss.as_mib());
         }
