@@ -4,8 +4,7 @@
 use super::agent::AgentLink;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
-use memvisor_core::snapshot::VmObservation;
-use memvisor_core::snapshot::HUNGRY_PAGING_MIB_S;
+use memvisor_core::snapshot::{VmObservation, HUNGRY_PAGING_MIB_S};
 use memvisor_core::status::{Origin, VmState, VmStatus};
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
@@ -271,8 +270,8 @@ impl Vm {
         let without_balloon =
             |taken: Option<u64>| Some(g.total?.as_bytes().saturating_sub(taken? + ballooned) >> 20);
         let free = g.free.map(Size::as_bytes);
-        // Memory the guest cannot drop: neither free nor cache it could drop (its root file
-        // system in RAM is page cache it cannot drop).
+        // Memory the guest cannot hand over: what its kernel does not count as available
+        // (free pages and cache it can drop are; its RAM root file system is not).
         let used = without_balloon(g.available.map(Size::as_bytes));
         (used, without_balloon(free))
     }
