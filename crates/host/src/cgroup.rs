@@ -240,7 +240,19 @@ impl Group {
     }
 
     /// Removes an empty group; a group that is already gone is fine.
+    /// Removes the group and any child groups left in it (a VM whose QEMU died leaves one).
     pub fn remove(&self) -> Result<(), CgroupError> {
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    Group {
+                        path: entry.path(),
+                        ..self.clone()
+                    }
+                    .remove()?;
+                }
+            }
+        }
         match fs::remove_dir(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &self.path, e)),
             _ => Ok(()),
@@ -268,6 +280,20 @@ mod tests {
         assert_eq!(parse_limit("9223372036854771712"), Some(None));
         assert_eq!(parse_limit("1073741824"), Some(Some(Size::mib(1024))));
         assert_eq!(parse_limit("lots"), None);
+    }
+
+    #[test]
+    fn removing_a_group_removes_child_groups_left_behind() {
+        let tree = tempfile::tempdir().unwrap();
+        for child in ["memvisor/vm1", "memvisor/vm2"] {
+            fs::create_dir_all(tree.path().join(child)).unwrap();
+        }
+        let h = Hierarchy {
+            version: Version::V1,
+            root: tree.path().to_path_buf(),
+        };
+        h.group("memvisor").remove().unwrap();
+        assert!(!tree.path().join("memvisor").exists());
     }
 
     #[test]
