@@ -3,7 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 /// Guest paging above this (MiB/s, in plus out) means the guest is short of memory.
-pub const HUNGRY_PAGING_MIB_S: f64 = 1.0;
+const HUNGRY_PAGING_MIB_S: f64 = 1.0;
+
+/// Whether a guest with these swap rates (MiB/s) pages to its own disk: it wants more memory
+/// than it has.
+pub fn pages_to_disk(swap_in_rate: f64, swap_out_rate: f64) -> bool {
+    swap_in_rate + swap_out_rate > HUNGRY_PAGING_MIB_S
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -93,7 +99,7 @@ impl VmObservation {
     /// no sign: a ballooned guest's watermarks, sized for its boot memory, leave little of it
     /// available while it runs well.)
     pub fn is_hungry(&self) -> bool {
-        self.guest_swap_in_rate + self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S
+        pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
     }
 
     /// Guest memory that is free now: a balloon takes it at once, without making the guest

@@ -4,7 +4,7 @@
 use super::agent::AgentLink;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
-use memvisor_core::snapshot::{VmObservation, HUNGRY_PAGING_MIB_S};
+use memvisor_core::snapshot::{self, VmObservation};
 use memvisor_core::status::{Origin, VmState, VmStatus};
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
@@ -389,7 +389,7 @@ impl Vm {
         else {
             return;
         };
-        let paging = self.swap_rates_mib_s.0 + self.swap_rates_mib_s.1 > HUNGRY_PAGING_MIB_S;
+        let paging = snapshot::pages_to_disk(self.swap_rates_mib_s.0, self.swap_rates_mib_s.1);
         let sample = working_set::sample_mib(used, allocation.as_mib(), paging);
         self.working_set.update(sample, elapsed_s as f64);
     }
