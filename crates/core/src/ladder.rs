@@ -122,11 +122,42 @@ impl Ladder {
         }
         self.state
     }
+
+    /// Why the host is in its state, in the thresholds' terms, e.g. "free 3.8% < 4% soft".
+    pub fn why(&self, free_pct: f64) -> String {
+        let t = &self.thresholds;
+        let entered = match self.state {
+            FreeState::High => return format!("free {free_pct:.1}% >= {}% soft", t.soft),
+            FreeState::Soft => t.soft,
+            FreeState::Hard => t.hard,
+            FreeState::Low => t.low,
+        };
+        if free_pct < entered {
+            format!("free {free_pct:.1}% < {entered}% {}", self.state)
+        } else {
+            format!(
+                "free {free_pct:.1}%, {} until {}%",
+                self.state,
+                t.exit(self.state)
+            )
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn says_why_in_the_thresholds_terms() {
+        let mut l = Ladder::new(Thresholds::default());
+        l.update(3.8);
+        assert_eq!(l.why(3.8), "free 3.8% < 4% soft");
+        l.update(5.0);
+        assert_eq!(l.why(5.0), "free 5.0%, soft until 6%");
+        l.update(7.0);
+        assert_eq!(l.why(7.0), "free 7.0% >= 4% soft");
+    }
 
     #[test]
     fn falling_enters_each_state_below_its_threshold() {

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod entitlement;
+pub mod hints;
 pub mod ladder;
 pub mod plan;
 pub mod policy;

@@ -83,6 +83,9 @@ pub struct VmObservation {
     pub throughput: Option<f64>,
     /// The VM's own cgroup limit now (None: unlimited, only the host budget applies).
     pub cgroup_limit_mib: Option<u64>,
+    /// QEMU's memory in host swap.
+    #[serde(default)]
+    pub host_swapped_mib: u64,
 }
 
 impl VmObservation {

@@ -36,6 +36,10 @@ pub struct VmStatus {
     pub shares: u32,
     pub balloon_target_mib: Option<u64>,
     pub balloon_actual_mib: Option<u64>,
+    /// Memory the balloon holds now: boot size minus balloon actual.
+    pub ballooned_mib: Option<u64>,
+    /// The allocation last asked for (balloon target plus virtio-mem requested).
+    pub target_mib: Option<u64>,
     pub guest_total_mib: Option<u64>,
     pub guest_free_mib: Option<u64>,
     pub guest_available_mib: Option<u64>,
@@ -52,6 +56,10 @@ pub struct VmStatus {
     pub shared_mib: Option<u64>,
     /// The VM's own cgroup limit, set only while the host swaps it.
     pub host_limit_mib: Option<u64>,
+    /// QEMU's memory the host swapped out (VmSwap): the guest cannot see it.
+    pub host_swapped_mib: Option<u64>,
+    /// QEMU's own anonymous memory beyond guest RAM (translation cache, devices, heap).
+    pub overhead_mib: Option<u64>,
     pub working_set_mib: Option<u64>,
     pub guest_swap_in_mib_s: Option<f64>,
     pub guest_swap_out_mib_s: Option<f64>,
@@ -68,6 +76,8 @@ pub struct HostStatus {
     pub budget_mib: u64,
     /// What the parent cgroup has charged: all launched VMs together.
     pub used_mib: Option<u64>,
+    /// Budget minus used.
+    pub free_mib: Option<u64>,
     pub host_total_mib: u64,
     pub host_available_mib: u64,
     pub cgroup: String,
@@ -82,13 +92,50 @@ pub struct HostStatus {
     pub psi_some_avg10: Option<f64>,
 }
 
-/// One decision the scheduler carried out, and why.
+/// Something the daemon did or noticed, and why, with the numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Numbers events in order from 1; ask for those after the last one seen to follow.
+    pub seq: u64,
     /// Seconds since the daemon started.
     pub at_s: f64,
-    pub action: crate::plan::Action,
+    pub kind: EventKind,
+    /// The VM it concerns, if one.
+    pub vm: Option<String>,
+    /// What the scheduler carried out, for decisions.
+    pub action: Option<crate::plan::Action>,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The policy changed something on its own.
+    Decision,
+    /// An operator asked for it (balloon, set, start, stop, attach).
+    Operator,
+    /// A VM started, booted, stopped or was lost.
+    Lifecycle,
+    /// A root cause that joins guest and host signals; nothing was changed.
+    Hint,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Decision,
+        EventKind::Operator,
+        EventKind::Lifecycle,
+        EventKind::Hint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Decision => "decision",
+            EventKind::Operator => "operator",
+            EventKind::Lifecycle => "lifecycle",
+            EventKind::Hint => "hint",
+        }
+    }
 }
 
 /// Error body of every failed API request.

@@ -1,4 +1,4 @@
-//! Memory of one host process (a QEMU) from `/proc/PID/status`.
+//! Memory of one host process (a QEMU) from `/proc/PID/status` and `/proc/PID/smaps`.
 
 use memvisor_core::Size;
 
@@ -31,6 +31,11 @@ pub fn rss(pid: u32) -> Result<Size, ProcessError> {
 /// libraries and the mapped initrd, whose page-cache pages all QEMUs share.
 pub fn anon_rss(pid: u32) -> Result<Size, ProcessError> {
     resident(pid, |s| s.rssanon)
+}
+
+/// Memory of `pid` the host swapped out.
+pub fn swapped(pid: u32) -> Result<Size, ProcessError> {
+    resident(pid, |s| s.vmswap)
 }
 
 /// Resident memory of `pid`'s anonymous mappings whose length is one of `lengths`: a QEMU's

@@ -26,10 +26,12 @@ pub struct SwapCounters {
 }
 
 impl SwapCounters {
+    pub fn out_bytes(&self) -> u64 {
+        (self.out_to_disk_pages + self.out_to_zswap_pages) * PAGE
+    }
+
     pub fn out_mib_since(&self, earlier: &SwapCounters) -> u64 {
-        let pages = (self.out_to_disk_pages + self.out_to_zswap_pages)
-            .saturating_sub(earlier.out_to_disk_pages + earlier.out_to_zswap_pages);
-        (pages * PAGE) >> 20
+        self.out_bytes().saturating_sub(earlier.out_bytes()) >> 20
     }
 }
 

@@ -5,7 +5,7 @@ use crate::daemon;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use memvisor_core::config::{Config, ConfigError};
-use memvisor_core::status::{VmState, VmStatus};
+use memvisor_core::status::{Event, VmState, VmStatus};
 use memvisor_guest::image::{self, BuildOptions, ImageError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -146,8 +146,14 @@ enum Command {
         #[arg(long)]
         memory: Option<String>,
     },
-    /// What the scheduler decided, and why, oldest first.
+    /// What the daemon did and noticed, and why, oldest first: the scheduler's decisions,
+    /// operators' requests, VMs booting or lost, and hints at root causes that join guest and
+    /// host signals (a balloon too large, host swap, KSM copy-on-write breaks).
     Events {
+        /// Keep printing new events as they happen (Ctrl-C stops).
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per event and line (with --follow too).
         #[arg(long)]
         json: bool,
     },
@@ -261,15 +267,24 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 status.memory_mib, status.reservation_mib, status.limit_mib, status.shares
             );
         }
-        Command::Events { json } => {
-            let events: Vec<memvisor_core::status::Event> =
-                client.json(Method::GET, "/v1/events", None).await?;
-            if json {
-                print_json(&events);
-            } else {
-                for e in events {
-                    println!("{:>8.1}s  {}", e.at_s, e.reason);
+        Command::Events { follow, json } => {
+            let mut after = 0;
+            loop {
+                let events: Vec<Event> = client
+                    .json(Method::GET, &format!("/v1/events?after={after}"), None)
+                    .await?;
+                for e in &events {
+                    if json {
+                        println!("{}", serde_json::to_string(e).expect("event serializes"));
+                    } else {
+                        println!("{}", event_line(e));
+                    }
+                    after = e.seq;
                 }
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         Command::Bench {
@@ -529,6 +544,10 @@ pub async fn down(dir: &Path) -> Result<(), CliError> {
         )));
     }
     Ok(())
+}
+
+pub fn event_line(e: &Event) -> String {
+    format!("{:>8.1}s  {:<9}  {}", e.at_s, e.kind.name(), e.reason)
 }
 
 pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {

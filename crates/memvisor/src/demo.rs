@@ -73,7 +73,7 @@ async fn script(client: &Client) -> Result<(), CliError> {
     say("What the scheduler decided, and why (memvisor events)");
     let events: Vec<Event> = client.json(Method::GET, "/v1/events", None).await?;
     for e in &events {
-        println!("{:>7.1}s  {}", e.at_s, e.reason);
+        println!("{}", cli::event_line(e));
     }
     let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
     println!(

@@ -55,7 +55,8 @@ impl Policy for Esx {
         let free_pct = host.free_pct();
         let state = self.ladder.update(free_pct);
         let why_state = format!(
-            "host {state}: {} of {} MiB free ({free_pct:.1}%)",
+            "host {state} ({}: {} of {} MiB)",
+            self.ladder.why(free_pct),
             host.free_mib(),
             host.budget_mib
         );
@@ -116,12 +117,13 @@ impl Policy for Esx {
                     target_mib: base + grant,
                 },
                 format!(
-                    "{} is entitled to {entitled} MiB ({}active {} MiB, shares {}) and has {}: grant {grant} MiB",
+                    "{} memory {} -> {} MiB: entitled to {entitled} MiB ({}active {} MiB, shares {}); {grant} MiB granted from free memory",
                     vm.name,
-                    if vm.is_hungry() { "hungry, " } else { "" },
+                    vm.allocation_mib,
+                    base + grant,
+                    if vm.is_hungry() { "pages to its disk, " } else { "" },
                     vm.active_mib(),
                     vm.shares,
-                    vm.allocation_mib
                 ),
             );
         }
@@ -171,13 +173,18 @@ impl Policy for Esx {
                     target_mib: target,
                 },
                 format!(
-                    "{why_reclaim}; {} holds {} MiB but is entitled to {e} ({}, idle taxed {:.0}%): balloon to {target}",
+                    "{} balloon {} -> {target} MiB: {why_reclaim}; entitled to {e} MiB ({}, idle memory taxed {:.0}%)",
                     vm.name,
                     vm.allocation_mib,
                     if booting(vm) {
                         "booting".to_string()
                     } else {
-                        format!("active {} MiB", vm.active_mib())
+                        let active = vm.active_mib().min(vm.allocation_mib);
+                        format!(
+                            "{} idle {:.0}%",
+                            vm.name,
+                            100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
+                        )
                     },
                     self.settings.idle_tax * 100.0
                 ),

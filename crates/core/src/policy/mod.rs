@@ -166,6 +166,7 @@ pub(crate) mod fixtures {
             working_set_mib: Some(used),
             throughput: None,
             cgroup_limit_mib: None,
+            host_swapped_mib: 0,
         }
     }
 

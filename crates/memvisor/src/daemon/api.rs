@@ -9,7 +9,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use memvisor_core::agent::ToGuest;
 use memvisor_core::config::workload_problems;
-use memvisor_core::status::{ApiError, HostStatus, Origin, VmStatus};
+use memvisor_core::status::{ApiError, EventKind, HostStatus, Origin, VmStatus};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/verify", post(verify))
         .route("/v1/attach", post(attach))
         .route("/v1/shutdown", post(shutdown))
+        .route("/metrics", get(metrics))
         .with_state(daemon)
 }
 
@@ -89,14 +90,15 @@ async fn set(
 
 #[derive(Deserialize)]
 struct EventQuery {
-    since: Option<f64>,
+    /// Only events numbered after this one (`seq`); to follow, pass the last seen.
+    after: Option<u64>,
 }
 
 async fn events(
     State(d): Shared,
     Query(q): Query<EventQuery>,
 ) -> Json<Vec<memvisor_core::status::Event>> {
-    Json(d.events(q.since.unwrap_or(-1.0)).await)
+    Json(d.events(q.after.unwrap_or(0)).await)
 }
 
 #[derive(Deserialize)]
@@ -115,8 +117,21 @@ async fn balloon(
         .map_err(|e: memvisor_core::size::SizeError| DaemonError::BadRequest(e.to_string()))?;
     let vm = d.vm(&name).await?;
     let mut vm = vm.lock().await;
+    let before = vm.target();
     vm.set_balloon(target).await?;
-    Ok(Json(vm.status()))
+    let status = vm.status();
+    drop(vm);
+    d.note(
+        EventKind::Operator,
+        Some(&name),
+        format!(
+            "{name} balloon {} -> {} MiB on request",
+            before.as_mib(),
+            target.as_mib()
+        ),
+    )
+    .await;
+    Ok(Json(status))
 }
 
 async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
@@ -228,6 +243,22 @@ async fn attach(
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.attach(&req.name, &req.qmp).await?;
     Ok(Json(d.vm(&req.name).await?.lock().await.status()))
+}
+
+async fn metrics(State(d): Shared) -> impl IntoResponse {
+    let host = d.host_status().await;
+    let mut vms = Vec::new();
+    for vm in d.all().await {
+        vms.push(vm.lock().await.status());
+    }
+    let counters = d.counters().await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        super::metrics::render(&host, &vms, &counters),
+    )
 }
 
 async fn shutdown(State(d): Shared) -> StatusCode {

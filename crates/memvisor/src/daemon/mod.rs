@@ -3,11 +3,12 @@
 
 mod agent;
 mod api;
+pub mod metrics;
 mod scheduler;
 mod vm;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
-use memvisor_core::status::{HostStatus, Origin, VmState};
+use memvisor_core::status::{EventKind, HostStatus, Origin, VmState};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
@@ -152,7 +153,17 @@ impl Daemon {
         }
         let dir = self.dir.join("vms").join(name);
         let cgroup = self.parent.child(name);
-        vm.launch(dir, self.accel, &self.image, cgroup).await
+        vm.launch(dir, self.accel, &self.image, cgroup).await?;
+        let reason = format!(
+            "{name} started: {} MiB, reservation {} MiB, shares {}, pid {}",
+            vm.config.memory.as_mib(),
+            vm.config.reservation.as_mib(),
+            vm.config.shares,
+            crate::cli::opt(vm.pid)
+        );
+        drop(vm);
+        self.note(EventKind::Lifecycle, Some(name), reason).await;
+        Ok(())
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), DaemonError> {
@@ -161,7 +172,15 @@ impl Daemon {
         if vm.state == VmState::Stopped {
             return Err(DaemonError::Conflict(format!("{name} is already stopped")));
         }
-        vm.stop().await
+        vm.stop().await?;
+        drop(vm);
+        self.note(
+            EventKind::Operator,
+            Some(name),
+            format!("{name} stopped on request"),
+        )
+        .await;
+        Ok(())
     }
 
     /// Changes a VM's reservation, limit, shares or size while it runs.
@@ -203,7 +222,13 @@ impl Daemon {
             let size = vm.config.memory.min(vm.config.effective_limit());
             vm.set_allocation(size).await?;
         }
-        tracing::info!("{name} reconfigured: {change:?}");
+        drop(vm);
+        self.note(
+            EventKind::Operator,
+            Some(name),
+            format!("{name} reconfigured on request: {change}"),
+        )
+        .await;
         Ok(())
     }
 
@@ -230,7 +255,15 @@ impl Daemon {
         let mut vm = Vm::new(config, Origin::Attached, qmp.to_path_buf());
         vm.attach().await?;
         vm.observe().await;
+        let reason = format!(
+            "{name} attached through {}: pid {}, {} MiB",
+            qmp.display(),
+            crate::cli::opt(vm.pid),
+            vm.config.memory.as_mib()
+        );
         vms.insert(name.to_string(), Arc::new(Mutex::new(vm)));
+        drop(vms);
+        self.note(EventKind::Operator, Some(name), reason).await;
         Ok(())
     }
 
@@ -251,22 +284,43 @@ impl Daemon {
             // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
             let mut observing = tokio::task::JoinSet::new();
             for vm in self.all().await {
-                observing.spawn(async move { vm.lock().await.observe().await });
+                observing.spawn(async move {
+                    let mut vm = vm.lock().await;
+                    let happened = vm.observe().await;
+                    happened.map(|h| (vm.name().to_string(), h))
+                });
             }
-            observing.join_all().await;
+            for (vm, happened) in observing.join_all().await.into_iter().flatten() {
+                self.note(EventKind::Lifecycle, Some(&vm), happened).await;
+            }
             self.schedule(Vec::new()).await;
             tokio::time::sleep(OBSERVE_EVERY).await;
         }
     }
 
-    pub async fn events(&self, since_s: f64) -> Vec<memvisor_core::status::Event> {
+    /// Events numbered after `after`, oldest first.
+    pub async fn events(&self, after: u64) -> Vec<memvisor_core::status::Event> {
         let scheduler = self.scheduler.lock().await;
         scheduler
             .events
             .iter()
-            .filter(|e| e.at_s > since_s)
+            .filter(|e| e.seq > after)
             .cloned()
             .collect()
+    }
+
+    pub async fn counters(&self) -> metrics::Counters {
+        let scheduler = self.scheduler.lock().await;
+        metrics::Counters {
+            events_total: scheduler.events_total.clone(),
+            rounds_total: scheduler.rounds_total,
+            host_swap_out_bytes_total: memvisor_host::swap::counters().ok().map(|c| c.out_bytes()),
+        }
+    }
+
+    /// Records something the daemon did or saw outside the policy's plan.
+    pub async fn note(&self, kind: EventKind, vm: Option<&str>, reason: String) {
+        self.scheduler.lock().await.record(kind, vm, None, reason);
     }
 
     /// Stops launched VMs, lets attached ones be, and removes memvisor's cgroups.
@@ -288,6 +342,7 @@ impl Daemon {
 
     pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
+        let used_mib = self.parent.usage().ok().map(Size::as_mib);
         let scheduler = self.scheduler.lock().await;
         HostStatus {
             policy: scheduler.policy.name().to_string(),
@@ -299,7 +354,8 @@ impl Daemon {
                 .unwrap_or(0),
             psi_some_avg10: memvisor_host::pressure::some_avg10().ok(),
             budget_mib: self.config.host.budget.as_mib(),
-            used_mib: self.parent.usage().ok().map(Size::as_mib),
+            used_mib,
+            free_mib: used_mib.map(|u| self.config.host.budget.as_mib().saturating_sub(u)),
             host_total_mib: host.map(|h| h.total.as_mib()).unwrap_or(0),
             host_available_mib: host.map(|h| h.available.as_mib()).unwrap_or(0),
             cgroup: self.parent.path.display().to_string(),
@@ -316,6 +372,25 @@ pub struct Change {
     pub limit: Option<Size>,
     pub shares: Option<u32>,
     pub memory: Option<Size>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(r) = self.reservation {
+            parts.push(format!("reservation {r}"));
+        }
+        if let Some(l) = self.limit {
+            parts.push(format!("limit {l}"));
+        }
+        if let Some(s) = self.shares {
+            parts.push(format!("shares {s}"));
+        }
+        if let Some(m) = self.memory {
+            parts.push(format!("memory {m}"));
+        }
+        write!(f, "{}", parts.join(", "))
+    }
 }
 
 fn state_word(state: VmState) -> &'static str {

@@ -2,14 +2,15 @@
 //! out its plan and keep every decision with its reason as an event.
 
 use super::{Daemon, DaemonError};
+use memvisor_core::hints::Hints;
 use memvisor_core::plan::{Action, Plan};
 use memvisor_core::policy::Policy;
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
-use memvisor_core::status::Event;
+use memvisor_core::status::{Event, EventKind};
 use memvisor_core::Size;
 use memvisor_host::ksm::{Ksm, KsmSettings};
 use memvisor_host::swap::Zswap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 /// Events kept for the API; older ones are dropped (they are also in the daemon's log).
@@ -21,6 +22,11 @@ pub struct Scheduler {
     zswap: Zswap,
     started: Instant,
     pub events: VecDeque<Event>,
+    /// Events ever recorded, by kind (the kept ones are only the latest).
+    pub events_total: BTreeMap<EventKind, u64>,
+    pub rounds_total: u64,
+    hints: Hints,
+    last_snapshot: Option<Snapshot>,
 }
 
 impl Scheduler {
@@ -31,6 +37,10 @@ impl Scheduler {
             zswap: Zswap::new(),
             started: Instant::now(),
             events: VecDeque::new(),
+            events_total: EventKind::ALL.iter().map(|&k| (k, 0)).collect(),
+            rounds_total: 0,
+            hints: Hints::default(),
+            last_snapshot: None,
         }
     }
 
@@ -38,13 +48,24 @@ impl Scheduler {
         self.started.elapsed().as_secs_f64()
     }
 
-    fn record(&mut self, action: Action, reason: String) {
-        tracing::info!("{reason}");
+    pub fn record(
+        &mut self,
+        kind: EventKind,
+        vm: Option<&str>,
+        action: Option<Action>,
+        reason: String,
+    ) {
+        tracing::info!("{}: {reason}", kind.name());
         if self.events.len() == EVENTS_KEPT {
             self.events.pop_front();
         }
+        *self.events_total.entry(kind).or_default() += 1;
+        let seq = self.events_total.values().sum();
         self.events.push_back(Event {
+            seq,
             at_s: self.seconds(),
+            kind,
+            vm: vm.map(str::to_string),
             action,
             reason,
         });
@@ -101,7 +122,18 @@ impl Daemon {
     pub async fn schedule(&self, pending: Vec<PendingVm>) -> Plan {
         let at_s = self.scheduler.lock().await.seconds();
         let snapshot = self.snapshot(at_s, pending).await;
-        let plan = self.scheduler.lock().await.policy.decide(&snapshot);
+        let plan = {
+            let mut scheduler = self.scheduler.lock().await;
+            scheduler.rounds_total += 1;
+            if let Some(before) = scheduler.last_snapshot.take() {
+                for hint in scheduler.hints.update(&before, &snapshot) {
+                    scheduler.record(EventKind::Hint, Some(&hint.vm), None, hint.reason);
+                }
+            }
+            let plan = scheduler.policy.decide(&snapshot);
+            scheduler.last_snapshot = Some(snapshot);
+            plan
+        };
         for d in &plan.decisions {
             if let Err(e) = self.carry_out(&d.action, &d.reason).await {
                 tracing::error!("could not {:?}: {e}", d.action);
@@ -146,7 +178,18 @@ impl Daemon {
             Action::Admit { .. } => true,
         };
         if changed {
-            scheduler.record(action.clone(), reason.to_string());
+            let vm = match action {
+                Action::Allocate { vm, .. }
+                | Action::CgroupLimit { vm, .. }
+                | Action::Admit { vm, .. } => Some(vm.as_str()),
+                Action::Ksm { .. } | Action::Zswap { .. } => None,
+            };
+            scheduler.record(
+                EventKind::Decision,
+                vm,
+                Some(action.clone()),
+                reason.to_string(),
+            );
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ pub struct Vm {
     pub balloon_actual: Option<Size>,
     pub guest: GuestStats,
     pub host_rss: Option<Size>,
+    pub host_swapped: Option<Size>,
     /// QEMU's anonymous memory outside guest RAM (translation cache, device state, heap).
     qemu_overhead: Option<Size>,
     qemu_overhead_at: Option<Instant>,
@@ -78,6 +79,7 @@ impl Vm {
             balloon_actual: None,
             guest: GuestStats::default(),
             host_rss: None,
+            host_swapped: None,
             qemu_overhead: None,
             qemu_overhead_at: None,
             workload,
@@ -307,26 +309,33 @@ impl Vm {
             working_set_mib: self.working_set.estimate_mib(),
             throughput: report.map(|r| r.pages_per_sec),
             cgroup_limit_mib: self.cgroup_limit.map(mib),
+            host_swapped_mib: self.host_swapped.map_or(0, mib),
         })
     }
 
     /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
-    pub async fn observe(&mut self) {
+    /// Returns what happened to the VM itself, if something did (it booted, it was lost).
+    pub async fn observe(&mut self) -> Option<String> {
         if let Some(pid) = self.pid {
             if !memvisor_host::process::is_alive(pid) {
+                let mut lost = None;
                 if matches!(self.state, VmState::Running | VmState::Starting) {
                     self.state = VmState::Lost;
-                    self.last_error = Some(format!(
+                    let why = format!(
                         "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {}'",
                         self.name()
-                    ));
+                    );
+                    lost = Some(format!("{} lost: {why}", self.name()));
+                    self.last_error = Some(why);
                 }
                 self.qmp = None;
                 self.agent = None;
                 self.host_rss = None;
-                return;
+                self.host_swapped = None;
+                return lost;
             }
             self.host_rss = memvisor_host::process::anon_rss(pid).ok();
+            self.host_swapped = memvisor_host::process::swapped(pid).ok();
             if self
                 .qemu_overhead_at
                 .is_none_or(|t| t.elapsed() >= OVERHEAD_EVERY)
@@ -336,7 +345,9 @@ impl Vm {
             }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
-        let Some(qmp) = self.qmp.as_mut() else { return };
+        let Some(qmp) = self.qmp.as_mut() else {
+            return None;
+        };
         let device = self.balloon_device.clone();
         let result = async {
             let actual = balloon::actual(qmp).await?;
@@ -365,9 +376,15 @@ impl Vm {
             let agent_up = self.agent.as_ref().is_some_and(|a| a.report().is_some());
             if agent_up {
                 self.state = VmState::Running;
-                self.boot_s = self.launched_at.map(|t| t.elapsed().as_secs_f64());
+                let boot_s = self.launched_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                self.boot_s = Some(boot_s);
+                return Some(format!(
+                    "{} booted in {boot_s:.1} s: its agent answers",
+                    self.name()
+                ));
             }
         }
+        None
     }
 
     /// Takes a new guest report: swap rates and the working set move only when the guest
@@ -439,6 +456,7 @@ impl Vm {
         self.agent = None;
         self.pid = None;
         self.host_rss = None;
+        self.host_swapped = None;
         self.qemu_overhead = None;
         self.qemu_overhead_at = None;
         self.balloon_actual = None;
@@ -473,6 +491,10 @@ impl Vm {
                 .or(self.balloon_actual.map(|_| self.config.memory))
                 .map(mib),
             balloon_actual_mib: self.balloon_actual.map(mib),
+            ballooned_mib: self
+                .balloon_actual
+                .map(|a| mib(self.boot_memory).saturating_sub(mib(a))),
+            target_mib: self.pid.map(|_| mib(self.target())),
             guest_total_mib: g.total.map(mib),
             guest_free_mib: g.free.map(mib),
             guest_available_mib: g.available.map(mib),
@@ -485,6 +507,8 @@ impl Vm {
             plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
             shared_mib: self.shared.map(mib),
             host_limit_mib: self.cgroup_limit.map(mib),
+            host_swapped_mib: self.host_swapped.map(mib),
+            overhead_mib: self.qemu_overhead.map(mib),
             working_set_mib: self.working_set.estimate_mib(),
             guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
             guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
