@@ -70,7 +70,7 @@ impl Thresholds {
     }
 
     /// The state free memory alone would put the host in, without hysteresis.
-    fn falling(&self, free_pct: f64) -> FreeState {
+    pub fn falling(&self, free_pct: f64) -> FreeState {
         if free_pct < self.low {
             FreeState::Low
         } else if free_pct < self.hard {

@@ -84,7 +84,8 @@ pub struct HostStatus {
     pub cgroup_version: String,
     pub accel: String,
     pub policy: String,
-    /// high, soft, hard or low; null for policies without free-memory states.
+    /// high, soft, hard or low: the policy's state, or for policies without one the state
+    /// free memory alone gives under the configured thresholds; null until used is known.
     pub state: Option<String>,
     pub ksm_saved_mib: Option<u64>,
     pub swap_total_mib: u64,

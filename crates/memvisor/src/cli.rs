@@ -157,6 +157,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live view of the host and every VM, in the manner of esxtop's memory screen.
+    Top {
+        /// Column to sort by: NAME, MEMSZ, RESV, LIMIT, SHARES, TARGET, CONSUMED, ACTIVE,
+        /// BALLOON, SHARED, HSWAPPED, GFREE, GAVAIL, SWIN/s, SWOUT/s, OVHD.
+        #[arg(long, default_value = "CONSUMED")]
+        sort: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+    },
+    /// The daemon's figures in Prometheus' text format (what GET /metrics serves).
+    Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
     Bench {
         /// A scenario name (seed, vdi, burst) or a scenario file.
@@ -292,6 +304,20 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             policy,
             json,
         } => crate::bench::run(&args.dir, &args.cache_dir, &scenario, &policy, json).await?,
+        Command::Top { sort, every } => {
+            let sort =
+                crate::top::Sort::by(&sort).map_err(|e| CliError::Other(format!("--sort: {e}")))?;
+            if !(0.1..=3600.0).contains(&every) {
+                return Err(CliError::Other(format!(
+                    "--every {every}: give seconds between 0.1 and 3600"
+                )));
+            }
+            crate::top::run(&client, sort, Duration::from_secs_f64(every)).await?;
+        }
+        Command::Metrics => {
+            let text = client.call(Method::GET, "/metrics", None).await?;
+            print!("{}", String::from_utf8_lossy(&text));
+        }
         Command::Ps { json } => {
             let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
             if json {

@@ -346,7 +346,15 @@ impl Daemon {
         let scheduler = self.scheduler.lock().await;
         HostStatus {
             policy: scheduler.policy.name().to_string(),
-            state: scheduler.policy.free_state().map(|s| s.to_string()),
+            state: scheduler
+                .policy
+                .free_state()
+                .or_else(|| {
+                    let budget = self.config.host.budget.as_mib().max(1) as f64;
+                    let free_pct = 100.0 * (budget - used_mib? as f64) / budget;
+                    Some(self.config.scheduler.thresholds.falling(free_pct))
+                })
+                .map(|s| s.to_string()),
             ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host

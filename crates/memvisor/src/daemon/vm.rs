@@ -345,9 +345,7 @@ impl Vm {
             }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
-        let Some(qmp) = self.qmp.as_mut() else {
-            return None;
-        };
+        let qmp = self.qmp.as_mut()?;
         let device = self.balloon_device.clone();
         let result = async {
             let actual = balloon::actual(qmp).await?;

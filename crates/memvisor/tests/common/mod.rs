@@ -160,3 +160,15 @@ pub fn within_5_percent(v: &Value) -> bool {
         _ => false,
     }
 }
+
+/// Fails (never skips) when a tool a test drives is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: run 'apt-get install {package}' (or ./scripts/test.sh, which installs everything)"
+    );
+}

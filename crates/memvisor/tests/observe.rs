@@ -1,0 +1,253 @@
+//! Observability on real guests: `top` in a real terminal (tmux), `/metrics` checked by
+//! promtool, and the event log telling what happened and why.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tmux server of its own, killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("memvisor-top-{}", std::process::id()),
+        };
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "200",
+            "-y",
+            "30",
+            command,
+        ]);
+        assert!(
+            started.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", "top"]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The figure in column `heading` of VM `vm`'s row on a `top` screen.
+fn cell(screen: &str, vm: &str, heading: &str) -> Option<String> {
+    let headings: Vec<&str> = screen
+        .lines()
+        .find(|l| l.trim_start().starts_with("NAME"))?
+        .split_whitespace()
+        .collect();
+    let column = headings
+        .iter()
+        .position(|h| h.trim_end_matches(['v', '^']) == heading)?;
+    let row: Vec<&str> = screen
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&vm))?;
+    row.get(column).map(|s| s.to_string())
+}
+
+#[test]
+fn top_metrics_and_events_show_a_balloon_moving() {
+    require_vm_prerequisites();
+    require_tool("tmux", "tmux");
+    require_tool("promtool", "prometheus");
+    let mut host = Host::new();
+    host.up(
+        "1536M",
+        r#"
+[[vm]]
+name = "a"
+memory = "512M"
+workload = "hold:100M"
+
+[[vm]]
+name = "b"
+memory = "512M"
+"#,
+    );
+
+    let top = Tmux::new(&format!(
+        "{BIN} --dir {} top --every 0.5",
+        host.path().display()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = String::new();
+    while Instant::now() < deadline {
+        screen = top.screen();
+        if cell(&screen, "a", "BALLOON").is_some_and(|c| c == "0")
+            && cell(&screen, "b", "CONSUMED").is_some_and(|c| c != "-")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        cell(&screen, "a", "BALLOON").as_deref(),
+        Some("0"),
+        "{screen}"
+    );
+    assert!(screen.contains("budget 1536 MiB"), "{screen}");
+
+    ok(host.path(), &["balloon", "a", "384M"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        screen = top.screen();
+        if cell(&screen, "a", "BALLOON").is_some_and(|c| c == "128") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        cell(&screen, "a", "BALLOON").as_deref(),
+        Some("128"),
+        "{screen}"
+    );
+    assert_eq!(
+        cell(&screen, "a", "TARGET").as_deref(),
+        Some("384"),
+        "{screen}"
+    );
+    top.run(&["send-keys", "-t", "top", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while top.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!top.alive(), "q did not quit top: {}", top.screen());
+
+    // Metrics: valid for promtool, every family has a sample, figures agree with the balloon.
+    host.wait_for(
+        "a",
+        Duration::from_secs(30),
+        "a working-set estimate",
+        |v| v["working_set_mib"].is_u64(),
+    );
+    let metrics = ok(host.path(), &["metrics"]);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{metrics}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for family in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])),
+            "metric {name} is declared but never set\n{metrics}"
+        );
+    }
+    let balloon_line = format!("memvisor_vm_balloon_bytes{{vm=\"a\"}} {}", 128u64 << 20);
+    assert!(metrics.contains(&balloon_line), "{metrics}");
+
+    // Events: the operator's balloon request and the boots, with their numbers.
+    let events: Vec<Value> = ok(host.path(), &["events", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<&str> = events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["kind"] == "operator"
+            && e["vm"] == "a"
+            && e["reason"] == "a balloon 512 -> 384 MiB on request"),
+        "{reasons:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "lifecycle"
+            && e["reason"].as_str().unwrap().starts_with("b booted in ")),
+        "{reasons:#?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let text = ok(host.path(), &["events"]);
+    assert!(
+        text.contains("operator   a balloon 512 -> 384 MiB on request"),
+        "{text}"
+    );
+
+    // --follow prints what happens after it started.
+    let mut follow = Command::new(BIN)
+        .arg("--dir")
+        .arg(host.path())
+        .args(["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    ok(host.path(), &["balloon", "b", "448M"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    while let Ok(line) = received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("b balloon 512 -> 448 MiB on request") {
+            seen = true;
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen,
+        "events --follow did not print b's balloon request within 10 s"
+    );
+}
