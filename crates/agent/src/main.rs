@@ -4,6 +4,7 @@
 mod memory;
 mod port;
 mod run;
+mod translate;
 
 use memvisor_core::agent::{FromGuest, ToGuest};
 use std::io::{BufRead, BufReader, Write};
@@ -60,6 +61,14 @@ fn listen(port: std::fs::File, shared: run::Shared, results: mpsc::Sender<FromGu
             Ok(_) => match serde_json::from_str::<ToGuest>(line.trim()) {
                 Ok(ToGuest::SetWorkload { workload }) => shared.set_workload(workload),
                 Ok(ToGuest::Verify) => shared.request_verify(),
+                Ok(ToGuest::Translate { address }) => {
+                    let chunks = shared.held_chunks.lock().expect("chunks lock").clone();
+                    let (page, error) = match translate::translate(address, &chunks) {
+                        Ok(page) => (Some(page), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let _ = results.send(FromGuest::Translated { page, error });
+                }
                 Err(e) => {
                     let message = format!("cannot read '{}': {e}", line.trim());
                     let _ = results.send(FromGuest::Rejected { message });

@@ -13,9 +13,15 @@ pub enum Content {
     Shared,
 }
 
+/// One page, page-aligned: each workload page is one guest page, so identical content in two
+/// VMs is identical whole pages that KSM can merge, and `translate held:N` names one page.
+#[derive(Clone, PartialEq, Debug)]
+#[repr(C, align(4096))]
+struct Page([u8; PAGE]);
+
 pub struct Held {
     pub content: Content,
-    chunks: Vec<Box<[u8]>>,
+    chunks: Vec<Box<[Page]>>,
 }
 
 fn tag(chunk: usize, page: usize) -> u64 {
@@ -34,9 +40,9 @@ fn word(page: &[u8], index: usize) -> u64 {
     u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
 }
 
-fn fill_chunk(content: Content, index: usize) -> Box<[u8]> {
-    let mut chunk = vec![0u8; CHUNK].into_boxed_slice();
-    for (page_no, page) in chunk.chunks_exact_mut(PAGE).enumerate() {
+fn fill_chunk(content: Content, index: usize) -> Box<[Page]> {
+    let mut chunk = vec![Page([0; PAGE]); PAGES_PER_CHUNK].into_boxed_slice();
+    for (page_no, Page(page)) in chunk.iter_mut().enumerate() {
         match content {
             Content::Private => page[..8].copy_from_slice(&tag(index, page_no).to_le_bytes()),
             Content::Shared => {
@@ -62,6 +68,11 @@ impl Held {
         self.chunks.len() as u64
     }
 
+    /// Where each chunk starts in this process's address space.
+    pub fn chunk_addresses(&self) -> impl Iterator<Item = usize> + '_ {
+        self.chunks.iter().map(|c| c.as_ptr() as usize)
+    }
+
     /// Grows or shrinks to `mib` chunks; returns the pages written.
     pub fn resize(&mut self, mib: usize) -> u64 {
         self.chunks.truncate(mib);
@@ -82,8 +93,7 @@ impl Held {
         }
         for _ in 0..count {
             let at = *cursor % pages;
-            let page =
-                &mut self.chunks[at / PAGES_PER_CHUNK][(at % PAGES_PER_CHUNK) * PAGE..][..PAGE];
+            let page = &mut self.chunks[at / PAGES_PER_CHUNK][at % PAGES_PER_CHUNK].0;
             let n = word(page, 1).wrapping_add(1);
             page[8..16].copy_from_slice(&n.to_le_bytes());
             *cursor = at + 1;
@@ -95,7 +105,7 @@ impl Held {
     pub fn verify(&self) -> (u64, u64) {
         let mut corrupt = 0;
         for (index, chunk) in self.chunks.iter().enumerate() {
-            for (page_no, page) in chunk.chunks_exact(PAGE).enumerate() {
+            for (page_no, Page(page)) in chunk.iter().enumerate() {
                 let base = tag(index, page_no);
                 let ok = match self.content {
                     Content::Private => word(page, 0) == base,
@@ -123,7 +133,7 @@ mod tests {
         let mut cursor = 0;
         assert_eq!(held.touch(2, 1000, &mut cursor), 1000);
         assert_eq!(held.verify(), (768, 0));
-        held.chunks[1][PAGE * 5] ^= 1;
+        held.chunks[1][5].0[0] ^= 1;
         assert_eq!(held.verify(), (768, 1));
         held.resize(1);
         assert_eq!(held.verify(), (256, 0));
@@ -135,7 +145,8 @@ mod tests {
         a.resize(2);
         b.resize(2);
         assert_eq!(a.chunks, b.chunks);
-        assert_ne!(a.chunks[0][..PAGE], a.chunks[0][PAGE..2 * PAGE]);
+        assert_ne!(a.chunks[0][0], a.chunks[0][1]);
+        assert_eq!(a.chunk_addresses().next().unwrap() % PAGE, 0);
         assert_eq!(a.verify(), (512, 0));
     }
 }

@@ -26,6 +26,8 @@ pub struct Shared {
     verify: Arc<AtomicBool>,
     pages: Arc<AtomicU64>,
     held_mib: Arc<AtomicU64>,
+    /// Start of every 1 MiB chunk the workload holds, private first, for `translate held:N`.
+    pub held_chunks: Arc<Mutex<Vec<usize>>>,
     phase: Arc<Mutex<String>>,
     last: Arc<Mutex<(Instant, u64)>>,
 }
@@ -41,6 +43,7 @@ impl Shared {
             verify: Arc::new(AtomicBool::new(false)),
             pages: Arc::new(AtomicU64::new(0)),
             held_mib: Arc::new(AtomicU64::new(0)),
+            held_chunks: Arc::new(Mutex::new(Vec::new())),
             phase: Arc::new(Mutex::new("idle".into())),
             last: Arc::new(Mutex::new((Instant::now(), 0))),
         }
@@ -151,6 +154,7 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
     let mut cache: Option<Cache> = None;
     let mut cursor = 0usize;
     let mut step_index = usize::MAX;
+    let mut held_sizes = (0, 0);
     loop {
         if shared.verify.swap(false, Ordering::SeqCst) {
             let (p1, c1) = private.verify();
@@ -216,9 +220,15 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             }
         }
         shared.pages.fetch_add(done, Ordering::Relaxed);
-        shared
-            .held_mib
-            .store(private.mib() + common.mib(), Ordering::Relaxed);
+        let sizes = (private.mib(), common.mib());
+        if sizes != held_sizes {
+            held_sizes = sizes;
+            shared.held_mib.store(sizes.0 + sizes.1, Ordering::Relaxed);
+            *shared.held_chunks.lock().expect("chunks lock") = private
+                .chunk_addresses()
+                .chain(common.chunk_addresses())
+                .collect();
+        }
         if !pause.is_zero() {
             std::thread::sleep(pause);
         }

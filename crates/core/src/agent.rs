@@ -14,14 +14,27 @@ pub enum ToGuest {
     },
     /// Check every page the agent wrote against the pattern it wrote there.
     Verify,
+    /// Resolve an address to guest physical through the guest's own page tables.
+    Translate {
+        address: crate::translation::GuestAddress,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromGuest {
     Report(AgentReport),
-    Verified { pages: u64, corrupt: u64 },
-    Rejected { message: String },
+    Verified {
+        pages: u64,
+        corrupt: u64,
+    },
+    Translated {
+        page: Option<crate::translation::GuestPage>,
+        error: Option<String>,
+    },
+    Rejected {
+        message: String,
+    },
 }
 
 /// Sent by the agent once a second.

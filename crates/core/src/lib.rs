@@ -12,6 +12,7 @@ pub mod sharing;
 pub mod size;
 pub mod snapshot;
 pub mod status;
+pub mod translation;
 pub mod working_set;
 pub mod workload;
 

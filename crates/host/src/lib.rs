@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod ksm;
 pub mod meminfo;
+pub mod pagemap;
 pub mod pressure;
 pub mod process;
 pub mod swap;

@@ -167,6 +167,22 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         every: f64,
     },
+    /// Follow one guest page through every layer: guest virtual -> guest physical -> host
+    /// virtual (QEMU's guest-RAM mapping) -> host physical, with its state at each level.
+    Translate {
+        vm: String,
+        /// held:N (page N of the agent's workload memory), a guest virtual address (the
+        /// agent's own, or a kernel address such as 0xfffffe0000000000, resolved by QEMU), or
+        /// gpa:ADDRESS for a guest physical one.
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which VMs share host frames with which through KSM, in MiB, from the host page map.
+    Sharing {
+        #[arg(long)]
+        json: bool,
+    },
     /// The daemon's figures in Prometheus' text format (what GET /metrics serves).
     Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
@@ -313,6 +329,32 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 )));
             }
             crate::top::run(&client, sort, Duration::from_secs_f64(every)).await?;
+        }
+        Command::Translate { vm, address, json } => {
+            address
+                .parse::<memvisor_core::translation::GuestAddress>()
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            let t: memvisor_core::translation::Translation = client
+                .json(
+                    Method::GET,
+                    &format!("/v1/vms/{vm}/translate?address={address}"),
+                    None,
+                )
+                .await?;
+            if json {
+                print_json(&t);
+            } else {
+                print_translation(&address, &t);
+            }
+        }
+        Command::Sharing { json } => {
+            let m: memvisor_core::sharing::SharingMatrix =
+                client.json(Method::GET, "/v1/sharing", None).await?;
+            if json {
+                print_json(&m);
+            } else {
+                print_sharing(&m);
+            }
         }
         Command::Metrics => {
             let text = client.call(Method::GET, "/metrics", None).await?;
@@ -570,6 +612,84 @@ pub async fn down(dir: &Path) -> Result<(), CliError> {
         )));
     }
     Ok(())
+}
+
+fn print_translation(asked: &str, t: &memvisor_core::translation::Translation) {
+    use memvisor_core::translation::{FrameFlags, Mapping};
+    let hex = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v:#x}"));
+    let mapping = |m: Option<Mapping>| match m {
+        None => String::new(),
+        Some(m) if m.present => "present".into(),
+        Some(m) if m.swapped => "swapped out".into(),
+        Some(_) => "not present".into(),
+    };
+    let flags = |f: Option<FrameFlags>, ksm_word: &str| match f {
+        None => String::new(),
+        Some(f) => [
+            (f.ksm, ksm_word),
+            (f.ballooned, "ballooned"),
+            (f.free, "free"),
+            (f.anonymous, "anonymous"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, w)| *w)
+        .collect::<Vec<_>>()
+        .join(", "),
+    };
+    println!(
+        "{} {asked} (guest side resolved by the {})",
+        t.vm, t.resolved_by
+    );
+    let g = &t.guest;
+    println!(
+        "  guest virtual   {:<20} {}",
+        hex(g.virtual_address),
+        mapping(g.mapping)
+    );
+    println!(
+        "  guest physical  {:<20} {}",
+        hex(g.physical_address),
+        flags(g.flags, "KSM")
+    );
+    match &t.host {
+        Some(h) => {
+            println!(
+                "  host virtual    {:<20} {}",
+                hex(Some(h.virtual_address)),
+                mapping(Some(h.mapping))
+            );
+            let count = h
+                .map_count
+                .map(|c| format!(", mapped {c} time{}", if c == 1 { "" } else { "s" }))
+                .unwrap_or_default();
+            println!(
+                "  host physical   {:<20} {}{count}",
+                hex(h.physical_address),
+                flags(h.flags, "shared by KSM")
+            );
+        }
+        None => println!("  host            -                    (the guest page is not present)"),
+    }
+}
+
+fn print_sharing(m: &memvisor_core::sharing::SharingMatrix) {
+    print!("{:<12}", "MiB shared");
+    for name in &m.vms {
+        print!(" {name:>10}");
+    }
+    println!();
+    for (name, row) in m.vms.iter().zip(&m.mib) {
+        print!("{name:<12}");
+        for v in row {
+            print!(" {v:>10.1}");
+        }
+        println!();
+    }
+    println!(
+        "(row VM's memory on KSM-merged frames the column VM maps too; the diagonal: merged within the VM)\n{} merged frames stand in for {:.1} MiB more",
+        m.frames, m.saved_mib
+    );
 }
 
 pub fn event_line(e: &Event) -> String {

@@ -2,6 +2,7 @@
 //! VM's workload on every (re)connect, records reports and answers verify requests.
 
 use memvisor_core::agent::{AgentReport, FromGuest, ToGuest};
+use memvisor_core::translation::GuestPage;
 use memvisor_core::workload::Workload;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct AgentState {
     pub report: Option<AgentReport>,
     pub pending_verify: Option<oneshot::Sender<(u64, u64)>>,
+    pub pending_translate: Option<oneshot::Sender<Result<GuestPage, String>>>,
     pub last_rejection: Option<String>,
 }
 
@@ -97,6 +99,11 @@ fn record(state: &Mutex<AgentState>, line: &str) {
         Ok(FromGuest::Verified { pages, corrupt }) => {
             if let Some(reply) = state.pending_verify.take() {
                 let _ = reply.send((pages, corrupt));
+            }
+        }
+        Ok(FromGuest::Translated { page, error }) => {
+            if let Some(reply) = state.pending_translate.take() {
+                let _ = reply.send(page.ok_or_else(|| error.unwrap_or_default()));
             }
         }
         Ok(FromGuest::Rejected { message }) => state.last_rejection = Some(message),

@@ -9,7 +9,9 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use memvisor_core::agent::ToGuest;
 use memvisor_core::config::workload_problems;
+use memvisor_core::sharing::SharingMatrix;
 use memvisor_core::status::{ApiError, EventKind, HostStatus, Origin, VmStatus};
+use memvisor_core::translation::{AddressError, GuestAddress, Translation};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/workload", put(workload))
         .route("/v1/vms/{name}/verify", post(verify))
         .route("/v1/attach", post(attach))
+        .route("/v1/vms/{name}/translate", get(translate))
+        .route("/v1/sharing", get(sharing))
         .route("/v1/shutdown", post(shutdown))
         .route("/metrics", get(metrics))
         .with_state(daemon)
@@ -243,6 +247,27 @@ async fn attach(
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.attach(&req.name, &req.qmp).await?;
     Ok(Json(d.vm(&req.name).await?.lock().await.status()))
+}
+
+#[derive(Deserialize)]
+struct TranslateQuery {
+    address: String,
+}
+
+async fn translate(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Query(q): Query<TranslateQuery>,
+) -> Result<Json<Translation>, DaemonError> {
+    let address: GuestAddress = q
+        .address
+        .parse()
+        .map_err(|e: AddressError| DaemonError::BadRequest(e.to_string()))?;
+    Ok(Json(d.translate(&name, address).await?))
+}
+
+async fn sharing(State(d): Shared) -> Result<Json<SharingMatrix>, DaemonError> {
+    Ok(Json(d.sharing().await?))
 }
 
 async fn metrics(State(d): Shared) -> impl IntoResponse {

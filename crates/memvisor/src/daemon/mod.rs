@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod inspect;
 pub mod metrics;
 mod scheduler;
 mod vm;

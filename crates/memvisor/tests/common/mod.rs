@@ -95,8 +95,12 @@ impl Host {
     /// Writes a config whose [host] table is filled in, then `up`. The scheduler is manual:
     /// these tests move balloons themselves.
     pub fn up(&mut self, budget: &str, vms: &str) {
+        self.up_with_policy(budget, vms, "manual");
+    }
+
+    pub fn up_with_policy(&mut self, budget: &str, vms: &str, policy: &str) {
         let config = format!(
-            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n[scheduler]\npolicy = \"manual\"\n",
+            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n[scheduler]\npolicy = \"{policy}\"\n",
             self.cgroup
         );
         let file = self.path().join("config.toml");
