@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 kmod)
+# What the tests drive: top in tmux, promtool on /metrics, the dashboard in headless Chromium.
+[ "${WITH_TEST_TOOLS:-0}" = 1 ] && packages+=(tmux prometheus chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,7 @@
 # tests that boot real guests (one at a time; see .config/nextest.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=debug ./scripts/setup.sh
+PROFILE=debug WITH_TEST_TOOLS=1 ./scripts/setup.sh
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -60,6 +60,21 @@ pub struct Config {
     pub vms: Vec<VmConfig>,
     #[serde(default)]
     pub scheduler: crate::policy::Settings,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The API beyond its Unix socket (which is always there, mode 0600).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// TCP address for the dashboard, /metrics and the API, e.g. "127.0.0.1:8680"; off when
+    /// absent. Every TCP request needs the token the daemon keeps in DIR/api-token.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow `listen` on an address other hosts can reach (the token still applies).
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,6 +282,13 @@ impl Config {
             problems.extend(vm.problems());
         }
         problems.extend(self.scheduler.problems());
+        if let Some(addr) = self.api.listen {
+            if !addr.ip().is_loopback() && !self.api.allow_remote {
+                problems.push(format!(
+                    "api listen {addr} is reachable from other hosts; use 127.0.0.1:PORT, or set allow_remote = true in [api] if you mean it"
+                ));
+            }
+        }
         let reserved: u64 = self.host.reserve.as_bytes()
             + self
                 .vms
@@ -340,6 +362,20 @@ mod tests {
         let vm2 = c.vm("vm2").unwrap();
         assert_eq!((vm2.shares, vm2.cpus, vm2.swap), (2000, 1, Size::mib(512)));
         assert_eq!(vm2.workload, Workload::default());
+    }
+
+    #[test]
+    fn the_api_listens_on_loopback_unless_told_otherwise() {
+        let c =
+            Config::parse("[host]\nbudget = \"1G\"\n[api]\nlisten = \"127.0.0.1:8680\"").unwrap();
+        assert_eq!(c.api.listen, Some("127.0.0.1:8680".parse().unwrap()));
+        assert_eq!(Config::parse(GOOD).unwrap().api.listen, None);
+        let p = problems("[host]\nbudget = \"1G\"\n[api]\nlisten = \"0.0.0.0:8680\"");
+        assert!(p[0].contains("allow_remote"), "{p:?}");
+        Config::parse(
+            "[host]\nbudget = \"1G\"\n[api]\nlisten = \"0.0.0.0:8680\"\nallow_remote = true",
+        )
+        .unwrap();
     }
 
     #[test]

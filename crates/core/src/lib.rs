@@ -5,6 +5,7 @@ pub mod agent;
 pub mod config;
 pub mod entitlement;
 pub mod hints;
+pub mod history;
 pub mod ladder;
 pub mod plan;
 pub mod policy;

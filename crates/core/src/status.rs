@@ -91,6 +91,8 @@ pub struct HostStatus {
     pub swap_total_mib: u64,
     pub swap_used_mib: u64,
     pub psi_some_avg10: Option<f64>,
+    /// The TCP address of the API and dashboard, if it listens on one.
+    pub api_listen: Option<String>,
 }
 
 /// Something the daemon did or noticed, and why, with the numbers.

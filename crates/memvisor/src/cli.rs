@@ -183,6 +183,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The web dashboard's address, with the token that opens it.
+    Dashboard,
     /// The daemon's figures in Prometheus' text format (what GET /metrics serves).
     Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
@@ -355,6 +357,21 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             } else {
                 print_sharing(&m);
             }
+        }
+        Command::Dashboard => {
+            let host: memvisor_core::status::HostStatus =
+                client.json(Method::GET, "/v1/host", None).await?;
+            let addr = host.api_listen.ok_or_else(|| {
+                CliError::Other(
+                    "the daemon serves no dashboard: add [api] listen = \"127.0.0.1:8680\" to its config and restart it".into(),
+                )
+            })?;
+            let path = args.dir.join(daemon::TOKEN_FILE);
+            let token = std::fs::read_to_string(&path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            println!("http://{addr}/?token={}", token.trim());
         }
         Command::Metrics => {
             let text = client.call(Method::GET, "/metrics", None).await?;

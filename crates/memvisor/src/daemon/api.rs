@@ -9,6 +9,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use memvisor_core::agent::ToGuest;
 use memvisor_core::config::workload_problems;
+use memvisor_core::history::HistorySample;
 use memvisor_core::sharing::SharingMatrix;
 use memvisor_core::status::{ApiError, EventKind, HostStatus, Origin, VmStatus};
 use memvisor_core::translation::{AddressError, GuestAddress, Translation};
@@ -49,10 +50,12 @@ impl IntoResponse for DaemonError {
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/v1/host", get(host))
         .route("/v1/vms", get(list))
         .route("/v1/vms/{name}", get(one).patch(set))
         .route("/v1/events", get(events))
+        .route("/v1/history", get(history))
         .route("/v1/vms/{name}/balloon", post(balloon))
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/stop", post(stop))
@@ -65,6 +68,47 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/metrics", get(metrics))
         .with_state(daemon)
+}
+
+/// The same API on TCP: every request carries the token, as `Authorization: Bearer TOKEN`
+/// or, for a browser opening the dashboard, `?token=TOKEN`.
+pub fn tcp_router(daemon: Arc<Daemon>, token: Arc<str>) -> Router {
+    router(daemon).layer(axum::middleware::from_fn_with_state(token, require_token))
+}
+
+async fn require_token(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
+    match header.or(query) {
+        Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Json(ApiError {
+                error: "missing or wrong token: send 'Authorization: Bearer TOKEN' with the token in the daemon's DIR/api-token ('memvisor dashboard' prints a URL with it)".into(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn host(State(d): Shared) -> Json<HostStatus> {
@@ -103,6 +147,25 @@ async fn events(
     Query(q): Query<EventQuery>,
 ) -> Json<Vec<memvisor_core::status::Event>> {
     Json(d.events(q.after.unwrap_or(0)).await)
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Only rounds after this many seconds since the daemon started.
+    after: Option<f64>,
+}
+
+async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Json<Vec<HistorySample>> {
+    let after = q.after.unwrap_or(-1.0);
+    let scheduler = d.scheduler.lock().await;
+    Json(
+        scheduler
+            .history
+            .iter()
+            .filter(|s| s.at_s > after)
+            .cloned()
+            .collect(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -289,4 +352,17 @@ async fn metrics(State(d): Shared) -> impl IntoResponse {
 async fn shutdown(State(d): Shared) -> StatusCode {
     d.shutdown.notify_one();
     StatusCode::ACCEPTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
 }

@@ -9,6 +9,7 @@ mod scheduler;
 mod vm;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
+use memvisor_core::ladder::FreeState;
 use memvisor_core::status::{EventKind, HostStatus, Origin, VmState};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
@@ -310,6 +311,16 @@ impl Daemon {
             .collect()
     }
 
+    /// The policy's free-memory state, or for policies without one the state free memory
+    /// alone gives under the configured thresholds.
+    fn free_state(&self, scheduler: &scheduler::Scheduler, used_mib: u64) -> FreeState {
+        scheduler.policy.free_state().unwrap_or_else(|| {
+            let budget = self.config.host.budget.as_mib().max(1) as f64;
+            let free_pct = 100.0 * (budget - used_mib as f64) / budget;
+            self.config.scheduler.thresholds.falling(free_pct)
+        })
+    }
+
     pub async fn counters(&self) -> metrics::Counters {
         let scheduler = self.scheduler.lock().await;
         metrics::Counters {
@@ -347,15 +358,7 @@ impl Daemon {
         let scheduler = self.scheduler.lock().await;
         HostStatus {
             policy: scheduler.policy.name().to_string(),
-            state: scheduler
-                .policy
-                .free_state()
-                .or_else(|| {
-                    let budget = self.config.host.budget.as_mib().max(1) as f64;
-                    let free_pct = 100.0 * (budget - used_mib? as f64) / budget;
-                    Some(self.config.scheduler.thresholds.falling(free_pct))
-                })
-                .map(|s| s.to_string()),
+            state: used_mib.map(|u| self.free_state(&scheduler, u).to_string()),
             ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host
@@ -370,6 +373,7 @@ impl Daemon {
             cgroup: self.parent.path.display().to_string(),
             cgroup_version: self.hierarchy.version.name().to_string(),
             accel: self.accel.name().to_string(),
+            api_listen: self.config.api.listen.map(|a| a.to_string()),
         }
     }
 }
@@ -411,6 +415,36 @@ fn state_word(state: VmState) -> &'static str {
     }
 }
 
+/// Where the daemon keeps the token TCP clients must send (mode 0600: root reads it).
+pub const TOKEN_FILE: &str = "api-token";
+
+/// The TCP API's token: kept across restarts so an open dashboard keeps working.
+fn api_token(dir: &Path) -> Result<String, DaemonError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        if token.trim().len() >= 32 {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let io = |e: std::io::Error| DaemonError::Io(format!("cannot create {}: {e}", path.display()));
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(io)?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(io)?;
+    Ok(token)
+}
+
 /// Runs the daemon until `down` or SIGTERM/SIGINT: serve the API, start the VMs, observe.
 pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), DaemonError> {
     let socket = dir.join(crate::client::SOCKET_NAME);
@@ -434,6 +468,24 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
         listener,
         api::router(daemon.clone()),
     )));
+    let tcp = match daemon.config.api.listen {
+        Some(addr) => {
+            let token: Arc<str> = api_token(&daemon.dir)?.into();
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                DaemonError::Io(format!(
+                    "cannot listen on {addr}: {e}; pick a free port in [api] listen"
+                ))
+            })?;
+            tracing::info!(
+                "API and dashboard on http://{addr}/ (token in {})",
+                daemon.dir.join(TOKEN_FILE).display()
+            );
+            Some(tokio::spawn(std::future::IntoFuture::into_future(
+                axum::serve(listener, api::tcp_router(daemon.clone(), token)),
+            )))
+        }
+        None => None,
+    };
     daemon.start_all().await;
     let observer = tokio::spawn(daemon.clone().schedule_forever());
 
@@ -447,6 +499,9 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
     observer.abort();
     daemon.shut_down().await;
     server.abort();
+    if let Some(tcp) = tcp {
+        tcp.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use super::{Daemon, DaemonError};
 use memvisor_core::hints::Hints;
+use memvisor_core::history::HistorySample;
 use memvisor_core::plan::{Action, Plan};
 use memvisor_core::policy::Policy;
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
@@ -15,6 +16,8 @@ use std::time::Instant;
 
 /// Events kept for the API; older ones are dropped (they are also in the daemon's log).
 const EVENTS_KEPT: usize = 1000;
+/// Rounds kept for charts: half an hour at one round a second.
+const HISTORY_KEPT: usize = 1800;
 
 pub struct Scheduler {
     pub policy: Box<dyn Policy>,
@@ -27,6 +30,7 @@ pub struct Scheduler {
     pub rounds_total: u64,
     hints: Hints,
     last_snapshot: Option<Snapshot>,
+    pub history: VecDeque<HistorySample>,
 }
 
 impl Scheduler {
@@ -41,6 +45,7 @@ impl Scheduler {
             rounds_total: 0,
             hints: Hints::default(),
             last_snapshot: None,
+            history: VecDeque::new(),
         }
     }
 
@@ -131,6 +136,13 @@ impl Daemon {
                 }
             }
             let plan = scheduler.policy.decide(&snapshot);
+            let state = self.free_state(&scheduler, snapshot.host.used_mib);
+            if scheduler.history.len() == HISTORY_KEPT {
+                scheduler.history.pop_front();
+            }
+            scheduler
+                .history
+                .push_back(HistorySample::of(&snapshot, &state.to_string()));
             scheduler.last_snapshot = Some(snapshot);
             plan
         };

@@ -99,8 +99,17 @@ impl Host {
     }
 
     pub fn up_with_policy(&mut self, budget: &str, vms: &str, policy: &str) {
+        self.up_with(
+            budget,
+            vms,
+            &format!("[scheduler]\npolicy = \"{policy}\"\n"),
+        );
+    }
+
+    /// `up` with more tables after the VMs ([scheduler], [api]).
+    pub fn up_with(&mut self, budget: &str, vms: &str, tables: &str) {
         let config = format!(
-            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n[scheduler]\npolicy = \"{policy}\"\n",
+            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n{tables}",
             self.cgroup
         );
         let file = self.path().join("config.toml");
