@@ -5,7 +5,7 @@
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistorySample {
     /// Seconds since the daemon started.
     pub at_s: f64,
@@ -18,7 +18,7 @@ pub struct HistorySample {
     pub vms: Vec<VmSample>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmSample {
     pub name: String,
     /// What QEMU holds on the host (anonymous RSS).
@@ -30,7 +30,7 @@ pub struct VmSample {
 
 /// The VM's configured memory, split; the five add up to it (boot size, or more once
 /// virtio-mem plugged memory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Layers {
     /// Working set, resident on the host.
     pub active_mib: u64,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// MiB of each VM's memory on frames KSM merged: `mib[i][j]` (i ≠ j) is VM i's memory on
 /// frames VM j maps too; `mib[i][i]` is VM i's memory on merged frames no other VM maps
 /// (identical pages within the guest, e.g. zeroed ones).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SharingMatrix {
     pub vms: Vec<String>,
     pub mib: Vec<Vec<f64>>,

@@ -11,7 +11,7 @@ pub const PAGE: u64 = 4096;
 pub const KERNEL_SPACE: u64 = 0xffff_8000_0000_0000;
 
 /// What `memvisor translate` starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GuestAddress {
     /// Page N of the memory the guest agent's workload holds.
@@ -56,7 +56,7 @@ impl FromStr for GuestAddress {
 }
 
 /// One page-table level's view of the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mapping {
     pub present: bool,
     pub swapped: bool,
@@ -79,7 +79,7 @@ pub fn decode_pagemap(entry: u64) -> Mapping {
 }
 
 /// What /proc/kpageflags says of a frame (include/uapi/linux/kernel-page-flags.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FrameFlags {
     /// Merged by KSM: one frame stands for identical pages of several mappings.
     pub ksm: bool,
@@ -121,7 +121,7 @@ pub fn ram_offset(gpa: u64, ram_bytes: u64) -> Option<u64> {
 }
 
 /// The guest's answer: where the address lives in guest physical memory and its state there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuestPage {
     pub virtual_address: Option<u64>,
     pub physical_address: Option<u64>,
@@ -132,7 +132,7 @@ pub struct GuestPage {
 }
 
 /// The host's side of the guest physical address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostPage {
     pub virtual_address: u64,
     pub physical_address: Option<u64>,
@@ -143,7 +143,7 @@ pub struct HostPage {
 }
 
 /// The whole chain for one page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Translation {
     pub vm: String,
     pub asked: GuestAddress,

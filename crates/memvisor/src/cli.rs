@@ -185,6 +185,8 @@ enum Command {
     },
     /// The web dashboard's address, with the token that opens it.
     Dashboard,
+    /// The OpenAPI 3 description of the daemon's HTTP API (docs/openapi.json is a copy).
+    Openapi,
     /// The daemon's figures in Prometheus' text format (what GET /metrics serves).
     Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
@@ -373,6 +375,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             })?;
             println!("http://{addr}/?token={}", token.trim());
         }
+        Command::Openapi => println!(
+            "{}",
+            daemon::api::openapi()
+                .to_pretty_json()
+                .map_err(|e| CliError::Other(e.to_string()))?
+        ),
         Command::Metrics => {
             let text = client.call(Method::GET, "/metrics", None).await?;
             print!("{}", String::from_utf8_lossy(&text));

@@ -185,6 +185,70 @@ memory = "512M"
     let balloon_line = format!("memvisor_vm_balloon_bytes{{vm=\"a\"}} {}", 128u64 << 20);
     assert!(metrics.contains(&balloon_line), "{metrics}");
 
+    // The running server serves the spec kept in the repository, and its answers fit it.
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (status, served) = api_get(host.path(), "/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&served).unwrap(),
+        kept,
+        "served spec differs"
+    );
+    for (path, spec_path) in [
+        ("/v1/host", "/v1/host"),
+        ("/v1/vms", "/v1/vms"),
+        ("/v1/vms/a", "/v1/vms/{name}"),
+        ("/v1/events?after=0", "/v1/events"),
+        ("/v1/history?after=0", "/v1/history"),
+        (
+            "/v1/vms/a/translate?address=held:0",
+            "/v1/vms/{name}/translate",
+        ),
+        ("/v1/sharing", "/v1/sharing"),
+        ("/v1/vms/nosuch", "/v1/vms/{name}"),
+        (
+            "/v1/vms/a/translate?address=heap",
+            "/v1/vms/{name}/translate",
+        ),
+    ] {
+        let (status, body) = api_get(host.path(), path);
+        let response = &kept["paths"][spec_path]["get"]["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "GET {path} answered {status}, which the spec does not list: {body}"
+        );
+        let schema = &response["content"]["application/json"]["schema"];
+        let root = serde_json::json!({ "components": kept["components"], "allOf": [schema] });
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "GET {path} ({status}) does not fit the spec: {errors:#?}\n{body:#}"
+        );
+    }
+
+    let host_schema = serde_json::json!({
+        "components": kept["components"],
+        "allOf": [kept["paths"]["/v1/host"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]]
+    });
+    assert!(
+        !jsonschema::validator_for(&host_schema)
+            .unwrap()
+            .is_valid(&serde_json::json!({ "budget_mib": "lots" })),
+        "the spec check cannot fail"
+    );
+
     // Events: the operator's balloon request and the boots, with their numbers.
     let events: Vec<Value> = ok(host.path(), &["events", "--json"])
         .lines()

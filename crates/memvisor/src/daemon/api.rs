@@ -5,7 +5,7 @@ use super::{Daemon, DaemonError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use memvisor_core::agent::ToGuest;
 use memvisor_core::config::workload_problems;
@@ -18,6 +18,9 @@ use memvisor_core::Size;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Shared = State<Arc<Daemon>>;
 
@@ -48,25 +51,44 @@ impl IntoResponse for DaemonError {
     }
 }
 
+/// Every route with its OpenAPI description: the router and the spec come from one list.
+fn routes() -> OpenApiRouter<Arc<Daemon>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(dashboard))
+        .routes(routes!(host))
+        .routes(routes!(list))
+        .routes(routes!(one, set))
+        .routes(routes!(events))
+        .routes(routes!(history))
+        .routes(routes!(balloon))
+        .routes(routes!(start))
+        .routes(routes!(stop))
+        .routes(routes!(logs))
+        .routes(routes!(workload))
+        .routes(routes!(verify))
+        .routes(routes!(attach))
+        .routes(routes!(translate))
+        .routes(routes!(sharing))
+        .routes(routes!(metrics))
+        .routes(routes!(shutdown))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "memvisor",
+    description = "The memory manager of a KVM/QEMU host: its VMs, the host's memory, the scheduler's events. Served on the daemon's Unix socket (DIR/memvisor.sock, mode 0600) and, when [api] listen is set, on TCP with 'Authorization: Bearer TOKEN' (the token is in DIR/api-token)."
+))]
+struct ApiDoc;
+
+/// The OpenAPI 3 description of the API, as `memvisor openapi` prints it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/v1/host", get(host))
-        .route("/v1/vms", get(list))
-        .route("/v1/vms/{name}", get(one).patch(set))
-        .route("/v1/events", get(events))
-        .route("/v1/history", get(history))
-        .route("/v1/vms/{name}/balloon", post(balloon))
-        .route("/v1/vms/{name}/start", post(start))
-        .route("/v1/vms/{name}/stop", post(stop))
-        .route("/v1/vms/{name}/logs", get(logs))
-        .route("/v1/vms/{name}/workload", put(workload))
-        .route("/v1/vms/{name}/verify", post(verify))
-        .route("/v1/attach", post(attach))
-        .route("/v1/vms/{name}/translate", get(translate))
-        .route("/v1/sharing", get(sharing))
-        .route("/v1/shutdown", post(shutdown))
-        .route("/metrics", get(metrics))
+    let (router, spec) = routes().split_for_parts();
+    router
+        .route("/openapi.json", get(move || async move { Json(spec) }))
         .with_state(daemon)
 }
 
@@ -107,14 +129,17 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+#[utoipa::path(get, path = "/", tag = "dashboard", responses((status = OK, description = "The web dashboard", content_type = "text/html", body = String)))]
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("dashboard.html"))
 }
 
+#[utoipa::path(get, path = "/v1/host", tag = "host", responses((status = OK, description = "The host's figures", body = HostStatus)))]
 async fn host(State(d): Shared) -> Json<HostStatus> {
     Json(d.host_status().await)
 }
 
+#[utoipa::path(get, path = "/v1/vms", tag = "vms", responses((status = OK, description = "Every VM", body = Vec<VmStatus>)))]
 async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
     let mut out = Vec::new();
     for vm in d.all().await {
@@ -123,10 +148,12 @@ async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
     Json(out)
 }
 
+#[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError)))]
 async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     Ok(Json(d.vm(&name).await?.lock().await.status()))
 }
 
+#[utoipa::path(patch, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = super::Change, responses((status = OK, description = "Changed live", body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn set(
     State(d): Shared,
     Path(name): Path<String>,
@@ -136,12 +163,14 @@ async fn set(
     Ok(Json(d.vm(&name).await?.lock().await.status()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventQuery {
     /// Only events numbered after this one (`seq`); to follow, pass the last seen.
     after: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery), responses((status = OK, description = "Events, oldest first", body = Vec<memvisor_core::status::Event>)))]
 async fn events(
     State(d): Shared,
     Query(q): Query<EventQuery>,
@@ -149,12 +178,14 @@ async fn events(
     Json(d.events(q.after.unwrap_or(0)).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     /// Only rounds after this many seconds since the daemon started.
     after: Option<f64>,
 }
 
+#[utoipa::path(get, path = "/v1/history", tag = "history", params(HistoryQuery), responses((status = OK, description = "One sample per scheduling round, oldest first", body = Vec<HistorySample>)))]
 async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Json<Vec<HistorySample>> {
     let after = q.after.unwrap_or(-1.0);
     let scheduler = d.scheduler.lock().await;
@@ -168,11 +199,12 @@ async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Json<Vec<Hi
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct BalloonRequest {
     target: String,
 }
 
+#[utoipa::path(post, path = "/v1/vms/{name}/balloon", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = BalloonRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn balloon(
     State(d): Shared,
     Path(name): Path<String>,
@@ -201,21 +233,26 @@ async fn balloon(
     Ok(Json(status))
 }
 
+#[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = INTERNAL_SERVER_ERROR, description = "Not admitted or QEMU did not start", body = ApiError)))]
 async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.start(&name).await?;
     Ok(Json(d.vm(&name).await?.lock().await.status()))
 }
 
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn stop(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.stop(&name).await?;
     Ok(Json(d.vm(&name).await?.lock().await.status()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// How many of the last lines (default 200).
     lines: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/vms/{name}/logs", tag = "vms", params(("name" = String, Path, description = "The VM's name"), LogQuery), responses((status = OK, description = "The last lines of the serial console", content_type = "text/plain", body = String), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn logs(
     State(d): Shared,
     Path(name): Path<String>,
@@ -234,11 +271,12 @@ async fn logs(
     Ok(lines[lines.len() - keep..].join("\n") + "\n")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct WorkloadRequest {
     workload: String,
 }
 
+#[utoipa::path(put, path = "/v1/vms/{name}/workload", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = WorkloadRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn workload(
     State(d): Shared,
     Path(name): Path<String>,
@@ -270,12 +308,13 @@ async fn workload(
     Ok(Json(vm.status()))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct VerifyReply {
     pages: u64,
     corrupt: u64,
 }
 
+#[utoipa::path(post, path = "/v1/vms/{name}/verify", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VerifyReply), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn verify(
     State(d): Shared,
     Path(name): Path<String>,
@@ -298,12 +337,14 @@ async fn verify(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AttachRequest {
     name: String,
+    #[schema(value_type = String)]
     qmp: std::path::PathBuf,
 }
 
+#[utoipa::path(post, path = "/v1/attach", tag = "vms", request_body = AttachRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn attach(
     State(d): Shared,
     Json(req): Json<AttachRequest>,
@@ -312,11 +353,14 @@ async fn attach(
     Ok(Json(d.vm(&req.name).await?.lock().await.status()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TranslateQuery {
+    /// held:N, a guest virtual address (0x...), or gpa:ADDRESS.
     address: String,
 }
 
+#[utoipa::path(get, path = "/v1/vms/{name}/translate", tag = "inspect", params(("name" = String, Path, description = "The VM's name"), TranslateQuery), responses((status = OK, body = Translation), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn translate(
     State(d): Shared,
     Path(name): Path<String>,
@@ -329,10 +373,12 @@ async fn translate(
     Ok(Json(d.translate(&name, address).await?))
 }
 
+#[utoipa::path(get, path = "/v1/sharing", tag = "inspect", responses((status = OK, body = SharingMatrix), (status = INTERNAL_SERVER_ERROR, description = "A page map could not be read", body = ApiError)))]
 async fn sharing(State(d): Shared) -> Result<Json<SharingMatrix>, DaemonError> {
     Ok(Json(d.sharing().await?))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "host", responses((status = OK, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(d): Shared) -> impl IntoResponse {
     let host = d.host_status().await;
     let mut vms = Vec::new();
@@ -349,6 +395,7 @@ async fn metrics(State(d): Shared) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(post, path = "/v1/shutdown", tag = "host", responses((status = ACCEPTED, description = "The daemon stops its VMs and exits")))]
 async fn shutdown(State(d): Shared) -> StatusCode {
     d.shutdown.notify_one();
     StatusCode::ACCEPTED
@@ -357,6 +404,17 @@ async fn shutdown(State(d): Shared) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spec_in_the_repository_is_the_one_the_code_serves() {
+        let served: serde_json::Value = serde_json::to_value(openapi()).unwrap();
+        let kept: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../docs/openapi.json")).unwrap();
+        assert!(
+            served == kept,
+            "docs/openapi.json is out of date: run 'memvisor openapi > docs/openapi.json'"
+        );
+    }
 
     #[test]
     fn secrets_match_only_when_equal() {

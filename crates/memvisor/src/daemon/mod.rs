@@ -2,7 +2,7 @@
 //! the scheduler's policy decide, and serves the HTTP API the CLI speaks.
 
 mod agent;
-mod api;
+pub mod api;
 mod inspect;
 pub mod metrics;
 mod scheduler;
@@ -378,12 +378,16 @@ impl Daemon {
     }
 }
 
-/// What `memvisor set` changes; fields left out stay as they are.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+/// What `memvisor set` changes; fields left out stay as they are. Sizes are strings with a
+/// binary unit: "512M", "1G".
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Change {
+    #[schema(value_type = Option<String>)]
     pub reservation: Option<Size>,
+    #[schema(value_type = Option<String>)]
     pub limit: Option<Size>,
     pub shares: Option<u32>,
+    #[schema(value_type = Option<String>)]
     pub memory: Option<Size>,
 }
 

@@ -185,3 +185,24 @@ pub fn require_tool(tool: &str, package: &str) {
         "{tool} is missing: run 'apt-get install {package}' (or ./scripts/test.sh, which installs everything)"
     );
 }
+
+/// A GET on the daemon's Unix socket: (status code, body).
+pub fn api_get(dir: &Path, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join("memvisor.sock"))
+        .expect("the daemon's socket answers");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: memvisor\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
