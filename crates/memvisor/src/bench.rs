@@ -6,6 +6,7 @@ use crate::cli::{self, CliError};
 use crate::client::Client;
 use hyper::Method;
 use memvisor_core::config::Config;
+use memvisor_core::history::HistorySample;
 use memvisor_core::status::{HostStatus, VmState, VmStatus};
 use memvisor_core::Size;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,12 @@ pub struct Outcome {
     pub daemon_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
     pub vms: usize,
+    /// Every scheduling round of the run, for the report's charts.
+    #[serde(skip)]
+    history: Vec<HistorySample>,
+    /// The daemon's clock when measuring began.
+    #[serde(skip)]
+    measured_from_s: f64,
 }
 
 fn load(scenario: &str) -> Result<(BenchSection, Config), CliError> {
@@ -78,6 +85,7 @@ pub async fn run(
     scenario: &str,
     policies: &[String],
     json: bool,
+    report: Option<&Path>,
 ) -> Result<(), CliError> {
     let (bench, config) = load(scenario)?;
     for p in policies {
@@ -97,6 +105,25 @@ pub async fn run(
         order.push(policy.clone());
     }
     results.insert(REFERENCE.to_string(), reference);
+    if let Some(dir) = report {
+        let runs: Vec<_> = order
+            .iter()
+            .map(|p| {
+                let o = &results[p];
+                (p.clone(), o.history.clone(), o.measured_from_s)
+            })
+            .collect();
+        let name = Path::new(scenario)
+            .file_stem()
+            .map_or(scenario.into(), |s| s.to_string_lossy());
+        let files = crate::report::write(dir, &name, &bench.needy, &runs)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        eprintln!(
+            "bench: report: {} charts, open {}",
+            files.len() - 1,
+            dir.join("index.html").display()
+        );
+    }
     if json {
         println!(
             "{}",
@@ -161,6 +188,8 @@ async fn measure(
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut onset: Option<f64> = None;
+    let history: Vec<HistorySample> = client.json(Method::GET, "/v1/history", None).await?;
+    out.measured_from_s = history.last().map_or(0.0, |s| s.at_s);
     while started.elapsed() < Duration::from_secs(bench.duration_s) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = started.elapsed().as_secs_f64();
@@ -204,6 +233,7 @@ async fn measure(
         out.vms_lost = vms.iter().filter(|v| v.state == VmState::Lost).count() as u64;
     }
     let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
+    out.history = client.json(Method::GET, "/v1/history", None).await?;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
     out.needy_throughput = samples
         .values()

@@ -198,6 +198,10 @@ enum Command {
         policy: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Also write SVG timelines of every run (host, each VM, needy throughput) and an
+        /// index.html showing them side by side into this directory.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
 }
 
@@ -323,7 +327,18 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             scenario,
             policy,
             json,
-        } => crate::bench::run(&args.dir, &args.cache_dir, &scenario, &policy, json).await?,
+            report,
+        } => {
+            crate::bench::run(
+                &args.dir,
+                &args.cache_dir,
+                &scenario,
+                &policy,
+                json,
+                report.as_deref(),
+            )
+            .await?
+        }
         Command::Top { sort, every } => {
             let sort =
                 crate::top::Sort::by(&sort).map_err(|e| CliError::Other(format!("--sort: {e}")))?;

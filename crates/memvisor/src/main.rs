@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod daemon;
 mod demo;
+mod report;
 mod top;
 
 use clap::Parser;

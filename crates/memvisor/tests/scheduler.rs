@@ -1,6 +1,7 @@
 //! The seed scenario with real guests under our policy: idle VMs are ballooned so that the
 //! needy one gets its memory, with no guest OOM kill and nothing swapped out by the host.
 //! (Throughput ratios against the baselines are the benchmark's job: `memvisor bench seed`.)
+//! The run's report (`--report`) is checked too.
 
 mod common;
 
@@ -14,11 +15,41 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
         .prefix("memvisor-bench-")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let text = ok(dir.path(), &["bench", "seed", "--policy", "ours", "--json"]);
+    let report = dir.path().join("report");
+    let text = ok(
+        dir.path(),
+        &[
+            "bench",
+            "seed",
+            "--policy",
+            "ours",
+            "--json",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let results: Value = serde_json::from_str(&text).unwrap();
     let ours = &results["ours"];
     assert_eq!(ours["guest_oom_kills"], 0, "{ours}");
     assert_eq!(ours["vms_lost"], 0, "{ours}");
     assert_eq!(ours["host_swap_out_mib"], 0, "{ours}");
     assert!(ours["needy_throughput"].as_f64().unwrap() > 0.0, "{ours}");
+
+    // The report shows both runs: the host and each VM's layers over time.
+    for file in [
+        "throughput.svg",
+        "unconstrained-host.svg",
+        "ours-host.svg",
+        "ours-vm3.svg",
+        "index.html",
+    ] {
+        assert!(report.join(file).exists(), "report lacks {file}");
+    }
+    let vm3 = std::fs::read_to_string(report.join("ours-vm3.svg")).unwrap();
+    assert!(
+        vm3.matches("<polygon").count() >= 5,
+        "no stacked layers in ours-vm3.svg"
+    );
+    let index = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(index.contains("ours-vm1.svg") && index.contains("unconstrained-vm3.svg"));
 }

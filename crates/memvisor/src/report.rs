@@ -1,0 +1,358 @@
+//! `memvisor bench --report DIR`: timelines of a benchmark run as SVG, so that policies can be
+//! compared by eye. Per policy, the host (used against the budget, KSM savings, host swap)
+//! and each VM (its memory stacked by layer); across policies, the needy VMs' throughput.
+
+use memvisor_core::history::{HistorySample, Layers};
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the report into {0}: {1}")]
+    Write(PathBuf, String),
+}
+
+const SIZE: (u32, u32) = (900, 320);
+
+const LAYER_COLORS: [(&str, RGBColor); 5] = [
+    ("active", RGBColor(0xcc, 0x44, 0x33)),
+    ("idle", RGBColor(0xff, 0xbb, 0x66)),
+    ("shared", RGBColor(0x66, 0xbb, 0x66)),
+    ("host-swapped", RGBColor(0x88, 0x22, 0x99)),
+    ("balloon", RGBColor(0xcc, 0xcc, 0xcc)),
+];
+
+fn layer_values(l: &Layers) -> [u64; 5] {
+    [
+        l.active_mib,
+        l.idle_mib,
+        l.shared_mib,
+        l.swapped_mib,
+        l.balloon_mib,
+    ]
+}
+
+fn failed(path: &Path) -> impl Fn(String) -> ReportError + '_ {
+    move |e| ReportError::Write(path.to_path_buf(), e)
+}
+
+fn time_range(history: &[HistorySample]) -> std::ops::Range<f64> {
+    let first = history.first().map_or(0.0, |s| s.at_s);
+    let last = history.last().map_or(1.0, |s| s.at_s).max(first + 1.0);
+    first..last
+}
+
+/// Used memory against the budget, with KSM savings and host swap.
+pub fn host_chart(path: &Path, title: &str, history: &[HistorySample]) -> Result<(), ReportError> {
+    let fail = failed(path);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let top = history
+        .iter()
+        .map(|s| s.budget_mib.max(s.used_mib).max(s.swap_used_mib))
+        .max()
+        .unwrap_or(1) as f64
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(time_range(history), 0.0..top)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    let lines: [(&str, RGBColor, fn(&HistorySample) -> u64); 4] = [
+        ("used", RGBColor(0x44, 0x88, 0xcc), |s| s.used_mib),
+        ("budget", BLACK, |s| s.budget_mib),
+        ("KSM saved", RGBColor(0xdd, 0x99, 0x22), |s| s.ksm_saved_mib),
+        ("host swap used", RGBColor(0xaa, 0x11, 0x22), |s| {
+            s.swap_used_mib
+        }),
+    ];
+    for (label, color, figure) in lines {
+        chart
+            .draw_series(LineSeries::new(
+                history.iter().map(|s| (s.at_s, figure(s) as f64)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// One VM's configured memory stacked by layer: active, idle, shared, host-swapped, balloon.
+pub fn vm_chart(
+    path: &Path,
+    title: &str,
+    vm: &str,
+    history: &[HistorySample],
+) -> Result<(), ReportError> {
+    let fail = failed(path);
+    let points: Vec<(f64, [u64; 5])> = history
+        .iter()
+        .filter_map(|s| {
+            let v = s.vms.iter().find(|v| v.name == vm)?;
+            Some((s.at_s, layer_values(&v.layers)))
+        })
+        .collect();
+    let top = points
+        .iter()
+        .map(|(_, l)| l.iter().sum::<u64>())
+        .max()
+        .unwrap_or(1) as f64
+        * 1.05;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(time_range(history), 0.0..top)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    // Each band is drawn from zero to the sum of its layer and those below it, the tallest
+    // first, so the bands below paint over it.
+    for layer in (0..LAYER_COLORS.len()).rev() {
+        let (label, color) = LAYER_COLORS[layer];
+        let band = points
+            .iter()
+            .map(|(t, l)| (*t, l[..=layer].iter().sum::<u64>() as f64));
+        chart
+            .draw_series(AreaSeries::new(band, 0.0, color.filled()))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// The needy VMs' summed throughput over time, one line per policy, on a common clock that
+/// starts when each run's first sample was taken.
+pub fn throughput_chart(
+    path: &Path,
+    title: &str,
+    runs: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), ReportError> {
+    let fail = failed(path);
+    let end = runs
+        .iter()
+        .flat_map(|(_, s)| s.last().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let top = runs
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..end, 0.0..top)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the VMs were up")
+        .y_desc("pages/s")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (i, (policy, series)) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| fail(e.to_string()))?
+            .label(policy.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// Needy throughput over the measured part of a run, seconds from its first sample.
+pub fn needy_series(history: &[HistorySample], needy: &[String], since_s: f64) -> Vec<(f64, f64)> {
+    history
+        .iter()
+        .filter(|s| s.at_s >= since_s)
+        .map(|s| {
+            let rate = s
+                .vms
+                .iter()
+                .filter(|v| needy.contains(&v.name))
+                .filter_map(|v| v.throughput)
+                .sum();
+            (s.at_s - since_s, rate)
+        })
+        .collect()
+}
+
+/// Writes every chart and an index.html that shows them, policies side by side.
+pub fn write(
+    dir: &Path,
+    scenario: &str,
+    needy: &[String],
+    runs: &[(String, Vec<HistorySample>, f64)],
+) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|e| ReportError::Write(dir.into(), e.to_string()))?;
+    let mut written = Vec::new();
+    let mut rows: Vec<String> = Vec::new();
+    let throughput = dir.join("throughput.svg");
+    let series: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(policy, history, since)| (policy.clone(), needy_series(history, needy, *since)))
+        .collect();
+    throughput_chart(
+        &throughput,
+        &format!("{scenario}: needy VMs' throughput"),
+        &series,
+    )?;
+    written.push(throughput);
+    for (policy, history, _) in runs {
+        let mut cells = Vec::new();
+        let host = dir.join(format!("{policy}-host.svg"));
+        host_chart(&host, &format!("{scenario} / {policy}: host"), history)?;
+        cells.push(host);
+        let mut names: Vec<&str> = history
+            .iter()
+            .flat_map(|s| s.vms.iter().map(|v| v.name.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for vm in names {
+            let file = dir.join(format!("{policy}-{vm}.svg"));
+            vm_chart(&file, &format!("{scenario} / {policy}: {vm}"), vm, history)?;
+            cells.push(file);
+        }
+        rows.push(format!(
+            "<h2>{policy}</h2>\n{}",
+            cells
+                .iter()
+                .map(|f| format!(
+                    "<img src=\"{}\">",
+                    f.file_name().unwrap_or_default().to_string_lossy()
+                ))
+                .collect::<String>()
+        ));
+        written.extend(cells);
+    }
+    let index = dir.join("index.html");
+    let html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>memvisor bench {scenario}</title>\
+         <style>img{{width:32%;margin:0 .5% .5% 0}}</style>\
+         <h1>memvisor bench {scenario}</h1><img src=\"throughput.svg\" style=\"width:64%\">\n{}\n",
+        rows.join("\n")
+    );
+    std::fs::write(&index, html).map_err(|e| ReportError::Write(index.clone(), e.to_string()))?;
+    written.push(index);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memvisor_core::history::VmSample;
+
+    fn sample(at_s: f64, active: u64) -> HistorySample {
+        HistorySample {
+            at_s,
+            state: "high".into(),
+            budget_mib: 1536,
+            used_mib: 900 + active,
+            ksm_saved_mib: 40,
+            swap_used_mib: 0,
+            vms: vec![VmSample {
+                name: "vm1".into(),
+                consumed_mib: 300 + active,
+                layers: Layers {
+                    active_mib: active,
+                    idle_mib: 100,
+                    shared_mib: 20,
+                    swapped_mib: 0,
+                    balloon_mib: 904 - active,
+                },
+                throughput: Some(active as f64 * 1000.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn writes_svg_charts_and_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let history: Vec<_> = (0..30).map(|i| sample(i as f64, 200 + i * 5)).collect();
+        let files = write(
+            dir.path(),
+            "seed",
+            &["vm1".to_string()],
+            &[
+                ("ours".into(), history.clone(), 5.0),
+                ("static".into(), history, 0.0),
+            ],
+        )
+        .unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "throughput.svg",
+                "ours-host.svg",
+                "ours-vm1.svg",
+                "static-host.svg",
+                "static-vm1.svg",
+                "index.html"
+            ]
+        );
+        let svg = std::fs::read_to_string(dir.path().join("ours-vm1.svg")).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("balloon") && svg.contains("<polygon"),
+            "{svg}"
+        );
+        let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(index.contains("<img src=\"static-vm1.svg\">"));
+    }
+
+    #[test]
+    fn needy_throughput_starts_at_the_measured_part() {
+        let history: Vec<_> = (0..10).map(|i| sample(i as f64, 100)).collect();
+        let s = needy_series(&history, &["vm1".to_string()], 4.0);
+        assert_eq!(s.first(), Some(&(0.0, 100_000.0)));
+        assert_eq!(s.len(), 6);
+    }
+}
