@@ -86,8 +86,11 @@ fn causes(vm: &VmObservation, before: Option<&VmObservation>, elapsed_s: f64) ->
             ),
         );
     }
+    // A balloon that takes merged pages also lowers the count; only writes break sharing
+    // while the guest keeps its memory.
     let unshared = before.shared_mib.saturating_sub(vm.shared_mib);
-    if unshared >= NOTICEABLE_MIB {
+    let ballooned_meanwhile = before.allocation_mib > vm.allocation_mib;
+    if unshared >= NOTICEABLE_MIB && !ballooned_meanwhile {
         hint(
             Cause::CopyOnWriteBreaks,
             format!(
@@ -157,6 +160,16 @@ mod tests {
         assert!(hints[0].reason.contains("64 MiB"), "{hints:?}");
         assert!(hints[0].reason.contains("cgroup limit 400 MiB"));
         assert!(hints[1].reason.contains("200 -> 150 MiB"));
+        // Merged pages the balloon took are not copy-on-write breaks.
+        let mut ballooned = now.clone();
+        ballooned.host_swapped_mib = 0;
+        ballooned.allocation_mib = 300;
+        assert!(Hints::default()
+            .update(
+                &snapshot(0.0, vec![before.clone()]),
+                &snapshot(1.0, vec![ballooned])
+            )
+            .is_empty());
         // Small moves are noise.
         now.host_swapped_mib = 4;
         now.shared_mib = 195;

@@ -14,6 +14,8 @@ pub enum ReportError {
 
 const SIZE: (u32, u32) = (900, 320);
 
+type HostFigure = fn(&HistorySample) -> u64;
+
 const LAYER_COLORS: [(&str, RGBColor); 5] = [
     ("active", RGBColor(0xcc, 0x44, 0x33)),
     ("idle", RGBColor(0xff, 0xbb, 0x66)),
@@ -66,7 +68,7 @@ pub fn host_chart(path: &Path, title: &str, history: &[HistorySample]) -> Result
         .y_desc("MiB")
         .draw()
         .map_err(|e| fail(e.to_string()))?;
-    let lines: [(&str, RGBColor, fn(&HistorySample) -> u64); 4] = [
+    let lines: [(&str, RGBColor, HostFigure); 4] = [
         ("used", RGBColor(0x44, 0x88, 0xcc), |s| s.used_mib),
         ("budget", BLACK, |s| s.budget_mib),
         ("KSM saved", RGBColor(0xdd, 0x99, 0x22), |s| s.ksm_saved_mib),
