@@ -2,7 +2,7 @@
 //! guest and host signals of two consecutive snapshots. Pure; the daemon logs them as events.
 
 use crate::snapshot::{Snapshot, VmObservation};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Changes smaller than this (MiB per round) are noise, not a cause.
 const NOTICEABLE_MIB: u64 = 8;
@@ -24,10 +24,16 @@ pub struct Hint {
     pub reason: String,
 }
 
-/// Which causes hold now, so that each is told once when it starts, not every round.
+/// A cause told about a VM is not told again about it for this long (s): a guest that keeps
+/// breaking shared pages would otherwise fill the event log.
+const RETELL_AFTER_S: f64 = 60.0;
+
+/// Which causes hold now, so that each is told when it starts, not every round, and when
+/// each was last told.
 #[derive(Debug, Default)]
 pub struct Hints {
     holding: BTreeSet<(String, Cause)>,
+    told_at: BTreeMap<(String, Cause), f64>,
 }
 
 impl Hints {
@@ -40,7 +46,17 @@ impl Hints {
         }
         let holding: BTreeSet<(String, Cause)> =
             found.iter().map(|h| (h.vm.clone(), h.cause)).collect();
-        found.retain(|h| !self.holding.contains(&(h.vm.clone(), h.cause)));
+        found.retain(|h| {
+            let key = (h.vm.clone(), h.cause);
+            let recently = self
+                .told_at
+                .get(&key)
+                .is_some_and(|&t| now.at_s - t < RETELL_AFTER_S);
+            !self.holding.contains(&key) && !recently
+        });
+        for h in &found {
+            self.told_at.insert((h.vm.clone(), h.cause), now.at_s);
+        }
         self.holding = holding;
         found
     }
@@ -132,7 +148,19 @@ mod tests {
         calm.guest_swap_out_rate = 0.0;
         let calm = snapshot(2.0, vec![calm]);
         assert!(hints.update(&now, &calm).is_empty());
-        assert_eq!(hints.update(&calm, &now).len(), 1, "a new episode is told");
+        let soon = snapshot(3.0, vec![paging.clone()]);
+        assert!(
+            hints.update(&calm, &soon).is_empty(),
+            "told again within a minute"
+        );
+        let calm_later = snapshot(70.0, calm.vms.clone());
+        assert!(hints.update(&soon, &calm_later).is_empty());
+        let later = snapshot(71.0, vec![paging]);
+        assert_eq!(
+            hints.update(&calm_later, &later).len(),
+            1,
+            "a new episode is told"
+        );
     }
 
     #[test]

@@ -654,7 +654,7 @@ pub async fn down(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_translation(asked: &str, t: &memvisor_core::translation::Translation) {
+pub fn print_translation(asked: &str, t: &memvisor_core::translation::Translation) {
     use memvisor_core::translation::{FrameFlags, Mapping};
     let hex = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v:#x}"));
     let mapping = |m: Option<Mapping>| match m {
@@ -713,7 +713,7 @@ fn print_translation(asked: &str, t: &memvisor_core::translation::Translation) {
     }
 }
 
-fn print_sharing(m: &memvisor_core::sharing::SharingMatrix) {
+pub fn print_sharing(m: &memvisor_core::sharing::SharingMatrix) {
     print!("{:<12}", "MiB shared");
     for name in &m.vms {
         print!(" {name:>10}");

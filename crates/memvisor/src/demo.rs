@@ -3,7 +3,9 @@
 use crate::cli::{self, print_table, CliError};
 use crate::client::Client;
 use hyper::Method;
+use memvisor_core::sharing::SharingMatrix;
 use memvisor_core::status::{Event, HostStatus, VmStatus};
+use memvisor_core::translation::Translation;
 use memvisor_guest::image::{self, BuildOptions};
 use std::path::Path;
 use std::time::Duration;
@@ -75,6 +77,14 @@ async fn script(client: &Client) -> Result<(), CliError> {
     for e in &events {
         println!("{}", cli::event_line(e));
     }
+    say("One page of vm3's working set through every layer (memvisor translate vm3 held:0)");
+    let page: Translation = client
+        .json(Method::GET, "/v1/vms/vm3/translate?address=held:0", None)
+        .await?;
+    cli::print_translation("held:0", &page);
+    say("Host frames KSM merged, VM by VM (memvisor sharing)");
+    let sharing: SharingMatrix = client.json(Method::GET, "/v1/sharing", None).await?;
+    cli::print_sharing(&sharing);
     let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
     println!(
         "\nhost swap in use: {} MiB; KSM saved: {} MiB",
