@@ -17,7 +17,7 @@ pub enum KsmError {
     Parse(PathBuf, String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KsmSettings {
     pub run: bool,
     pub pages_to_scan: u32,
@@ -69,6 +69,16 @@ impl Ksm {
         self.write("sleep_millisecs", wanted.sleep_ms as u64)?;
         // run=0 stops scanning but keeps what is merged; 2 would unmerge everything.
         self.write("run", wanted.run as u64)
+    }
+
+    /// What `restore` will put back, if anything was changed.
+    pub fn found(&self) -> Option<KsmSettings> {
+        self.found
+    }
+
+    /// Takes over what an earlier run found, as `Zswap::remember` does.
+    pub fn remember(&mut self, found: Option<KsmSettings>) {
+        self.found = found.or(self.found);
     }
 
     pub fn restore(&mut self) -> Result<(), KsmError> {

@@ -53,6 +53,14 @@ pub fn mapped_rss(pid: u32, lengths: &[Size]) -> Result<Size, ProcessError> {
     Ok(Size::bytes(bytes))
 }
 
+/// The command line `pid` was started with, arguments joined by spaces.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let args = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.cmdline())
+        .ok()?;
+    Some(args.join(" "))
+}
+
 pub fn is_alive(pid: u32) -> bool {
     procfs::process::Process::new(pid as i32)
         .and_then(|p| p.stat())
@@ -76,6 +84,7 @@ mod tests {
     fn measures_this_test_process() {
         assert!(rss(std::process::id()).unwrap() > Size::ZERO);
         assert!(is_alive(std::process::id()));
+        assert!(cmdline(std::process::id()).is_some_and(|c| !c.is_empty()));
         assert!(matches!(rss(u32::MAX / 2), Err(ProcessError::Read { .. })));
     }
 }

@@ -85,6 +85,17 @@ impl Zswap {
             None => Ok(()),
         }
     }
+
+    /// What `restore` will put back, if anything was changed.
+    pub fn found(&self) -> Option<bool> {
+        self.found
+    }
+
+    /// Takes over what an earlier run found (a restarted daemon restores the host's setting,
+    /// not the one its crashed predecessor left).
+    pub fn remember(&mut self, found: Option<bool>) {
+        self.found = found.or(self.found);
+    }
 }
 
 impl Default for Zswap {
@@ -114,10 +125,25 @@ pub struct SwapFile {
     path: PathBuf,
 }
 
+/// Whether `path` is an active swap area, per the text of /proc/swaps.
+pub fn is_active(swaps: &str, path: &Path) -> bool {
+    swaps
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().next() == Some(&*path.to_string_lossy()))
+}
+
 impl SwapFile {
     pub fn enable(path: &Path, size: Size) -> Result<SwapFile, SwapError> {
         let shown = path.display().to_string();
-        // A file left by a crashed run may still be active.
+        // A daemon restarted after a crash keeps its predecessor's swap file: switching it
+        // off would force every page in it back into memory at once.
+        let swaps = std::fs::read_to_string("/proc/swaps")
+            .map_err(|e| SwapError::Read("/proc/swaps".into(), e))?;
+        let same_size = std::fs::metadata(path).is_ok_and(|m| m.len() == size.as_bytes());
+        if is_active(&swaps, path) && same_size {
+            return Ok(SwapFile { path: path.into() });
+        }
         let _ = run("swapoff", &[&shown]);
         let _ = std::fs::remove_file(path);
         run("fallocate", &["-l", &size.as_bytes().to_string(), &shown])?;
@@ -143,6 +169,17 @@ impl Drop for SwapFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_active_swap_areas() {
+        let swaps = "Filename\tType\tSize\tUsed\tPriority\n/var/lib/memvisor/host-swap.img file 1048572 0 -2\n";
+        assert!(is_active(
+            swaps,
+            Path::new("/var/lib/memvisor/host-swap.img")
+        ));
+        assert!(!is_active(swaps, Path::new("/var/lib/memvisor/other.img")));
+        assert!(!is_active("Filename Type\n", Path::new("Filename")));
+    }
 
     #[test]
     fn counts_disk_and_zswap_swap_out() {

@@ -230,6 +230,7 @@ async fn balloon(
         ),
     )
     .await;
+    d.save_state().await;
     Ok(Json(status))
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 mod inspect;
 pub mod metrics;
 mod scheduler;
+mod state;
 mod vm;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
@@ -71,6 +72,10 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Arc<Mutex<Vm>>>>,
     scheduler: Mutex<scheduler::Scheduler>,
     host_swap: std::sync::Mutex<Option<SwapFile>>,
+    /// The state last written to DIR/state.json.
+    last_saved: std::sync::Mutex<Option<state::Saved>>,
+    /// Until the predecessor's state is taken over, writing ours would forget its VMs.
+    recovered: std::sync::atomic::AtomicBool,
     pub shutdown: Notify,
 }
 
@@ -108,6 +113,7 @@ impl Daemon {
                 )
             })
             .collect();
+        let event_log = dir.join("events.jsonl");
         Ok(Daemon {
             config,
             dir,
@@ -116,7 +122,9 @@ impl Daemon {
             hierarchy,
             parent,
             vms: Mutex::new(vms),
-            scheduler: Mutex::new(scheduler::Scheduler::new(policy)),
+            scheduler: Mutex::new(scheduler::Scheduler::new(policy, event_log)),
+            last_saved: std::sync::Mutex::new(None),
+            recovered: std::sync::atomic::AtomicBool::new(false),
             host_swap: std::sync::Mutex::new(host_swap),
             shutdown: Notify::new(),
         })
@@ -165,6 +173,7 @@ impl Daemon {
         );
         drop(vm);
         self.note(EventKind::Lifecycle, Some(name), reason).await;
+        self.save_state().await;
         Ok(())
     }
 
@@ -182,6 +191,7 @@ impl Daemon {
             format!("{name} stopped on request"),
         )
         .await;
+        self.save_state().await;
         Ok(())
     }
 
@@ -231,6 +241,7 @@ impl Daemon {
             format!("{name} reconfigured on request: {change}"),
         )
         .await;
+        self.save_state().await;
         Ok(())
     }
 
@@ -266,12 +277,18 @@ impl Daemon {
         vms.insert(name.to_string(), Arc::new(Mutex::new(vm)));
         drop(vms);
         self.note(EventKind::Operator, Some(name), reason).await;
+        self.save_state().await;
         Ok(())
     }
 
     /// Starts every configured VM; one that fails is reported and the rest still start.
     pub async fn start_all(&self) {
         for name in self.config.vms.iter().map(|v| v.name.clone()) {
+            if let Ok(vm) = self.vm(&name).await {
+                if vm.lock().await.state == VmState::Running {
+                    continue; // taken over from the daemon before this one
+                }
+            }
             if let Err(e) = self.start(&name).await {
                 tracing::error!("cannot start {name}: {e}");
                 if let Ok(vm) = self.vm(&name).await {
@@ -296,8 +313,87 @@ impl Daemon {
                 self.note(EventKind::Lifecycle, Some(&vm), happened).await;
             }
             self.schedule(Vec::new()).await;
+            self.save_state().await;
             tokio::time::sleep(OBSERVE_EVERY).await;
         }
+    }
+
+    /// Writes DIR/state.json if anything a restarted daemon needs has changed.
+    pub async fn save_state(&self) {
+        if !self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let (ksm_found, zswap_found) = self.scheduler.lock().await.found();
+        let mut saved = state::Saved {
+            ksm_found,
+            zswap_found,
+            vms: BTreeMap::new(),
+        };
+        for vm in self.all().await {
+            let vm = vm.lock().await;
+            if let Some(s) = vm.saved() {
+                saved.vms.insert(vm.name().to_string(), s);
+            }
+        }
+        let mut last = self.last_saved.lock().expect("state lock");
+        if last.as_ref() == Some(&saved) {
+            return;
+        }
+        match state::save(&self.dir, &saved) {
+            Ok(()) => *last = Some(saved),
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// Takes over what a killed predecessor left: its event log, the host settings it found,
+    /// and every QEMU still running, without touching the guests.
+    pub async fn recover(&self) -> Result<(), DaemonError> {
+        self.scheduler.lock().await.resume_log();
+        let Some(saved) = state::load(&self.dir).map_err(|e| DaemonError::Io(e.to_string()))?
+        else {
+            self.recovered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(());
+        };
+        self.scheduler
+            .lock()
+            .await
+            .remember_found(saved.ksm_found, saved.zswap_found);
+        for (name, s) in &saved.vms {
+            let alive = memvisor_host::process::is_alive(s.pid);
+            let result = match (s.origin, alive) {
+                (_, false) => Err(DaemonError::Io(format!(
+                    "its QEMU (pid {}) ended while no daemon watched it",
+                    s.pid
+                ))),
+                (Origin::Attached, true) => self.attach(name, &s.qmp).await,
+                (Origin::Launched, true) => match self.vm(name).await {
+                    Ok(vm) => {
+                        let dir = self.dir.join("vms").join(name);
+                        let cgroup = self.parent.child(name);
+                        vm.lock().await.adopt(s, dir, self.accel, cgroup).await
+                    }
+                    Err(_) => Err(DaemonError::Conflict(format!(
+                        "the config no longer declares it; its QEMU (pid {}) keeps running: stop it by hand or declare it again",
+                        s.pid
+                    ))),
+                },
+            };
+            let reason = match result {
+                Ok(()) => format!(
+                    "{name} taken over after a daemon restart: pid {}, balloon target {} kept",
+                    s.pid,
+                    s.balloon_target
+                        .map_or("(none)".to_string(), |t| format!("{} MiB", t.as_mib()))
+                ),
+                Err(e) => format!("{name} not taken over after a daemon restart: {e}"),
+            };
+            self.note(EventKind::Lifecycle, Some(name), reason).await;
+        }
+        self.recovered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.save_state().await;
+        Ok(())
     }
 
     /// Events numbered after `after`, oldest first.
@@ -350,6 +446,7 @@ impl Daemon {
         }
         self.scheduler.lock().await.restore();
         drop(self.host_swap.lock().expect("swap lock").take());
+        state::clear(&self.dir);
     }
 
     pub async fn host_status(&self) -> HostStatus {
@@ -490,6 +587,7 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
         }
         None => None,
     };
+    daemon.recover().await?;
     daemon.start_all().await;
     let observer = tokio::spawn(daemon.clone().schedule_forever());
 

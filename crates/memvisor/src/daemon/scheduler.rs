@@ -12,6 +12,7 @@ use memvisor_core::Size;
 use memvisor_host::ksm::{Ksm, KsmSettings};
 use memvisor_host::swap::Zswap;
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Events kept for the API; older ones are dropped (they are also in the daemon's log).
@@ -19,8 +20,14 @@ const EVENTS_KEPT: usize = 1000;
 /// Rounds kept for charts: half an hour at one round a second.
 const HISTORY_KEPT: usize = 1800;
 
+/// The event log on disk is started afresh (the old one kept as .1) beyond this size.
+const EVENT_LOG_MAX_BYTES: u64 = 8 << 20;
+
 pub struct Scheduler {
     pub policy: Box<dyn Policy>,
+    /// Every event as a JSON line, so a crash loses none and a restart continues the log.
+    event_log: PathBuf,
+    next_seq: u64,
     ksm: Ksm,
     zswap: Zswap,
     started: Instant,
@@ -34,9 +41,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(policy: Box<dyn Policy>) -> Scheduler {
+    pub fn new(policy: Box<dyn Policy>, event_log: PathBuf) -> Scheduler {
         Scheduler {
             policy,
+            event_log,
+            next_seq: 1,
             ksm: Ksm::at(std::path::Path::new(memvisor_host::ksm::SYSFS)),
             zswap: Zswap::new(),
             started: Instant::now(),
@@ -65,15 +74,61 @@ impl Scheduler {
             self.events.pop_front();
         }
         *self.events_total.entry(kind).or_default() += 1;
-        let seq = self.events_total.values().sum();
-        self.events.push_back(Event {
-            seq,
+        let event = Event {
+            seq: self.next_seq,
             at_s: self.seconds(),
             kind,
             vm: vm.map(str::to_string),
             action,
             reason,
-        });
+        };
+        self.next_seq += 1;
+        if let Err(e) = self.append_to_log(&event) {
+            tracing::error!("cannot write {}: {e}", self.event_log.display());
+        }
+        self.events.push_back(event);
+    }
+
+    fn append_to_log(&self, event: &Event) -> std::io::Result<()> {
+        use std::io::Write;
+        if std::fs::metadata(&self.event_log).is_ok_and(|m| m.len() > EVENT_LOG_MAX_BYTES) {
+            std::fs::rename(&self.event_log, self.event_log.with_extension("jsonl.1"))?;
+        }
+        let mut line = serde_json::to_vec(event).expect("events serialize");
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.event_log)?
+            .write_all(&line)
+    }
+
+    /// Takes up the log an earlier daemon left: its last events are served again and
+    /// numbering continues after them. Their times stay on the earlier daemon's clock.
+    pub fn resume_log(&mut self) {
+        let Ok(text) = std::fs::read_to_string(&self.event_log) else {
+            return;
+        };
+        let earlier: Vec<Event> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let keep = earlier.len().saturating_sub(EVENTS_KEPT);
+        self.events = earlier.into_iter().skip(keep).collect();
+        if let Some(last) = self.events.back() {
+            self.next_seq = last.seq + 1;
+        }
+    }
+
+    /// KSM and zswap settings the host had before memvisor changed them.
+    pub fn found(&self) -> (Option<KsmSettings>, Option<bool>) {
+        (self.ksm.found(), self.zswap.found())
+    }
+
+    /// Takes over what an earlier daemon found, so that shutting down restores the host's.
+    pub fn remember_found(&mut self, ksm: Option<KsmSettings>, zswap: Option<bool>) {
+        self.ksm.remember(ksm);
+        self.zswap.remember(zswap);
     }
 
     pub fn ksm_saved(&self) -> Option<Size> {

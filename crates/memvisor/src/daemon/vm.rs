@@ -2,6 +2,7 @@
 //! connection, the agent link and the last figures observed.
 
 use super::agent::AgentLink;
+use super::state::SavedVm;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
 use memvisor_core::snapshot::{self, VmObservation};
@@ -169,6 +170,67 @@ impl Vm {
         self.cgroup_limit = None;
         self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
         self.agent = Some(AgentLink::start(spec.agent_socket, self.workload.clone()));
+        Ok(())
+    }
+
+    /// What a restarted daemon needs to take this VM over again; None unless its QEMU runs.
+    pub fn saved(&self) -> Option<SavedVm> {
+        if !matches!(self.state, VmState::Running | VmState::Starting) {
+            return None;
+        }
+        Some(SavedVm {
+            origin: self.origin,
+            pid: self.pid?,
+            qmp: self.qmp_path.clone(),
+            memory: self.config.memory,
+            reservation: self.config.reservation,
+            limit: self.config.limit,
+            shares: self.config.shares,
+            boot_memory: self.boot_memory,
+            balloon_target: self.balloon_target,
+            plug_requested: self.plug_requested,
+            cgroup_limit: self.cgroup_limit,
+            workload: (self.origin == Origin::Launched)
+                .then(|| self.workload.lock().expect("workload lock").clone()),
+        })
+    }
+
+    /// Takes over a QEMU this daemon's predecessor launched and left running: nothing is
+    /// changed in the guest, the balloon stays where it was asked to be.
+    pub async fn adopt(
+        &mut self,
+        saved: &SavedVm,
+        dir: PathBuf,
+        accel: Accelerator,
+        cgroup: Group,
+    ) -> Result<(), DaemonError> {
+        let name = self.name().to_string();
+        let ours = memvisor_host::process::cmdline(saved.pid)
+            .is_some_and(|c| c.contains(&*saved.qmp.to_string_lossy()));
+        if !ours {
+            return Err(DaemonError::NotRunning(name));
+        }
+        self.qmp = Some(Qmp::connect(&saved.qmp, qmp::DEFAULT_TIMEOUT).await?);
+        self.config.memory = saved.memory;
+        self.config.reservation = saved.reservation;
+        self.config.limit = saved.limit;
+        self.config.shares = saved.shares;
+        if let Some(workload) = &saved.workload {
+            *self.workload.lock().expect("workload lock") = workload.clone();
+        }
+        self.pid = Some(saved.pid);
+        self.boot_memory = saved.boot_memory;
+        self.balloon_target = saved.balloon_target;
+        self.plug_requested = saved.plug_requested;
+        self.cgroup_limit = saved.cgroup_limit;
+        self.cgroup = Some(cgroup);
+        self.accel = Some(accel);
+        self.agent = Some(AgentLink::start(
+            dir.join("agent.sock"),
+            self.workload.clone(),
+        ));
+        self.dir = Some(dir);
+        self.state = VmState::Running;
         Ok(())
     }
 

@@ -64,6 +64,8 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
 pub struct Host {
     pub dir: tempfile::TempDir,
     pub cgroup: String,
+    /// More keys of the [host] table, e.g. `swap = "128M"`.
+    pub host_keys: String,
     up: bool,
 }
 
@@ -84,6 +86,7 @@ impl Host {
         Host {
             dir,
             cgroup,
+            host_keys: String::new(),
             up: false,
         }
     }
@@ -109,8 +112,8 @@ impl Host {
     /// `up` with more tables after the VMs ([scheduler], [api]).
     pub fn up_with(&mut self, budget: &str, vms: &str, tables: &str) {
         let config = format!(
-            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n\n{vms}\n{tables}",
-            self.cgroup
+            "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n{}\n\n{vms}\n{tables}",
+            self.cgroup, self.host_keys
         );
         let file = self.path().join("config.toml");
         std::fs::write(&file, config).unwrap();

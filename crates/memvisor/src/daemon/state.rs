@@ -1,0 +1,123 @@
+//! What a killed daemon must not forget, kept in DIR/state.json: which QEMUs it runs, the
+//! settings changed live, the balloon targets and host limits it set, and the KSM and zswap
+//! settings it found on the host (so a restarted daemon restores those, not its own).
+//! Written on every change, atomically (temporary file, fsync, rename).
+
+use memvisor_core::status::Origin;
+use memvisor_core::workload::Workload;
+use memvisor_core::Size;
+use memvisor_host::ksm::KsmSettings;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0} is not memvisor state ({1}); move it away to start afresh (running VMs are then not re-attached)")]
+    Corrupt(PathBuf, String),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub ksm_found: Option<KsmSettings>,
+    pub zswap_found: Option<bool>,
+    pub vms: BTreeMap<String, SavedVm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedVm {
+    pub origin: Origin,
+    pub pid: u32,
+    pub qmp: PathBuf,
+    pub memory: Size,
+    pub reservation: Size,
+    pub limit: Option<Size>,
+    pub shares: u32,
+    pub boot_memory: Size,
+    pub balloon_target: Option<Size>,
+    pub plug_requested: Size,
+    pub cgroup_limit: Option<Size>,
+    pub workload: Option<Workload>,
+}
+
+/// The state an earlier daemon left, if any.
+pub fn load(dir: &Path) -> Result<Option<Saved>, StateError> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::Read(path, e)),
+    }
+}
+
+pub fn save(dir: &Path, saved: &Saved) -> Result<(), StateError> {
+    let path = dir.join(STATE_FILE);
+    let temporary = dir.join(format!("{STATE_FILE}.new"));
+    let fail = |e| StateError::Write(path.clone(), e);
+    let text = serde_json::to_vec_pretty(saved).expect("state serializes");
+    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    file.write_all(&text).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&temporary, &path).map_err(fail)
+}
+
+/// Forgets everything: after a clean shutdown nothing is left to re-attach or restore.
+pub fn clear(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(STATE_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_a_round_trip_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        let mut saved = Saved {
+            ksm_found: Some(KsmSettings {
+                run: false,
+                pages_to_scan: 100,
+                sleep_ms: 20,
+            }),
+            zswap_found: Some(false),
+            vms: BTreeMap::new(),
+        };
+        saved.vms.insert(
+            "vm1".into(),
+            SavedVm {
+                origin: Origin::Launched,
+                pid: 42,
+                qmp: "/x/qmp.sock".into(),
+                memory: Size::mib(1024),
+                reservation: Size::mib(256),
+                limit: None,
+                shares: 2000,
+                boot_memory: Size::mib(1024),
+                balloon_target: Some(Size::mib(512)),
+                plug_requested: Size::ZERO,
+                cgroup_limit: None,
+                workload: Some("hold:64M".parse().unwrap()),
+            },
+        );
+        save(dir.path(), &saved).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(saved));
+        std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("state.json") && e.contains("move it away"),
+            "{e}"
+        );
+        clear(dir.path());
+        assert_eq!(load(dir.path()).unwrap(), None);
+    }
+}
