@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod entitlement;
+pub mod faults;
 pub mod hints;
 pub mod history;
 pub mod ladder;

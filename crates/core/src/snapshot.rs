@@ -86,6 +86,9 @@ pub struct VmObservation {
     /// QEMU's memory in host swap.
     #[serde(default)]
     pub host_swapped_mib: u64,
+    /// Processes the guest's OOM killer ended since boot.
+    #[serde(default)]
+    pub guest_oom_kills: u64,
 }
 
 impl VmObservation {

@@ -123,14 +123,17 @@ pub enum EventKind {
     Lifecycle,
     /// A root cause that joins guest and host signals; nothing was changed.
     Hint,
+    /// Something failed around a VM or the host: a QEMU, a guest, a balloon, swap.
+    Fault,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Decision,
         EventKind::Operator,
         EventKind::Lifecycle,
         EventKind::Hint,
+        EventKind::Fault,
     ];
 
     pub fn name(self) -> &'static str {
@@ -139,6 +142,7 @@ impl EventKind {
             EventKind::Operator => "operator",
             EventKind::Lifecycle => "lifecycle",
             EventKind::Hint => "hint",
+            EventKind::Fault => "fault",
         }
     }
 }

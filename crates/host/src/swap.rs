@@ -146,13 +146,26 @@ impl SwapFile {
         }
         let _ = run("swapoff", &[&shown]);
         let _ = std::fs::remove_file(path);
-        run("fallocate", &["-l", &size.as_bytes().to_string(), &shown])?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| SwapError::Write(path.into(), e))?;
-        run("mkswap", &["-q", &shown])?;
-        run("swapon", &[&shown])?;
+        let made = (|| {
+            run("fallocate", &["-l", &size.as_bytes().to_string(), &shown])?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| SwapError::Write(path.into(), e))?;
+            run("mkswap", &["-q", &shown])?;
+            run("swapon", &[&shown])
+        })();
+        if let Err(e) = made {
+            // A full disk leaves a partial file: nothing half-made stays behind.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(SwapFile { path: path.into() })
+    }
+}
+
+impl SwapFile {
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

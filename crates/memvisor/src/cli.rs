@@ -167,6 +167,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         every: f64,
     },
+    /// Run a QEMU human monitor command on VM (like virsh qemu-monitor-command --hmp), e.g.
+    /// "info balloon", "stop", "cont". Logged as an event.
+    Monitor { vm: String, command: String },
     /// Follow one guest page through every layer: guest virtual -> guest physical -> host
     /// virtual (QEMU's guest-RAM mapping) -> host physical, with its state at each level.
     Translate {
@@ -348,6 +351,16 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 )));
             }
             crate::top::run(&client, sort, Duration::from_secs_f64(every)).await?;
+        }
+        Command::Monitor { vm, command } => {
+            let text = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/vms/{vm}/monitor"),
+                    Some(json!({ "command": command })),
+                )
+                .await?;
+            print!("{}", String::from_utf8_lossy(&text));
         }
         Command::Translate { vm, address, json } => {
             address

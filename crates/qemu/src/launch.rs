@@ -104,9 +104,11 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     ]);
     // Without THP the guest keeps a few MiB free above its watermarks instead of the tens that
     // huge-page compaction reserves; the host backs guest RAM with small pages anyway.
+    // A panic reboots the guest (memvisor reports the restart); sysrq lets an operator crash
+    // or inspect a hung guest from the monitor ('memvisor monitor vm1 "sendkey alt-sysrq-c"').
     push(&[
         "-append",
-        "console=ttyS0 quiet panic=-1 memhp_default_state=online_movable transparent_hugepage=never",
+        "console=ttyS0 quiet panic=-1 sysrq_always_enabled memhp_default_state=online_movable transparent_hugepage=never",
     ]);
     push(&["-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);

@@ -88,9 +88,20 @@ pub fn parse_message(line: &str) -> Option<Message> {
         .map(|e| Message::Event(e.to_string()))
 }
 
+/// The `id` a reply echoes from its command, if any.
+pub fn reply_id(line: &str) -> Option<u64> {
+    serde_json::from_str::<Value>(line)
+        .ok()?
+        .get("id")?
+        .as_u64()
+}
+
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// Each command carries the next number as its id, so that the late reply to a command
+    /// that timed out is not taken for the reply to the next one.
+    next_id: u64,
     pub version: QemuVersion,
     /// PID of the QEMU at the other end, from the socket's peer credentials.
     pub pid: Option<u32>,
@@ -138,6 +149,7 @@ impl Qmp {
         let mut qmp = Qmp {
             reader,
             writer,
+            next_id: 1,
             version,
             pid,
             timeout,
@@ -152,9 +164,11 @@ impl Qmp {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QmpError> {
+        let id = self.next_id;
+        self.next_id += 1;
         let request = match arguments {
-            Some(args) => json!({ "execute": command, "arguments": args }),
-            None => json!({ "execute": command }),
+            Some(args) => json!({ "execute": command, "arguments": args, "id": id }),
+            None => json!({ "execute": command, "id": id }),
         };
         let timeout = self.timeout;
         let exchange = async {
@@ -169,6 +183,9 @@ impl Qmp {
                 })?;
             loop {
                 let line = read_line(&mut self.reader, command).await?;
+                if reply_id(&line).is_some_and(|other| other != id) {
+                    continue; // the answer to an earlier command that timed out
+                }
                 match parse_message(&line) {
                     Some(Message::Return(v)) => return Ok(v),
                     Some(Message::Error { class, desc }) => {
@@ -225,6 +242,13 @@ async fn read_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_id_a_reply_echoes() {
+        assert_eq!(reply_id(r#"{"return": {}, "id": 7}"#), Some(7));
+        assert_eq!(reply_id(r#"{"return": {}}"#), None);
+        assert_eq!(reply_id("not json"), None);
+    }
 
     #[test]
     fn reads_qemu_greeting() {

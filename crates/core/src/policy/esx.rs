@@ -12,12 +12,16 @@ use std::collections::BTreeMap;
 
 /// Changes smaller than this (MiB) are not worth a balloon round trip.
 const DEAD_BAND_MIB: u64 = 16;
+/// After a guest OOM kill its balloon is left alone this long (s).
+const OOM_BACKOFF_S: f64 = 120.0;
 
 pub struct Esx {
     settings: Settings,
     ladder: Ladder,
     /// VMs whose cgroup limit we lowered to make the host swap them, with that limit.
     swapping: BTreeMap<String, u64>,
+    /// Each VM's guest OOM kills when last seen, and until when its balloon is left alone.
+    oom: BTreeMap<String, (u64, f64)>,
 }
 
 impl Esx {
@@ -26,7 +30,22 @@ impl Esx {
             ladder: Ladder::new(settings.thresholds),
             settings,
             swapping: BTreeMap::new(),
+            oom: BTreeMap::new(),
         }
+    }
+
+    /// Notes guest OOM kills; true while the VM's balloon must not take more (its guest just
+    /// killed a process for memory, so the balloon backs off however idle it looks).
+    fn backs_off(&mut self, vm: &VmObservation, now_s: f64) -> bool {
+        let (seen, until) = self
+            .oom
+            .entry(vm.name.clone())
+            .or_insert((vm.guest_oom_kills, 0.0));
+        if vm.guest_oom_kills > *seen {
+            *seen = vm.guest_oom_kills;
+            *until = now_s + OOM_BACKOFF_S;
+        }
+        now_s < *until
     }
 
     /// The working-set estimate is the demand: above the allocation while the guest pages.
@@ -132,10 +151,15 @@ impl Policy for Esx {
         // ESX's allocation targets do: a guest filling its page cache can outrun a balloon
         // that waits for the soft state (measured: budget full within 2 s of a cache job).
         let needy = wanted > grantable + DEAD_BAND_MIB;
+        // A guest paging to its disk or one that just had an OOM kill gives nothing back.
+        let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
         let mut over: Vec<(u64, &VmObservation, u64)> = s
             .vms
             .iter()
             .zip(&entitled)
+            .zip(&backing_off)
+            .filter(|((vm, _), &off)| !off && !vm.is_hungry())
+            .map(|(pair, _)| pair)
             .filter(|(vm, &e)| vm.target_mib > e + DEAD_BAND_MIB)
             .map(|(vm, &e)| (vm.allocation_mib.saturating_sub(e), vm, e))
             .collect();
@@ -297,6 +321,36 @@ mod tests {
         assert!(a.iter().any(|(n, t)| n == "idle" && *t < 1024), "{plan:?}");
         assert!(!a.iter().any(|(n, t)| n == "busy" && *t < 700), "{plan:?}");
         assert!(plan.decisions.iter().all(|d| !d.reason.is_empty()));
+    }
+
+    #[test]
+    fn a_guest_that_pages_or_had_an_oom_kill_is_not_ballooned() {
+        // Soft state; both VMs look idle against their entitlement.
+        let paging = || {
+            let mut v = vm("paging", 1024, 100);
+            v.guest_swap_in_rate = 5.0;
+            v
+        };
+        let s = |at_s, kills| {
+            let mut oomed = vm("oomed", 1024, 100);
+            oomed.guest_oom_kills = kills;
+            snapshot(at_s, 2100, 2060, vec![paging(), oomed])
+        };
+        let mut p = ours();
+        let taken = |plan: &Plan, name: &str| {
+            allocations(plan)
+                .iter()
+                .any(|(n, t)| n == name && *t < 1024)
+        };
+        let plan = p.decide(&s(0.0, 0));
+        assert!(!taken(&plan, "paging"), "{plan:?}");
+        assert!(taken(&plan, "oomed"), "before any OOM kill: {plan:?}");
+        let plan = p.decide(&s(1.0, 1));
+        assert!(!taken(&plan, "oomed"), "right after an OOM kill: {plan:?}");
+        let plan = p.decide(&s(100.0, 1));
+        assert!(!taken(&plan, "oomed"), "within the back-off: {plan:?}");
+        let plan = p.decide(&s(122.0, 1));
+        assert!(taken(&plan, "oomed"), "after the back-off: {plan:?}");
     }
 
     #[test]

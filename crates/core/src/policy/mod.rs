@@ -167,6 +167,7 @@ pub(crate) mod fixtures {
             throughput: None,
             cgroup_limit_mib: None,
             host_swapped_mib: 0,
+            guest_oom_kills: 0,
         }
     }
 

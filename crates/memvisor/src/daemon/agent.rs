@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Default)]
 pub struct AgentState {
     pub report: Option<AgentReport>,
+    /// When the last report arrived.
+    pub heard_at: Option<std::time::Instant>,
     pub pending_verify: Option<oneshot::Sender<(u64, u64)>>,
     pub pending_translate: Option<oneshot::Sender<Result<GuestPage, String>>>,
     pub last_rejection: Option<String>,
@@ -78,6 +80,10 @@ impl AgentLink {
         let _ = self.commands.send(command);
     }
 
+    pub fn heard_at(&self) -> Option<std::time::Instant> {
+        self.state.lock().expect("agent lock").heard_at
+    }
+
     pub fn report(&self) -> Option<AgentReport> {
         self.state.lock().expect("agent lock").report.clone()
     }
@@ -95,7 +101,10 @@ async fn send(
 fn record(state: &Mutex<AgentState>, line: &str) {
     let mut state = state.lock().expect("agent lock");
     match serde_json::from_str::<FromGuest>(line) {
-        Ok(FromGuest::Report(report)) => state.report = Some(report),
+        Ok(FromGuest::Report(report)) => {
+            state.report = Some(report);
+            state.heard_at = Some(std::time::Instant::now());
+        }
         Ok(FromGuest::Verified { pages, corrupt }) => {
             if let Some(reply) = state.pending_verify.take() {
                 let _ = reply.send((pages, corrupt));

@@ -67,6 +67,7 @@ fn routes() -> OpenApiRouter<Arc<Daemon>> {
         .routes(routes!(workload))
         .routes(routes!(verify))
         .routes(routes!(attach))
+        .routes(routes!(monitor))
         .routes(routes!(translate))
         .routes(routes!(sharing))
         .routes(routes!(metrics))
@@ -141,16 +142,12 @@ async fn host(State(d): Shared) -> Json<HostStatus> {
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", responses((status = OK, description = "Every VM", body = Vec<VmStatus>)))]
 async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
-    let mut out = Vec::new();
-    for vm in d.all().await {
-        out.push(vm.lock().await.status());
-    }
-    Json(out)
+    Json(d.statuses().await)
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError)))]
 async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
-    Ok(Json(d.vm(&name).await?.lock().await.status()))
+    Ok(Json(d.status(&name).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = super::Change, responses((status = OK, description = "Changed live", body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
@@ -160,7 +157,7 @@ async fn set(
     Json(change): Json<super::Change>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.reconfigure(&name, change).await?;
-    Ok(Json(d.vm(&name).await?.lock().await.status()))
+    Ok(Json(d.status(&name).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -237,13 +234,13 @@ async fn balloon(
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = INTERNAL_SERVER_ERROR, description = "Not admitted or QEMU did not start", body = ApiError)))]
 async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.start(&name).await?;
-    Ok(Json(d.vm(&name).await?.lock().await.status()))
+    Ok(Json(d.status(&name).await?))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/stop", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn stop(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.stop(&name).await?;
-    Ok(Json(d.vm(&name).await?.lock().await.status()))
+    Ok(Json(d.status(&name).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -351,7 +348,47 @@ async fn attach(
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.attach(&req.name, &req.qmp).await?;
-    Ok(Json(d.vm(&req.name).await?.lock().await.status()))
+    Ok(Json(d.status(&req.name).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct MonitorRequest {
+    /// A QEMU human monitor command line, e.g. "info balloon".
+    command: String,
+}
+
+/// The longest monitor command accepted.
+const MONITOR_COMMAND_MAX: usize = 1024;
+
+#[utoipa::path(post, path = "/v1/vms/{name}/monitor", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = MonitorRequest, responses((status = OK, description = "What the monitor printed", content_type = "text/plain", body = String), (status = BAD_REQUEST, description = "Empty or too long", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not running", body = ApiError), (status = BAD_GATEWAY, description = "QEMU failed or did not answer", body = ApiError)))]
+async fn monitor(
+    State(d): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<MonitorRequest>,
+) -> Result<String, DaemonError> {
+    let command = req.command.trim();
+    if command.is_empty() || command.len() > MONITOR_COMMAND_MAX || command.contains('\n') {
+        return Err(DaemonError::BadRequest(format!(
+            "give one monitor command line of 1 to {MONITOR_COMMAND_MAX} characters, e.g. 'info balloon'"
+        )));
+    }
+    let vm = d.vm(&name).await?;
+    let reply = {
+        let mut vm = vm.lock().await;
+        vm.qmp()?
+            .execute(
+                "human-monitor-command",
+                Some(serde_json::json!({ "command-line": command })),
+            )
+            .await?
+    };
+    d.note(
+        EventKind::Operator,
+        Some(&name),
+        format!("{name} monitor command on request: {command}"),
+    )
+    .await;
+    Ok(reply.as_str().unwrap_or_default().to_string())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -382,10 +419,7 @@ async fn sharing(State(d): Shared) -> Result<Json<SharingMatrix>, DaemonError> {
 #[utoipa::path(get, path = "/metrics", tag = "host", responses((status = OK, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(d): Shared) -> impl IntoResponse {
     let host = d.host_status().await;
-    let mut vms = Vec::new();
-    for vm in d.all().await {
-        vms.push(vm.lock().await.status());
-    }
+    let vms = d.statuses().await;
     let counters = d.counters().await;
     (
         [(

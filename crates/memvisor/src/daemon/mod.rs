@@ -11,7 +11,7 @@ mod vm;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
 use memvisor_core::ladder::FreeState;
-use memvisor_core::status::{EventKind, HostStatus, Origin, VmState};
+use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
@@ -72,6 +72,11 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Arc<Mutex<Vm>>>>,
     scheduler: Mutex<scheduler::Scheduler>,
     host_swap: std::sync::Mutex<Option<SwapFile>>,
+    /// What went wrong while the daemon started, told once the event log is open.
+    startup_faults: std::sync::Mutex<Vec<String>>,
+    /// Each VM's figures as last observed, served while the VM is busy (a QEMU that does not
+    /// answer holds its VM for the QMP timeout; the API answers without waiting for it).
+    observed: std::sync::Mutex<BTreeMap<String, VmStatus>>,
     /// The state last written to DIR/state.json.
     last_saved: std::sync::Mutex<Option<state::Saved>>,
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
@@ -90,13 +95,22 @@ impl Daemon {
         let parent = hierarchy.group(&config.host.cgroup);
         parent.create()?;
         parent.set_limit(Some(config.host.budget))?;
+        let mut startup_faults = Vec::new();
         let host_swap = if config.host.swap > Size::ZERO {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
-            Some(SwapFile::enable(
-                &dir.join("host-swap.img"),
-                config.host.swap,
-            )?)
+            // Without host swap the VMs still run: the ladder's hard rung then only compresses.
+            match SwapFile::enable(&dir.join("host-swap.img"), config.host.swap) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    startup_faults.push(format!(
+                        "host swap of {} not enabled: {e}; free space in {} or lower [host] swap",
+                        config.host.swap,
+                        dir.display()
+                    ));
+                    None
+                }
+            }
         } else {
             None
         };
@@ -123,9 +137,11 @@ impl Daemon {
             parent,
             vms: Mutex::new(vms),
             scheduler: Mutex::new(scheduler::Scheduler::new(policy, event_log)),
+            observed: std::sync::Mutex::new(BTreeMap::new()),
             last_saved: std::sync::Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
             host_swap: std::sync::Mutex::new(host_swap),
+            startup_faults: std::sync::Mutex::new(startup_faults),
             shutdown: Notify::new(),
         })
     }
@@ -137,6 +153,35 @@ impl Daemon {
             .get(name)
             .cloned()
             .ok_or_else(|| DaemonError::UnknownVm(name.to_string()))
+    }
+
+    /// A VM's figures now, or as last observed if it is busy.
+    pub async fn status(&self, name: &str) -> Result<VmStatus, DaemonError> {
+        let vm = self.vm(name).await?;
+        if let Ok(vm) = vm.try_lock() {
+            return Ok(vm.status());
+        }
+        let last = self
+            .observed
+            .lock()
+            .expect("observed lock")
+            .get(name)
+            .cloned();
+        match last {
+            Some(status) => Ok(status),
+            None => Ok(vm.lock().await.status()),
+        }
+    }
+
+    pub async fn statuses(&self) -> Vec<VmStatus> {
+        let names: Vec<String> = self.vms.lock().await.keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            if let Ok(s) = self.status(&name).await {
+                out.push(s);
+            }
+        }
+        out
     }
 
     pub async fn all(&self) -> Vec<Arc<Mutex<Vm>>> {
@@ -306,15 +351,53 @@ impl Daemon {
                 observing.spawn(async move {
                     let mut vm = vm.lock().await;
                     let happened = vm.observe().await;
-                    happened.map(|h| (vm.name().to_string(), h))
+                    (vm.name().to_string(), happened, vm.status())
                 });
             }
-            for (vm, happened) in observing.join_all().await.into_iter().flatten() {
-                self.note(EventKind::Lifecycle, Some(&vm), happened).await;
+            for (vm, happened, status) in observing.join_all().await {
+                self.observed
+                    .lock()
+                    .expect("observed lock")
+                    .insert(vm.clone(), status);
+                for (kind, reason) in happened {
+                    self.note(kind, Some(&vm), reason).await;
+                }
             }
             self.schedule(Vec::new()).await;
+            self.check_host_swap().await;
             self.save_state().await;
             tokio::time::sleep(OBSERVE_EVERY).await;
+        }
+    }
+
+    /// Notices the host swap file switched off behind memvisor's back (swapoff, a device
+    /// gone): it is told once and no longer counted on.
+    async fn check_host_swap(&self) {
+        let gone = {
+            let mut swap = self.host_swap.lock().expect("swap lock");
+            let active = std::fs::read_to_string("/proc/swaps").ok().map(|swaps| {
+                swap.as_ref()
+                    .is_none_or(|f| memvisor_host::swap::is_active(&swaps, f.path()))
+            });
+            match (active, swap.as_ref()) {
+                (Some(false), Some(file)) => {
+                    let path = file.path().to_path_buf();
+                    *swap = None;
+                    Some(path)
+                }
+                _ => None,
+            }
+        };
+        if let Some(path) = gone {
+            self.note(
+                EventKind::Fault,
+                None,
+                format!(
+                    "host swap {} was switched off outside memvisor: VMs can no longer be swapped by the host, the hard rung only compresses; restart the daemon to enable it again",
+                    path.display()
+                ),
+            )
+            .await;
         }
     }
 
@@ -349,6 +432,10 @@ impl Daemon {
     /// and every QEMU still running, without touching the guests.
     pub async fn recover(&self) -> Result<(), DaemonError> {
         self.scheduler.lock().await.resume_log();
+        let faults = std::mem::take(&mut *self.startup_faults.lock().expect("faults lock"));
+        for fault in faults {
+            self.note(EventKind::Fault, None, fault).await;
+        }
         let Some(saved) = state::load(&self.dir).map_err(|e| DaemonError::Io(e.to_string()))?
         else {
             self.recovered

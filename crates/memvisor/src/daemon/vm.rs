@@ -5,8 +5,9 @@ use super::agent::AgentLink;
 use super::state::SavedVm;
 use super::DaemonError;
 use memvisor_core::config::VmConfig;
+use memvisor_core::faults::{Fault, Seen, Watch};
 use memvisor_core::snapshot::{self, VmObservation};
-use memvisor_core::status::{Origin, VmState, VmStatus};
+use memvisor_core::status::{EventKind, Origin, VmState, VmStatus};
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
@@ -59,6 +60,9 @@ pub struct Vm {
     working_set: WorkingSet,
     pub shared: Option<Size>,
     pub cgroup_limit: Option<Size>,
+    /// Faults told apart over time (faults.rs), on a clock that starts with this value.
+    watch: Watch,
+    born: Instant,
 }
 
 impl Vm {
@@ -96,6 +100,8 @@ impl Vm {
             working_set: WorkingSet::default(),
             shared: None,
             cgroup_limit: None,
+            watch: Watch::default(),
+            born: Instant::now(),
         }
     }
 
@@ -168,6 +174,7 @@ impl Vm {
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
+        self.watch = Watch::default();
         self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
         self.agent = Some(AgentLink::start(spec.agent_socket, self.workload.clone()));
         Ok(())
@@ -369,25 +376,30 @@ impl Vm {
             qemu_overhead_mib: self.qemu_overhead.map(mib),
             shared_mib: self.shared.map(mib).unwrap_or(0),
             working_set_mib: self.working_set.estimate_mib(),
-            throughput: report.map(|r| r.pages_per_sec),
+            throughput: report.as_ref().map(|r| r.pages_per_sec),
             cgroup_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map_or(0, mib),
+            guest_oom_kills: report.as_ref().map_or(0, |r| r.oom_kills),
         })
     }
 
     /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
-    /// Returns what happened to the VM itself, if something did (it booted, it was lost).
-    pub async fn observe(&mut self) -> Option<String> {
+    /// Returns what happened to the VM itself: it booted, it was lost, a fault began or ended.
+    pub async fn observe(&mut self) -> Vec<(EventKind, String)> {
+        let name = self.name().to_string();
         if let Some(pid) = self.pid {
             if !memvisor_host::process::is_alive(pid) {
-                let mut lost = None;
+                let mut lost = Vec::new();
                 if matches!(self.state, VmState::Running | VmState::Starting) {
                     self.state = VmState::Lost;
                     let why = format!(
-                        "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {}'",
-                        self.name()
+                        "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {name}'"
                     );
-                    lost = Some(format!("{} lost: {why}", self.name()));
+                    // A guest panic ends QEMU too: it runs with -no-reboot.
+                    lost.push((
+                        EventKind::Fault,
+                        format!("{name} lost: {why}{}", self.console_panic()),
+                    ));
                     self.last_error = Some(why);
                 }
                 self.qmp = None;
@@ -407,7 +419,9 @@ impl Vm {
             }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
-        let qmp = self.qmp.as_mut()?;
+        let Some(qmp) = self.qmp.as_mut() else {
+            return Vec::new();
+        };
         let device = self.balloon_device.clone();
         let result = async {
             let actual = balloon::actual(qmp).await?;
@@ -415,6 +429,7 @@ impl Vm {
             Ok::<_, DaemonError>((actual, stats))
         }
         .await;
+        let qmp_answers = result.is_ok();
         match result {
             Ok((actual, stats)) => {
                 self.balloon_actual = Some(actual);
@@ -424,7 +439,7 @@ impl Vm {
             }
             Err(e) => self.last_error = Some(e.to_string()),
         }
-        if self.config.can_grow() {
+        if self.config.can_grow() && qmp_answers {
             if let Some(qmp) = self.qmp.as_mut() {
                 match memvisor_qemu::virtio_mem::plugged(qmp).await {
                     Ok(size) => self.plugged = size,
@@ -432,19 +447,83 @@ impl Vm {
                 }
             }
         }
+        let mut happened = Vec::new();
         if self.state == VmState::Starting {
             let agent_up = self.agent.as_ref().is_some_and(|a| a.report().is_some());
             if agent_up {
                 self.state = VmState::Running;
                 let boot_s = self.launched_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 self.boot_s = Some(boot_s);
-                return Some(format!(
-                    "{} booted in {boot_s:.1} s: its agent answers",
-                    self.name()
+                happened.push((
+                    EventKind::Lifecycle,
+                    format!("{name} booted in {boot_s:.1} s: its agent answers"),
                 ));
             }
+        } else if self.state == VmState::Running {
+            let seen = self.seen(qmp_answers);
+            for fault in self.watch.update(&seen) {
+                happened.push((EventKind::Fault, self.describe(&fault)));
+            }
         }
-        None
+        happened
+    }
+
+    /// The guest console's last kernel panic line, as "; its console says: ...", if any.
+    fn console_panic(&self) -> String {
+        self.serial_log()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|log| {
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("Kernel panic"))
+                    .map(|l| format!("; its console says: {}", l.trim()))
+            })
+            .unwrap_or_default()
+    }
+
+    fn seen(&self, qmp_answers: bool) -> Seen {
+        let since_born = |t: Instant| t.saturating_duration_since(self.born).as_secs_f64();
+        let agent = self.agent.as_ref();
+        Seen {
+            at_s: self.born.elapsed().as_secs_f64(),
+            balloon_target_mib: self.balloon_target.map(Size::as_mib),
+            balloon_actual_mib: self.balloon_actual.map(Size::as_mib),
+            agent_uptime_s: agent.and_then(|a| a.report()).map(|r| r.uptime_s),
+            agent_heard_at_s: agent.and_then(|a| a.heard_at()).map(since_born),
+            qmp_answers,
+        }
+    }
+
+    fn describe(&self, fault: &Fault) -> String {
+        let name = self.name();
+        match fault {
+            Fault::BalloonStuck {
+                target_mib,
+                actual_mib,
+                for_s,
+            } => format!(
+                "{name} does not answer its balloon: asked for {target_mib} MiB, it holds {actual_mib} MiB, unchanged for {for_s:.0} s (guest paused or hung, or its balloon driver gone?); the scheduler counts what it holds"
+            ),
+            Fault::BalloonMoves => format!("{name}'s balloon moves again"),
+            Fault::AgentSilent { for_s } => format!(
+                "{name}'s guest agent has been silent for {for_s:.0} s: the guest is hung, paused or starved of memory"
+            ),
+            Fault::AgentBack => format!("{name}'s guest agent reports again"),
+            Fault::GuestRestarted {
+                uptime_before_s,
+                uptime_now_s,
+            } => {
+                format!(
+                    "{name}'s guest restarted (uptime {uptime_before_s:.0} s -> {uptime_now_s:.0} s){}",
+                    self.console_panic()
+                )
+            }
+            Fault::QmpHung => format!(
+                "{name}'s QEMU did not answer QMP within {:?}: it is hung or stopped; its figures are stale until it answers",
+                qmp::DEFAULT_TIMEOUT
+            ),
+            Fault::QmpBack => format!("{name}'s QEMU answers QMP again"),
+        }
     }
 
     /// Takes a new guest report: swap rates and the working set move only when the guest
@@ -528,6 +607,7 @@ impl Vm {
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
+        self.watch = Watch::default();
         self.state = VmState::Stopped;
     }
 

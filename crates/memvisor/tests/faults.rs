@@ -1,0 +1,159 @@
+//! Faults around the daemon, on real guests: each is detected, reported as an event, kept to
+//! its VM, and the daemon keeps serving.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Waits for an event whose reason contains every one of `words`.
+fn wait_event(host: &Host, words: &[&str], limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let text = ok(host.path(), &["events", "--json"]);
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| {
+                let reason = e["reason"].as_str().unwrap_or_default();
+                words.iter().all(|w| reason.contains(w))
+            });
+        if let Some(event) = found {
+            return event;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no event with {words:?} within {limit:?}; events:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `args` and checks the daemon answered within `limit`.
+fn answers_within(host: &Host, args: &[&str], limit: Duration) -> String {
+    let started = Instant::now();
+    let out = ok(host.path(), args);
+    assert!(
+        started.elapsed() < limit,
+        "memvisor {args:?} took {:?}: the daemon stalled",
+        started.elapsed()
+    );
+    out
+}
+
+fn signal(pid: u64, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+#[test]
+fn faults_are_detected_reported_and_contained() {
+    use nix::sys::signal::Signal;
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.host_keys = "swap = \"64M\"".into();
+    host.up(
+        "1536M",
+        r#"
+[[vm]]
+name = "a"
+memory = "384M"
+workload = "hold:32M"
+
+[[vm]]
+name = "b"
+memory = "384M"
+workload = "hold:32M"
+"#,
+    );
+    let fast = Duration::from_secs(3);
+
+    // A guest kernel panic ends its QEMU (-no-reboot): a is lost, its console quoted, b runs
+    // on, and a starts again.
+    ok(host.path(), &["monitor", "a", "sendkey alt-sysrq-c"]);
+    let lost = wait_event(&host, &["a lost", "Kernel panic"], Duration::from_secs(60));
+    assert_eq!(
+        (lost["kind"].as_str(), lost["vm"].as_str()),
+        (Some("fault"), Some("a"))
+    );
+    assert!(answers_within(&host, &["stats", "b", "--json"], fast).contains("\"running\""));
+    ok(host.path(), &["start", "a"]);
+    host.wait_for("a", Duration::from_secs(90), "a running again", |v| {
+        v["workload_phase"] == "hold"
+    });
+
+    // A guest that stops answering its balloon (paused): told, and b is served meanwhile.
+    ok(host.path(), &["monitor", "a", "stop"]);
+    ok(host.path(), &["balloon", "a", "256M"]);
+    wait_event(
+        &host,
+        &["a does not answer its balloon", "asked for 256 MiB"],
+        Duration::from_secs(60),
+    );
+    wait_event(
+        &host,
+        &["a's guest agent has been silent"],
+        Duration::from_secs(30),
+    );
+    answers_within(&host, &["stats", "b"], fast);
+    ok(host.path(), &["monitor", "a", "cont"]);
+    wait_event(&host, &["a's balloon moves again"], Duration::from_secs(30));
+
+    // A QMP socket that hangs (QEMU stopped): told, and the API still answers at once.
+    let a_pid = host.vm("a")["pid"].as_u64().unwrap();
+    signal(a_pid, Signal::SIGSTOP);
+    wait_event(
+        &host,
+        &["a's QEMU did not answer QMP"],
+        Duration::from_secs(30),
+    );
+    for _ in 0..3 {
+        answers_within(&host, &["ps"], fast);
+        answers_within(&host, &["stats", "a"], fast);
+    }
+    signal(a_pid, Signal::SIGCONT);
+    wait_event(
+        &host,
+        &["a's QEMU answers QMP again"],
+        Duration::from_secs(30),
+    );
+
+    // The host swap device disappears.
+    let swap = host.path().join("host-swap.img");
+    let off = std::process::Command::new("swapoff")
+        .arg(&swap)
+        .status()
+        .unwrap();
+    assert!(off.success());
+    wait_event(
+        &host,
+        &["host swap", "was switched off outside memvisor"],
+        Duration::from_secs(15),
+    );
+
+    // A QEMU killed: a is lost, b runs on.
+    signal(a_pid, Signal::SIGKILL);
+    let lost = wait_event(
+        &host,
+        &["a lost", "exited without being asked to"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(lost["vm"], "a");
+    assert_eq!(host.vm("b")["state"], "running");
+}
+
+#[test]
+fn a_host_swap_that_does_not_fit_is_reported_and_the_daemon_runs_without_it() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.host_keys = "swap = \"64T\"".into();
+    host.up("1G", "");
+    let event = wait_event(
+        &host,
+        &["host swap of 64TiB not enabled"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(event["kind"], "fault");
+    assert!(!Path::new(&host.path().join("host-swap.img")).exists());
+    ok(host.path(), &["ps"]);
+}
