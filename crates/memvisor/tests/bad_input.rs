@@ -58,6 +58,10 @@ fn bad_balloon_and_workload_requests_change_nothing() {
         (vec!["workload", "v", "hold:1G"], "does not fit"),
         (vec!["workload", "v", "dance"], "unknown"),
         (vec!["stats", "nosuch"], "no VM named 'nosuch'"),
+        (vec!["attach", "../../etc", "--qmp", "/tmp/x"], "name"),
+        (vec!["monitor", "v", " "], "give one monitor command"),
+        (vec!["set", "v", "--shares", "0"], "shares"),
+        (vec!["translate", "v", "heap"], "held:N"),
     ] {
         let err = fails(host.path(), &args);
         assert!(
@@ -65,6 +69,35 @@ fn bad_balloon_and_workload_requests_change_nothing() {
             "{args:?}: expected '{expected}' in: {err}"
         );
     }
+    // Oversized and malformed request bodies are refused before they reach anything.
+    let (status, body) = api_request(
+        host.path(),
+        "POST",
+        "/v1/vms/v/balloon",
+        &format!("{{\"target\": \"{}\"}}", "1".repeat(1 << 20)),
+    );
+    assert_eq!(status, 413, "{body}");
+    let (status, _) = api_request(host.path(), "POST", "/v1/vms/v/balloon", "{\"target\": ");
+    assert_eq!(status, 400);
+    let (status, _) = api_request(
+        host.path(),
+        "POST",
+        "/v1/vms/v/balloon",
+        "{\"size\": \"128M\"}",
+    );
+    assert_eq!(status, 422);
+
+    // Only root may talk to the daemon; no TCP listener unless configured.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(host.path().join("memvisor.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    assert!(!host.path().join("api-token").exists());
+    let err = fails(host.path(), &["dashboard"]);
+    assert!(err.contains("[api] listen"), "{err}");
+
     let after = host.vm("v");
     for key in ["balloon_target_mib", "memory_mib", "workload", "state"] {
         assert_eq!(

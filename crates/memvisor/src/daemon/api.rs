@@ -25,6 +25,8 @@ use utoipa_axum::routes;
 type Shared = State<Arc<Daemon>>;
 
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Every request body the API takes is a small JSON object.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 impl IntoResponse for DaemonError {
     fn into_response(self) -> Response {
@@ -90,7 +92,36 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
     let (router, spec) = routes().split_for_parts();
     router
         .route("/openapi.json", get(move || async move { Json(spec) }))
+        .layer(axum::middleware::map_response(errors_as_json))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon)
+}
+
+/// Axum's own refusals (a malformed body, a missing field, a body too large, an unknown path)
+/// are plain text; every error leaves the API as `{"error": "..."}`, as the spec says.
+async fn errors_as_json(response: Response) -> Response {
+    use http_body_util::BodyExt;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = match response.into_body().collect().await {
+        Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_string(),
+        Err(e) => e.to_string(),
+    };
+    let error = if text.is_empty() {
+        format!(
+            "{}: see 'memvisor openapi' for the API's paths and bodies",
+            status.canonical_reason().unwrap_or("refused")
+        )
+    } else {
+        text
+    };
+    (status, Json(ApiError { error })).into_response()
 }
 
 /// The same API on TCP: every request carries the token, as `Authorization: Bearer TOKEN`

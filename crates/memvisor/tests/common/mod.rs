@@ -191,16 +191,25 @@ pub fn require_tool(tool: &str, package: &str) {
 
 /// A GET on the daemon's Unix socket: (status code, body).
 pub fn api_get(dir: &Path, path: &str) -> (u16, String) {
+    api_request(dir, "GET", path, "")
+}
+
+/// A request on the daemon's Unix socket: (status code, body).
+pub fn api_request(dir: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(dir.join("memvisor.sock"))
         .expect("the daemon's socket answers");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: memvisor\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: memvisor\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )
     .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    // The daemon may refuse a large body before reading it all.
+    let _ = s.write_all(body.as_bytes());
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
     let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
     let status = head
         .split(' ')
