@@ -8,3 +8,5 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace
+# Short fuzzing runs of every parser; scripts/fuzz.sh 600 (the default) runs longer.
+./scripts/fuzz.sh 20

@@ -112,12 +112,12 @@ pub fn ram_offset(gpa: u64, ram_bytes: u64) -> Option<u64> {
     };
     let above_4g = ram_bytes - below_4g;
     if gpa < below_4g {
-        Some(gpa)
-    } else if (FOUR_GIB..FOUR_GIB + above_4g).contains(&gpa) {
-        Some(below_4g + gpa - FOUR_GIB)
-    } else {
-        None
+        return Some(gpa);
     }
+    // Checked: a RAM size near 2^64 (only a fuzzer's) must not wrap around.
+    gpa.checked_sub(FOUR_GIB)
+        .filter(|&above| above < above_4g)
+        .map(|above| below_4g + above)
 }
 
 /// The guest's answer: where the address lives in guest physical memory and its state there.
@@ -215,5 +215,10 @@ mod tests {
         assert_eq!(ram_offset(3 * gib, 4 * gib), None);
         assert_eq!(ram_offset(4 * gib + 5, 4 * gib), Some(3 * gib + 5));
         assert_eq!(ram_offset(5 * gib, 4 * gib), None);
+        assert_eq!(
+            ram_offset(u64::MAX, u64::MAX),
+            Some(u64::MAX - (1 << 32) + 0xc000_0000)
+        );
+        assert_eq!(ram_offset(0xd000_0000, u64::MAX), None);
     }
 }

@@ -1,12 +1,17 @@
 //! Host memory from `/proc/meminfo`.
+//!
+//! Parsed here rather than with procfs: procfs-core 0.17 panics on text the kernel never
+//! writes (inside a multi-byte character, on figures whose bytes overflow, on other units),
+//! which fuzzing found; memvisor needs five figures in kB.
 
 use memvisor_core::Size;
-use procfs::{Current, FromBufRead};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeminfoError {
     #[error("cannot read /proc/meminfo: {0}; is /proc mounted?")]
-    Read(#[from] procfs::ProcError),
+    Read(std::io::Error),
+    #[error("/proc/meminfo has no usable {0} line (\"{0}: N kB\")")]
+    Missing(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,25 +23,32 @@ pub struct HostMemory {
     pub swap_free: Size,
 }
 
-impl From<procfs::Meminfo> for HostMemory {
-    fn from(m: procfs::Meminfo) -> HostMemory {
-        HostMemory {
-            total: Size::bytes(m.mem_total),
-            // Kernels before 3.14 have no MemAvailable; free is the honest lower bound there.
-            available: Size::bytes(m.mem_available.unwrap_or(m.mem_free)),
-            free: Size::bytes(m.mem_free),
-            swap_total: Size::bytes(m.swap_total),
-            swap_free: Size::bytes(m.swap_free),
-        }
-    }
+pub fn read() -> Result<HostMemory, MeminfoError> {
+    parse(&std::fs::read_to_string("/proc/meminfo").map_err(MeminfoError::Read)?)
 }
 
-pub fn read() -> Result<HostMemory, MeminfoError> {
-    Ok(procfs::Meminfo::current()?.into())
+/// The figure of a `Key:   N kB` line, in bytes, if it fits.
+fn kib(text: &str, key: &'static str) -> Option<Size> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        let mut words = rest.split_whitespace();
+        let n: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB") && words.next().is_none())
+            .then(|| n.checked_mul(1024).map(Size::bytes))?
+    })
 }
 
 pub fn parse(text: &str) -> Result<HostMemory, MeminfoError> {
-    Ok(procfs::Meminfo::from_buf_read(text.as_bytes())?.into())
+    let need = |key| kib(text, key).ok_or(MeminfoError::Missing(key));
+    let free = need("MemFree")?;
+    Ok(HostMemory {
+        total: need("MemTotal")?,
+        // Kernels before 3.14 have no MemAvailable; free is the honest lower bound there.
+        available: kib(text, "MemAvailable").unwrap_or(free),
+        free,
+        swap_total: need("SwapTotal")?,
+        swap_free: need("SwapFree")?,
+    })
 }
 
 #[cfg(test)]
@@ -57,6 +69,19 @@ mod tests {
         assert_eq!(m.available, Size::bytes(23500000 * 1024));
         assert_eq!(m.swap_total, Size::mib(1024));
         assert_eq!(m.swap_free, Size::mib(512));
+        let odd = text.replace("MemTotal:  ", "MemTotal:\u{feff}");
+        assert!(matches!(
+            parse(&odd),
+            Err(MeminfoError::Missing("MemTotal"))
+        ));
+        let overflowing = text.replace("24571328", "18446744073709551");
+        assert!(matches!(
+            parse(&overflowing),
+            Err(MeminfoError::Missing("MemTotal"))
+        ));
+        let no_available = text.replace("MemAvailable", "Other");
+        assert_eq!(parse(&no_available).unwrap().available, m.free);
+        assert!(read().unwrap().total > Size::ZERO);
     }
 
     #[test]
