@@ -1,0 +1,188 @@
+//! No guest data is lost on any path memvisor moves memory along: the guest agent writes
+//! checksummed pages and verifies every one after KSM merged them, after copy-on-write broke
+//! the merge, after a balloon inflated and deflated, after the host swapped them out and in,
+//! and after a live resize.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+
+/// KSM switched on fast for the test, its settings put back however the test ends.
+struct KsmOn(Vec<(PathBuf, String)>);
+
+impl KsmOn {
+    fn start() -> KsmOn {
+        let mut saved = Vec::new();
+        for (knob, value) in [
+            ("pages_to_scan", "4000"),
+            ("sleep_millisecs", "10"),
+            ("run", "1"),
+        ] {
+            let path = Path::new(KSM).join(knob);
+            saved.push((
+                path.clone(),
+                std::fs::read_to_string(&path).unwrap().trim().to_string(),
+            ));
+            std::fs::write(&path, value).unwrap();
+        }
+        KsmOn(saved)
+    }
+}
+
+impl Drop for KsmOn {
+    fn drop(&mut self) {
+        for (path, value) in self.0.iter().rev() {
+            let _ = std::fs::write(path, value);
+        }
+    }
+}
+
+/// Copy-on-write breaks of KSM pages since boot, host-wide (/proc/vmstat cow_ksm).
+fn cow_ksm() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("cow_ksm ")?.parse().ok())
+        .expect("/proc/vmstat counts cow_ksm (Linux 6.4+)")
+}
+
+/// Verifies every page the agent of `vm` wrote; returns how many.
+fn verify(host: &Host, vm: &str, path: &str) -> u64 {
+    let reply: Value = serde_json::from_str(&ok(host.path(), &["verify", vm, "--json"])).unwrap();
+    let (pages, corrupt) = (
+        reply["pages"].as_u64().unwrap(),
+        reply["corrupt"].as_u64().unwrap(),
+    );
+    println!("{path}: {vm}: {pages} pages verified, {corrupt} corrupt");
+    assert_eq!(corrupt, 0, "{path}: {vm} lost data");
+    assert!(pages > 0, "{path}: {vm} holds no pages to verify");
+    pages
+}
+
+/// The memory cgroup file of VM `vm`'s own group, v1 or v2.
+fn vm_limit_file(host: &Host, vm: &str) -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(&host.cgroup)
+        .join(vm)
+        .join("memory.limit_in_bytes");
+    if v1.exists() {
+        v1
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(&host.cgroup)
+            .join(vm)
+            .join("memory.max")
+    }
+}
+
+#[test]
+fn no_page_is_lost_on_any_path() {
+    require_vm_prerequisites();
+    let _ksm = KsmOn::start();
+    let mut host = Host::new();
+    host.host_keys = "swap = \"512M\"".into();
+    host.up(
+        "3G",
+        r#"
+[[vm]]
+name = "x"
+memory = "512M"
+max = "768M"
+workload = "shared:48M"
+
+[[vm]]
+name = "y"
+memory = "384M"
+workload = "shared:48M"
+
+[[vm]]
+name = "z"
+memory = "384M"
+workload = "hold:96M"
+"#,
+    );
+    let mut verified = 0;
+    let settle = |vm: &str, phase: &str| {
+        host.wait_for(vm, Duration::from_secs(60), "its workload written", |v| {
+            v["workload_phase"] == phase && v["workload_pages_per_sec"].as_f64() == Some(0.0)
+        });
+    };
+    for (vm, phase) in [("x", "shared"), ("y", "shared"), ("z", "hold")] {
+        settle(vm, phase);
+    }
+
+    // KSM merges x's and y's identical pages.
+    for vm in ["x", "y"] {
+        host.wait_for(vm, Duration::from_secs(120), "its pages merged", |v| {
+            v["shared_mib"].as_u64().is_some_and(|s| s >= 40)
+        });
+    }
+    verified += verify(&host, "x", "KSM merge") + verify(&host, "y", "KSM merge");
+
+    // Copy-on-write: y lets go of its copy and writes new data over the freed frames, which
+    // breaks the merge for y; x's merged pages must be untouched.
+    let breaks_before = cow_ksm();
+    ok(host.path(), &["workload", "y", "hold:160M"]);
+    settle("y", "hold");
+    let breaks = cow_ksm() - breaks_before;
+    println!("copy-on-write: {breaks} merged pages broken by writes");
+    assert!(
+        breaks >= 1024,
+        "only {breaks} copy-on-write breaks of merged pages"
+    );
+    verified += verify(&host, "x", "copy-on-write") + verify(&host, "y", "copy-on-write");
+
+    // Balloon: z down to 192 MiB (it holds 96), then back.
+    ok(host.path(), &["balloon", "z", "192M"]);
+    host.wait_for(
+        "z",
+        Duration::from_secs(60),
+        "balloon inflated",
+        within_5_percent,
+    );
+    verified += verify(&host, "z", "balloon inflated");
+    ok(host.path(), &["balloon", "z", "384M"]);
+    host.wait_for(
+        "z",
+        Duration::from_secs(60),
+        "balloon deflated",
+        within_5_percent,
+    );
+    verified += verify(&host, "z", "balloon deflated");
+
+    // Host swap: z's own cgroup capped at two thirds of what it uses, so the host swaps it
+    // out; verifying reads every page back in.
+    let limit_file = vm_limit_file(&host, "z");
+    let rss = mib(&host.vm("z"), "host_rss_mib");
+    std::fs::write(&limit_file, ((rss * 2 / 3) << 20).to_string()).unwrap();
+    let (swapped, _) = host.wait_for("z", Duration::from_secs(60), "host swap-out", |v| {
+        v["host_swapped_mib"].as_u64().is_some_and(|s| s >= 32)
+    });
+    println!(
+        "host swap: z has {} MiB swapped out",
+        swapped["host_swapped_mib"]
+    );
+    std::fs::write(
+        &limit_file,
+        if limit_file.ends_with("memory.max") {
+            "max"
+        } else {
+            "-1"
+        },
+    )
+    .unwrap();
+    verified += verify(&host, "z", "host swap-out and swap-in");
+
+    // Live resize through virtio-mem: x grows to 640 MiB and its data stays.
+    ok(host.path(), &["set", "x", "--memory", "640M"]);
+    host.wait_for("x", Duration::from_secs(60), "memory plugged", |v| {
+        v["plugged_mib"].as_u64().is_some_and(|p| p >= 128)
+    });
+    verified += verify(&host, "x", "live resize");
+
+    println!("integrity: {verified} pages verified across every path, 0 corrupt");
+}
