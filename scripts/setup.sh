@@ -18,6 +18,14 @@ elif ! apt-cache show busybox-static >/dev/null 2>&1; then
   apt-get update -qq  # the image build asks apt for the kernel and busybox packages
 fi
 
+# schemathesis fuzzes the HTTP API against docs/openapi.json; it lives in its own venv.
+if [ "${WITH_TEST_TOOLS:-0}" = 1 ] && [ ! -x /var/cache/memvisor/venv/bin/st ]; then
+  dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+  python3 -m venv /var/cache/memvisor/venv
+  /var/cache/memvisor/venv/bin/pip install -q schemathesis
+fi
+
 profile=${PROFILE:-release}
 flag=$([ "$profile" = release ] && echo --release || true)
 cargo build $flag --workspace --bins
