@@ -3,7 +3,9 @@
 //! and each VM (its memory stacked by layer); across policies, the needy VMs' throughput.
 
 use memvisor_core::history::{HistorySample, Layers};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,40 +36,80 @@ fn layer_values(l: &Layers) -> [u64; 5] {
     ]
 }
 
-fn failed(path: &Path) -> impl Fn(String) -> ReportError + '_ {
-    move |e| ReportError::Write(path.to_path_buf(), e)
-}
-
-fn time_range(history: &[HistorySample]) -> std::ops::Range<f64> {
+fn time_range(history: &[HistorySample]) -> Range<f64> {
     let first = history.first().map_or(0.0, |s| s.at_s);
     let last = history.last().map_or(1.0, |s| s.at_s).max(first + 1.0);
     first..last
 }
 
-/// Used memory against the budget, with KSM savings and host swap.
-pub fn host_chart(path: &Path, title: &str, history: &[HistorySample]) -> Result<(), ReportError> {
-    let fail = failed(path);
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// What every chart has: a title, axes from zero up, a legend.
+struct Frame<'t> {
+    title: &'t str,
+    x: Range<f64>,
+    top: f64,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    legend: SeriesLabelPosition,
+}
+
+/// Draws a chart into an SVG file: the frame, then whatever `series` draws in it.
+fn draw(
+    path: &Path,
+    frame: Frame,
+    series: impl FnOnce(&mut Chart) -> Result<(), String>,
+) -> Result<(), ReportError> {
+    let fail = |e: String| ReportError::Write(path.to_path_buf(), e);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(frame.title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(frame.x, 0.0..frame.top.max(1.0))
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    series(&mut chart).map_err(fail)?;
+    chart
+        .configure_series_labels()
+        .position(frame.legend)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// A line with its legend entry.
+fn line(
+    chart: &mut Chart,
+    label: &str,
+    color: RGBAColor,
+    points: impl IntoIterator<Item = (f64, f64)>,
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+/// Used memory against the budget, with KSM savings and host swap.
+pub fn host_chart(path: &Path, title: &str, history: &[HistorySample]) -> Result<(), ReportError> {
     let top = history
         .iter()
         .map(|s| s.budget_mib.max(s.used_mib).max(s.swap_used_mib))
         .max()
         .unwrap_or(1) as f64
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(time_range(history), 0.0..top)
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("MiB")
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
     let lines: [(&str, RGBColor, HostFigure); 4] = [
         ("used", RGBColor(0x44, 0x88, 0xcc), |s| s.used_mib),
         ("budget", BLACK, |s| s.budget_mib),
@@ -76,23 +118,21 @@ pub fn host_chart(path: &Path, title: &str, history: &[HistorySample]) -> Result
             s.swap_used_mib
         }),
     ];
-    for (label, color, figure) in lines {
-        chart
-            .draw_series(LineSeries::new(
-                history.iter().map(|s| (s.at_s, figure(s) as f64)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| fail(e.to_string()))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))
+    let frame = Frame {
+        title,
+        x: time_range(history),
+        top,
+        x_desc: "seconds",
+        y_desc: "MiB",
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    draw(path, frame, |chart| {
+        for (label, color, figure) in lines {
+            let points = history.iter().map(|s| (s.at_s, figure(s) as f64));
+            line(chart, label, color.to_rgba(), points)?;
+        }
+        Ok(())
+    })
 }
 
 /// One VM's configured memory stacked by layer: active, idle, shared, host-swapped, balloon.
@@ -102,7 +142,6 @@ pub fn vm_chart(
     vm: &str,
     history: &[HistorySample],
 ) -> Result<(), ReportError> {
-    let fail = failed(path);
     let points: Vec<(f64, [u64; 5])> = history
         .iter()
         .filter_map(|s| {
@@ -116,52 +155,41 @@ pub fn vm_chart(
         .max()
         .unwrap_or(1) as f64
         * 1.05;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(time_range(history), 0.0..top)
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("MiB")
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    // Each band is drawn from zero to the sum of its layer and those below it, the tallest
-    // first, so the bands below paint over it.
-    for layer in (0..LAYER_COLORS.len()).rev() {
-        let (label, color) = LAYER_COLORS[layer];
-        let band = points
-            .iter()
-            .map(|(t, l)| (*t, l[..=layer].iter().sum::<u64>() as f64));
-        chart
-            .draw_series(AreaSeries::new(band, 0.0, color.filled()))
-            .map_err(|e| fail(e.to_string()))?
-            .label(label)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))
+    let frame = Frame {
+        title,
+        x: time_range(history),
+        top,
+        x_desc: "seconds",
+        y_desc: "MiB",
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw(path, frame, |chart| {
+        // Each band is drawn from zero to the sum of its layer and those below it, the
+        // tallest first, so the bands below paint over it.
+        for layer in (0..LAYER_COLORS.len()).rev() {
+            let (label, color) = LAYER_COLORS[layer];
+            let band = points
+                .iter()
+                .map(|(t, l)| (*t, l[..=layer].iter().sum::<u64>() as f64));
+            chart
+                .draw_series(AreaSeries::new(band, 0.0, color.filled()))
+                .map_err(|e| e.to_string())?
+                .label(label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        Ok(())
+    })
 }
 
 /// The needy VMs' summed throughput over time, one line per policy, on a common clock that
-/// starts when each run's first sample was taken.
+/// starts when each run's measurement began.
 pub fn throughput_chart(
     path: &Path,
     title: &str,
     runs: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), ReportError> {
-    let fail = failed(path);
     let end = runs
         .iter()
         .flat_map(|(_, s)| s.last().map(|p| p.0))
@@ -171,39 +199,25 @@ pub fn throughput_chart(
         .flat_map(|(_, s)| s.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..end, 0.0..top)
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the VMs were up")
-        .y_desc("pages/s")
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    for (i, (policy, series)) in runs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
+    let frame = Frame {
+        title,
+        x: 0.0..end,
+        top,
+        x_desc: "seconds since measuring began",
+        y_desc: "pages/s",
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    draw(path, frame, |chart| {
+        for (i, (policy, series)) in runs.iter().enumerate() {
+            line(
+                chart,
+                policy,
+                Palette99::pick(i).to_rgba(),
                 series.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| fail(e.to_string()))?
-            .label(policy.as_str())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Needy throughput over the measured part of a run, seconds from its first sample.

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 
 const SCHEMATHESIS: &str = "/var/cache/memvisor/venv/bin/st";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One GET with the token; true on 200.
 fn get(port: u16, token: &str, path: &str) -> bool {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {

@@ -218,3 +218,12 @@ pub fn api_request(dir: &Path, method: &str, path: &str, body: &str) -> (u16, St
         .unwrap_or(0);
     (status, body.to_string())
 }
+
+/// A loopback TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
