@@ -42,6 +42,7 @@ Typical session:
   memvisor up -f vms.toml              # start the daemon and the VMs the file declares
   memvisor ps                          # one line per VM; --json for scripts
   memvisor balloon vm1 512M            # vm1 keeps 512 MiB, the balloon takes the rest
+  memvisor top                         # live esxtop-style screen; events --follow says why
   memvisor down                        # stop the VMs and the daemon, remove the cgroups";
 
 #[derive(Parser, Debug)]
@@ -147,8 +148,9 @@ enum Command {
         memory: Option<String>,
     },
     /// What the daemon did and noticed, and why, oldest first: the scheduler's decisions,
-    /// operators' requests, VMs booting or lost, and hints at root causes that join guest and
-    /// host signals (a balloon too large, host swap, KSM copy-on-write breaks).
+    /// operators' requests, VMs booting, faults (a QEMU lost, a balloon or agent not answering,
+    /// QMP hung, host swap gone) and hints at root causes that join guest and host signals (a
+    /// balloon too large, host swap, KSM copy-on-write breaks).
     Events {
         /// Keep printing new events as they happen (Ctrl-C stops).
         #[arg(short, long)]
