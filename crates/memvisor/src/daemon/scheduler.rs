@@ -17,8 +17,9 @@ use std::time::Instant;
 
 /// Events kept for the API; older ones are dropped (they are also in the daemon's log).
 const EVENTS_KEPT: usize = 1000;
-/// Rounds kept for charts: half an hour at one round a second.
-const HISTORY_KEPT: usize = 1800;
+/// Rounds kept for charts: ten minutes at one round a second, what the dashboard shows and
+/// more than a bench run lasts.
+const HISTORY_KEPT: usize = 600;
 
 /// The event log on disk is started afresh (the old one kept as .1) beyond this size.
 const EVENT_LOG_MAX_BYTES: u64 = 8 << 20;
