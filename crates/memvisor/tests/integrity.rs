@@ -9,38 +9,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const KSM: &str = "/sys/kernel/mm/ksm";
-
-/// KSM switched on fast for the test, its settings put back however the test ends.
-struct KsmOn(Vec<(PathBuf, String)>);
-
-impl KsmOn {
-    fn start() -> KsmOn {
-        let mut saved = Vec::new();
-        for (knob, value) in [
-            ("pages_to_scan", "4000"),
-            ("sleep_millisecs", "10"),
-            ("run", "1"),
-        ] {
-            let path = Path::new(KSM).join(knob);
-            saved.push((
-                path.clone(),
-                std::fs::read_to_string(&path).unwrap().trim().to_string(),
-            ));
-            std::fs::write(&path, value).unwrap();
-        }
-        KsmOn(saved)
-    }
-}
-
-impl Drop for KsmOn {
-    fn drop(&mut self) {
-        for (path, value) in self.0.iter().rev() {
-            let _ = std::fs::write(path, value);
-        }
-    }
-}
-
 /// Copy-on-write breaks of KSM pages since boot, host-wide (/proc/vmstat cow_ksm).
 fn cow_ksm() -> u64 {
     std::fs::read_to_string("/proc/vmstat")
@@ -82,7 +50,11 @@ fn vm_limit_file(host: &Host, vm: &str) -> PathBuf {
 #[test]
 fn no_page_is_lost_on_any_path() {
     require_vm_prerequisites();
-    let _ksm = KsmOn::start();
+    let _ksm = KsmKnobs::set(&[
+        ("pages_to_scan", "4000"),
+        ("sleep_millisecs", "10"),
+        ("run", "1"),
+    ]);
     let mut host = Host::new();
     host.host_keys = "swap = \"512M\"".into();
     host.up(
@@ -115,11 +87,19 @@ workload = "hold:96M"
         settle(vm, phase);
     }
 
-    // KSM merges x's and y's identical pages.
-    for vm in ["x", "y"] {
-        host.wait_for(vm, Duration::from_secs(120), "its pages merged", |v| {
-            v["shared_mib"].as_u64().is_some_and(|s| s >= 40)
-        });
+    // KSM merges x's and y's identical pages: their first pages share one host frame.
+    let frame = |vm: &str| -> Value {
+        let t: Value =
+            serde_json::from_str(&ok(host.path(), &["translate", vm, "held:0", "--json"])).unwrap();
+        t["host"]["physical_address"].clone()
+    };
+    let started = std::time::Instant::now();
+    while frame("x") != frame("y") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "KSM did not merge x and y"
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
     verified += verify(&host, "x", "KSM merge") + verify(&host, "y", "KSM merge");
 

@@ -58,6 +58,8 @@ fn swap_active(path: &Path) -> bool {
 #[test]
 fn a_killed_daemon_is_replaced_without_harm_and_sigterm_leaves_nothing() {
     require_vm_prerequisites();
+    // Settings our policy never uses, so that their restoring shows.
+    let _ksm = KsmKnobs::set(&[("pages_to_scan", "123"), ("sleep_millisecs", "45")]);
     let ksm_before = ksm_settings();
     let mut host = Host::new();
     let vms = r#"

@@ -227,3 +227,29 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// KSM knobs set for a test and put back however it ends (they are host-wide).
+pub struct KsmKnobs(Vec<(PathBuf, String)>);
+
+impl KsmKnobs {
+    pub fn set(knobs: &[(&str, &str)]) -> KsmKnobs {
+        let mut saved = Vec::new();
+        for (knob, value) in knobs {
+            let path = Path::new("/sys/kernel/mm/ksm").join(knob);
+            saved.push((
+                path.clone(),
+                std::fs::read_to_string(&path).unwrap().trim().to_string(),
+            ));
+            std::fs::write(&path, value).unwrap();
+        }
+        KsmKnobs(saved)
+    }
+}
+
+impl Drop for KsmKnobs {
+    fn drop(&mut self) {
+        for (path, value) in self.0.iter().rev() {
+            let _ = std::fs::write(path, value);
+        }
+    }
+}
