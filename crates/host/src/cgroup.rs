@@ -253,9 +253,22 @@ impl Group {
                 }
             }
         }
-        match fs::remove_dir(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &self.path, e)),
-            _ => Ok(()),
+        // A QEMU that just exited leaves its threads in the group for a moment while its
+        // memory is freed: the group is busy until then.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match fs::remove_dir(&self.path) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::ResourceBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error("remove", &self.path, e))
+                }
+                _ => return Ok(()),
+            }
         }
     }
 }

@@ -255,7 +255,7 @@ mod tests {
             "host_limit_mib": null, "host_swapped_mib": null, "overhead_mib": null,
             "working_set_mib": null, "guest_swap_in_mib_s": null, "guest_swap_out_mib_s": null,
             "guest_oom_kills": null, "workload": null, "workload_phase": null,
-            "workload_pages_per_sec": null, "boot_s": null, "last_error": null
+            "workload_pages_per_sec": null, "workload_held_mib": null, "boot_s": null, "last_error": null
         }))
         .unwrap();
         v.host_rss_mib = rss;

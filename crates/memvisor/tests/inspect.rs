@@ -13,6 +13,8 @@ fn translate(host: &Host, vm: &str, address: &str) -> Value {
 #[test]
 fn identical_pages_of_two_vms_resolve_to_one_host_frame_once_merged() {
     require_vm_prerequisites();
+    // See integrity.rs: smart scan can keep two identical pages apart for minutes.
+    let _ksm = KsmKnobs::set(&[("smart_scan", "0")]);
     let mut host = Host::new();
     // The scheduler runs KSM (and restores its settings when the daemon stops).
     host.up_with_policy(
