@@ -19,18 +19,39 @@ pub enum PagemapError {
     NoGuestRam { pid: u32, size: Size },
 }
 
-fn read_words(path: PathBuf, first: u64, words: &mut [u64]) -> Result<(), PagemapError> {
-    let fail = |source| PagemapError::Read {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&path).map_err(fail)?;
-    let mut bytes = vec![0u8; words.len() * 8];
-    file.read_exact_at(&mut bytes, first * 8).map_err(fail)?;
-    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-        *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+/// A file of little-endian 64-bit words indexed by page or frame number.
+struct Words {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Words {
+    fn open(path: PathBuf) -> Result<Words, PagemapError> {
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Words { path, file }),
+            Err(source) => Err(PagemapError::Read { path, source }),
+        }
     }
-    Ok(())
+
+    fn read(&self, first: u64, words: &mut [u64]) -> Result<(), PagemapError> {
+        let mut bytes = vec![0u8; words.len() * 8];
+        self.file
+            .read_exact_at(&mut bytes, first * 8)
+            .map_err(|source| PagemapError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        Ok(())
+    }
+
+    fn word(&self, index: u64) -> Result<u64, PagemapError> {
+        let mut word = [0];
+        self.read(index, &mut word)?;
+        Ok(word[0])
+    }
 }
 
 /// Where `pid` maps guest RAM of `size`: its anonymous mapping of exactly that length.
@@ -52,46 +73,44 @@ pub fn guest_ram_start(pid: u32, size: Size) -> Result<u64, PagemapError> {
         .ok_or(PagemapError::NoGuestRam { pid, size })
 }
 
+fn pagemap_of(pid: u32) -> Result<Words, PagemapError> {
+    Words::open(format!("/proc/{pid}/pagemap").into())
+}
+
 /// The page-table entry of `address` in `pid`.
 pub fn mapping(pid: u32, address: u64) -> Result<Mapping, PagemapError> {
-    let mut word = [0];
-    read_words(
-        format!("/proc/{pid}/pagemap").into(),
-        address / PAGE,
-        &mut word,
-    )?;
-    Ok(decode_pagemap(word[0]))
+    Ok(decode_pagemap(pagemap_of(pid)?.word(address / PAGE)?))
 }
 
 pub fn frame_flags(frame: u64) -> Result<FrameFlags, PagemapError> {
-    let mut word = [0];
-    read_words("/proc/kpageflags".into(), frame, &mut word)?;
-    Ok(decode_kpageflags(word[0]))
+    Ok(decode_kpageflags(
+        Words::open("/proc/kpageflags".into())?.word(frame)?,
+    ))
 }
 
 /// How many mappings share `frame`.
 pub fn map_count(frame: u64) -> Result<u64, PagemapError> {
-    let mut word = [0];
-    read_words("/proc/kpagecount".into(), frame, &mut word)?;
-    Ok(word[0])
+    Words::open("/proc/kpagecount".into())?.word(frame)
 }
 
 /// Frames KSM merged among `pages` pages of `pid` from `start`, one entry per page (a frame
 /// twice when two of the process's pages share it).
 pub fn merged_frames(pid: u32, start: u64, pages: u64) -> Result<Vec<u64>, PagemapError> {
     const BATCH: u64 = 4096;
-    let pagemap: PathBuf = format!("/proc/{pid}/pagemap").into();
+    // Opened once: a gibibyte of guest RAM is 262,144 pages to look up.
+    let pagemap = pagemap_of(pid)?;
+    let kpageflags = Words::open("/proc/kpageflags".into())?;
     let mut merged = Vec::new();
     let mut words = vec![0u64; BATCH as usize];
     let mut done = 0;
     while done < pages {
         let n = BATCH.min(pages - done) as usize;
-        read_words(pagemap.clone(), start / PAGE + done, &mut words[..n])?;
+        pagemap.read(start / PAGE + done, &mut words[..n])?;
         for &word in &words[..n] {
             let m = decode_pagemap(word);
             // A merged frame is mapped more than once: skip the (many) exclusive pages.
             if let (Some(frame), false) = (m.frame, m.exclusive) {
-                if frame_flags(frame)?.ksm {
+                if decode_kpageflags(kpageflags.word(frame)?).ksm {
                     merged.push(frame);
                 }
             }
