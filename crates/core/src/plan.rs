@@ -25,8 +25,18 @@ pub enum Action {
     },
     Admit {
         vm: String,
-        admitted: bool,
+        verdict: Admission,
     },
+}
+
+/// What admission control says to a VM asking to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    Start,
+    /// Not yet: asked again next round.
+    Wait,
+    Refuse,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

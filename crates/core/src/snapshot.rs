@@ -108,6 +108,12 @@ impl VmObservation {
         pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
     }
 
+    /// A guest that has not reported yet is booting: it has touched little so far, and its
+    /// balloon driver is not loaded yet.
+    pub fn is_booting(&self) -> bool {
+        self.guest_resident_mib.is_none()
+    }
+
     /// Guest memory that is free now: a balloon takes it at once, without making the guest
     /// drop anything.
     pub fn guest_free_mib(&self) -> u64 {
@@ -128,5 +134,6 @@ impl VmObservation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingVm {
     pub name: String,
+    pub memory_mib: u64,
     pub reservation_mib: u64,
 }

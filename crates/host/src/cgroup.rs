@@ -1,5 +1,6 @@
-//! Memory cgroups, v1 and v2 behind one interface. memvisor puts every VM it launches in a
-//! group of its own under one parent group whose limit is the host budget.
+//! Cgroups, v1 and v2 behind one interface. memvisor puts every VM it launches in a memory
+//! group of its own under one parent group whose limit is the host budget; the bench also
+//! holds each VM to a CPU quota through the cpu controller.
 
 use memvisor_core::Size;
 use std::fs;
@@ -10,8 +11,8 @@ pub const DEFAULT_MOUNT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup memory controller under {0}: mount cgroup v2 with the memory controller, or the v1 memory hierarchy at {0}/memory")]
-    NoMemoryController(PathBuf),
+    #[error("no cgroup {controller} controller under {mount}: mount cgroup v2 with the {controller} controller, or the v1 {controller} hierarchy at {mount}/{controller}", controller = .0.name(), mount = .1.display())]
+    NoController(Controller, PathBuf),
     #[error("cannot {action} {path}: {source}{hint}")]
     Io {
         action: &'static str,
@@ -21,6 +22,38 @@ pub enum CgroupError {
     },
     #[error("unexpected content '{content}' in {path}")]
     Parse { path: PathBuf, content: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controller {
+    Memory,
+    Cpu,
+}
+
+impl Controller {
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+        }
+    }
+
+    /// A file only a v1 hierarchy of this controller has.
+    fn v1_probe(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory.limit_in_bytes",
+            Controller::Cpu => "cpu.cfs_quota_us",
+        }
+    }
+}
+
+/// The CFS period quotas are written against (the kernel's default, 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The quota per period that holds a group to `cores` CPUs.
+pub fn cpu_quota_us(cores: f64) -> u64 {
+    // The kernel refuses quotas below 1 ms.
+    ((cores * CPU_PERIOD_US as f64).round() as u64).max(1_000)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +85,12 @@ impl Version {
     }
 }
 
-/// The memory controller's hierarchy: where groups live and which interface they speak.
+/// One controller's hierarchy: where groups live and which interface they speak.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
     pub version: Version,
     pub root: PathBuf,
+    pub controller: Controller,
 }
 
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> CgroupError {
@@ -85,9 +119,9 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(|e| io_error("write", path, e))
 }
 
-fn controllers_include_memory(path: &Path) -> bool {
+fn controllers_include(path: &Path, controller: Controller) -> bool {
     fs::read_to_string(path)
-        .map(|s| s.split_whitespace().any(|c| c == "memory"))
+        .map(|s| s.split_whitespace().any(|c| c == controller.name()))
         .unwrap_or(false)
 }
 
@@ -108,23 +142,20 @@ pub fn parse_limit(content: &str) -> Option<Option<Size>> {
 
 impl Hierarchy {
     pub fn detect() -> Result<Hierarchy, CgroupError> {
-        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT))
+        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Memory)
     }
 
-    /// Unified v2 when it has the memory controller, else v1's memory hierarchy, else the v2
+    /// Unified v2 when it has the controller, else the controller's v1 hierarchy, else the v2
     /// tree of a hybrid layout.
-    pub fn detect_at(mount: &Path) -> Result<Hierarchy, CgroupError> {
+    pub fn detect_at(mount: &Path, controller: Controller) -> Result<Hierarchy, CgroupError> {
+        let v1 = mount.join(controller.name());
         let candidates = [
             (
                 Version::V2,
                 mount.to_path_buf(),
                 mount.join("cgroup.controllers"),
             ),
-            (
-                Version::V1,
-                mount.join("memory"),
-                mount.join("memory/memory.limit_in_bytes"),
-            ),
+            (Version::V1, v1.clone(), v1.join(controller.v1_probe())),
             (
                 Version::V2,
                 mount.join("unified"),
@@ -134,19 +165,24 @@ impl Hierarchy {
         for (version, root, probe) in candidates {
             let usable = match version {
                 Version::V1 => probe.exists(),
-                Version::V2 => controllers_include_memory(&probe),
+                Version::V2 => controllers_include(&probe, controller),
             };
             if usable {
-                return Ok(Hierarchy { version, root });
+                return Ok(Hierarchy {
+                    version,
+                    root,
+                    controller,
+                });
             }
         }
-        Err(CgroupError::NoMemoryController(mount.to_path_buf()))
+        Err(CgroupError::NoController(controller, mount.to_path_buf()))
     }
 
     /// The group at `relative` (components joined with '/'), not created yet.
     pub fn group(&self, relative: &str) -> Group {
         Group {
             version: self.version,
+            controller: self.controller,
             root: self.root.clone(),
             path: self.root.join(relative),
         }
@@ -156,6 +192,7 @@ impl Hierarchy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub version: Version,
+    controller: Controller,
     root: PathBuf,
     pub path: PathBuf,
 }
@@ -163,21 +200,20 @@ pub struct Group {
 impl Group {
     pub fn child(&self, name: &str) -> Group {
         Group {
-            version: self.version,
-            root: self.root.clone(),
             path: self.path.join(name),
+            ..self.clone()
         }
     }
 
-    /// Creates the group and, on v2, enables the memory controller on the way down to it.
+    /// Creates the group and, on v2, enables its controller on the way down to it.
     pub fn create(&self) -> Result<(), CgroupError> {
         if self.version == Version::V2 {
             let mut dir = self.root.clone();
             let relative = self.path.strip_prefix(&self.root).unwrap_or(Path::new(""));
             for component in relative.components() {
                 let control = dir.join("cgroup.subtree_control");
-                if !controllers_include_memory(&control) {
-                    write(&control, "+memory")?;
+                if !controllers_include(&control, self.controller) {
+                    write(&control, &format!("+{}", self.controller.name()))?;
                 }
                 dir.push(component);
                 fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
@@ -214,6 +250,24 @@ impl Group {
             .parse()
             .map(Size::bytes)
             .map_err(|_| CgroupError::Parse { path, content })
+    }
+
+    /// Holds the group's processes to `cores` CPUs' worth of time per period.
+    pub fn set_cpu_quota(&self, cores: f64) -> Result<(), CgroupError> {
+        let quota = cpu_quota_us(cores);
+        match self.version {
+            Version::V1 => {
+                write(
+                    &self.path.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                )?;
+                write(&self.path.join("cpu.cfs_quota_us"), &quota.to_string())
+            }
+            Version::V2 => write(
+                &self.path.join("cpu.max"),
+                &format!("{quota} {CPU_PERIOD_US}"),
+            ),
+        }
     }
 
     /// The file a process writes its PID to in order to join this group.
@@ -304,6 +358,7 @@ mod tests {
         let h = Hierarchy {
             version: Version::V1,
             root: tree.path().to_path_buf(),
+            controller: Controller::Memory,
         };
         h.group("memvisor").remove().unwrap();
         assert!(!tree.path().join("memvisor").exists());
@@ -315,12 +370,13 @@ mod tests {
             ("cgroup.controllers", "cpuset cpu io memory pids\n"),
             ("cgroup.subtree_control", ""),
         ]);
-        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        let h = Hierarchy::detect_at(tree.path(), Controller::Memory).unwrap();
         assert_eq!(
             h,
             Hierarchy {
                 version: Version::V2,
-                root: tree.path().to_path_buf()
+                root: tree.path().to_path_buf(),
+                controller: Controller::Memory,
             }
         );
     }
@@ -331,7 +387,7 @@ mod tests {
             ("memory/memory.limit_in_bytes", "9223372036854771712"),
             ("unified/cgroup.controllers", ""),
         ]);
-        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        let h = Hierarchy::detect_at(tree.path(), Controller::Memory).unwrap();
         assert_eq!(h.version, Version::V1);
         assert_eq!(h.root, tree.path().join("memory"));
     }
@@ -339,7 +395,9 @@ mod tests {
     #[test]
     fn no_memory_controller_is_a_clear_error() {
         let tree = fixture(&[("cgroup.controllers", "cpu io")]);
-        let err = Hierarchy::detect_at(tree.path()).unwrap_err().to_string();
+        let err = Hierarchy::detect_at(tree.path(), Controller::Memory)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no cgroup memory controller"), "{err}");
     }
 
@@ -349,7 +407,7 @@ mod tests {
             ("cgroup.controllers", "cpu memory"),
             ("cgroup.subtree_control", "cpu"),
         ]);
-        let h = Hierarchy::detect_at(tree.path()).unwrap();
+        let h = Hierarchy::detect_at(tree.path(), Controller::Memory).unwrap();
         let parent = h.group("memvisor");
         let vm = parent.child("vm1");
         // The kernel creates the interface files of a new group; the fixture stands in for it.
@@ -383,7 +441,7 @@ mod tests {
     #[test]
     fn v1_writes_v1_files() {
         let tree = fixture(&[("memory/memory.limit_in_bytes", "9223372036854771712")]);
-        let vm = Hierarchy::detect_at(tree.path())
+        let vm = Hierarchy::detect_at(tree.path(), Controller::Memory)
             .unwrap()
             .group("memvisor/vm1");
         vm.create().unwrap();
@@ -394,5 +452,58 @@ mod tests {
         );
         fs::write(vm.path.join("memory.usage_in_bytes"), "8192").unwrap();
         assert_eq!(vm.usage().unwrap(), Size::bytes(8192));
+    }
+
+    #[test]
+    fn cpu_quotas_in_both_versions() {
+        assert_eq!(cpu_quota_us(0.6), 60_000);
+        assert_eq!(cpu_quota_us(0.0), 1_000, "the kernel's minimum");
+
+        let tree = fixture(&[
+            ("memory/memory.limit_in_bytes", "9223372036854771712"),
+            ("cpu/cpu.cfs_quota_us", "-1"),
+        ]);
+        let vm = Hierarchy::detect_at(tree.path(), Controller::Cpu)
+            .unwrap()
+            .group("memvisor/vm1");
+        assert_eq!(vm.path, tree.path().join("cpu/memvisor/vm1"));
+        vm.create().unwrap();
+        vm.set_cpu_quota(1.5).unwrap();
+        assert_eq!(
+            fs::read_to_string(vm.path.join("cpu.cfs_quota_us")).unwrap(),
+            "150000"
+        );
+        assert_eq!(
+            fs::read_to_string(vm.path.join("cpu.cfs_period_us")).unwrap(),
+            "100000"
+        );
+
+        let tree = fixture(&[
+            ("cgroup.controllers", "cpu memory"),
+            ("cgroup.subtree_control", "memory"),
+        ]);
+        let vm = Hierarchy::detect_at(tree.path(), Controller::Cpu)
+            .unwrap()
+            .group("vm1");
+        fs::create_dir_all(&vm.path).unwrap();
+        vm.create().unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
+        vm.set_cpu_quota(0.25).unwrap();
+        assert_eq!(
+            fs::read_to_string(vm.path.join("cpu.max")).unwrap(),
+            "25000 100000"
+        );
+    }
+
+    #[test]
+    fn no_cpu_controller_names_the_controller() {
+        let tree = fixture(&[("memory/memory.limit_in_bytes", "0")]);
+        let err = Hierarchy::detect_at(tree.path(), Controller::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no cgroup cpu controller"), "{err}");
     }
 }

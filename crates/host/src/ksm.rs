@@ -22,6 +22,10 @@ pub struct KsmSettings {
     pub run: bool,
     pub pages_to_scan: u32,
     pub sleep_ms: u32,
+    /// Whether KSM skips pages that did not merge in earlier scans (kernel 6.7+; None where
+    /// the kernel lacks the knob, or to leave it as it is).
+    #[serde(default)]
+    pub smart_scan: Option<bool>,
 }
 
 pub struct Ksm {
@@ -51,10 +55,16 @@ impl Ksm {
     }
 
     pub fn settings(&self) -> Result<KsmSettings, KsmError> {
+        let smart_scan = if self.root.join("smart_scan").exists() {
+            Some(self.read("smart_scan")? == 1)
+        } else {
+            None
+        };
         Ok(KsmSettings {
             run: self.read("run")? == 1,
             pages_to_scan: self.read("pages_to_scan")? as u32,
             sleep_ms: self.read("sleep_millisecs")? as u32,
+            smart_scan,
         })
     }
 
@@ -62,8 +72,16 @@ impl Ksm {
     pub fn apply(&mut self, wanted: KsmSettings) -> Result<(), KsmError> {
         let now = self.settings()?;
         self.found.get_or_insert(now);
+        let wanted = KsmSettings {
+            // Left as it is when not asked for, or when this kernel has no such knob.
+            smart_scan: now.smart_scan.and(wanted.smart_scan.or(now.smart_scan)),
+            ..wanted
+        };
         if now == wanted {
             return Ok(());
+        }
+        if let Some(smart) = wanted.smart_scan {
+            self.write("smart_scan", smart as u64)?;
         }
         self.write("pages_to_scan", wanted.pages_to_scan as u64)?;
         self.write("sleep_millisecs", wanted.sleep_ms as u64)?;
@@ -114,6 +132,7 @@ mod tests {
             ("pages_to_scan", "100"),
             ("sleep_millisecs", "20"),
             ("pages_sharing", "2560"),
+            ("smart_scan", "1"),
         ] {
             std::fs::write(dir.path().join(k), format!("{v}\n")).unwrap();
         }
@@ -128,6 +147,7 @@ mod tests {
             run: true,
             pages_to_scan: 5000,
             sleep_ms: 10,
+            smart_scan: Some(false),
         };
         ksm.apply(wanted).unwrap();
         assert_eq!(ksm.settings().unwrap(), wanted);
@@ -139,10 +159,35 @@ mod tests {
         ksm.restore().unwrap();
         let back = ksm.settings().unwrap();
         assert_eq!(
-            (back.run, back.pages_to_scan, back.sleep_ms),
-            (false, 100, 20)
+            (back.run, back.pages_to_scan, back.sleep_ms, back.smart_scan),
+            (false, 100, 20, Some(true))
         );
         assert_eq!(ksm.saved().unwrap(), Size::mib(10));
+    }
+
+    #[test]
+    fn smart_scan_is_left_alone_where_the_kernel_has_none_or_none_is_asked_for() {
+        let dir = fixture();
+        std::fs::remove_file(dir.path().join("smart_scan")).unwrap();
+        let mut ksm = Ksm::at(dir.path());
+        let wanted = KsmSettings {
+            run: true,
+            pages_to_scan: 5000,
+            sleep_ms: 10,
+            smart_scan: Some(false),
+        };
+        ksm.apply(wanted).unwrap();
+        assert_eq!(ksm.settings().unwrap().smart_scan, None);
+        assert!(!dir.path().join("smart_scan").exists());
+
+        let dir = fixture();
+        let mut ksm = Ksm::at(dir.path());
+        ksm.apply(KsmSettings {
+            smart_scan: None,
+            ..wanted
+        })
+        .unwrap();
+        assert_eq!(ksm.settings().unwrap().smart_scan, Some(true));
     }
 
     #[test]

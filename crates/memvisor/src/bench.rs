@@ -9,6 +9,7 @@ use memvisor_core::config::Config;
 use memvisor_core::history::HistorySample;
 use memvisor_core::status::{HostStatus, VmState, VmStatus};
 use memvisor_core::Size;
+use memvisor_host::cgroup::{CgroupError, Controller, Group, Hierarchy, DEFAULT_MOUNT};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,10 @@ struct BenchSection {
     needy: Vec<String>,
     /// The workload step whose pages/s is the throughput (e.g. `touch`).
     measure: String,
+    /// CPUs each VM's QEMU may use, the same under every policy: otherwise a VM the host's
+    /// OOM killer ends, or one stalled on host swap, hands its CPU time to the needy VM and
+    /// the throughput measures CPU instead of memory.
+    cpu_per_vm: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -165,14 +170,53 @@ async fn run_one(
     let ksm_before_mib = memvisor_host::ksm::Ksm::at(Path::new(memvisor_host::ksm::SYSFS))
         .saved()
         .map_or(0, Size::as_mib);
+    let cpu = match bench.cpu_per_vm {
+        Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
+        None => None,
+    };
     let daemon = cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await?;
-    let measured = measure(&run_dir, bench, daemon, reference, ksm_before_mib).await;
+    let measured = async {
+        if let Some((parent, cores)) = &cpu {
+            hold_cpu(&run_dir, parent, *cores).await?;
+        }
+        measure(&run_dir, bench, daemon, reference, ksm_before_mib).await
+    }
+    .await;
     cli::down(&run_dir).await?;
+    if let Some((parent, _)) = cpu {
+        parent.remove().map_err(cgroup_error)?;
+    }
     let mut outcome = measured?;
     let swap_after = memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
     outcome.host_swap_out_mib = swap_after.out_mib_since(&swap_before);
     outcome.vms = config.vms.len();
     Ok(outcome)
+}
+
+fn cgroup_error(e: CgroupError) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+/// The CPU group the run's VMs go in; on cgroup v2 it is the memory group the daemon makes.
+fn cpu_parent(name: &str) -> Result<Group, CliError> {
+    Ok(
+        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)
+            .map_err(cgroup_error)?
+            .group(name),
+    )
+}
+
+/// Puts each running VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.
+async fn hold_cpu(dir: &Path, parent: &Group, cores: f64) -> Result<(), CliError> {
+    let vms: Vec<VmStatus> = Client::new(dir).json(Method::GET, "/v1/vms", None).await?;
+    for vm in vms {
+        let Some(pid) = vm.pid else { continue };
+        let group = parent.child(&vm.name);
+        group.create().map_err(cgroup_error)?;
+        group.set_cpu_quota(cores).map_err(cgroup_error)?;
+        group.add_process(pid).map_err(cgroup_error)?;
+    }
+    Ok(())
 }
 
 async fn measure(

@@ -34,6 +34,12 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
     assert_eq!(ours["vms_lost"], 0, "{ours}");
     assert_eq!(ours["host_swap_out_mib"], 0, "{ours}");
     assert!(ours["needy_throughput"].as_f64().unwrap() > 0.0, "{ours}");
+    // The CPU groups that held each VM to the same quota are gone with the VMs.
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/cpu/memvisor-bench").exists()
+            && !std::path::Path::new("/sys/fs/cgroup/memvisor-bench").exists(),
+        "the bench left its CPU group behind"
+    );
 
     // The report shows both runs: the host and each VM's layers over time.
     for file in [

@@ -7,7 +7,7 @@ mod mom;
 mod proxmox;
 
 use crate::ladder::{FreeState, Thresholds};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Admission, Plan};
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +103,7 @@ fn admit_all(plan: &mut Plan, s: &Snapshot, policy: &str) {
         plan.push(
             Action::Admit {
                 vm: p.name.clone(),
-                admitted: true,
+                verdict: Admission::Start,
             },
             format!("{policy}: no admission control"),
         );

@@ -79,6 +79,8 @@ pub struct Daemon {
     observed: std::sync::Mutex<BTreeMap<String, VmStatus>>,
     /// The state last written to DIR/state.json.
     last_saved: std::sync::Mutex<Option<state::Saved>>,
+    /// VMs asking to start, each answered by the next scheduling round.
+    asking: std::sync::Mutex<Vec<scheduler::Asking>>,
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
     recovered: std::sync::atomic::AtomicBool,
     pub shutdown: Notify,
@@ -140,6 +142,7 @@ impl Daemon {
             observed: std::sync::Mutex::new(BTreeMap::new()),
             last_saved: std::sync::Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
+            asking: std::sync::Mutex::new(Vec::new()),
             host_swap: std::sync::Mutex::new(host_swap),
             startup_faults: std::sync::Mutex::new(startup_faults),
             shutdown: Notify::new(),
@@ -190,9 +193,12 @@ impl Daemon {
 
     pub async fn start(&self, name: &str) -> Result<(), DaemonError> {
         let vm = self.vm(name).await?;
-        let reservation = vm.lock().await.config.reservation;
+        let (memory, reservation) = {
+            let vm = vm.lock().await;
+            (vm.config.memory, vm.config.reservation)
+        };
         if vm.lock().await.state != VmState::Running {
-            self.admit(name, reservation).await?;
+            self.admit(name, memory, reservation).await?;
         }
         let mut vm = vm.lock().await;
         if vm.origin == Origin::Attached {
@@ -363,7 +369,12 @@ impl Daemon {
                     self.note(kind, Some(&vm), reason).await;
                 }
             }
-            self.schedule(Vec::new()).await;
+            let asking = std::mem::take(&mut *self.asking.lock().expect("asking lock"));
+            let pending = asking.iter().map(|a| a.vm.clone()).collect();
+            let plan = self.schedule(pending).await;
+            for a in asking {
+                a.answer(&plan);
+            }
             self.check_host_swap().await;
             self.save_state().await;
             tokio::time::sleep(OBSERVE_EVERY).await;
@@ -675,8 +686,9 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
         None => None,
     };
     daemon.recover().await?;
-    daemon.start_all().await;
+    // Admission is decided in scheduling rounds, so they run while the VMs start.
     let observer = tokio::spawn(daemon.clone().schedule_forever());
+    daemon.start_all().await;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io(format!("cannot watch SIGTERM: {e}")))?;

@@ -4,7 +4,7 @@
 use super::{Daemon, DaemonError};
 use memvisor_core::hints::Hints;
 use memvisor_core::history::HistorySample;
-use memvisor_core::plan::{Action, Plan};
+use memvisor_core::plan::{Action, Admission, Plan};
 use memvisor_core::policy::Policy;
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
 use memvisor_core::status::{Event, EventKind};
@@ -13,7 +13,7 @@ use memvisor_host::ksm::{Ksm, KsmSettings};
 use memvisor_host::swap::Zswap;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Events kept for the API; older ones are dropped (they are also in the daemon's log).
 const EVENTS_KEPT: usize = 1000;
@@ -233,17 +233,22 @@ impl Daemon {
                     run: *run,
                     pages_to_scan: *pages_to_scan,
                     sleep_ms: *sleep_ms,
+                    // Smart scan skips pages that did not merge before, for several passes:
+                    // measured, identical guest pages stayed apart over 5 minutes with it on.
+                    // The scan rate the policy picks is what bounds KSM's CPU here.
+                    smart_scan: Some(false),
                 };
                 let before = scheduler.ksm.settings()?;
                 scheduler.ksm.apply(wanted)?;
-                before != wanted
+                scheduler.ksm.settings()? != before
             }
             Action::Zswap { enabled } => {
                 let before = memvisor_host::swap::Zswap::enabled()?;
                 scheduler.zswap.set(*enabled)?;
                 before != *enabled
             }
-            Action::Admit { .. } => true,
+            // Waiting is told once by the VM that waits, not every round.
+            Action::Admit { verdict, .. } => *verdict != Admission::Wait,
         };
         if changed {
             let vm = match action {
@@ -262,24 +267,82 @@ impl Daemon {
         Ok(())
     }
 
-    /// Asks the policy whether a VM with this reservation may start now.
-    pub async fn admit(&self, name: &str, reservation: Size) -> Result<(), DaemonError> {
-        let pending = vec![PendingVm {
-            name: name.to_string(),
-            reservation_mib: reservation.as_mib(),
-        }];
-        let plan = self.schedule(pending).await;
-        for d in plan.decisions {
-            if let Action::Admit {
-                vm,
-                admitted: false,
-            } = d.action
-            {
-                if vm == name {
-                    return Err(DaemonError::Refused(d.reason));
+    /// Asks the policy, round by round, until the VM may start or is refused.
+    pub async fn admit(
+        &self,
+        name: &str,
+        memory: Size,
+        reservation: Size,
+    ) -> Result<(), DaemonError> {
+        let asked = std::time::Instant::now();
+        let mut told_to_wait = false;
+        loop {
+            let (answer, verdict) = tokio::sync::oneshot::channel();
+            self.asking.lock().expect("asking lock").push(Asking {
+                vm: PendingVm {
+                    name: name.to_string(),
+                    memory_mib: memory.as_mib(),
+                    reservation_mib: reservation.as_mib(),
+                },
+                answer,
+            });
+            let (verdict, reason) = verdict
+                .await
+                .map_err(|_| DaemonError::Io("the scheduler stopped".into()))?;
+            match verdict {
+                Admission::Start => {
+                    if told_to_wait {
+                        let waited = asked.elapsed().as_secs_f64();
+                        self.note(
+                            EventKind::Lifecycle,
+                            Some(name),
+                            format!("{name} may start after waiting {waited:.0} s: {reason}"),
+                        )
+                        .await;
+                    }
+                    return Ok(());
+                }
+                Admission::Refuse => return Err(DaemonError::Refused(reason)),
+                Admission::Wait if asked.elapsed() > ADMISSION_PATIENCE => {
+                    return Err(DaemonError::Refused(format!(
+                        "{reason}; still waiting after {} s: start it later with 'memvisor start {name}'",
+                        ADMISSION_PATIENCE.as_secs()
+                    )))
+                }
+                Admission::Wait => {
+                    if !told_to_wait {
+                        told_to_wait = true;
+                        self.note(EventKind::Lifecycle, Some(name), reason).await;
+                    }
                 }
             }
         }
-        Ok(())
+    }
+}
+
+/// How long a VM may wait to be admitted before it is refused.
+const ADMISSION_PATIENCE: Duration = Duration::from_secs(180);
+
+/// A VM asking to start, and where its answer goes.
+pub struct Asking {
+    pub vm: PendingVm,
+    answer: tokio::sync::oneshot::Sender<(Admission, String)>,
+}
+
+impl Asking {
+    /// Hands on the plan's verdict; a policy that said nothing of the VM lets it start.
+    pub fn answer(self, plan: &Plan) {
+        let verdict = plan
+            .decisions
+            .iter()
+            .find_map(|d| match &d.action {
+                Action::Admit { vm, verdict } if *vm == self.vm.name => {
+                    Some((*verdict, d.reason.clone()))
+                }
+                _ => None,
+            })
+            .unwrap_or((Admission::Start, "no admission control".into()));
+        // The asker may have gone (its request dropped): nothing to tell then.
+        let _ = self.answer.send(verdict);
     }
 }

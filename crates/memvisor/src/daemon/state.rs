@@ -88,6 +88,7 @@ mod tests {
                 run: false,
                 pages_to_scan: 100,
                 sleep_ms: 20,
+                smart_scan: Some(true),
             }),
             zswap_found: Some(false),
             vms: BTreeMap::new(),
