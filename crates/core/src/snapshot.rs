@@ -89,7 +89,18 @@ pub struct VmObservation {
     /// Processes the guest's OOM killer ended since boot.
     #[serde(default)]
     pub guest_oom_kills: u64,
+    /// Seconds since memvisor launched the VM's QEMU (None: attached or taken over).
+    #[serde(default)]
+    pub launched_s_ago: Option<f64>,
+    /// Seconds since its guest finished booting (its agent answered), once it has.
+    #[serde(default)]
+    pub booted_s_ago: Option<f64>,
 }
+
+/// A guest's workload takes its memory in the first seconds after boot.
+const SETTLE_S: f64 = 10.0;
+/// A launched guest that never reports stops counting as starting after this long.
+const START_GRACE_S: f64 = 120.0;
 
 impl VmObservation {
     /// The QEMU process's own memory beyond guest RAM (device state, code cache): measured,
@@ -112,6 +123,13 @@ impl VmObservation {
     /// balloon driver is not loaded yet.
     pub fn is_booting(&self) -> bool {
         self.guest_resident_mib.is_none()
+    }
+
+    /// Launched a moment ago and not yet settled: still booting, or booted less than
+    /// `SETTLE_S` ago, so what it will take is not known yet.
+    pub fn is_settling(&self) -> bool {
+        self.launched_s_ago.is_some_and(|s| s < START_GRACE_S)
+            && self.booted_s_ago.is_none_or(|s| s < SETTLE_S)
     }
 
     /// Guest memory that is free now: a balloon takes it at once, without making the guest

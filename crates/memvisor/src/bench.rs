@@ -174,7 +174,14 @@ async fn run_one(
         Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
         None => None,
     };
-    let daemon = cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await?;
+    let daemon = match cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            // Whatever did start must not run on into the next policy's run.
+            let _ = cli::down(&run_dir).await;
+            return Err(e);
+        }
+    };
     let measured = async {
         if let Some((parent, cores)) = &cpu {
             hold_cpu(&run_dir, parent, *cores).await?;

@@ -168,6 +168,8 @@ pub(crate) mod fixtures {
             cgroup_limit_mib: None,
             host_swapped_mib: 0,
             guest_oom_kills: 0,
+            launched_s_ago: None,
+            booted_s_ago: None,
         }
     }
 

@@ -380,6 +380,11 @@ impl Vm {
             cgroup_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map_or(0, mib),
             guest_oom_kills: report.as_ref().map_or(0, |r| r.oom_kills),
+            launched_s_ago: self.launched_at.map(|t| t.elapsed().as_secs_f64()),
+            booted_s_ago: self
+                .launched_at
+                .zip(self.boot_s)
+                .map(|(t, boot_s)| t.elapsed().as_secs_f64() - boot_s),
         })
     }
 
