@@ -1,7 +1,7 @@
 //! The seed scenario with real guests under our policy: idle VMs are ballooned so that the
 //! needy one gets its memory, with no guest OOM kill and nothing swapped out by the host.
 //! (Throughput ratios against the baselines are the benchmark's job: `memvisor bench seed`.)
-//! The run's report (`--report`) is checked too.
+//! The run's report (`--report`) is checked too, and that the VMs started one at a time.
 
 mod common;
 
@@ -34,6 +34,13 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
     assert_eq!(ours["vms_lost"], 0, "{ours}");
     assert_eq!(ours["host_swap_out_mib"], 0, "{ours}");
     assert!(ours["needy_throughput"].as_f64().unwrap() > 0.0, "{ours}");
+    // Three 1 GiB VMs on 1.5 GiB: they started one at a time, and the log says why.
+    let events = std::fs::read_to_string(dir.path().join("bench/ours/events.jsonl")).unwrap();
+    assert!(
+        events.contains("waits for vm1 to boot and settle")
+            && events.contains("may start after waiting"),
+        "no paced start in the event log"
+    );
     // The CPU groups that held each VM to the same quota are gone with the VMs.
     assert!(
         !std::path::Path::new("/sys/fs/cgroup/cpu/memvisor-bench").exists()
