@@ -153,25 +153,15 @@ impl Policy for Esx {
         let needy = wanted > grantable + DEAD_BAND_MIB;
         // A guest paging to its disk or one that just had an OOM kill gives nothing back.
         let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
-        // While memory is high only idle memory goes: taking active memory then would make
-        // the guest page out what KSM has not merged yet (measured: eight desktops holding the
-        // same content paged it to their disks, and the pages read back came in unmerged).
-        let reclaim_floor = |vm: &VmObservation, e: u64| {
-            if state == FreeState::High && !vm.is_booting() {
-                e.max(vm.active_mib().min(vm.allocation_mib))
-            } else {
-                e
-            }
-        };
-        let mut over: Vec<(u64, &VmObservation, u64, u64)> = s
+        let mut over: Vec<(u64, &VmObservation, u64)> = s
             .vms
             .iter()
             .zip(&entitled)
             .zip(&backing_off)
             .filter(|((vm, _), &off)| !off && !vm.is_hungry())
-            .map(|((vm, &e), _)| (vm, e, reclaim_floor(vm, e)))
-            .filter(|(vm, _, floor)| vm.target_mib > floor + DEAD_BAND_MIB)
-            .map(|(vm, e, floor)| (vm.allocation_mib.saturating_sub(floor), vm, e, floor))
+            .map(|(pair, _)| pair)
+            .filter(|(vm, &e)| vm.target_mib > e + DEAD_BAND_MIB)
+            .map(|(vm, &e)| (vm.allocation_mib.saturating_sub(e), vm, e))
             .collect();
         over.sort_by_key(|o| std::cmp::Reverse(o.0));
         // Pacing protects running guests from reclaiming all at once; a guest that has not
@@ -187,15 +177,15 @@ impl Policy for Esx {
         } else {
             why_state.clone()
         };
-        for (_, vm, e, floor) in over {
+        for (_, vm, e) in over {
             let target = if vm.is_booting() {
-                floor
+                e
             } else if slots > 0 {
                 slots -= 1;
                 // Free guest pages go at once; beyond them a step a round lets the guest drop
                 // its cache or page out gradually.
                 let step = self.settings.step_mib.max(vm.guest_free_mib());
-                floor.max(vm.target_mib.saturating_sub(step))
+                e.max(vm.target_mib.saturating_sub(step))
             } else {
                 continue;
             }
@@ -206,7 +196,7 @@ impl Policy for Esx {
                     target_mib: target,
                 },
                 format!(
-                    "{} balloon {} -> {target} MiB: {why_reclaim}; entitled to {e} MiB ({}, idle memory taxed {:.0}%){}",
+                    "{} balloon {} -> {target} MiB: {why_reclaim}; entitled to {e} MiB ({}, idle memory taxed {:.0}%)",
                     vm.name,
                     vm.allocation_mib,
                     if vm.is_booting() {
@@ -219,12 +209,7 @@ impl Policy for Esx {
                             100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
                         )
                     },
-                    self.settings.idle_tax * 100.0,
-                    if floor > e {
-                        format!("; only its idle memory while the host is high, down to {floor} MiB")
-                    } else {
-                        String::new()
-                    }
+                    self.settings.idle_tax * 100.0
                 ),
             );
         }
@@ -640,23 +625,6 @@ mod tests {
             "{}",
             admits[0].2
         );
-    }
-
-    #[test]
-    fn while_memory_is_high_only_idle_memory_is_reclaimed() {
-        // a is entitled to less than it uses (b has three times its shares).
-        let a = vm("a", 410, 400);
-        let mut b = vm("b", 512, 500);
-        b.shares = 3000;
-        let high = snapshot(0.0, 1024, 600, vec![a.clone(), b.clone()]);
-        assert!(
-            ours().decide(&high).allocation_for("a").is_none_or(|t| t >= 400),
-            "{:?}",
-            ours().decide(&high)
-        );
-        let soft = snapshot(0.0, 1024, 990, vec![a, b]);
-        let plan = ours().decide(&soft);
-        assert!(plan.allocation_for("a").is_some_and(|t| t < 400), "{plan:?}");
     }
 
     #[test]
