@@ -79,6 +79,11 @@ fn load(scenario: &str) -> Result<(BenchSection, Config), CliError> {
     let bench: BenchSection = bench
         .try_into()
         .map_err(|e| CliError::Other(format!("{scenario}: [bench]: {e}")))?;
+    if let Some(cores) = bench.cpu_per_vm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(CliError::Other(format!(
+            "{scenario}: [bench] cpu_per_vm must be a positive number of CPUs, e.g. 0.5; got {cores}"
+        )));
+    }
     let config = Config::parse(&toml::to_string(&table).expect("a table serializes"))
         .map_err(|e| CliError::Other(format!("{scenario}: {e}")))?;
     Ok((bench, config))
@@ -333,6 +338,29 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
             o.peak_host_used_mib,
             o.daemon_cpu_pct,
             o.daemon_peak_rss_mib
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_scenarios_load_and_a_bad_cpu_quota_is_named() {
+        for (name, _) in SCENARIOS {
+            load(name).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        let seed = SCENARIOS[0]
+            .1
+            .replace("cpu_per_vm = 0.6", "cpu_per_vm = -1");
+        std::fs::write(&file, seed).unwrap();
+        let err = load(file.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("cpu_per_vm must be a positive number"),
+            "{err}"
         );
     }
 }
