@@ -68,17 +68,21 @@ impl Ksm {
         })
     }
 
-    /// Applies `wanted`, remembering what was there before the first change.
-    pub fn apply(&mut self, wanted: KsmSettings) -> Result<(), KsmError> {
+    /// Applies `wanted`, remembering what was there before the first change; true if
+    /// anything changed.
+    pub fn apply(&mut self, wanted: KsmSettings) -> Result<bool, KsmError> {
         let now = self.settings()?;
         self.found.get_or_insert(now);
         let wanted = KsmSettings {
             // Left as it is when not asked for, or when this kernel has no such knob.
-            smart_scan: now.smart_scan.and(wanted.smart_scan.or(now.smart_scan)),
+            smart_scan: match (now.smart_scan, wanted.smart_scan) {
+                (Some(_), Some(asked)) => Some(asked),
+                (as_it_is, _) => as_it_is,
+            },
             ..wanted
         };
         if now == wanted {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(smart) = wanted.smart_scan {
             self.write("smart_scan", smart as u64)?;
@@ -86,7 +90,8 @@ impl Ksm {
         self.write("pages_to_scan", wanted.pages_to_scan as u64)?;
         self.write("sleep_millisecs", wanted.sleep_ms as u64)?;
         // run=0 stops scanning but keeps what is merged; 2 would unmerge everything.
-        self.write("run", wanted.run as u64)
+        self.write("run", wanted.run as u64)?;
+        Ok(true)
     }
 
     /// What `restore` will put back, if anything was changed.
@@ -139,17 +144,20 @@ mod tests {
         dir
     }
 
+    const FAST: KsmSettings = KsmSettings {
+        run: true,
+        pages_to_scan: 5000,
+        sleep_ms: 10,
+        smart_scan: Some(false),
+    };
+
     #[test]
     fn applies_then_restores_what_it_found() {
         let dir = fixture();
         let mut ksm = Ksm::at(dir.path());
-        let wanted = KsmSettings {
-            run: true,
-            pages_to_scan: 5000,
-            sleep_ms: 10,
-            smart_scan: Some(false),
-        };
-        ksm.apply(wanted).unwrap();
+        let wanted = FAST;
+        assert!(ksm.apply(wanted).unwrap(), "changed");
+        assert!(!ksm.apply(wanted).unwrap(), "already so");
         assert_eq!(ksm.settings().unwrap(), wanted);
         ksm.apply(KsmSettings {
             pages_to_scan: 1000,
@@ -170,12 +178,7 @@ mod tests {
         let dir = fixture();
         std::fs::remove_file(dir.path().join("smart_scan")).unwrap();
         let mut ksm = Ksm::at(dir.path());
-        let wanted = KsmSettings {
-            run: true,
-            pages_to_scan: 5000,
-            sleep_ms: 10,
-            smart_scan: Some(false),
-        };
+        let wanted = FAST;
         ksm.apply(wanted).unwrap();
         assert_eq!(ksm.settings().unwrap().smart_scan, None);
         assert!(!dir.path().join("smart_scan").exists());

@@ -193,11 +193,12 @@ impl Daemon {
 
     pub async fn start(&self, name: &str) -> Result<(), DaemonError> {
         let vm = self.vm(name).await?;
-        let (memory, reservation) = {
+        let (memory, reservation, running) = {
             let vm = vm.lock().await;
-            (vm.config.memory, vm.config.reservation)
+            let running = vm.state == VmState::Running;
+            (vm.config.memory, vm.config.reservation, running)
         };
-        if vm.lock().await.state != VmState::Running {
+        if !running {
             self.admit(name, memory, reservation).await?;
         }
         let mut vm = vm.lock().await;

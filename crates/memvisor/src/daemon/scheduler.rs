@@ -238,9 +238,7 @@ impl Daemon {
                     // The scan rate the policy picks is what bounds KSM's CPU here.
                     smart_scan: Some(false),
                 };
-                let before = scheduler.ksm.settings()?;
-                scheduler.ksm.apply(wanted)?;
-                scheduler.ksm.settings()? != before
+                scheduler.ksm.apply(wanted)?
             }
             Action::Zswap { enabled } => {
                 let before = memvisor_host::swap::Zswap::enabled()?;
@@ -274,7 +272,7 @@ impl Daemon {
         memory: Size,
         reservation: Size,
     ) -> Result<(), DaemonError> {
-        let asked = std::time::Instant::now();
+        let asked = Instant::now();
         let mut told_to_wait = false;
         loop {
             let (answer, verdict) = tokio::sync::oneshot::channel();
