@@ -7,8 +7,10 @@
 //! drop, plus its watermarks); a guest that pages to its own disk needs more than it has, so
 //! its sample is its allocation plus a growth step.
 
-/// Seconds for the estimate to fall by a factor of e once the samples drop.
-pub const DECAY_S: f64 = 10.0;
+/// Seconds for the estimate to fall by a factor of e once the samples drop. Long enough to
+/// ride out a pause; short enough that a VM done with a burst gives its memory to the next
+/// within its phase (burst: 10 s left each 30 s turn mostly waiting for the balloon).
+pub const DECAY_S: f64 = 5.0;
 
 /// What a guest that pages asks for beyond its allocation: a quarter more, at least this.
 pub const HUNGRY_GROWTH_MIB: u64 = 128;
@@ -58,7 +60,7 @@ mod tests {
         assert_eq!(ws.update(200, 1.0), 200);
         assert_eq!(ws.update(700, 1.0), 700);
         let after_one_second = ws.update(100, 1.0);
-        assert!(after_one_second > 600, "{after_one_second}");
+        assert!(after_one_second > 550, "{after_one_second}");
         let mut later = after_one_second;
         for _ in 0..40 {
             later = ws.update(100, 1.0);

@@ -8,6 +8,7 @@ use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
 use crate::sharing;
 use crate::snapshot::{Snapshot, VmObservation};
+use crate::working_set::HUNGRY_GROWTH_MIB;
 use std::collections::BTreeMap;
 
 /// Changes smaller than this (MiB) are not worth a balloon round trip.
@@ -80,7 +81,13 @@ impl Policy for Esx {
             host.budget_mib
         );
 
-        let ksm = sharing::ksm_for(state);
+        // A starting guest writes pages KSM has not seen yet; merged only at the high state's
+        // slow rate, identical guests started one after another outran it and swapped (vdi).
+        let starting = s.vms.iter().find(|v| v.is_settling());
+        let ksm = sharing::ksm_for(match starting {
+            Some(_) => state.max(FreeState::Soft),
+            None => state,
+        });
         if let Action::Ksm {
             pages_to_scan,
             sleep_ms,
@@ -88,7 +95,13 @@ impl Policy for Esx {
         } = ksm
         {
             let rate = sharing::scan_rate_mib_s(pages_to_scan, sleep_ms);
-            plan.push(ksm, format!("{why_state}; KSM scans {rate} MiB/s"));
+            let why_rate = starting.map_or(String::new(), |v| {
+                format!(" while {} starts and writes pages not merged yet", v.name)
+            });
+            plan.push(
+                ksm,
+                format!("{why_state}; KSM scans {rate} MiB/s{why_rate}"),
+            );
         }
         let compress = state >= FreeState::Hard;
         plan.push(
@@ -111,16 +124,31 @@ impl Policy for Esx {
         let claims: Vec<Claim> = s.vms.iter().map(Esx::claim).collect();
         let entitled = allocate(&claims, usable, self.settings.idle_tax);
 
-        // Grants come out of memory free now (above what is kept free), minus grants in flight.
+        // Grants come out of memory free now (above what is kept free), minus grants in flight,
+        // and only out of memory no VM's allocation can still claim: a guest filling its page
+        // cache up to its allocation would otherwise take what was just granted to another
+        // (measured: the seed scenario reached the budget and swapped in 3 of 7 runs).
         let in_flight: u64 = s
             .vms
             .iter()
             .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
             .sum();
-        let mut grantable = host.free_mib().saturating_sub(kept_free + in_flight);
+        let committed: u64 = s
+            .vms
+            .iter()
+            .map(|v| v.allocation_mib.max(v.target_mib))
+            .sum();
+        let mut grantable = host
+            .free_mib()
+            .saturating_sub(kept_free + in_flight)
+            .min(usable.saturating_sub(committed));
         let mut wanted = 0;
         for (vm, &entitled) in s.vms.iter().zip(&entitled) {
             let base = vm.allocation_mib.max(vm.target_mib);
+            // An idle guest would only fill a grant with page cache, whose pages KSM has not
+            // merged yet (measured: seed's idle VMs grown out of KSM's savings re-read their
+            // caches into fresh pages and drove the host to low).
+            let entitled = entitled.min(demand_mib(vm).max(base));
             if entitled < base + DEAD_BAND_MIB {
                 continue;
             }
@@ -248,6 +276,13 @@ impl Policy for Esx {
     }
 }
 
+/// What a VM can use: its active memory and room to grow, a quarter more (at least the growth
+/// a paging guest asks for).
+fn demand_mib(vm: &VmObservation) -> u64 {
+    let active = vm.active_mib();
+    active + (active / 4).max(HUNGRY_GROWTH_MIB)
+}
+
 impl Esx {
     /// Reservations must fit. On an overcommitted host VMs also start one at a time, each once
     /// the one before has booted and run a few seconds, and only while free memory is high: a
@@ -263,7 +298,7 @@ impl Esx {
         let mut settling = s
             .vms
             .iter()
-            .find(|v| v.is_settling() || v.is_booting())
+            .find(|v| v.is_settling())
             .map(|v| v.name.clone());
         for p in &s.pending {
             let overcommitted = configured + p.memory_mib > host.budget_mib;
@@ -426,6 +461,66 @@ mod tests {
     }
 
     #[test]
+    fn grants_never_promise_memory_another_allocation_can_still_fill() {
+        let hungry = || {
+            let mut v = vm("needy", 700, 690);
+            v.guest_swap_out_rate = 20.0;
+            v.working_set_mib = Some(crate::working_set::sample_mib(690, 700, true));
+            v
+        };
+        // The cache VM holds 400 MiB of its 700: 316 MiB are free now, but it may fill them.
+        let s = snapshot(0.0, 1536, 1220, vec![vm("cache", 700, 400), hungry()]);
+        let grown = |plan: &Plan| {
+            allocations(plan)
+                .into_iter()
+                .find(|(n, _)| n == "needy")
+                .map(|(_, t)| t)
+        };
+        let plan = ours().decide(&s);
+        assert_eq!(grown(&plan), None, "{plan:?}");
+        // Once its balloon took 200 MiB, what no allocation claims can be granted, no more.
+        let s = snapshot(1.0, 1536, 1020, vec![vm("cache", 500, 400), hungry()]);
+        let plan = ours().decide(&s);
+        let usable = 1536 - 1536 * 4 / 100 - 2 * 60;
+        let granted = grown(&plan).expect("a grant once memory is uncommitted");
+        assert!(granted > 700 && granted <= usable - 500, "{plan:?}");
+    }
+
+    #[test]
+    fn ksm_scans_harder_while_a_vm_starts() {
+        let scan = |vms| {
+            ours()
+                .decide(&snapshot(0.0, 4096, 1000, vms))
+                .decisions
+                .into_iter()
+                .find_map(|d| match d.action {
+                    Action::Ksm { pages_to_scan, .. } => Some((pages_to_scan, d.reason)),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let (calm, _) = scan(vec![vm("a", 512, 200)]);
+        let mut starting = vm("b", 512, 200);
+        starting.launched_s_ago = Some(8.0);
+        let (busy, why) = scan(vec![vm("a", 512, 200), starting]);
+        assert!(busy > calm, "{why}");
+        assert!(why.contains("while b starts"), "{why}");
+    }
+
+    #[test]
+    fn idle_vms_are_not_grown_beyond_what_they_use() {
+        // Plenty free: the busy VM grows towards its demand, the idle one stays where it is.
+        let s = snapshot(
+            0.0,
+            4096,
+            1000,
+            vec![vm("idle", 400, 40), vm("busy", 400, 380)],
+        );
+        let a = allocations(&ours().decide(&s));
+        assert_eq!(a, vec![("busy".to_string(), 380 + 128)]);
+    }
+
+    #[test]
     fn memory_saved_by_sharing_is_entitled_again() {
         let vms = || {
             (0..4)
@@ -570,7 +665,8 @@ mod tests {
     fn overcommitted_hosts_boot_one_vm_at_a_time() {
         let mut booting = vm("a", 1024, 0);
         booting.guest_resident_mib = None;
-        let mut s = snapshot(0.0, 1536, 300, vec![booting]);
+        booting.launched_s_ago = Some(4.0);
+        let mut s = snapshot(0.0, 1536, 300, vec![booting.clone()]);
         s.pending = vec![pending("b", 1024, 0)];
         let admits = admissions(&ours().decide(&s));
         assert_eq!(admits[0].1, Admission::Wait);
@@ -579,6 +675,11 @@ mod tests {
             "{}",
             admits[0].2
         );
+        // An attached VM that reports no balloon statistics is not starting: it holds no one.
+        booting.launched_s_ago = None;
+        let mut s = snapshot(0.0, 1536, 300, vec![booting]);
+        s.pending = vec![pending("b", 1024, 0)];
+        assert_eq!(admissions(&ours().decide(&s))[0].1, Admission::Start);
 
         // a's balloon driver reports, but its guest booted 3 s ago: its workload may still be
         // taking memory.
