@@ -37,6 +37,11 @@ struct BenchSection {
     /// OOM killer ends, or one stalled on host swap, hands its CPU time to the needy VM and
     /// the throughput measures CPU instead of memory.
     cpu_per_vm: Option<f64>,
+    /// Every VM's workload starts at the same moment, once all have booted: phases written to
+    /// alternate then alternate whatever order a policy booted the VMs in (a paced start
+    /// shifted one VM's turns into the other's).
+    #[serde(default)]
+    start_together: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -165,6 +170,20 @@ async fn run_one(
         config.scheduler.policy = policy.to_string();
     }
     config.host.cgroup = "memvisor-bench".into();
+    let workloads: Vec<(String, String)> = if bench.start_together {
+        config
+            .vms
+            .iter_mut()
+            .map(|vm| {
+                (
+                    vm.name.clone(),
+                    std::mem::take(&mut vm.workload).to_string(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let run_dir = dir.join("bench").join(policy);
     std::fs::create_dir_all(&run_dir).map_err(|e| CliError::Other(e.to_string()))?;
     let file = run_dir.join("config.toml");
@@ -190,6 +209,16 @@ async fn run_one(
     let measured = async {
         if let Some((parent, cores)) = &cpu {
             hold_cpu(&run_dir, parent, *cores).await?;
+        }
+        let client = Client::new(&run_dir);
+        for (vm, workload) in &workloads {
+            let _: VmStatus = client
+                .json(
+                    Method::PUT,
+                    &format!("/v1/vms/{vm}/workload"),
+                    Some(serde_json::json!({ "workload": workload })),
+                )
+                .await?;
         }
         measure(&run_dir, bench, daemon, reference, ksm_before_mib).await
     }
