@@ -67,6 +67,8 @@ pub struct VmStatus {
     pub workload: Option<String>,
     pub workload_phase: Option<String>,
     pub workload_pages_per_sec: Option<f64>,
+    /// Pages the workload has written or read since the guest agent started.
+    pub workload_pages: Option<u64>,
     /// Memory the guest agent's workload holds now.
     pub workload_held_mib: Option<u64>,
     pub boot_s: Option<f64>,

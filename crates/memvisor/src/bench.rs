@@ -271,7 +271,7 @@ async fn measure(
     let started = Instant::now();
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
     let mut out = Outcome::default();
-    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
     let mut onset: Option<f64> = None;
     let history: Vec<HistorySample> = client.json(Method::GET, "/v1/history", None).await?;
     out.measured_from_s = history.last().map_or(0.0, |s| s.at_s);
@@ -300,12 +300,24 @@ async fn measure(
             if !bench.needy.contains(&vm.name) {
                 continue;
             }
-            if vm.workload_phase.as_deref() == Some(bench.measure.as_str()) {
-                let rate = vm.workload_pages_per_sec.unwrap_or(0.0);
-                samples.entry(vm.name.clone()).or_default().push(rate);
-                needy_rate += rate;
+            let in_step = vm.workload_phase.as_deref() == Some(bench.measure.as_str());
+            let pages = vm.workload_pages.unwrap_or(0);
+            let seen = samples.entry(vm.name.clone()).or_default();
+            // A report not renewed since the last sample is a guest that sent none: no progress.
+            let fresh = seen.last().is_none_or(|last| last.pages != pages);
+            if in_step {
+                needy_rate += if fresh {
+                    vm.workload_pages_per_sec.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
                 measuring = true;
             }
+            seen.push(WorkSample {
+                at_s: now,
+                in_step,
+                pages,
+            });
         }
         if measuring && onset.is_none() {
             onset = Some(now);
@@ -320,14 +332,41 @@ async fn measure(
     let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
     out.history = client.json(Method::GET, "/v1/history", None).await?;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
-    out.needy_throughput = samples
-        .values()
-        .map(|s| s.iter().sum::<f64>() / s.len().max(1) as f64)
-        .sum();
+    out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum();
     out.needy_throughput_ratio = reference
         .filter(|r| r.needy_throughput > 0.0)
         .map(|r| out.needy_throughput / r.needy_throughput);
     Ok(out)
+}
+
+/// A needy VM's workload as the bench read it at one of its own sampling times.
+#[derive(Debug, Clone, Copy)]
+struct WorkSample {
+    at_s: f64,
+    /// The workload ran the measured step.
+    in_step: bool,
+    /// The workload's page counter since its agent started.
+    pages: u64,
+}
+
+/// Pages per second over the time the measured step ran, by the bench's clock. Rates the
+/// guest reports cannot be averaged: a guest stalled on host swap sends no report, and its
+/// last rate would count again for every second it stalls.
+fn step_throughput(samples: &[WorkSample]) -> f64 {
+    let (pages, seconds) = samples
+        .windows(2)
+        .filter(|w| w[0].in_step && w[1].in_step)
+        .fold((0u64, 0.0), |(pages, seconds), w| {
+            (
+                pages + w[1].pages.saturating_sub(w[0].pages),
+                seconds + (w[1].at_s - w[0].at_s),
+            )
+        });
+    if seconds > 0.0 {
+        pages as f64 / seconds
+    } else {
+        0.0
+    }
 }
 
 fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
@@ -374,6 +413,47 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn samples(points: &[(f64, bool, u64)]) -> Vec<WorkSample> {
+        points
+            .iter()
+            .map(|&(at_s, in_step, pages)| WorkSample {
+                at_s,
+                in_step,
+                pages,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_guest_stalled_between_reports_counts_as_making_no_progress() {
+        // 1,000 pages/s, then a 4 s stall in which no report arrives, then 1,000 pages/s again.
+        let stalled = samples(&[
+            (0.0, true, 0),
+            (1.0, true, 1_000),
+            (2.0, true, 1_000),
+            (3.0, true, 1_000),
+            (4.0, true, 1_000),
+            (5.0, true, 1_000),
+            (6.0, true, 2_000),
+        ]);
+        assert_eq!(step_throughput(&stalled), 2_000.0 / 6.0);
+    }
+
+    #[test]
+    fn only_time_spent_in_the_measured_step_counts() {
+        // A cache step moves 5,000 pages/s before and after; the touch step 1,000 pages/s.
+        let turns = samples(&[
+            (0.0, false, 0),
+            (1.0, false, 5_000),
+            (2.0, true, 6_000),
+            (3.0, true, 7_000),
+            (4.0, true, 8_000),
+            (5.0, false, 13_000),
+        ]);
+        assert_eq!(step_throughput(&turns), 1_000.0);
+        assert_eq!(step_throughput(&turns[..2]), 0.0);
+    }
 
     #[test]
     fn shipped_scenarios_load_and_a_bad_cpu_quota_is_named() {

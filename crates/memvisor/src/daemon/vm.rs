@@ -662,6 +662,7 @@ impl Vm {
                 .then(|| self.workload.lock().expect("workload lock").to_string()),
             workload_phase: report.as_ref().map(|r| r.phase.clone()),
             workload_pages_per_sec: report.as_ref().map(|r| r.pages_per_sec),
+            workload_pages: report.as_ref().map(|r| r.pages),
             workload_held_mib: report.as_ref().map(|r| r.held_mib),
             boot_s: self.boot_s,
             last_error: self.last_error.clone(),
