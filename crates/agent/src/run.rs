@@ -79,7 +79,7 @@ impl Shared {
                 .to_string(),
             phase: self.phase.lock().expect("phase lock").clone(),
             pages_per_sec: rate.round(),
-            pages,
+            pages: Some(pages),
             oom_kills: oom_kills(),
             held_mib: self.held_mib.load(Ordering::Relaxed),
             uptime_s: booted.elapsed().as_secs_f64(),

@@ -47,8 +47,9 @@ pub struct AgentReport {
     pub pages_per_sec: f64,
     /// Pages written or read by the workload since the agent started: a host that reads this
     /// at its own times counts a guest stalled between two reports as making no progress.
+    /// None from an agent older than this field.
     #[serde(default)]
-    pub pages: u64,
+    pub pages: Option<u64>,
     /// Anonymous memory the workload holds now, in MiB.
     pub held_mib: u64,
     /// Processes the guest kernel's OOM killer ended since boot (`oom_kill` in /proc/vmstat).

@@ -61,6 +61,8 @@ pub struct VmStatus {
     /// QEMU's own anonymous memory beyond guest RAM (translation cache, devices, heap).
     pub overhead_mib: Option<u64>,
     pub working_set_mib: Option<u64>,
+    /// What the working set is estimated from.
+    pub working_set_from: Option<WorkingSetSource>,
     pub guest_swap_in_mib_s: Option<f64>,
     pub guest_swap_out_mib_s: Option<f64>,
     pub guest_oom_kills: Option<u64>,
@@ -73,6 +75,15 @@ pub struct VmStatus {
     pub workload_held_mib: Option<u64>,
     pub boot_s: Option<f64>,
     pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkingSetSource {
+    /// DAMON's sampling of the guest RAM QEMU maps: pages the guest touched.
+    Damon,
+    /// The guest's own statistics: memory it does not count as available.
+    Guest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -2,6 +2,7 @@
 //! the parsing in each is pure and unit-tested on fixture text.
 
 pub mod cgroup;
+pub mod damon;
 pub mod ksm;
 pub mod meminfo;
 pub mod pagemap;

@@ -301,7 +301,16 @@ async fn measure(
                 continue;
             }
             let in_step = vm.workload_phase.as_deref() == Some(bench.measure.as_str());
-            let pages = vm.workload_pages.unwrap_or(0);
+            let pages = match (in_step, vm.workload_pages) {
+                (_, Some(pages)) => pages,
+                (false, None) => 0,
+                (true, None) => {
+                    return Err(CliError::Other(format!(
+                        "{}'s guest agent does not count its pages: the guest image is older than this memvisor; run 'memvisor image' and bench again",
+                        vm.name
+                    )))
+                }
+            };
             let seen = samples.entry(vm.name.clone()).or_default();
             // A report not renewed since the last sample is a guest that sent none: no progress.
             let fresh = seen.last().is_none_or(|last| last.pages != pages);

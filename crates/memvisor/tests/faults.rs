@@ -3,32 +3,8 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Waits for an event whose reason contains every one of `words`.
-fn wait_event(host: &Host, words: &[&str], limit: Duration) -> Value {
-    let started = Instant::now();
-    loop {
-        let text = ok(host.path(), &["events", "--json"]);
-        let found = text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .find(|e| {
-                let reason = e["reason"].as_str().unwrap_or_default();
-                words.iter().all(|w| reason.contains(w))
-            });
-        if let Some(event) = found {
-            return event;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "no event with {words:?} within {limit:?}; events:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// Runs `args` and checks the daemon answered within `limit`.
 fn answers_within(host: &Host, args: &[&str], limit: Duration) -> String {

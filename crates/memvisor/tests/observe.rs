@@ -151,6 +151,20 @@ memory = "512M"
         "a working-set estimate",
         |v| v["working_set_mib"].is_u64(),
     );
+    // DAMON where the kernel offers vaddr; elsewhere the guest's statistics, and why, once.
+    if kernel_config().contains("CONFIG_DAMON_VADDR=y") {
+        assert_eq!(host.vm("a")["working_set_from"], "damon");
+    } else {
+        assert_eq!(host.vm("a")["working_set_from"], "guest");
+        wait_event(
+            &host,
+            &[
+                "working sets come from guest statistics, not DAMON",
+                "'vaddr'",
+            ],
+            Duration::from_secs(5),
+        );
+    }
     let metrics = ok(host.path(), &["metrics"]);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -314,4 +328,22 @@ memory = "512M"
         seen,
         "events --follow did not print b's balloon request within 10 s"
     );
+}
+
+/// The running kernel's build configuration.
+fn kernel_config() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    if let Ok(text) = std::fs::read_to_string(format!("/boot/config-{}", release.trim())) {
+        return text;
+    }
+    let unzipped = Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+        .unwrap();
+    assert!(
+        unzipped.status.success(),
+        "this test needs the kernel's config, in /boot/config-VERSION or /proc/config.gz \
+         (CONFIG_IKCONFIG_PROC), to know whether DAMON can watch a process"
+    );
+    String::from_utf8(unzipped.stdout).unwrap()
 }

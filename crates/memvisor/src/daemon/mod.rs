@@ -8,6 +8,7 @@ pub mod metrics;
 mod scheduler;
 mod state;
 mod vm;
+mod working_sets;
 
 use memvisor_core::config::{check_name, Config, VmConfig};
 use memvisor_core::ladder::FreeState;
@@ -83,6 +84,7 @@ pub struct Daemon {
     asking: std::sync::Mutex<Vec<scheduler::Asking>>,
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
     recovered: std::sync::atomic::AtomicBool,
+    access: std::sync::Mutex<working_sets::AccessSensor>,
     pub shutdown: Notify,
 }
 
@@ -142,6 +144,7 @@ impl Daemon {
             observed: std::sync::Mutex::new(BTreeMap::new()),
             last_saved: std::sync::Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
+            access: std::sync::Mutex::new(working_sets::AccessSensor::new()),
             asking: std::sync::Mutex::new(Vec::new()),
             host_swap: std::sync::Mutex::new(host_swap),
             startup_faults: std::sync::Mutex::new(startup_faults),
@@ -353,6 +356,7 @@ impl Daemon {
     pub async fn schedule_forever(self: Arc<Self>) {
         loop {
             // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
+            self.sense_access().await;
             let mut observing = tokio::task::JoinSet::new();
             for vm in self.all().await {
                 observing.spawn(async move {
@@ -379,6 +383,34 @@ impl Daemon {
             self.check_host_swap().await;
             self.save_state().await;
             tokio::time::sleep(OBSERVE_EVERY).await;
+        }
+    }
+
+    /// Gives each VM what DAMON saw it access, where DAMON watches it.
+    async fn sense_access(&self) {
+        let vms = self.all().await;
+        let mut watchable = Vec::new();
+        for vm in &vms {
+            let vm = vm.lock().await;
+            if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid, vm.state) {
+                watchable.push(working_sets::Watchable {
+                    name: vm.name().to_string(),
+                    pid,
+                    guest_ram: vm.boot_memory,
+                });
+            }
+        }
+        let sensed = self.access.lock().expect("access lock").sense(&watchable);
+        let accessed = match sensed {
+            Ok(accessed) => accessed,
+            Err(why) => {
+                self.note(EventKind::Fault, None, why).await;
+                BTreeMap::new()
+            }
+        };
+        for vm in &vms {
+            let mut vm = vm.lock().await;
+            vm.accessed = accessed.get(vm.name()).copied();
         }
     }
 
@@ -422,6 +454,7 @@ impl Daemon {
         let mut saved = state::Saved {
             ksm_found,
             zswap_found,
+            damon_kdamonds: self.access.lock().expect("access lock").kdamonds(),
             vms: BTreeMap::new(),
         };
         for vm in self.all().await {
@@ -458,6 +491,10 @@ impl Daemon {
             .lock()
             .await
             .remember_found(saved.ksm_found, saved.zswap_found);
+        self.access
+            .lock()
+            .expect("access lock")
+            .adopt(saved.damon_kdamonds);
         for (name, s) in &saved.vms {
             let alive = memvisor_host::process::is_alive(s.pid);
             let result = match (s.origin, alive) {
@@ -544,6 +581,7 @@ impl Daemon {
             tracing::error!("{e}");
         }
         self.scheduler.lock().await.restore();
+        self.access.lock().expect("access lock").stop();
         drop(self.host_swap.lock().expect("swap lock").take());
         state::clear(&self.dir);
     }

@@ -28,6 +28,9 @@ pub enum StateError {
 pub struct Saved {
     pub ksm_found: Option<KsmSettings>,
     pub zswap_found: Option<bool>,
+    /// Kdamonds memvisor runs (DAMON), to stop once the host's VMs are gone.
+    #[serde(default)]
+    pub damon_kdamonds: usize,
     pub vms: BTreeMap<String, SavedVm>,
 }
 
@@ -91,6 +94,7 @@ mod tests {
                 smart_scan: Some(true),
             }),
             zswap_found: Some(false),
+            damon_kdamonds: 0,
             vms: BTreeMap::new(),
         };
         saved.vms.insert(

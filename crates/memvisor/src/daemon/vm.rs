@@ -7,7 +7,7 @@ use super::DaemonError;
 use memvisor_core::config::VmConfig;
 use memvisor_core::faults::{Fault, Seen, Watch};
 use memvisor_core::snapshot::{self, VmObservation};
-use memvisor_core::status::{EventKind, Origin, VmState, VmStatus};
+use memvisor_core::status::{EventKind, Origin, VmState, VmStatus, WorkingSetSource};
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
@@ -58,6 +58,8 @@ pub struct Vm {
     swap_seen: Option<(u64, Size, Size)>,
     pub swap_rates_mib_s: (f64, f64),
     working_set: WorkingSet,
+    /// Guest RAM DAMON saw accessed during the last second; None where DAMON does not watch.
+    pub accessed: Option<Size>,
     pub shared: Option<Size>,
     pub cgroup_limit: Option<Size>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
@@ -98,6 +100,7 @@ impl Vm {
             swap_seen: None,
             swap_rates_mib_s: (0.0, 0.0),
             working_set: WorkingSet::default(),
+            accessed: None,
             shared: None,
             cgroup_limit: None,
             watch: Watch::default(),
@@ -551,7 +554,8 @@ impl Vm {
             return;
         };
         let paging = snapshot::pages_to_disk(self.swap_rates_mib_s.0, self.swap_rates_mib_s.1);
-        let sample = working_set::sample_mib(used, allocation.as_mib(), paging);
+        let active = self.accessed.map_or(used, Size::as_mib);
+        let sample = working_set::sample_mib(active, allocation.as_mib(), paging);
         self.working_set.update(sample, elapsed_s as f64);
     }
 
@@ -609,6 +613,7 @@ impl Vm {
         self.swap_seen = None;
         self.swap_rates_mib_s = (0.0, 0.0);
         self.working_set = WorkingSet::default();
+        self.accessed = None;
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
@@ -655,6 +660,13 @@ impl Vm {
             host_swapped_mib: self.host_swapped.map(mib),
             overhead_mib: self.qemu_overhead.map(mib),
             working_set_mib: self.working_set.estimate_mib(),
+            working_set_from: self.working_set.estimate_mib().map(|_| {
+                if self.accessed.is_some() {
+                    WorkingSetSource::Damon
+                } else {
+                    WorkingSetSource::Guest
+                }
+            }),
             guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
             guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
             guest_oom_kills: report.as_ref().map(|r| r.oom_kills),
@@ -662,7 +674,7 @@ impl Vm {
                 .then(|| self.workload.lock().expect("workload lock").to_string()),
             workload_phase: report.as_ref().map(|r| r.phase.clone()),
             workload_pages_per_sec: report.as_ref().map(|r| r.pages_per_sec),
-            workload_pages: report.as_ref().map(|r| r.pages),
+            workload_pages: report.as_ref().and_then(|r| r.pages),
             workload_held_mib: report.as_ref().map(|r| r.held_mib),
             boot_s: self.boot_s,
             last_error: self.last_error.clone(),

@@ -177,6 +177,29 @@ pub fn within_5_percent(v: &Value) -> bool {
     }
 }
 
+/// Waits for an event whose reason contains every one of `words`.
+pub fn wait_event(host: &Host, words: &[&str], limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let text = ok(host.path(), &["events", "--json"]);
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| {
+                let reason = e["reason"].as_str().unwrap_or_default();
+                words.iter().all(|w| reason.contains(w))
+            });
+        if let Some(event) = found {
+            return event;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no event with {words:?} within {limit:?}; events:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Fails (never skips) when a tool a test drives is missing.
 pub fn require_tool(tool: &str, package: &str) {
     let found = Command::new("sh")

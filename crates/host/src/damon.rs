@@ -1,0 +1,368 @@
+//! DAMON's sysfs interface (`/sys/kernel/mm/damon/admin`): one kdamond per monitored address
+//! range, each with a `stat` scheme that matches every region accessed during an aggregation
+//! interval, so that the scheme's tried bytes are the range's working set over that interval.
+//! DAMON is host-wide: kdamonds someone else runs are left alone, and `stop` leaves none of
+//! memvisor's behind.
+
+use memvisor_core::Size;
+use std::path::{Path, PathBuf};
+
+pub const SYSFS: &str = "/sys/kernel/mm/damon/admin";
+
+/// How often DAMON checks a sampled page's accessed bit, and over how long it adds them up:
+/// one aggregation per scheduling round.
+const SAMPLE_US: u64 = 5_000;
+const AGGREGATE_US: u64 = 1_000_000;
+/// Regions DAMON splits each range into: enough to tell a few busy MiB from an idle GiB.
+const MIN_REGIONS: u64 = 10;
+const MAX_REGIONS: u64 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DamonError {
+    #[error("DAMON's sysfs interface is not at {0}: the kernel needs CONFIG_DAMON_SYSFS")]
+    Missing(PathBuf),
+    #[error(
+        "this kernel's DAMON offers '{available}' operations only; watching a VM's guest RAM needs '{wanted}' (CONFIG_DAMON_VADDR)"
+    )]
+    NoOperations {
+        wanted: &'static str,
+        available: String,
+    },
+    #[error(
+        "DAMON already runs kdamond {0}, set up outside memvisor, which leaves it alone; stop it (echo off > {SYSFS}/kdamonds/{0}/state) for memvisor to use DAMON"
+    )]
+    InUse(usize),
+    #[error("cannot read {0}: {1}; memvisor must run as root to use DAMON")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot write '{value}' to {path}: {source}; memvisor must run as root to use DAMON")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("{0} holds '{1}', not a number")]
+    Parse(PathBuf, String),
+}
+
+/// DAMON's operations sets: virtual addresses of a process, or physical memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operations {
+    Vaddr,
+    Paddr,
+}
+
+impl Operations {
+    fn name(self) -> &'static str {
+        match self {
+            Operations::Vaddr => "vaddr",
+            Operations::Paddr => "paddr",
+        }
+    }
+}
+
+/// An address range to watch: in `pid`'s address space for `vaddr`, physical for `paddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub pid: Option<u32>,
+    pub start: u64,
+    pub end: u64,
+}
+
+pub struct Damon {
+    root: PathBuf,
+    /// Kdamonds 0..running are memvisor's.
+    running: usize,
+}
+
+impl Damon {
+    pub fn at(root: &Path) -> Damon {
+        Damon {
+            root: root.to_path_buf(),
+            running: 0,
+        }
+    }
+
+    /// Takes over the `kdamonds` an earlier memvisor left running (it was killed).
+    pub fn adopt(&mut self, kdamonds: usize) {
+        self.running = kdamonds;
+    }
+
+    /// Kdamonds memvisor runs now; a restarted daemon `adopt`s them.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Watches `ranges`, one kdamond each, in place of what this watched before. On an error
+    /// no kdamond of memvisor's is left.
+    pub fn watch(&mut self, operations: Operations, ranges: &[Range]) -> Result<(), DamonError> {
+        if !self.root.join("kdamonds/nr_kdamonds").exists() {
+            return Err(DamonError::Missing(self.root.clone()));
+        }
+        self.stop()?;
+        let existing = self.read("kdamonds/nr_kdamonds")? as usize;
+        if let Some(busy) = (0..existing).find(|k| self.is_on(*k).unwrap_or(true)) {
+            return Err(DamonError::InUse(busy));
+        }
+        let started = self.start(operations, ranges);
+        if started.is_err() {
+            self.running = ranges.len();
+            let _ = self.stop();
+        }
+        started
+    }
+
+    fn start(&mut self, operations: Operations, ranges: &[Range]) -> Result<(), DamonError> {
+        self.write("kdamonds/nr_kdamonds", ranges.len())?;
+        for (k, range) in ranges.iter().enumerate() {
+            let kdamond = format!("kdamonds/{k}");
+            self.write(&format!("{kdamond}/contexts/nr_contexts"), 1)?;
+            let context = format!("{kdamond}/contexts/0");
+            let available = self.read_text(&format!("{context}/avail_operations"))?;
+            if !available.split_whitespace().any(|o| o == operations.name()) {
+                return Err(DamonError::NoOperations {
+                    wanted: operations.name(),
+                    available: available.trim().to_string(),
+                });
+            }
+            self.write(&format!("{context}/operations"), operations.name())?;
+            let attrs = format!("{context}/monitoring_attrs");
+            self.write(&format!("{attrs}/intervals/sample_us"), SAMPLE_US)?;
+            self.write(&format!("{attrs}/intervals/aggr_us"), AGGREGATE_US)?;
+            self.write(&format!("{attrs}/intervals/update_us"), AGGREGATE_US)?;
+            // max before min: the kernel refuses a min above the max in place.
+            self.write(&format!("{attrs}/nr_regions/max"), MAX_REGIONS)?;
+            self.write(&format!("{attrs}/nr_regions/min"), MIN_REGIONS)?;
+            self.write(&format!("{context}/targets/nr_targets"), 1)?;
+            let target = format!("{context}/targets/0");
+            if let Some(pid) = range.pid {
+                self.write(&format!("{target}/pid_target"), pid)?;
+            }
+            self.write(&format!("{target}/regions/nr_regions"), 1)?;
+            self.write(&format!("{target}/regions/0/start"), range.start)?;
+            self.write(&format!("{target}/regions/0/end"), range.end)?;
+            self.write(&format!("{context}/schemes/nr_schemes"), 1)?;
+            let scheme = format!("{context}/schemes/0");
+            self.write(&format!("{scheme}/action"), "stat")?;
+            // Every region accessed at least once in the interval, whatever its size or age
+            // (the kernel's defaults match nothing: maxima of 0).
+            for (bound, min, max) in [
+                ("sz", 0, u64::MAX),
+                ("nr_accesses", 1, u64::from(u32::MAX)),
+                ("age", 0, u64::from(u32::MAX)),
+            ] {
+                self.write(&format!("{scheme}/access_pattern/{bound}/max"), max)?;
+                self.write(&format!("{scheme}/access_pattern/{bound}/min"), min)?;
+            }
+            self.write(&format!("{kdamond}/state"), "on")?;
+            self.running = k + 1;
+        }
+        Ok(())
+    }
+
+    /// Bytes of each watched range accessed during the last aggregation interval, in the
+    /// order `watch` was given them; None for a range whose process ended (its kdamond
+    /// stopped with it).
+    pub fn accessed(&self) -> Result<Vec<Option<Size>>, DamonError> {
+        (0..self.running)
+            .map(|k| {
+                if !self.is_on(k)? {
+                    return Ok(None);
+                }
+                self.write(&format!("kdamonds/{k}/state"), "update_schemes_tried_bytes")?;
+                let bytes = self.read(&format!(
+                    "kdamonds/{k}/contexts/0/schemes/0/tried_regions/total_bytes"
+                ))?;
+                Ok(Some(Size::bytes(bytes)))
+            })
+            .collect()
+    }
+
+    /// Stops memvisor's kdamonds and removes them.
+    pub fn stop(&mut self) -> Result<(), DamonError> {
+        if self.running == 0 {
+            return Ok(());
+        }
+        for k in 0..self.running {
+            if self.is_on(k)? {
+                self.write(&format!("kdamonds/{k}/state"), "off")?;
+            }
+        }
+        self.write("kdamonds/nr_kdamonds", 0)?;
+        self.running = 0;
+        Ok(())
+    }
+
+    fn is_on(&self, kdamond: usize) -> Result<bool, DamonError> {
+        Ok(self.read_text(&format!("kdamonds/{kdamond}/state"))?.trim() == "on")
+    }
+
+    fn read_text(&self, file: &str) -> Result<String, DamonError> {
+        let path = self.root.join(file);
+        std::fs::read_to_string(&path).map_err(|e| DamonError::Read(path, e))
+    }
+
+    fn read(&self, file: &str) -> Result<u64, DamonError> {
+        let text = self.read_text(file)?;
+        text.trim()
+            .parse()
+            .map_err(|_| DamonError::Parse(self.root.join(file), text.trim().to_string()))
+    }
+
+    fn write(&self, file: &str, value: impl ToString) -> Result<(), DamonError> {
+        let path = self.root.join(file);
+        let value = value.to_string();
+        std::fs::write(&path, &value).map_err(|source| DamonError::Write {
+            path,
+            value,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// The directories the kernel makes for `kdamonds` kdamonds (a fixture cannot make
+    /// them on a write of nr_kdamonds), offering `operations`.
+    fn fixture(kdamonds: usize, operations: &str) -> tempfile::TempDir {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        fs::create_dir_all(root.join("kdamonds")).unwrap();
+        fs::write(root.join("kdamonds/nr_kdamonds"), "0\n").unwrap();
+        for k in 0..kdamonds {
+            let context = root.join(format!("kdamonds/{k}/contexts/0"));
+            for dir in [
+                "monitoring_attrs/intervals",
+                "monitoring_attrs/nr_regions",
+                "targets/0/regions/0",
+                "schemes/0/access_pattern/sz",
+                "schemes/0/access_pattern/nr_accesses",
+                "schemes/0/access_pattern/age",
+                "schemes/0/tried_regions",
+            ] {
+                fs::create_dir_all(context.join(dir)).unwrap();
+            }
+            fs::write(context.join("avail_operations"), format!("{operations}\n")).unwrap();
+            fs::write(root.join(format!("kdamonds/{k}/state")), "off\n").unwrap();
+        }
+        tree
+    }
+
+    fn read(tree: &tempfile::TempDir, file: &str) -> String {
+        fs::read_to_string(tree.path().join(file)).unwrap()
+    }
+
+    #[test]
+    fn watches_each_range_with_its_own_kdamond_and_reads_what_was_accessed() {
+        let tree = fixture(2, "vaddr\nfvaddr\npaddr");
+        let mut damon = Damon::at(tree.path());
+        let ranges = [
+            Range {
+                pid: Some(100),
+                start: 0x7f00_0000_0000,
+                end: 0x7f00_4000_0000,
+            },
+            Range {
+                pid: Some(200),
+                start: 0x7e00_0000_0000,
+                end: 0x7e00_2000_0000,
+            },
+        ];
+        damon.watch(Operations::Vaddr, &ranges).unwrap();
+        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "2");
+        let second = "kdamonds/1/contexts/0";
+        assert_eq!(read(&tree, &format!("{second}/operations")), "vaddr");
+        assert_eq!(
+            read(&tree, &format!("{second}/targets/0/pid_target")),
+            "200"
+        );
+        assert_eq!(
+            read(&tree, &format!("{second}/targets/0/regions/0/end")),
+            (0x7e00_2000_0000u64).to_string()
+        );
+        assert_eq!(read(&tree, &format!("{second}/schemes/0/action")), "stat");
+        assert_eq!(
+            read(
+                &tree,
+                &format!("{second}/schemes/0/access_pattern/nr_accesses/min")
+            ),
+            "1"
+        );
+        assert_eq!(read(&tree, "kdamonds/1/state"), "on");
+
+        for (k, mib) in [(0, 300), (1, 20)] {
+            fs::write(
+                tree.path().join(format!(
+                    "kdamonds/{k}/contexts/0/schemes/0/tried_regions/total_bytes"
+                )),
+                format!("{}\n", mib << 20),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            damon.accessed().unwrap(),
+            vec![Some(Size::mib(300)), Some(Size::mib(20))]
+        );
+        assert_eq!(
+            read(&tree, "kdamonds/0/state"),
+            "update_schemes_tried_bytes"
+        );
+
+        // The second VM's QEMU ended: its kdamond stopped on its own.
+        fs::write(tree.path().join("kdamonds/0/state"), "on\n").unwrap();
+        fs::write(tree.path().join("kdamonds/1/state"), "off\n").unwrap();
+        assert_eq!(damon.accessed().unwrap(), vec![Some(Size::mib(300)), None]);
+        fs::write(tree.path().join("kdamonds/0/state"), "on\n").unwrap();
+        damon.stop().unwrap();
+        assert_eq!(read(&tree, "kdamonds/0/state"), "off");
+        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "0");
+        assert!(damon.accessed().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_the_operations_is_named_and_left_as_found() {
+        let tree = fixture(1, "paddr");
+        let mut damon = Damon::at(tree.path());
+        let range = Range {
+            pid: Some(100),
+            start: 0,
+            end: 1 << 30,
+        };
+        let err = damon.watch(Operations::Vaddr, &[range]).unwrap_err();
+        assert!(matches!(err, DamonError::NoOperations { .. }), "{err}");
+        assert!(
+            err.to_string().contains("offers 'paddr' operations only"),
+            "{err}"
+        );
+        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "0");
+        assert_eq!(damon.running(), 0);
+    }
+
+    #[test]
+    fn kdamonds_run_by_someone_else_are_left_alone() {
+        let tree = fixture(1, "vaddr");
+        fs::write(tree.path().join("kdamonds/nr_kdamonds"), "1\n").unwrap();
+        fs::write(tree.path().join("kdamonds/0/state"), "on\n").unwrap();
+        let mut damon = Damon::at(tree.path());
+        let range = Range {
+            pid: Some(1),
+            start: 0,
+            end: 4096,
+        };
+        let err = damon.watch(Operations::Vaddr, &[range]).unwrap_err();
+        assert!(matches!(err, DamonError::InUse(0)), "{err}");
+        assert_eq!(read(&tree, "kdamonds/0/state"), "on\n");
+        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "1\n");
+    }
+
+    #[test]
+    fn a_kernel_without_damon_is_named() {
+        let tree = tempfile::tempdir().unwrap();
+        let err = Damon::at(&tree.path().join("damon/admin"))
+            .watch(Operations::Vaddr, &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DAMON_SYSFS"), "{err}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The DAMON adapter against this machine's kernel. Needs root and CONFIG_DAMON_SYSFS; runs in
+//! the real-vms test group, since DAMON is host-wide and the daemon's tests use it too.
+
+use memvisor_host::damon::{Damon, DamonError, Operations, Range, SYSFS};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BUFFER: usize = 64 << 20;
+
+/// Writes to every page of a 64 MiB buffer until told to stop; returns where it lies.
+fn touch_in_background(stop: Arc<AtomicBool>) -> (u64, std::thread::JoinHandle<()>) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let mut buffer = vec![0u8; BUFFER];
+        sender.send(buffer.as_ptr() as u64).unwrap();
+        let mut round = 0u8;
+        while !stop.load(Ordering::Relaxed) {
+            round = round.wrapping_add(1);
+            for page in buffer.chunks_mut(4096) {
+                page[0] = round;
+            }
+            std::hint::black_box(&buffer);
+        }
+    });
+    (receiver.recv().unwrap(), worker)
+}
+
+/// The largest "System RAM" range in /proc/iomem (root sees real addresses).
+fn largest_system_ram() -> Range {
+    let iomem = std::fs::read_to_string("/proc/iomem").unwrap();
+    iomem
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.ends_with(": System RAM"))
+        .filter_map(|l| {
+            let (start, end) = l.split(' ').next()?.split_once('-')?;
+            Some(Range {
+                pid: None,
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()? + 1,
+            })
+        })
+        .max_by_key(|r| r.end - r.start)
+        .filter(|r| r.end > r.start + 4096)
+        .expect("this test must run as root: /proc/iomem shows addresses as 0 to others")
+}
+
+fn nr_kdamonds() -> String {
+    std::fs::read_to_string(Path::new(SYSFS).join("kdamonds/nr_kdamonds"))
+        .expect("this test needs DAMON's sysfs interface: a kernel with CONFIG_DAMON_SYSFS")
+}
+
+/// Reads what DAMON saw accessed until `enough` holds or 10 s pass; returns the last reading.
+fn accessed_until(damon: &Damon, enough: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(1100));
+        let bytes = damon.accessed().unwrap()[0]
+            .expect("the kdamond runs")
+            .as_bytes();
+        if enough(bytes) || Instant::now() > deadline {
+            return bytes;
+        }
+    }
+}
+
+#[test]
+fn watches_physical_memory_and_leaves_no_kdamond_behind() {
+    assert_eq!(nr_kdamonds().trim(), "0", "another DAMON user is active");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, worker) = touch_in_background(stop.clone());
+    let ram = largest_system_ram();
+    let mut damon = Damon::at(Path::new(SYSFS));
+    damon.watch(Operations::Paddr, &[ram]).unwrap();
+    let accessed = accessed_until(&damon, |b| b > 0);
+    damon.stop().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    assert!(
+        accessed > 0,
+        "DAMON saw no access while 64 MiB were written"
+    );
+    assert!(accessed <= ram.end - ram.start, "{accessed}");
+    assert_eq!(nr_kdamonds().trim(), "0");
+}
+
+#[test]
+fn watches_a_process_range_where_the_kernel_offers_vaddr() {
+    assert_eq!(nr_kdamonds().trim(), "0", "another DAMON user is active");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (start, worker) = touch_in_background(stop.clone());
+    let busy = Range {
+        pid: Some(std::process::id()),
+        start,
+        end: start + BUFFER as u64,
+    };
+    let mut damon = Damon::at(Path::new(SYSFS));
+    let outcome = damon
+        .watch(Operations::Vaddr, &[busy])
+        .map(|()| accessed_until(&damon, |b| b >= (BUFFER / 2) as u64));
+    damon.stop().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    match outcome {
+        Ok(bytes) => assert!(
+            bytes >= (BUFFER / 2) as u64,
+            "DAMON saw {bytes} bytes of a 64 MiB buffer written over and over"
+        ),
+        Err(DamonError::NoOperations { available, .. }) => {
+            assert!(!available.split_whitespace().any(|o| o == "vaddr"));
+        }
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(nr_kdamonds().trim(), "0");
+}
