@@ -7,6 +7,7 @@ use crate::client::Client;
 use hyper::Method;
 use memvisor_core::config::Config;
 use memvisor_core::history::HistorySample;
+use memvisor_core::sharing::SharingMatrix;
 use memvisor_core::status::{HostStatus, VmState, VmStatus};
 use memvisor_core::Size;
 use memvisor_host::cgroup::{CgroupError, Controller, Group, Hierarchy, DEFAULT_MOUNT};
@@ -54,6 +55,7 @@ pub struct Outcome {
     /// VMs whose QEMU the host's OOM killer ended.
     pub vms_lost: u64,
     pub reaction_s: Option<f64>,
+    /// What KSM saves across the run's VMs when measuring ends, from their page maps.
     pub ksm_saved_mib: u64,
     pub peak_host_used_mib: u64,
     pub daemon_cpu_pct: f64,
@@ -191,9 +193,6 @@ async fn run_one(
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
     let swap_before =
         memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
-    let ksm_before_mib = memvisor_host::ksm::Ksm::at(Path::new(memvisor_host::ksm::SYSFS))
-        .saved()
-        .map_or(0, Size::as_mib);
     let cpu = match bench.cpu_per_vm {
         Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
         None => None,
@@ -220,7 +219,7 @@ async fn run_one(
                 )
                 .await?;
         }
-        measure(&run_dir, bench, daemon, reference, ksm_before_mib).await
+        measure(&run_dir, bench, daemon, reference).await
     }
     .await;
     cli::down(&run_dir).await?;
@@ -265,7 +264,6 @@ async fn measure(
     bench: &BenchSection,
     daemon: u32,
     reference: Option<&Outcome>,
-    ksm_before_mib: u64,
 ) -> Result<Outcome, CliError> {
     let client = Client::new(dir);
     let started = Instant::now();
@@ -281,12 +279,6 @@ async fn measure(
         let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
         let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
         out.peak_host_used_mib = out.peak_host_used_mib.max(host.used_mib.unwrap_or(0));
-        // KSM's counter is host-wide: count only what was saved since this run began.
-        let ksm_saved = host
-            .ksm_saved_mib
-            .unwrap_or(0)
-            .saturating_sub(ksm_before_mib);
-        out.ksm_saved_mib = out.ksm_saved_mib.max(ksm_saved);
         if let Ok(rss) = memvisor_host::process::rss(daemon) {
             out.daemon_peak_rss_mib = out.daemon_peak_rss_mib.max(rss.as_mib());
         }
@@ -340,6 +332,10 @@ async fn measure(
     }
     let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
     out.history = client.json(Method::GET, "/v1/history", None).await?;
+    // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
+    // earlier run's QEMUs until KSM scans again.
+    let sharing: SharingMatrix = client.json(Method::GET, "/v1/sharing", None).await?;
+    out.ksm_saved_mib = sharing.saved_mib.round() as u64;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
     out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum();
     out.needy_throughput_ratio = reference

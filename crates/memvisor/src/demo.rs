@@ -67,7 +67,7 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
 
 async fn script(client: &Client) -> Result<(), CliError> {
     show(client).await?;
-    say("vm1 and vm2 keep re-reading 400 MiB of batch data through their page cache; vm3 idles 30 s, then writes a 600 MiB working set over and over. Nobody touches a balloon: the scheduler does");
+    say("vm1 and vm2 keep re-reading 400 MiB of batch data through their page cache; vm3 idles 30 s, then writes a 900 MiB working set over and over. Nobody touches a balloon: the scheduler does");
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(15)).await;
         show(client).await?;

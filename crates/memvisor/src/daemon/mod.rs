@@ -355,8 +355,8 @@ impl Daemon {
 
     pub async fn schedule_forever(self: Arc<Self>) {
         loop {
-            // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
             self.sense_access().await;
+            // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
             let mut observing = tokio::task::JoinSet::new();
             for vm in self.all().await {
                 observing.spawn(async move {
