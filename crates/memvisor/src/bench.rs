@@ -197,7 +197,7 @@ async fn run_one(
         Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
         None => None,
     };
-    let daemon = match cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT).await {
+    let daemon = match cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT, true).await {
         Ok(daemon) => daemon,
         Err(e) => {
             // Whatever did start must not run on into the next policy's run.
@@ -210,7 +210,13 @@ async fn run_one(
             hold_cpu(&run_dir, parent, *cores).await?;
         }
         let client = Client::new(&run_dir);
-        for (vm, workload) in &workloads {
+        let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
+        // A VM the host lost while booting is counted as lost; it has no workload to start.
+        let running = |name: &str| {
+            vms.iter()
+                .any(|v| v.name == name && v.state == VmState::Running)
+        };
+        for (vm, workload) in workloads.iter().filter(|(vm, _)| running(vm)) {
             let _: VmStatus = client
                 .json(
                     Method::PUT,
@@ -249,7 +255,7 @@ fn cpu_parent(name: &str) -> Result<Group, CliError> {
 /// Puts each running VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.
 async fn hold_cpu(dir: &Path, parent: &Group, cores: f64) -> Result<(), CliError> {
     let vms: Vec<VmStatus> = Client::new(dir).json(Method::GET, "/v1/vms", None).await?;
-    for vm in vms {
+    for vm in vms.iter().filter(|v| v.state == VmState::Running) {
         let Some(pid) = vm.pid else { continue };
         let group = parent.child(&vm.name);
         group.create().map_err(cgroup_error)?;

@@ -58,7 +58,7 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
     let client = Client::new(dir);
 
     say("A host with 1.5 GiB for VMs starts three 1 GiB VMs (overcommit 2.0), one at a time as each settles: memvisor up -f demo.toml");
-    cli::up(dir, cache_dir, &config, Duration::from_secs(180)).await?;
+    cli::up(dir, cache_dir, &config, Duration::from_secs(180), false).await?;
     let result = script(&client).await;
     say("memvisor down: VMs stopped, cgroups removed");
     cli::down(dir).await?;
