@@ -206,17 +206,18 @@ async fn run_one(
         }
     };
     let measured = async {
-        if let Some((parent, cores)) = &cpu {
-            hold_cpu(&run_dir, parent, *cores).await?;
-        }
         let client = Client::new(&run_dir);
         let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
-        // A VM the host lost while booting is counted as lost; it has no workload to start.
-        let running = |name: &str| {
-            vms.iter()
-                .any(|v| v.name == name && v.state == VmState::Running)
-        };
-        for (vm, workload) in workloads.iter().filter(|(vm, _)| running(vm)) {
+        // A VM the host lost while booting is counted as lost; it has no CPU to hold and no
+        // workload to start.
+        let running: Vec<&VmStatus> = vms.iter().filter(|v| v.state == VmState::Running).collect();
+        if let Some((parent, cores)) = &cpu {
+            hold_cpu(&running, parent, *cores)?;
+        }
+        for (vm, workload) in workloads
+            .iter()
+            .filter(|(vm, _)| running.iter().any(|v| &v.name == vm))
+        {
             let _: VmStatus = client
                 .json(
                     Method::PUT,
@@ -252,10 +253,9 @@ fn cpu_parent(name: &str) -> Result<Group, CliError> {
     )
 }
 
-/// Puts each running VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.
-async fn hold_cpu(dir: &Path, parent: &Group, cores: f64) -> Result<(), CliError> {
-    let vms: Vec<VmStatus> = Client::new(dir).json(Method::GET, "/v1/vms", None).await?;
-    for vm in vms.iter().filter(|v| v.state == VmState::Running) {
+/// Puts each VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.
+fn hold_cpu(vms: &[&VmStatus], parent: &Group, cores: f64) -> Result<(), CliError> {
+    for vm in vms {
         let Some(pid) = vm.pid else { continue };
         let group = parent.child(&vm.name);
         group.create().map_err(cgroup_error)?;

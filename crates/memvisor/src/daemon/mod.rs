@@ -355,12 +355,14 @@ impl Daemon {
 
     pub async fn schedule_forever(self: Arc<Self>) {
         loop {
-            self.sense_access().await;
+            let accessed = Arc::new(self.sense_access().await);
             // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
             let mut observing = tokio::task::JoinSet::new();
             for vm in self.all().await {
+                let accessed = accessed.clone();
                 observing.spawn(async move {
                     let mut vm = vm.lock().await;
+                    vm.accessed = accessed.get(vm.name()).copied();
                     let happened = vm.observe().await;
                     (vm.name().to_string(), happened, vm.status())
                 });
@@ -386,11 +388,10 @@ impl Daemon {
         }
     }
 
-    /// Gives each VM what DAMON saw it access, where DAMON watches it.
-    async fn sense_access(&self) {
-        let vms = self.all().await;
+    /// What DAMON saw each VM it watches access during the last second.
+    async fn sense_access(&self) -> BTreeMap<String, Size> {
         let mut watchable = Vec::new();
-        for vm in &vms {
+        for vm in self.all().await {
             let vm = vm.lock().await;
             if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid, vm.state) {
                 watchable.push(working_sets::Watchable {
@@ -401,16 +402,12 @@ impl Daemon {
             }
         }
         let sensed = self.access.lock().expect("access lock").sense(&watchable);
-        let accessed = match sensed {
+        match sensed {
             Ok(accessed) => accessed,
             Err(why) => {
                 self.note(EventKind::Fault, None, why).await;
                 BTreeMap::new()
             }
-        };
-        for vm in &vms {
-            let mut vm = vm.lock().await;
-            vm.accessed = accessed.get(vm.name()).copied();
         }
     }
 
