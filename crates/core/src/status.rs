@@ -13,6 +13,17 @@ pub enum VmState {
     Lost,
 }
 
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Lost => "lost",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {

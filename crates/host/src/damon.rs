@@ -1,10 +1,12 @@
 //! DAMON's sysfs interface (`/sys/kernel/mm/damon/admin`): one kdamond per monitored address
 //! range, each with a `stat` scheme that matches every region accessed during an aggregation
 //! interval, so that the scheme's tried bytes are the range's working set over that interval.
-//! DAMON is host-wide: kdamonds someone else runs are left alone, and `stop` leaves none of
+//! DAMON is host-wide: a kdamond someone else set up, running or not, is never written to (the
+//! kernel lets kdamonds be added only by rebuilding them all), and `stop` leaves none of
 //! memvisor's behind.
 
 use memvisor_core::Size;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const SYSFS: &str = "/sys/kernel/mm/damon/admin";
@@ -29,9 +31,9 @@ pub enum DamonError {
         available: String,
     },
     #[error(
-        "DAMON already runs kdamond {0}, set up outside memvisor, which leaves it alone; stop it (echo off > {SYSFS}/kdamonds/{0}/state) for memvisor to use DAMON"
+        "DAMON holds kdamond {kdamond} ({state}), set up by another tool; memvisor leaves every kdamond it did not start as it is (DAMON serves one user: once that tool has released it, nr_kdamonds 0, memvisor can use it)"
     )]
-    InUse(usize),
+    InUse { kdamond: usize, state: String },
     #[error("cannot read {0}: {1}; memvisor must run as root to use DAMON")]
     Read(PathBuf, std::io::Error),
     #[error("cannot write '{value}' to {path}: {source}; memvisor must run as root to use DAMON")]
@@ -61,7 +63,7 @@ impl Operations {
 }
 
 /// An address range to watch: in `pid`'s address space for `vaddr`, physical for `paddr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub pid: Option<u32>,
     pub start: u64,
@@ -70,26 +72,43 @@ pub struct Range {
 
 pub struct Damon {
     root: PathBuf,
-    /// Kdamonds 0..running are memvisor's.
-    running: usize,
+    /// What memvisor's kdamonds watch, kdamond k the k-th range.
+    watched: Vec<Range>,
 }
 
 impl Damon {
     pub fn at(root: &Path) -> Damon {
         Damon {
             root: root.to_path_buf(),
-            running: 0,
+            watched: Vec::new(),
         }
     }
 
-    /// Takes over the `kdamonds` an earlier memvisor left running (it was killed).
-    pub fn adopt(&mut self, kdamonds: usize) {
-        self.running = kdamonds;
+    /// Takes over the kdamonds an earlier memvisor (killed) set up for `ranges`, if the kernel
+    /// still holds exactly those; kdamonds that are not (a reboot, another tool since) are
+    /// left alone. Says whether it took them.
+    pub fn adopt(&mut self, ranges: &[Range]) -> bool {
+        let ours = self.read("kdamonds/nr_kdamonds").ok() == Some(ranges.len() as u64)
+            && ranges.iter().enumerate().all(|(k, range)| {
+                let target = format!("kdamonds/{k}/contexts/0/targets/0");
+                let pid = match range.pid {
+                    Some(pid) => {
+                        self.read(&format!("{target}/pid_target")).ok() == Some(pid.into())
+                    }
+                    None => true,
+                };
+                pid && self.read(&format!("{target}/regions/0/start")).ok() == Some(range.start)
+                    && self.read(&format!("{target}/regions/0/end")).ok() == Some(range.end)
+            });
+        if ours {
+            self.watched = ranges.to_vec();
+        }
+        ours
     }
 
-    /// Kdamonds memvisor runs now; a restarted daemon `adopt`s them.
-    pub fn running(&self) -> usize {
-        self.running
+    /// The ranges memvisor's kdamonds watch now; a restarted daemon `adopt`s them.
+    pub fn watched(&self) -> &[Range] {
+        &self.watched
     }
 
     /// Watches `ranges`, one kdamond each, in place of what this watched before. On an error
@@ -99,16 +118,33 @@ impl Damon {
             return Err(DamonError::Missing(self.root.clone()));
         }
         self.stop()?;
-        let existing = self.read("kdamonds/nr_kdamonds")? as usize;
-        if let Some(busy) = (0..existing).find(|k| self.is_on(*k).unwrap_or(true)) {
-            return Err(DamonError::InUse(busy));
+        // Every kdamond left is someone else's: only read.
+        if self.read("kdamonds/nr_kdamonds")? > 0 {
+            return Err(self.someone_elses(operations));
         }
         let started = self.start(operations, ranges);
         if started.is_err() {
-            self.running = ranges.len();
+            self.watched = ranges.to_vec();
             let _ = self.stop();
         }
         started
+    }
+
+    /// Why kdamond 0, set up by someone else, keeps memvisor from DAMON: the kernel's
+    /// operations as its context lists them, if they lack `operations`, else the kdamond itself.
+    fn someone_elses(&self, operations: Operations) -> DamonError {
+        if let Ok(available) = self.read_text("kdamonds/0/contexts/0/avail_operations") {
+            if !offers(&available, operations) {
+                return DamonError::NoOperations {
+                    wanted: operations.name(),
+                    available: available.trim().to_string(),
+                };
+            }
+        }
+        let state = self
+            .read_text("kdamonds/0/state")
+            .map_or_else(|e| e.to_string(), |s| s.trim().to_string());
+        DamonError::InUse { kdamond: 0, state }
     }
 
     fn start(&mut self, operations: Operations, ranges: &[Range]) -> Result<(), DamonError> {
@@ -118,7 +154,7 @@ impl Damon {
             self.write(&format!("{kdamond}/contexts/nr_contexts"), 1)?;
             let context = format!("{kdamond}/contexts/0");
             let available = self.read_text(&format!("{context}/avail_operations"))?;
-            if !available.split_whitespace().any(|o| o == operations.name()) {
+            if !offers(&available, operations) {
                 return Err(DamonError::NoOperations {
                     wanted: operations.name(),
                     available: available.trim().to_string(),
@@ -154,7 +190,7 @@ impl Damon {
                 self.write(&format!("{scheme}/access_pattern/{bound}/min"), min)?;
             }
             self.write(&format!("{kdamond}/state"), "on")?;
-            self.running = k + 1;
+            self.watched = ranges[..=k].to_vec();
         }
         Ok(())
     }
@@ -163,7 +199,7 @@ impl Damon {
     /// order `watch` was given them; None for a range whose process ended (its kdamond
     /// stopped with it).
     pub fn accessed(&self) -> Result<Vec<Option<Size>>, DamonError> {
-        (0..self.running)
+        (0..self.watched.len())
             .map(|k| {
                 if !self.is_on(k)? {
                     return Ok(None);
@@ -179,16 +215,16 @@ impl Damon {
 
     /// Stops memvisor's kdamonds and removes them.
     pub fn stop(&mut self) -> Result<(), DamonError> {
-        if self.running == 0 {
+        if self.watched.is_empty() {
             return Ok(());
         }
-        for k in 0..self.running {
+        for k in 0..self.watched.len() {
             if self.is_on(k)? {
                 self.write(&format!("kdamonds/{k}/state"), "off")?;
             }
         }
         self.write("kdamonds/nr_kdamonds", 0)?;
-        self.running = 0;
+        self.watched.clear();
         Ok(())
     }
 
@@ -217,6 +253,11 @@ impl Damon {
             source,
         })
     }
+}
+
+/// Whether an `avail_operations` list holds `operations`.
+fn offers(available: &str, operations: Operations) -> bool {
+    available.split_whitespace().any(|o| o == operations.name())
 }
 
 #[cfg(test)]
@@ -337,24 +378,120 @@ mod tests {
             "{err}"
         );
         assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "0");
-        assert_eq!(damon.running(), 0);
+        assert!(damon.watched().is_empty());
     }
 
-    #[test]
-    fn kdamonds_run_by_someone_else_are_left_alone() {
-        let tree = fixture(1, "vaddr");
+    /// Every file of a sysfs tree with its contents.
+    fn contents(tree: &Path) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(tree).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(contents(&path));
+            } else {
+                files.push((path.clone(), fs::read_to_string(&path).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// kdamond 0 set up by another tool, as these build machines boot: a `pageout` scheme
+    /// on physical memory, in `state`.
+    fn someone_elses_kdamond(operations: &str, state: &str) -> tempfile::TempDir {
+        let tree = fixture(1, operations);
+        let kdamond = tree.path().join("kdamonds/0");
         fs::write(tree.path().join("kdamonds/nr_kdamonds"), "1\n").unwrap();
-        fs::write(tree.path().join("kdamonds/0/state"), "on\n").unwrap();
-        let mut damon = Damon::at(tree.path());
-        let range = Range {
+        fs::write(kdamond.join("state"), format!("{state}\n")).unwrap();
+        fs::write(kdamond.join("contexts/0/operations"), "paddr\n").unwrap();
+        fs::write(kdamond.join("contexts/0/schemes/0/action"), "pageout\n").unwrap();
+        fs::write(
+            kdamond.join("contexts/0/targets/0/regions/0/end"),
+            "4294967296\n",
+        )
+        .unwrap();
+        tree
+    }
+
+    fn some_range() -> Range {
+        Range {
             pid: Some(1),
             start: 0,
             end: 4096,
+        }
+    }
+
+    #[test]
+    fn kdamonds_someone_else_set_up_are_left_exactly_as_found_running_or_not() {
+        for state in ["on", "off"] {
+            let tree = someone_elses_kdamond("vaddr\npaddr", state);
+            let before = contents(tree.path());
+            let mut damon = Damon::at(tree.path());
+            for operations in [Operations::Vaddr, Operations::Paddr] {
+                let err = damon.watch(operations, &[some_range()]).unwrap_err();
+                assert!(
+                    matches!(&err, DamonError::InUse { kdamond: 0, state: s } if s == state),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("set up by another tool"), "{err}");
+            }
+            damon.stop().unwrap();
+            assert!(damon.watched().is_empty());
+            assert_eq!(
+                contents(tree.path()),
+                before,
+                "kdamond 0 {state} was changed"
+            );
+        }
+    }
+
+    #[test]
+    fn someone_elses_kdamond_on_a_kernel_without_vaddr_names_the_missing_operations() {
+        // These build machines' state: kdamond 0 of the boot's own, and `paddr` only.
+        let tree = someone_elses_kdamond("paddr", "on");
+        let before = contents(tree.path());
+        let err = Damon::at(tree.path())
+            .watch(Operations::Vaddr, &[some_range()])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("offers 'paddr' operations only"),
+            "{err}"
+        );
+        assert_eq!(contents(tree.path()), before);
+    }
+
+    #[test]
+    fn a_restarted_daemon_takes_over_only_kdamonds_that_watch_what_it_left() {
+        let tree = fixture(1, "vaddr");
+        let range = Range {
+            pid: Some(4242),
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_4000_0000,
         };
-        let err = damon.watch(Operations::Vaddr, &[range]).unwrap_err();
-        assert!(matches!(err, DamonError::InUse(0)), "{err}");
-        assert_eq!(read(&tree, "kdamonds/0/state"), "on\n");
-        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "1\n");
+        Damon::at(tree.path())
+            .watch(Operations::Vaddr, &[range])
+            .unwrap();
+
+        let mut restarted = Damon::at(tree.path());
+        let other_process = Range {
+            pid: Some(4243),
+            ..range
+        };
+        assert!(!restarted.adopt(&[other_process]));
+        assert!(!restarted.adopt(&[range, range]));
+        assert!(restarted.watched().is_empty());
+        restarted.stop().unwrap();
+        assert_eq!(
+            read(&tree, "kdamonds/0/state"),
+            "on",
+            "not adopted, not stopped"
+        );
+
+        assert!(restarted.adopt(&[range]));
+        assert_eq!(restarted.watched(), &[range]);
+        restarted.stop().unwrap();
+        assert_eq!(read(&tree, "kdamonds/0/state"), "off");
+        assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "0");
     }
 
     #[test]

@@ -1,7 +1,14 @@
-//! The DAMON adapter against this machine's kernel. Needs root and CONFIG_DAMON_SYSFS; runs in
-//! the real-vms test group, since DAMON is host-wide and the daemon's tests use it too.
+//! The DAMON adapter against this machine's kernel, in the state the machine is in. Needs root
+//! and CONFIG_DAMON_SYSFS; runs in the real-vms test group, since DAMON is host-wide and the
+//! daemon's tests use it too.
+//!
+//! DAMON is free (no kdamond): memvisor's own kdamonds watch and leave nothing behind. Another
+//! tool holds it (these build machines boot with a kdamond of their own): memvisor refuses and
+//! leaves every setting of that tool's as it was. Each test says which state it found; the
+//! state it did not find is covered on fixture trees in `damon.rs`.
 
 use memvisor_host::damon::{Damon, DamonError, Operations, Range, SYSFS};
+mod support;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +58,30 @@ fn nr_kdamonds() -> String {
         .expect("this test needs DAMON's sysfs interface: a kernel with CONFIG_DAMON_SYSFS")
 }
 
+/// Whether DAMON is free for memvisor; if not, checks that `attempt` leaves what holds it
+/// exactly as it was, and says so.
+fn free_or_left_alone(attempt: impl Fn(&mut Damon) -> DamonError) -> bool {
+    if nr_kdamonds().trim() == "0" {
+        println!("DAMON is free on this machine: memvisor's own kdamonds are tested");
+        return true;
+    }
+    println!(
+        "DAMON is held by another tool on this machine: memvisor must leave it as it is (its own \
+         kdamonds are tested on fixture trees in damon.rs)"
+    );
+    let before = support::damon_settings();
+    let mut damon = Damon::at(Path::new(SYSFS));
+    let err = attempt(&mut damon);
+    damon.stop().unwrap();
+    assert!(damon.watched().is_empty());
+    assert_eq!(
+        support::damon_settings(),
+        before,
+        "memvisor changed a DAMON set-up it did not make ({err})"
+    );
+    false
+}
+
 /// Reads what DAMON saw accessed until `enough` holds or 10 s pass; returns the last reading.
 fn accessed_until(damon: &Damon, enough: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -67,7 +98,16 @@ fn accessed_until(damon: &Damon, enough: impl Fn(u64) -> bool) -> u64 {
 
 #[test]
 fn watches_physical_memory_and_leaves_no_kdamond_behind() {
-    assert_eq!(nr_kdamonds().trim(), "0", "another DAMON user is active");
+    let free = free_or_left_alone(|damon| {
+        let err = damon
+            .watch(Operations::Paddr, &[largest_system_ram()])
+            .unwrap_err();
+        assert!(matches!(err, DamonError::InUse { .. }), "{err}");
+        err
+    });
+    if !free {
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (_, worker) = touch_in_background(stop.clone());
     let ram = largest_system_ram();
@@ -87,7 +127,23 @@ fn watches_physical_memory_and_leaves_no_kdamond_behind() {
 
 #[test]
 fn watches_a_process_range_where_the_kernel_offers_vaddr() {
-    assert_eq!(nr_kdamonds().trim(), "0", "another DAMON user is active");
+    let free = free_or_left_alone(|damon| {
+        let here = Range {
+            pid: Some(std::process::id()),
+            start: 0,
+            end: 4096,
+        };
+        let err = damon.watch(Operations::Vaddr, &[here]).unwrap_err();
+        match &err {
+            DamonError::NoOperations { available, .. } => assert!(!offers_vaddr(available)),
+            DamonError::InUse { .. } => {}
+            other => panic!("{other}"),
+        }
+        err
+    });
+    if !free {
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (start, worker) = touch_in_background(stop.clone());
     let busy = Range {
@@ -107,10 +163,12 @@ fn watches_a_process_range_where_the_kernel_offers_vaddr() {
             bytes >= (BUFFER / 2) as u64,
             "DAMON saw {bytes} bytes of a 64 MiB buffer written over and over"
         ),
-        Err(DamonError::NoOperations { available, .. }) => {
-            assert!(!available.split_whitespace().any(|o| o == "vaddr"));
-        }
+        Err(DamonError::NoOperations { available, .. }) => assert!(!offers_vaddr(&available)),
         Err(e) => panic!("{e}"),
     }
     assert_eq!(nr_kdamonds().trim(), "0");
+}
+
+fn offers_vaddr(available: &str) -> bool {
+    available.split_whitespace().any(|o| o == "vaddr")
 }

@@ -97,11 +97,24 @@ enum Command {
         vm: String,
         #[arg(allow_hyphen_values = true)]
         size: String,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a stopped VM.
-    Start { vm: String },
+    Start {
+        vm: String,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a VM (its QEMU quits).
-    Stop { vm: String },
+    Stop {
+        vm: String,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The VM's serial console.
     Logs {
         vm: String,
@@ -110,7 +123,13 @@ enum Command {
         lines: usize,
     },
     /// Change what the guest agent does, e.g. hold:512M, touch:900M:600M, cache:400M@15s,idle.
-    Workload { vm: String, workload: String },
+    Workload {
+        vm: String,
+        workload: String,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the guest agent check every page it wrote; exits non-zero on corruption.
     Verify {
         vm: String,
@@ -123,6 +142,9 @@ enum Command {
         /// The path given to QEMU's -qmp unix:PATH,server=on option.
         #[arg(long)]
         qmp: PathBuf,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Guest image commands.
     Image {
@@ -146,6 +168,9 @@ enum Command {
         /// The VM's size now: the balloon below its boot size, virtio-mem above it (needs max).
         #[arg(long)]
         memory: Option<String>,
+        /// Print the VM's state as the daemon accepted it, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// What the daemon did and noticed, and why, oldest first: the scheduler's decisions,
     /// operators' requests, VMs booting, faults (a QEMU lost, a balloon or agent not answering,
@@ -276,6 +301,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             limit,
             shares,
             memory,
+            json,
         } => {
             let mut change = serde_json::Map::new();
             for (key, value) in [
@@ -304,10 +330,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(serde_json::Value::Object(change)),
                 )
                 .await?;
-            println!(
-                "{vm}: memory {} MiB, reservation {} MiB, limit {} MiB, shares {}",
-                status.memory_mib, status.reservation_mib, status.limit_mib, status.shares
-            );
+            if json {
+                print_json(&status);
+            } else {
+                println!(
+                    "{vm}: memory {} MiB, reservation {} MiB, limit {} MiB, shares {}",
+                    status.memory_mib, status.reservation_mib, status.limit_mib, status.shares
+                );
+            }
         }
         Command::Events { follow, json } => {
             let mut after = 0;
@@ -434,7 +464,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_stats(&status);
             }
         }
-        Command::Balloon { vm, size } => {
+        Command::Balloon { vm, size, json } => {
             let status: VmStatus = client
                 .json(
                     Method::POST,
@@ -442,23 +472,35 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "target": size })),
                 )
                 .await?;
-            println!(
-                "{vm}: balloon target {} MiB (now {} MiB)",
-                opt(status.balloon_target_mib),
-                opt(status.balloon_actual_mib)
-            );
+            if json {
+                print_json(&status);
+            } else {
+                println!(
+                    "{vm}: balloon target {} MiB (now {} MiB)",
+                    opt(status.balloon_target_mib),
+                    opt(status.balloon_actual_mib)
+                );
+            }
         }
-        Command::Start { vm } => {
-            client
-                .call(Method::POST, &format!("/v1/vms/{vm}/start"), None)
+        Command::Start { vm, json } => {
+            let status: VmStatus = client
+                .json(Method::POST, &format!("/v1/vms/{vm}/start"), None)
                 .await?;
-            println!("{vm}: starting");
+            if json {
+                print_json(&status);
+            } else {
+                println!("{vm}: {}", status.state);
+            }
         }
-        Command::Stop { vm } => {
-            client
-                .call(Method::POST, &format!("/v1/vms/{vm}/stop"), None)
+        Command::Stop { vm, json } => {
+            let status: VmStatus = client
+                .json(Method::POST, &format!("/v1/vms/{vm}/stop"), None)
                 .await?;
-            println!("{vm}: stopped");
+            if json {
+                print_json(&status);
+            } else {
+                println!("{vm}: {}", status.state);
+            }
         }
         Command::Logs { vm, lines } => {
             let text = client
@@ -470,7 +512,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 .await?;
             print!("{}", String::from_utf8_lossy(&text));
         }
-        Command::Workload { vm, workload } => {
+        Command::Workload { vm, workload, json } => {
             let status: VmStatus = client
                 .json(
                     Method::PUT,
@@ -478,7 +520,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "workload": workload })),
                 )
                 .await?;
-            println!("{vm}: workload {}", status.workload.unwrap_or_default());
+            if json {
+                print_json(&status);
+            } else {
+                println!("{vm}: workload {}", status.workload.unwrap_or_default());
+            }
         }
         Command::Verify { vm, json } => {
             let reply: serde_json::Value = client
@@ -494,7 +540,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 return Err(CliError::Other(format!("{vm}: {corrupt} corrupt pages")));
             }
         }
-        Command::Attach { name, qmp } => {
+        Command::Attach { name, qmp, json } => {
             let qmp = std::path::absolute(&qmp).unwrap_or(qmp);
             let status: VmStatus = client
                 .json(
@@ -503,11 +549,15 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "name": name, "qmp": qmp })),
                 )
                 .await?;
-            println!(
-                "{name}: attached (pid {}, {} MiB)",
-                opt(status.pid.map(u64::from)),
-                status.memory_mib
-            );
+            if json {
+                print_json(&status);
+            } else {
+                println!(
+                    "{name}: attached (pid {}, {} MiB)",
+                    opt(status.pid.map(u64::from)),
+                    status.memory_mib
+                );
+            }
         }
         Command::Image {
             command:
@@ -766,14 +816,10 @@ pub fn print_table(vms: &[VmStatus]) {
         "NAME", "STATE", "MEM", "TARGET", "ACTUAL", "FREE", "AVAIL", "SWAPOUT", "RSS", "PAGES/S"
     );
     for v in vms {
-        let state = serde_json::to_value(v.state)
-            .ok()
-            .and_then(|s| s.as_str().map(str::to_string))
-            .unwrap_or_default();
         println!(
             "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  {}",
             v.name,
-            state,
+            v.state.to_string(),
             v.memory_mib,
             opt(v.balloon_target_mib),
             opt(v.balloon_actual_mib),

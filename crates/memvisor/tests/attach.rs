@@ -55,10 +55,7 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
         .to_string();
     let _kill = KillOnDrop(pid.clone());
 
-    ok(
-        host.path(),
-        &["attach", "hand", "--qmp", qmp.to_str().unwrap()],
-    );
+    host.change("hand", &["attach", "hand", "--qmp", qmp.to_str().unwrap()]);
     let vms = host.ps();
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0]["origin"], "attached");
@@ -69,15 +66,10 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
     host.wait_for("hand", Duration::from_secs(60), "guest statistics", |v| {
         v["guest_free_mib"].is_u64()
     });
-    ok(host.path(), &["balloon", "hand", "192M"]);
-    host.wait_for(
-        "hand",
-        Duration::from_secs(30),
-        "balloon within 5% of 192 MiB",
-        within_5_percent,
-    );
-    ok(host.path(), &["balloon", "hand", "384M"]);
-    host.wait_for("hand", Duration::from_secs(30), "deflate", within_5_percent);
+    host.balloon("hand", 192);
+    host.wait_balloon("hand", 192, Duration::from_secs(30));
+    host.balloon("hand", 384);
+    host.wait_balloon("hand", 384, Duration::from_secs(30));
 
     // Attaching the same name twice, or a socket that is not QEMU's, changes nothing.
     let err = fails(

@@ -44,13 +44,8 @@ memory = "512M"
     let before = host.vm("a");
     let rss_before = mib(&before, "host_rss_mib");
 
-    ok(host.path(), &["balloon", "a", "256M"]);
-    let (_, seconds) = host.wait_for(
-        "a",
-        Duration::from_secs(30),
-        "balloon within 5% of 256 MiB",
-        within_5_percent,
-    );
+    host.balloon("a", 256);
+    let seconds = host.wait_balloon("a", 256, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     let after = host.vm("a");
     let rss_after = mib(&after, "host_rss_mib");
@@ -66,15 +61,16 @@ memory = "512M"
         "the other VM is untouched"
     );
 
-    ok(host.path(), &["balloon", "a", "512M"]);
-    let (_, seconds) = host.wait_for(
-        "a",
-        Duration::from_secs(30),
-        "deflate to 512 MiB",
-        within_5_percent,
-    );
+    host.balloon("a", 512);
+    let seconds = host.wait_balloon("a", 512, Duration::from_secs(30));
     println!("deflate 256 -> 512 MiB: {seconds:.1} s");
-    assert_eq!(mib(&host.vm("a"), "balloon_target_mib"), 512);
+
+    // Stopping and starting show at once too.
+    let stopped = host.change("b", &["stop", "b"]);
+    assert_eq!(stopped["state"], "stopped");
+    let started = host.change("b", &["start", "b"]);
+    assert_ne!(started["state"], "stopped", "{started:#}");
+    assert_ne!(host.vm("b")["state"], "stopped");
 }
 
 #[test]
@@ -94,7 +90,7 @@ workload = "hold:300M"
     host.wait_for("s", Duration::from_secs(60), "300 MiB held", |v| {
         v["workload_phase"] == "hold" && v["guest_free_mib"].as_u64().is_some_and(|f| f < 150)
     });
-    ok(host.path(), &["balloon", "s", "192M"]);
+    host.balloon("s", 192);
     let (v, seconds) = host.wait_for("s", Duration::from_secs(90), "guest swap-out", |v| {
         v["guest_swap_out_mib"].as_u64().is_some_and(|s| s > 0)
     });
@@ -102,14 +98,9 @@ workload = "hold:300M"
         "guest swapped {} MiB out after {seconds:.1} s",
         mib(&v, "guest_swap_out_mib")
     );
-    host.wait_for(
-        "s",
-        Duration::from_secs(90),
-        "balloon at 192 MiB",
-        within_5_percent,
-    );
-    ok(host.path(), &["balloon", "s", "512M"]);
-    host.wait_for("s", Duration::from_secs(30), "deflate", within_5_percent);
+    host.wait_balloon("s", 192, Duration::from_secs(90));
+    host.balloon("s", 512);
+    host.wait_balloon("s", 512, Duration::from_secs(30));
 
     let verify: serde_json::Value =
         serde_json::from_str(&ok(host.path(), &["verify", "s", "--json"])).unwrap();

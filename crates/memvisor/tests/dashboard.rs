@@ -122,7 +122,7 @@ workload = "hold:64M"
     let state = text_of(&browser, "#ladder .rung.current").await;
     assert!(state.starts_with("high"), "ladder shows '{state}'");
 
-    ok(host.path(), &["balloon", "a", "256M"]);
+    host.balloon("a", 256);
     wait_text(&browser, "#vm-a .balloon", "the balloon at 128 MiB", |t| {
         t == "128"
     })

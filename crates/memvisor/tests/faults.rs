@@ -53,7 +53,7 @@ workload = "hold:32M"
         (Some("fault"), Some("a"))
     );
     assert!(answers_within(&host, &["stats", "b", "--json"], fast).contains("\"running\""));
-    ok(host.path(), &["start", "a"]);
+    host.change("a", &["start", "a"]);
     host.wait_for("a", Duration::from_secs(90), "a running again", |v| {
         v["workload_phase"] == "hold"
     });

@@ -113,7 +113,7 @@ workload = "hold:96M"
         v["shared_mib"].as_u64().is_some_and(|m| m >= 32)
     });
     let breaks_before = cow_ksm();
-    ok(host.path(), &["workload", "y", "hold:160M"]);
+    host.change("y", &["workload", "y", "hold:160M"]);
     settle("y", "hold", 160);
     let breaks = cow_ksm() - breaks_before;
     println!("copy-on-write: {breaks} merged pages broken by writes");
@@ -128,21 +128,11 @@ workload = "hold:96M"
     std::fs::write("/sys/kernel/mm/ksm/run", "2").unwrap();
 
     // Balloon: z down to 192 MiB (it holds 96), then back.
-    ok(host.path(), &["balloon", "z", "192M"]);
-    host.wait_for(
-        "z",
-        Duration::from_secs(60),
-        "balloon inflated",
-        within_5_percent,
-    );
+    host.balloon("z", 192);
+    host.wait_balloon("z", 192, Duration::from_secs(60));
     verified += verify(&host, "z", "balloon inflated");
-    ok(host.path(), &["balloon", "z", "384M"]);
-    host.wait_for(
-        "z",
-        Duration::from_secs(60),
-        "balloon deflated",
-        within_5_percent,
-    );
+    host.balloon("z", 384);
+    host.wait_balloon("z", 384, Duration::from_secs(60));
     verified += verify(&host, "z", "balloon deflated");
 
     // Host swap: z's own cgroup capped lower and lower under what it uses, as the ladder's hard
@@ -178,7 +168,7 @@ workload = "hold:96M"
     verified += verify(&host, "z", "host swap-out and swap-in");
 
     // Live resize through virtio-mem: x grows to 640 MiB and its data stays.
-    ok(host.path(), &["set", "x", "--memory", "640M"]);
+    host.change("x", &["set", "x", "--memory", "640M"]);
     host.wait_for("x", Duration::from_secs(60), "memory plugged", |v| {
         v["plugged_mib"].as_u64().is_some_and(|p| p >= 128)
     });

@@ -24,8 +24,8 @@ max = "1G"
     let pid = before["pid"].as_u64().expect("a launched VM has a pid");
     let boot_total = mib(&before, "guest_total_mib");
 
-    ok(
-        host.path(),
+    let after = host.change(
+        "g",
         &[
             "set",
             "g",
@@ -37,13 +37,13 @@ max = "1G"
             "2000",
         ],
     );
-    let after = host.vm("g");
     assert_eq!(mib(&after, "reservation_mib"), 128, "{after:#}");
     assert_eq!(mib(&after, "limit_mib"), 896, "{after:#}");
     assert_eq!(after["shares"], 2000, "{after:#}");
 
     // Past its boot size: virtio-mem plugs the difference into the running guest.
-    ok(host.path(), &["set", "g", "--memory", "768M"]);
+    let accepted = host.change("g", &["set", "g", "--memory", "768M"]);
+    assert_eq!(mib(&accepted, "memory_mib"), 768, "{accepted:#}");
     let (grown, seconds) = host.wait_for("g", Duration::from_secs(60), "768 MiB plugged in", |v| {
         v["allocation_mib"].as_u64() == Some(768)
     });

@@ -6,6 +6,7 @@ pub mod api;
 mod inspect;
 pub mod metrics;
 mod scheduler;
+mod slot;
 mod state;
 mod vm;
 mod working_sets;
@@ -18,6 +19,7 @@ use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
 use memvisor_host::swap::SwapFile;
 use memvisor_qemu::accel::Accelerator;
+use slot::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,14 +72,11 @@ pub struct Daemon {
     accel: Accelerator,
     hierarchy: Hierarchy,
     parent: Group,
-    vms: Mutex<BTreeMap<String, Arc<Mutex<Vm>>>>,
+    vms: Mutex<BTreeMap<String, Arc<Slot>>>,
     scheduler: Mutex<scheduler::Scheduler>,
     host_swap: std::sync::Mutex<Option<SwapFile>>,
     /// What went wrong while the daemon started, told once the event log is open.
     startup_faults: std::sync::Mutex<Vec<String>>,
-    /// Each VM's figures as last observed, served while the VM is busy (a QEMU that does not
-    /// answer holds its VM for the QMP timeout; the API answers without waiting for it).
-    observed: std::sync::Mutex<BTreeMap<String, VmStatus>>,
     /// The state last written to DIR/state.json.
     last_saved: std::sync::Mutex<Option<state::Saved>>,
     /// VMs asking to start, each answered by the next scheduling round.
@@ -127,7 +126,7 @@ impl Daemon {
                 let qmp = dir.join("vms").join(&c.name).join("qmp.sock");
                 (
                     c.name.clone(),
-                    Arc::new(Mutex::new(Vm::new(c.clone(), Origin::Launched, qmp))),
+                    Arc::new(Slot::new(Vm::new(c.clone(), Origin::Launched, qmp))),
                 )
             })
             .collect();
@@ -141,7 +140,6 @@ impl Daemon {
             parent,
             vms: Mutex::new(vms),
             scheduler: Mutex::new(scheduler::Scheduler::new(policy, event_log)),
-            observed: std::sync::Mutex::new(BTreeMap::new()),
             last_saved: std::sync::Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
             access: std::sync::Mutex::new(working_sets::AccessSensor::new()),
@@ -152,7 +150,7 @@ impl Daemon {
         })
     }
 
-    pub async fn vm(&self, name: &str) -> Result<Arc<Mutex<Vm>>, DaemonError> {
+    pub async fn vm(&self, name: &str) -> Result<Arc<Slot>, DaemonError> {
         self.vms
             .lock()
             .await
@@ -161,22 +159,9 @@ impl Daemon {
             .ok_or_else(|| DaemonError::UnknownVm(name.to_string()))
     }
 
-    /// A VM's figures now, or as last observed if it is busy.
+    /// A VM's figures now, or as of its last change if it is busy.
     pub async fn status(&self, name: &str) -> Result<VmStatus, DaemonError> {
-        let vm = self.vm(name).await?;
-        if let Ok(vm) = vm.try_lock() {
-            return Ok(vm.status());
-        }
-        let last = self
-            .observed
-            .lock()
-            .expect("observed lock")
-            .get(name)
-            .cloned();
-        match last {
-            Some(status) => Ok(status),
-            None => Ok(vm.lock().await.status()),
-        }
+        Ok(self.vm(name).await?.status())
     }
 
     pub async fn statuses(&self) -> Vec<VmStatus> {
@@ -190,7 +175,7 @@ impl Daemon {
         out
     }
 
-    pub async fn all(&self) -> Vec<Arc<Mutex<Vm>>> {
+    pub async fn all(&self) -> Vec<Arc<Slot>> {
         self.vms.lock().await.values().cloned().collect()
     }
 
@@ -213,7 +198,7 @@ impl Daemon {
         if matches!(vm.state, VmState::Running | VmState::Starting) {
             return Err(DaemonError::Conflict(format!(
                 "{name} is already {}",
-                state_word(vm.state)
+                vm.state
             )));
         }
         let dir = self.dir.join("vms").join(name);
@@ -329,7 +314,7 @@ impl Daemon {
             crate::cli::opt(vm.pid),
             vm.config.memory.as_mib()
         );
-        vms.insert(name.to_string(), Arc::new(Mutex::new(vm)));
+        vms.insert(name.to_string(), Arc::new(Slot::new(vm)));
         drop(vms);
         self.note(EventKind::Operator, Some(name), reason).await;
         self.save_state().await;
@@ -364,14 +349,10 @@ impl Daemon {
                     let mut vm = vm.lock().await;
                     vm.accessed = accessed.get(vm.name()).copied();
                     let happened = vm.observe().await;
-                    (vm.name().to_string(), happened, vm.status())
+                    (vm.name().to_string(), happened)
                 });
             }
-            for (vm, happened, status) in observing.join_all().await {
-                self.observed
-                    .lock()
-                    .expect("observed lock")
-                    .insert(vm.clone(), status);
+            for (vm, happened) in observing.join_all().await {
                 for (kind, reason) in happened {
                     self.note(kind, Some(&vm), reason).await;
                 }
@@ -451,7 +432,7 @@ impl Daemon {
         let mut saved = state::Saved {
             ksm_found,
             zswap_found,
-            damon_kdamonds: self.access.lock().expect("access lock").kdamonds(),
+            damon_watched: self.access.lock().expect("access lock").watched(),
             vms: BTreeMap::new(),
         };
         for vm in self.all().await {
@@ -488,10 +469,19 @@ impl Daemon {
             .lock()
             .await
             .remember_found(saved.ksm_found, saved.zswap_found);
-        self.access
+        let adopted = self
+            .access
             .lock()
             .expect("access lock")
-            .adopt(saved.damon_kdamonds);
+            .adopt(&saved.damon_watched);
+        if !adopted && !saved.damon_watched.is_empty() {
+            self.note(
+                EventKind::Fault,
+                None,
+                "the kdamonds the daemon before this one ran are no longer the ones DAMON holds; memvisor leaves DAMON's kdamonds as they are".into(),
+            )
+            .await;
+        }
         for (name, s) in &saved.vms {
             let alive = memvisor_host::process::is_alive(s.pid);
             let result = match (s.origin, alive) {
@@ -638,15 +628,6 @@ impl std::fmt::Display for Change {
             parts.push(format!("memory {m}"));
         }
         write!(f, "{}", parts.join(", "))
-    }
-}
-
-fn state_word(state: VmState) -> &'static str {
-    match state {
-        VmState::Starting => "starting",
-        VmState::Running => "running",
-        VmState::Stopped => "stopped",
-        VmState::Lost => "lost",
     }
 }
 

@@ -28,9 +28,9 @@ pub enum StateError {
 pub struct Saved {
     pub ksm_found: Option<KsmSettings>,
     pub zswap_found: Option<bool>,
-    /// Kdamonds memvisor runs (DAMON), to stop once the host's VMs are gone.
+    /// What memvisor's kdamonds watch (DAMON), to take them over and stop them when done.
     #[serde(default)]
-    pub damon_kdamonds: usize,
+    pub damon_watched: Vec<memvisor_host::damon::Range>,
     pub vms: BTreeMap<String, SavedVm>,
 }
 
@@ -94,7 +94,7 @@ mod tests {
                 smart_scan: Some(true),
             }),
             zswap_found: Some(false),
-            damon_kdamonds: 0,
+            damon_watched: Vec::new(),
             vms: BTreeMap::new(),
         };
         saved.vms.insert(

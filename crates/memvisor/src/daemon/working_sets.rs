@@ -33,14 +33,14 @@ impl AccessSensor {
         }
     }
 
-    /// Takes over the kdamonds a killed daemon left running.
-    pub fn adopt(&mut self, kdamonds: usize) {
-        self.damon.adopt(kdamonds);
+    /// Takes over the kdamonds a killed daemon left watching `ranges`, if they still do.
+    pub fn adopt(&mut self, ranges: &[Range]) -> bool {
+        self.damon.adopt(ranges)
     }
 
-    /// Kdamonds running for memvisor, for a restarted daemon to take over.
-    pub fn kdamonds(&self) -> usize {
-        self.damon.running()
+    /// What memvisor's kdamonds watch, for a restarted daemon to take over.
+    pub fn watched(&self) -> Vec<Range> {
+        self.damon.watched().to_vec()
     }
 
     /// Guest RAM each VM accessed during the last second, watching `vms` first where they

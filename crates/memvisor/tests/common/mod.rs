@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+#[path = "../../../host/tests/support/mod.rs"]
+pub mod damon;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,6 +133,59 @@ impl Host {
         serde_json::from_str(&ok(self.path(), &["ps", "--json"])).unwrap()
     }
 
+    /// Runs a command that changes `vm` (balloon, set, workload, start, stop, attach) with
+    /// `--json` and returns the state the daemon accepted, after checking that `stats` and `ps`
+    /// right after it, with no sleep between, show that state. With the manual scheduler only:
+    /// a policy may move a balloon in between.
+    pub fn change(&self, vm: &str, args: &[&str]) -> Value {
+        let args = [args, &["--json"]].concat();
+        let accepted: Value = serde_json::from_str(&ok(self.path(), &args)).unwrap();
+        let listed = self.ps().into_iter().find(|v| v["name"] == vm);
+        for read in [Some(self.vm(vm)), listed] {
+            let read = read.unwrap_or_else(|| panic!("ps lacks {vm} after {args:?}"));
+            for key in [
+                "memory_mib",
+                "max_mib",
+                "reservation_mib",
+                "limit_mib",
+                "shares",
+                "balloon_target_mib",
+                "workload",
+            ] {
+                // A booting VM's balloon target shows once its balloon answers.
+                if !accepted[key].is_null() {
+                    assert_eq!(read[key], accepted[key], "{key} right after {args:?}");
+                }
+            }
+            if accepted["state"] == "stopped" {
+                assert_eq!(read["state"], "stopped", "right after {args:?}");
+            }
+        }
+        accepted
+    }
+
+    /// `memvisor balloon VM TARGET_MIB`M, checked as `change` does; the target moved at once.
+    pub fn balloon(&self, vm: &str, target_mib: u64) {
+        let accepted = self.change(vm, &["balloon", vm, &format!("{target_mib}M")]);
+        assert_eq!(accepted["balloon_target_mib"], target_mib, "{accepted:#}");
+    }
+
+    /// Waits for `vm`'s balloon to come within 5% of `target_mib`, the target it must show;
+    /// returns the seconds it took.
+    pub fn wait_balloon(&self, vm: &str, target_mib: u64, limit: Duration) -> f64 {
+        let what = format!("balloon within 5% of {target_mib} MiB");
+        let (_, seconds) = self.wait_for(vm, limit, &what, |v| {
+            assert_eq!(
+                v["balloon_target_mib"], target_mib,
+                "the target moved: {v:#}"
+            );
+            v["balloon_actual_mib"]
+                .as_u64()
+                .is_some_and(|a| a.abs_diff(target_mib) as f64 <= 0.05 * target_mib as f64)
+        });
+        seconds
+    }
+
     /// Polls `name` until `done` holds, or fails with the last status seen.
     pub fn wait_for(
         &self,
@@ -165,16 +221,6 @@ pub fn mib(v: &Value, key: &str) -> u64 {
     v[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} missing in {v:#}"))
-}
-
-pub fn within_5_percent(v: &Value) -> bool {
-    match (
-        v["balloon_actual_mib"].as_u64(),
-        v["balloon_target_mib"].as_u64(),
-    ) {
-        (Some(a), Some(t)) => (a as f64 - t as f64).abs() <= 0.05 * t as f64,
-        _ => false,
-    }
 }
 
 /// Waits for an event whose reason contains every one of `words`.

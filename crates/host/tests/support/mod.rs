@@ -1,0 +1,31 @@
+//! Shared by the host's and the daemon's end-to-end tests (the daemon's include this file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Every DAMON setting of this host, with its kdamonds' pids: what another tool's DAMON set-up
+/// is, to check memvisor left it as it was. The counters DAMON itself updates (stats, tried
+/// regions, effective quota) are left out.
+pub fn damon_settings() -> BTreeMap<PathBuf, String> {
+    settings_under(Path::new("/sys/kernel/mm/damon/admin"))
+}
+
+fn settings_under(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if matches!(&*name, "stats" | "tried_regions" | "effective_bytes") {
+            continue;
+        }
+        if path.is_dir() {
+            found.extend(settings_under(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            found.insert(path, text);
+        }
+    }
+    found
+}
