@@ -15,7 +15,7 @@ pub enum VmState {
 
 impl std::fmt::Display for VmState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             VmState::Starting => "starting",
             VmState::Running => "running",
             VmState::Stopped => "stopped",

@@ -31,9 +31,13 @@ pub enum DamonError {
         available: String,
     },
     #[error(
-        "DAMON holds kdamond {kdamond} ({state}), set up by another tool; memvisor leaves every kdamond it did not start as it is (DAMON serves one user: once that tool has released it, nr_kdamonds 0, memvisor can use it)"
+        "DAMON holds kdamond 0 ({0}), set up by another tool; memvisor leaves every kdamond it did not start as it is (DAMON serves one user: once that tool has released it, nr_kdamonds 0, memvisor can use it)"
     )]
-    InUse { kdamond: usize, state: String },
+    InUse(String),
+    #[error(
+        "DAMON's kdamonds are no longer the ones memvisor set up (another tool rebuilt them); memvisor leaves them as they are"
+    )]
+    Replaced,
     #[error("cannot read {0}: {1}; memvisor must run as root to use DAMON")]
     Read(PathBuf, std::io::Error),
     #[error("cannot write '{value}' to {path}: {source}; memvisor must run as root to use DAMON")]
@@ -48,7 +52,7 @@ pub enum DamonError {
 
 /// DAMON's operations sets: virtual addresses of a process, or physical memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operations {
+enum Operations {
     Vaddr,
     Paddr,
 }
@@ -62,7 +66,8 @@ impl Operations {
     }
 }
 
-/// An address range to watch: in `pid`'s address space for `vaddr`, physical for `paddr`.
+/// An address range to watch: in `pid`'s address space (`vaddr` operations), or physical
+/// memory (`paddr`) without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub pid: Option<u32>,
@@ -86,24 +91,35 @@ impl Damon {
 
     /// Takes over the kdamonds an earlier memvisor (killed) set up for `ranges`, if the kernel
     /// still holds exactly those; kdamonds that are not (a reboot, another tool since) are
-    /// left alone. Says whether it took them.
-    pub fn adopt(&mut self, ranges: &[Range]) -> bool {
-        let ours = self.read("kdamonds/nr_kdamonds").ok() == Some(ranges.len() as u64)
-            && ranges.iter().enumerate().all(|(k, range)| {
-                let target = format!("kdamonds/{k}/contexts/0/targets/0");
-                let pid = match range.pid {
-                    Some(pid) => {
-                        self.read(&format!("{target}/pid_target")).ok() == Some(pid.into())
-                    }
-                    None => true,
-                };
-                pid && self.read(&format!("{target}/regions/0/start")).ok() == Some(range.start)
-                    && self.read(&format!("{target}/regions/0/end")).ok() == Some(range.end)
-            });
-        if ours {
+    /// left alone.
+    pub fn adopt(&mut self, ranges: &[Range]) {
+        if self.hold(ranges) {
             self.watched = ranges.to_vec();
         }
-        ours
+    }
+
+    /// Whether DAMON's kdamonds are exactly the ones memvisor set up for `ranges`: a kdamond
+    /// of memvisor's whose process ended stops, and another tool may then rebuild them all.
+    fn hold(&self, ranges: &[Range]) -> bool {
+        let is =
+            |file: &str, value: &str| self.read_text(file).is_ok_and(|text| text.trim() == value);
+        is("kdamonds/nr_kdamonds", &ranges.len().to_string())
+            && ranges.iter().enumerate().all(|(k, range)| {
+                let context = format!("kdamonds/{k}/contexts/0");
+                let target = format!("{context}/targets/0");
+                is(
+                    &format!("{context}/operations"),
+                    operations_for(range).name(),
+                ) && is(&format!("{context}/schemes/0/action"), "stat")
+                    && range
+                        .pid
+                        .is_none_or(|pid| is(&format!("{target}/pid_target"), &pid.to_string()))
+                    && is(
+                        &format!("{target}/regions/0/start"),
+                        &range.start.to_string(),
+                    )
+                    && is(&format!("{target}/regions/0/end"), &range.end.to_string())
+            })
     }
 
     /// The ranges memvisor's kdamonds watch now; a restarted daemon `adopt`s them.
@@ -113,30 +129,35 @@ impl Damon {
 
     /// Watches `ranges`, one kdamond each, in place of what this watched before. On an error
     /// no kdamond of memvisor's is left.
-    pub fn watch(&mut self, operations: Operations, ranges: &[Range]) -> Result<(), DamonError> {
+    pub fn watch(&mut self, ranges: &[Range]) -> Result<(), DamonError> {
         if !self.root.join("kdamonds/nr_kdamonds").exists() {
             return Err(DamonError::Missing(self.root.clone()));
         }
         self.stop()?;
         // Every kdamond left is someone else's: only read.
         if self.read("kdamonds/nr_kdamonds")? > 0 {
-            return Err(self.someone_elses(operations));
+            return Err(self.someone_elses(ranges));
         }
-        let started = self.start(operations, ranges);
+        let started = self.start(ranges);
         if started.is_err() {
-            self.watched = ranges.to_vec();
-            let _ = self.stop();
+            // Every kdamond there is the one this just made.
+            self.watched.clear();
+            let _ = self.tear_down(ranges.len());
         }
         started
     }
 
     /// Why kdamond 0, set up by someone else, keeps memvisor from DAMON: the kernel's
-    /// operations as its context lists them, if they lack `operations`, else the kdamond itself.
-    fn someone_elses(&self, operations: Operations) -> DamonError {
+    /// operations as its context lists them, if they lack what `ranges` need, else the kdamond.
+    fn someone_elses(&self, ranges: &[Range]) -> DamonError {
         if let Ok(available) = self.read_text("kdamonds/0/contexts/0/avail_operations") {
-            if !offers(&available, operations) {
+            if let Some(missing) = ranges
+                .iter()
+                .map(operations_for)
+                .find(|o| !offers(&available, *o))
+            {
                 return DamonError::NoOperations {
-                    wanted: operations.name(),
+                    wanted: missing.name(),
                     available: available.trim().to_string(),
                 };
             }
@@ -144,12 +165,13 @@ impl Damon {
         let state = self
             .read_text("kdamonds/0/state")
             .map_or_else(|e| e.to_string(), |s| s.trim().to_string());
-        DamonError::InUse { kdamond: 0, state }
+        DamonError::InUse(state)
     }
 
-    fn start(&mut self, operations: Operations, ranges: &[Range]) -> Result<(), DamonError> {
+    fn start(&mut self, ranges: &[Range]) -> Result<(), DamonError> {
         self.write("kdamonds/nr_kdamonds", ranges.len())?;
         for (k, range) in ranges.iter().enumerate() {
+            let operations = operations_for(range);
             let kdamond = format!("kdamonds/{k}");
             self.write(&format!("{kdamond}/contexts/nr_contexts"), 1)?;
             let context = format!("{kdamond}/contexts/0");
@@ -198,7 +220,14 @@ impl Damon {
     /// Bytes of each watched range accessed during the last aggregation interval, in the
     /// order `watch` was given them; None for a range whose process ended (its kdamond
     /// stopped with it).
-    pub fn accessed(&self) -> Result<Vec<Option<Size>>, DamonError> {
+    pub fn accessed(&mut self) -> Result<Vec<Option<Size>>, DamonError> {
+        if self.watched.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.hold(&self.watched) {
+            self.watched.clear();
+            return Err(DamonError::Replaced);
+        }
         (0..self.watched.len())
             .map(|k| {
                 if !self.is_on(k)? {
@@ -213,19 +242,22 @@ impl Damon {
             .collect()
     }
 
-    /// Stops memvisor's kdamonds and removes them.
+    /// Stops memvisor's kdamonds and removes them, if DAMON still holds them.
     pub fn stop(&mut self) -> Result<(), DamonError> {
-        if self.watched.is_empty() {
+        let watched = std::mem::take(&mut self.watched);
+        if watched.is_empty() || !self.hold(&watched) {
             return Ok(());
         }
-        for k in 0..self.watched.len() {
+        self.tear_down(watched.len())
+    }
+
+    fn tear_down(&self, kdamonds: usize) -> Result<(), DamonError> {
+        for k in 0..kdamonds {
             if self.is_on(k)? {
                 self.write(&format!("kdamonds/{k}/state"), "off")?;
             }
         }
-        self.write("kdamonds/nr_kdamonds", 0)?;
-        self.watched.clear();
-        Ok(())
+        self.write("kdamonds/nr_kdamonds", 0)
     }
 
     fn is_on(&self, kdamond: usize) -> Result<bool, DamonError> {
@@ -252,6 +284,14 @@ impl Damon {
             value,
             source,
         })
+    }
+}
+
+/// What memvisor watches a range with: a process's addresses, else physical memory.
+fn operations_for(range: &Range) -> Operations {
+    match range.pid {
+        Some(_) => Operations::Vaddr,
+        None => Operations::Paddr,
     }
 }
 
@@ -311,7 +351,7 @@ mod tests {
                 end: 0x7e00_2000_0000,
             },
         ];
-        damon.watch(Operations::Vaddr, &ranges).unwrap();
+        damon.watch(&ranges).unwrap();
         assert_eq!(read(&tree, "kdamonds/nr_kdamonds"), "2");
         let second = "kdamonds/1/contexts/0";
         assert_eq!(read(&tree, &format!("{second}/operations")), "vaddr");
@@ -371,7 +411,7 @@ mod tests {
             start: 0,
             end: 1 << 30,
         };
-        let err = damon.watch(Operations::Vaddr, &[range]).unwrap_err();
+        let err = damon.watch(&[range]).unwrap_err();
         assert!(matches!(err, DamonError::NoOperations { .. }), "{err}");
         assert!(
             err.to_string().contains("offers 'paddr' operations only"),
@@ -381,15 +421,17 @@ mod tests {
         assert!(damon.watched().is_empty());
     }
 
-    /// Every file of a sysfs tree with its contents.
-    fn contents(tree: &Path) -> Vec<(PathBuf, String)> {
+    /// Every file of a sysfs tree with its contents and when it was last written (a write of
+    /// the same value, `1` to nr_kdamonds say, rebuilds a real kernel's kdamonds).
+    fn contents(tree: &Path) -> Vec<(PathBuf, String, std::time::SystemTime)> {
         let mut files = Vec::new();
         for entry in fs::read_dir(tree).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 files.extend(contents(&path));
             } else {
-                files.push((path.clone(), fs::read_to_string(&path).unwrap()));
+                let written = fs::metadata(&path).unwrap().modified().unwrap();
+                files.push((path.clone(), fs::read_to_string(&path).unwrap(), written));
             }
         }
         files.sort();
@@ -427,14 +469,16 @@ mod tests {
             let tree = someone_elses_kdamond("vaddr\npaddr", state);
             let before = contents(tree.path());
             let mut damon = Damon::at(tree.path());
-            for operations in [Operations::Vaddr, Operations::Paddr] {
-                let err = damon.watch(operations, &[some_range()]).unwrap_err();
-                assert!(
-                    matches!(&err, DamonError::InUse { kdamond: 0, state: s } if s == state),
-                    "{err}"
-                );
+            let physical = Range {
+                pid: None,
+                ..some_range()
+            };
+            for range in [some_range(), physical] {
+                let err = damon.watch(&[range]).unwrap_err();
+                assert!(matches!(&err, DamonError::InUse(s) if s == state), "{err}");
                 assert!(err.to_string().contains("set up by another tool"), "{err}");
             }
+            assert!(damon.accessed().unwrap().is_empty());
             damon.stop().unwrap();
             assert!(damon.watched().is_empty());
             assert_eq!(
@@ -450,13 +494,28 @@ mod tests {
         // These build machines' state: kdamond 0 of the boot's own, and `paddr` only.
         let tree = someone_elses_kdamond("paddr", "on");
         let before = contents(tree.path());
-        let err = Damon::at(tree.path())
-            .watch(Operations::Vaddr, &[some_range()])
-            .unwrap_err();
+        let err = Damon::at(tree.path()).watch(&[some_range()]).unwrap_err();
         assert!(
             err.to_string().contains("offers 'paddr' operations only"),
             "{err}"
         );
+        assert_eq!(contents(tree.path()), before);
+    }
+
+    #[test]
+    fn kdamonds_another_tool_rebuilt_after_memvisors_stopped_are_not_touched() {
+        let tree = fixture(1, "vaddr\npaddr");
+        let mut damon = Damon::at(tree.path());
+        damon.watch(&[some_range()]).unwrap();
+        // memvisor's kdamond stopped with its process; another tool rebuilt kdamond 0.
+        let kdamond = tree.path().join("kdamonds/0");
+        fs::write(kdamond.join("contexts/0/operations"), "paddr\n").unwrap();
+        fs::write(kdamond.join("contexts/0/schemes/0/action"), "pageout\n").unwrap();
+        fs::write(kdamond.join("state"), "on\n").unwrap();
+        let before = contents(tree.path());
+        assert!(matches!(damon.accessed(), Err(DamonError::Replaced)));
+        assert!(damon.watched().is_empty());
+        damon.stop().unwrap();
         assert_eq!(contents(tree.path()), before);
     }
 
@@ -468,17 +527,16 @@ mod tests {
             start: 0x7f00_0000_0000,
             end: 0x7f00_4000_0000,
         };
-        Damon::at(tree.path())
-            .watch(Operations::Vaddr, &[range])
-            .unwrap();
+        Damon::at(tree.path()).watch(&[range]).unwrap();
 
         let mut restarted = Damon::at(tree.path());
         let other_process = Range {
             pid: Some(4243),
             ..range
         };
-        assert!(!restarted.adopt(&[other_process]));
-        assert!(!restarted.adopt(&[range, range]));
+        restarted.adopt(&[other_process]);
+        assert!(restarted.watched().is_empty());
+        restarted.adopt(&[range, range]);
         assert!(restarted.watched().is_empty());
         restarted.stop().unwrap();
         assert_eq!(
@@ -487,7 +545,7 @@ mod tests {
             "not adopted, not stopped"
         );
 
-        assert!(restarted.adopt(&[range]));
+        restarted.adopt(&[range]);
         assert_eq!(restarted.watched(), &[range]);
         restarted.stop().unwrap();
         assert_eq!(read(&tree, "kdamonds/0/state"), "off");
@@ -498,7 +556,7 @@ mod tests {
     fn a_kernel_without_damon_is_named() {
         let tree = tempfile::tempdir().unwrap();
         let err = Damon::at(&tree.path().join("damon/admin"))
-            .watch(Operations::Vaddr, &[])
+            .watch(&[])
             .unwrap_err();
         assert!(err.to_string().contains("CONFIG_DAMON_SYSFS"), "{err}");
     }

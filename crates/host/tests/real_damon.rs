@@ -7,7 +7,7 @@
 //! leaves every setting of that tool's as it was. Each test says which state it found; the
 //! state it did not find is covered on fixture trees in `damon.rs`.
 
-use memvisor_host::damon::{Damon, DamonError, Operations, Range, SYSFS};
+use memvisor_host::damon::{Damon, DamonError, Range, SYSFS};
 mod support;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +83,7 @@ fn free_or_left_alone(attempt: impl Fn(&mut Damon) -> DamonError) -> bool {
 }
 
 /// Reads what DAMON saw accessed until `enough` holds or 10 s pass; returns the last reading.
-fn accessed_until(damon: &Damon, enough: impl Fn(u64) -> bool) -> u64 {
+fn accessed_until(damon: &mut Damon, enough: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         std::thread::sleep(Duration::from_millis(1100));
@@ -99,10 +99,8 @@ fn accessed_until(damon: &Damon, enough: impl Fn(u64) -> bool) -> u64 {
 #[test]
 fn watches_physical_memory_and_leaves_no_kdamond_behind() {
     let free = free_or_left_alone(|damon| {
-        let err = damon
-            .watch(Operations::Paddr, &[largest_system_ram()])
-            .unwrap_err();
-        assert!(matches!(err, DamonError::InUse { .. }), "{err}");
+        let err = damon.watch(&[largest_system_ram()]).unwrap_err();
+        assert!(matches!(err, DamonError::InUse(_)), "{err}");
         err
     });
     if !free {
@@ -112,8 +110,8 @@ fn watches_physical_memory_and_leaves_no_kdamond_behind() {
     let (_, worker) = touch_in_background(stop.clone());
     let ram = largest_system_ram();
     let mut damon = Damon::at(Path::new(SYSFS));
-    damon.watch(Operations::Paddr, &[ram]).unwrap();
-    let accessed = accessed_until(&damon, |b| b > 0);
+    damon.watch(&[ram]).unwrap();
+    let accessed = accessed_until(&mut damon, |b| b > 0);
     damon.stop().unwrap();
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
@@ -133,10 +131,10 @@ fn watches_a_process_range_where_the_kernel_offers_vaddr() {
             start: 0,
             end: 4096,
         };
-        let err = damon.watch(Operations::Vaddr, &[here]).unwrap_err();
+        let err = damon.watch(&[here]).unwrap_err();
         match &err {
             DamonError::NoOperations { available, .. } => assert!(!offers_vaddr(available)),
-            DamonError::InUse { .. } => {}
+            DamonError::InUse(_) => {}
             other => panic!("{other}"),
         }
         err
@@ -153,8 +151,8 @@ fn watches_a_process_range_where_the_kernel_offers_vaddr() {
     };
     let mut damon = Damon::at(Path::new(SYSFS));
     let outcome = damon
-        .watch(Operations::Vaddr, &[busy])
-        .map(|()| accessed_until(&damon, |b| b >= (BUFFER / 2) as u64));
+        .watch(&[busy])
+        .map(|()| accessed_until(&mut damon, |b| b >= (BUFFER / 2) as u64));
     damon.stop().unwrap();
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();

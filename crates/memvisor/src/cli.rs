@@ -819,7 +819,7 @@ pub fn print_table(vms: &[VmStatus]) {
         println!(
             "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  {}",
             v.name,
-            v.state.to_string(),
+            v.state,
             v.memory_mib,
             opt(v.balloon_target_mib),
             opt(v.balloon_actual_mib),

@@ -332,9 +332,20 @@ async fn workload(
     }
     *vm.workload.lock().expect("workload lock") = workload.clone();
     if let Some(agent) = &vm.agent {
-        agent.send(ToGuest::SetWorkload { workload });
+        agent.send(ToGuest::SetWorkload {
+            workload: workload.clone(),
+        });
     }
-    Ok(Json(vm.status()))
+    let status = vm.status();
+    drop(vm);
+    d.note(
+        EventKind::Operator,
+        Some(&name),
+        format!("{name} workload {workload} on request"),
+    )
+    .await;
+    d.save_state().await;
+    Ok(Json(status))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -382,7 +382,16 @@ impl Daemon {
                 });
             }
         }
-        let sensed = self.access.lock().expect("access lock").sense(&watchable);
+        let (sensed, rewatched) = {
+            let mut access = self.access.lock().expect("access lock");
+            let before = access.watched();
+            let sensed = access.sense(&watchable);
+            (sensed, access.watched() != before)
+        };
+        // A daemon killed now must find the kdamonds it runs recorded, to take them over.
+        if rewatched {
+            self.save_state().await;
+        }
         match sensed {
             Ok(accessed) => accessed,
             Err(why) => {
@@ -469,19 +478,12 @@ impl Daemon {
             .lock()
             .await
             .remember_found(saved.ksm_found, saved.zswap_found);
-        let adopted = self
-            .access
+        // Kdamonds that no longer watch what the predecessor recorded are not memvisor's to
+        // touch; sensing says why once.
+        self.access
             .lock()
             .expect("access lock")
             .adopt(&saved.damon_watched);
-        if !adopted && !saved.damon_watched.is_empty() {
-            self.note(
-                EventKind::Fault,
-                None,
-                "the kdamonds the daemon before this one ran are no longer the ones DAMON holds; memvisor leaves DAMON's kdamonds as they are".into(),
-            )
-            .await;
-        }
         for (name, s) in &saved.vms {
             let alive = memvisor_host::process::is_alive(s.pid);
             let result = match (s.origin, alive) {

@@ -1,11 +1,13 @@
 //! A VM behind its lock, with its figures as of the last time the lock was let go. The API
 //! answers from those while the VM is busy (a QEMU that does not answer holds its VM for the
 //! QMP timeout); since whoever holds the lock refreshes them on letting go, a read that follows
-//! a change shows that change.
+//! a change shows that change. The guest agent's reports (phase, pages) arrive without the
+//! lock, so a busy VM's are as of its last change.
 
 use super::Vm;
 use memvisor_core::status::VmStatus;
 use std::ops::{Deref, DerefMut};
+use std::sync::PoisonError;
 use tokio::sync::{Mutex, MutexGuard};
 
 pub struct Slot {
@@ -32,7 +34,11 @@ impl Slot {
     pub fn status(&self) -> VmStatus {
         match self.vm.try_lock() {
             Ok(vm) => vm.status(),
-            Err(_) => self.last.lock().expect("status lock").clone(),
+            Err(_) => self
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 }
@@ -58,6 +64,7 @@ impl DerefMut for Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        *self.last.lock().expect("status lock") = self.vm.status();
+        // Never panics: this may run while a panic unwinds.
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = self.vm.status();
     }
 }

@@ -3,7 +3,7 @@
 //! is told why once, and memvisor does not ask DAMON again until it restarts.
 
 use memvisor_core::Size;
-use memvisor_host::damon::{Damon, Operations, Range};
+use memvisor_host::damon::{Damon, Range};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -34,8 +34,8 @@ impl AccessSensor {
     }
 
     /// Takes over the kdamonds a killed daemon left watching `ranges`, if they still do.
-    pub fn adopt(&mut self, ranges: &[Range]) -> bool {
-        self.damon.adopt(ranges)
+    pub fn adopt(&mut self, ranges: &[Range]) {
+        self.damon.adopt(ranges);
     }
 
     /// What memvisor's kdamonds watch, for a restarted daemon to take over.
@@ -89,9 +89,7 @@ impl AccessSensor {
             })
             .unzip();
         self.watched.clear();
-        self.damon
-            .watch(Operations::Vaddr, &ranges)
-            .map_err(|e| e.to_string())?;
+        self.damon.watch(&ranges).map_err(|e| e.to_string())?;
         self.watched = names;
         self.set_up_for = wanted;
         Ok(())

@@ -157,9 +157,13 @@ impl Host {
                     assert_eq!(read[key], accepted[key], "{key} right after {args:?}");
                 }
             }
-            if accepted["state"] == "stopped" {
-                assert_eq!(read["state"], "stopped", "right after {args:?}");
-            }
+            assert_eq!(
+                read["state"] == "stopped",
+                accepted["state"] == "stopped",
+                "state {} right after {args:?} answered {}",
+                read["state"],
+                accepted["state"]
+            );
         }
         accepted
     }
