@@ -264,6 +264,15 @@ pub fn read_config(path: &Path) -> Result<Config, CliError> {
     })
 }
 
+/// A changed VM's state as the daemon accepted it: whole as JSON, else the line `say` makes.
+fn print_accepted(json: bool, status: &VmStatus, say: impl FnOnce(&VmStatus) -> String) {
+    if json {
+        print_json(status);
+    } else {
+        println!("{}", say(status));
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
@@ -330,14 +339,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(serde_json::Value::Object(change)),
                 )
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!(
+            print_accepted(json, &status, |s| {
+                format!(
                     "{vm}: memory {} MiB, reservation {} MiB, limit {} MiB, shares {}",
-                    status.memory_mib, status.reservation_mib, status.limit_mib, status.shares
-                );
-            }
+                    s.memory_mib, s.reservation_mib, s.limit_mib, s.shares
+                )
+            });
         }
         Command::Events { follow, json } => {
             let mut after = 0;
@@ -472,35 +479,25 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "target": size })),
                 )
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!(
+            print_accepted(json, &status, |s| {
+                format!(
                     "{vm}: balloon target {} MiB (now {} MiB)",
-                    opt(status.balloon_target_mib),
-                    opt(status.balloon_actual_mib)
-                );
-            }
+                    opt(s.balloon_target_mib),
+                    opt(s.balloon_actual_mib)
+                )
+            });
         }
         Command::Start { vm, json } => {
             let status: VmStatus = client
                 .json(Method::POST, &format!("/v1/vms/{vm}/start"), None)
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!("{vm}: {}", status.state);
-            }
+            print_accepted(json, &status, |s| format!("{vm}: {}", s.state));
         }
         Command::Stop { vm, json } => {
             let status: VmStatus = client
                 .json(Method::POST, &format!("/v1/vms/{vm}/stop"), None)
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!("{vm}: {}", status.state);
-            }
+            print_accepted(json, &status, |s| format!("{vm}: {}", s.state));
         }
         Command::Logs { vm, lines } => {
             let text = client
@@ -520,11 +517,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "workload": workload })),
                 )
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!("{vm}: workload {}", status.workload.unwrap_or_default());
-            }
+            print_accepted(json, &status, |s| {
+                format!(
+                    "{vm}: workload {}",
+                    s.workload.as_deref().unwrap_or_default()
+                )
+            });
         }
         Command::Verify { vm, json } => {
             let reply: serde_json::Value = client
@@ -549,15 +547,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     Some(json!({ "name": name, "qmp": qmp })),
                 )
                 .await?;
-            if json {
-                print_json(&status);
-            } else {
-                println!(
+            print_accepted(json, &status, |s| {
+                format!(
                     "{name}: attached (pid {}, {} MiB)",
-                    opt(status.pid.map(u64::from)),
-                    status.memory_mib
-                );
-            }
+                    opt(s.pid.map(u64::from)),
+                    s.memory_mib
+                )
+            });
         }
         Command::Image {
             command:
