@@ -17,6 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 elif ! apt-cache show busybox-static >/dev/null 2>&1; then
   apt-get update -qq  # the image build asks apt for the kernel and busybox packages
 fi
+# Debian's QEMU takes the place of a newer qemu-utils the machine may carry (a backport);
+# the machine keeps a qemu-img, Debian's, beside it.
+command -v qemu-img >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils
 
 # schemathesis fuzzes the HTTP API against docs/openapi.json; it lives in its own venv.
 if [ "${WITH_TEST_TOOLS:-0}" = 1 ] && [ ! -x /var/cache/memvisor/venv/bin/st ]; then
