@@ -4,7 +4,7 @@
 //! a change shows that change. The guest agent's reports (phase, pages) arrive without the
 //! lock, so a busy VM's are as of its last change.
 
-use super::Vm;
+use super::vm::Vm;
 use memvisor_core::status::VmStatus;
 use std::ops::{Deref, DerefMut};
 use std::sync::PoisonError;
