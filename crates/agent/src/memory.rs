@@ -1,16 +1,45 @@
-//! Memory the workloads hold, in 1 MiB chunks, written so that every page can be checked later:
-//! a private page starts with a tag unique to it; a shared page is filled with content that is
-//! the same in every VM (and differs between pages, so it merges across VMs, not within one).
+//! Memory the workloads hold, in 1 MiB chunks of whole pages, written so that every page can be
+//! checked later. Private pages are unique to their page and to this boot of this VM; shared
+//! pages are the same in every VM (and differ between pages, so they merge across VMs, not
+//! within one). Both compress as real heaps do (memvisor_core::content).
+
+use memvisor_core::content::{self, HEADER};
 
 pub const CHUNK: usize = 1 << 20;
-pub const PAGE: usize = 4096;
+pub const PAGE: usize = content::PAGE;
 const PAGES_PER_CHUNK: usize = CHUNK / PAGE;
-const SALT: u64 = 0x6d65_6d76_6973_6f72;
+/// The salt of shared content: the same in every guest.
+const SHARED_SALT: u64 = 0x6d65_6d76_6973_6f72;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Content {
-    Private,
+    /// Unique to this VM: the salt is drawn at boot.
+    Private(u64),
     Shared,
+}
+
+impl Content {
+    fn salt(self) -> u64 {
+        match self {
+            Content::Private(salt) => salt,
+            Content::Shared => SHARED_SALT,
+        }
+    }
+}
+
+/// A salt no other guest draws, for content unique to this boot.
+pub fn boot_salt() -> u64 {
+    let mut bytes = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut bytes)
+    }) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // No entropy device: the clock still differs between guests booted one after another.
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
 }
 
 /// One page, page-aligned: each workload page is one guest page, so identical content in two
@@ -24,16 +53,8 @@ pub struct Held {
     chunks: Vec<Box<[Page]>>,
 }
 
-fn tag(chunk: usize, page: usize) -> u64 {
-    ((chunk * PAGES_PER_CHUNK + page) as u64) ^ SALT
-}
-
-fn mix(mut x: u64) -> u64 {
-    // splitmix64: cheap, well spread, the same on every guest.
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+fn page_tag(content: Content, chunk: usize, page: usize) -> u64 {
+    content::tag(content.salt(), (chunk * PAGES_PER_CHUNK + page) as u64)
 }
 
 fn word(page: &[u8], index: usize) -> u64 {
@@ -43,17 +64,17 @@ fn word(page: &[u8], index: usize) -> u64 {
 fn fill_chunk(content: Content, index: usize) -> Box<[Page]> {
     let mut chunk = vec![Page([0; PAGE]); PAGES_PER_CHUNK].into_boxed_slice();
     for (page_no, Page(page)) in chunk.iter_mut().enumerate() {
-        match content {
-            Content::Private => page[..8].copy_from_slice(&tag(index, page_no).to_le_bytes()),
-            Content::Shared => {
-                let base = tag(index, page_no);
-                for (w, bytes) in page.chunks_exact_mut(8).enumerate() {
-                    bytes.copy_from_slice(&mix(base.wrapping_add(w as u64)).to_le_bytes());
-                }
-            }
-        }
+        content::fill(page, page_tag(content, index, page_no), content::HEAP);
     }
     chunk
+}
+
+/// Fills `buffer` (whole pages) with page-cache content: pages `first..` of a file unique to
+/// this boot.
+pub fn fill_file_pages(buffer: &mut [u8], salt: u64, first: u64) {
+    for (n, page) in buffer.chunks_exact_mut(PAGE).enumerate() {
+        content::fill(page, content::tag(salt, first + n as u64), content::FILES);
+    }
 }
 
 impl Held {
@@ -84,18 +105,18 @@ impl Held {
         (added * PAGES_PER_CHUNK) as u64
     }
 
-    /// Writes one word in each of `count` pages of the first `active_mib`, starting at `*cursor`.
-    /// The tag in the page's first word stays intact.
+    /// Bumps the counter in each of `count` pages of the first `active_mib`, starting at
+    /// `*cursor`; the rest of the page stays as written.
     pub fn touch(&mut self, active_mib: usize, count: usize, cursor: &mut usize) -> u64 {
         let pages = active_mib.min(self.chunks.len()) * PAGES_PER_CHUNK;
-        if pages == 0 || self.content != Content::Private {
+        if pages == 0 || self.content == Content::Shared {
             return 0;
         }
         for _ in 0..count {
             let at = *cursor % pages;
             let page = &mut self.chunks[at / PAGES_PER_CHUNK][at % PAGES_PER_CHUNK].0;
             let n = word(page, 1).wrapping_add(1);
-            page[8..16].copy_from_slice(&n.to_le_bytes());
+            page[8..HEADER].copy_from_slice(&n.to_le_bytes());
             *cursor = at + 1;
         }
         count as u64
@@ -106,16 +127,8 @@ impl Held {
         let mut corrupt = 0;
         for (index, chunk) in self.chunks.iter().enumerate() {
             for (page_no, Page(page)) in chunk.iter().enumerate() {
-                let base = tag(index, page_no);
-                let ok = match self.content {
-                    Content::Private => word(page, 0) == base,
-                    Content::Shared => {
-                        let last = PAGE / 8 - 1;
-                        word(page, 0) == mix(base)
-                            && word(page, last) == mix(base.wrapping_add(last as u64))
-                    }
-                };
-                corrupt += u64::from(!ok);
+                let tag = page_tag(self.content, index, page_no);
+                corrupt += u64::from(!content::holds(page, tag, content::HEAP));
             }
         }
         ((self.chunks.len() * PAGES_PER_CHUNK) as u64, corrupt)
@@ -128,19 +141,19 @@ mod tests {
 
     #[test]
     fn written_pages_verify_and_corruption_is_counted() {
-        let mut held = Held::new(Content::Private);
+        let mut held = Held::new(Content::Private(boot_salt()));
         assert_eq!(held.resize(3), 3 * 256);
         let mut cursor = 0;
         assert_eq!(held.touch(2, 1000, &mut cursor), 1000);
         assert_eq!(held.verify(), (768, 0));
-        held.chunks[1][5].0[0] ^= 1;
+        held.chunks[1][5].0[2000] ^= 1;
         assert_eq!(held.verify(), (768, 1));
         held.resize(1);
         assert_eq!(held.verify(), (256, 0));
     }
 
     #[test]
-    fn shared_content_is_identical_across_instances_and_distinct_across_pages() {
+    fn shared_content_is_identical_across_vms_and_private_content_is_not() {
         let (mut a, mut b) = (Held::new(Content::Shared), Held::new(Content::Shared));
         a.resize(2);
         b.resize(2);
@@ -148,5 +161,22 @@ mod tests {
         assert_ne!(a.chunks[0][0], a.chunks[0][1]);
         assert_eq!(a.chunk_addresses().next().unwrap() % PAGE, 0);
         assert_eq!(a.verify(), (512, 0));
+        let (mut p, mut q) = (
+            Held::new(Content::Private(1)),
+            Held::new(Content::Private(2)),
+        );
+        p.resize(1);
+        q.resize(1);
+        assert!(p.chunks[0]
+            .iter()
+            .zip(q.chunks[0].iter())
+            .all(|(x, y)| x != y));
+    }
+
+    #[test]
+    fn file_pages_differ_from_page_to_page() {
+        let mut buffer = vec![0u8; 2 * PAGE];
+        fill_file_pages(&mut buffer, 5, 0);
+        assert_ne!(buffer[HEADER..PAGE], buffer[PAGE + HEADER..]);
     }
 }

@@ -1,7 +1,7 @@
 //! The workload loop: works in short slices so a new workload or a verify request is picked up
 //! within a fraction of a second, and counts pages for the throughput report.
 
-use crate::memory::{Content, Held, CHUNK, PAGE};
+use crate::memory::{self, Content, Held, CHUNK, PAGE};
 use memvisor_core::agent::{AgentReport, FromGuest};
 use memvisor_core::workload::{Load, Workload};
 use std::fs::File;
@@ -93,8 +93,10 @@ fn scratch_disk() -> Option<String> {
 }
 
 /// Page-cache traffic on the scratch disk: write `mib` once, then read it round and round.
+/// What is written is unique to each page and to this boot, as real files are.
 struct Cache {
     disk: File,
+    salt: u64,
     mib: u64,
     written: u64,
     read_at: u64,
@@ -102,7 +104,7 @@ struct Cache {
 }
 
 impl Cache {
-    fn open(mib: u64) -> Option<Cache> {
+    fn open(mib: u64, salt: u64) -> Option<Cache> {
         let path = scratch_disk()?;
         let disk = std::fs::OpenOptions::new()
             .read(true)
@@ -111,10 +113,11 @@ impl Cache {
             .ok()?;
         Some(Cache {
             disk,
+            salt,
             mib,
             written: 0,
             read_at: 0,
-            buffer: vec![0x5a; CHUNK],
+            buffer: vec![0; CHUNK],
         })
     }
 
@@ -128,7 +131,8 @@ impl Cache {
     /// One MiB of work; returns pages moved.
     fn step(&mut self) -> u64 {
         let result = if self.written < self.mib {
-            self.buffer[..8].copy_from_slice(&self.written.to_le_bytes());
+            let first_page = self.written * (CHUNK / PAGE) as u64;
+            memory::fill_file_pages(&mut self.buffer, self.salt, first_page);
             let r = self.disk.write_all(&self.buffer);
             self.written += 1;
             r
@@ -150,7 +154,8 @@ impl Cache {
 
 pub fn work(shared: Shared, results: Sender<FromGuest>) {
     let mut generation = u64::MAX;
-    let mut private = Held::new(Content::Private);
+    let salt = memory::boot_salt();
+    let mut private = Held::new(Content::Private(salt));
     let mut common = Held::new(Content::Shared);
     let mut cache: Option<Cache> = None;
     let mut cursor = 0usize;
@@ -213,7 +218,7 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
         }
         if let Load::Cache(size) = load {
             if cache.is_none() {
-                cache = Cache::open(size.as_mib());
+                cache = Cache::open(size.as_mib(), !salt);
             }
             if let Some(c) = cache.as_mut() {
                 done += c.step();

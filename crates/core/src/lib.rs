@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod content;
 pub mod entitlement;
 pub mod faults;
 pub mod hints;
