@@ -76,6 +76,18 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, ProcessError> {
     Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// Every process whose name starts with `prefix`, kernel threads included (`kswapd` finds
+/// kswapd0, kswapd1, ...).
+pub fn named(prefix: &str) -> Vec<u32> {
+    procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| p.stat().is_ok_and(|s| s.comm.starts_with(prefix)))
+        .map(|p| p.pid as u32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +98,12 @@ mod tests {
         assert!(is_alive(std::process::id()));
         assert!(cmdline(std::process::id()).is_some_and(|c| !c.is_empty()));
         assert!(matches!(rss(u32::MAX / 2), Err(ProcessError::Read { .. })));
+        let own = procfs::process::Process::myself()
+            .unwrap()
+            .stat()
+            .unwrap()
+            .comm;
+        assert!(named(&own).contains(&std::process::id()));
+        assert!(named("no-such-process-name").is_empty());
     }
 }

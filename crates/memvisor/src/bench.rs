@@ -16,12 +16,31 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [(&str, &str); 3] = [
+const SCENARIOS: [(&str, &str); 10] = [
     ("seed", include_str!("../../../scenarios/seed.toml")),
     ("vdi", include_str!("../../../scenarios/vdi.toml")),
     ("burst", include_str!("../../../scenarios/burst.toml")),
+    (
+        "idle-anon",
+        include_str!("../../../scenarios/idle-anon.toml"),
+    ),
+    ("turns", include_str!("../../../scenarios/turns.toml")),
+    ("wake", include_str!("../../../scenarios/wake.toml")),
+    (
+        "reservation",
+        include_str!("../../../scenarios/reservation.toml"),
+    ),
+    ("peaks", include_str!("../../../scenarios/peaks.toml")),
+    (
+        "many-small",
+        include_str!("../../../scenarios/many-small.toml"),
+    ),
+    ("two-vm", include_str!("../../../scenarios/two-vm.toml")),
 ];
 const REFERENCE: &str = "unconstrained";
+/// A grant may take this long; paging inside a guest beyond it, while the host has room, is a
+/// policy's fault.
+const GRANT_GRACE_S: f64 = 5.0;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The `[bench]` table of a scenario file; the rest of the file is a memvisor config.
@@ -61,6 +80,20 @@ pub struct Outcome {
     pub daemon_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
     pub vms: usize,
+    /// Every VM's pages per second over the whole measurement, by the bench's clock.
+    pub vm_throughput: BTreeMap<String, f64>,
+    /// Each VM's throughput over its throughput on the unconstrained host: below 1 is the
+    /// slowdown the policy cost it (an idle VM woken up pays here for what was swapped out).
+    pub vm_throughput_ratio: BTreeMap<String, f64>,
+    pub total_throughput: f64,
+    pub total_throughput_ratio: Option<f64>,
+    /// Seconds each VM paged inside its guest while the host had free memory above its
+    /// reserve, beyond the first 5 s of each such spell (the time a grant may take).
+    pub paging_with_room_s: BTreeMap<String, f64>,
+    /// CPU that KSM's scanner and the host's reclaim (kswapd, which compresses into zswap)
+    /// took from the cores the guests share, in % of one core.
+    pub ksmd_cpu_pct: f64,
+    pub kswapd_cpu_pct: f64,
     /// Every scheduling round of the run, for the report's charts.
     #[serde(skip)]
     history: Vec<HistorySample>,
@@ -74,7 +107,8 @@ fn load(scenario: &str) -> Result<(BenchSection, Config), CliError> {
         Some((_, text)) => text.to_string(),
         None => std::fs::read_to_string(scenario).map_err(|e| {
             CliError::Other(format!(
-                "no scenario '{scenario}': give seed, vdi, burst or a scenario file ({e})"
+                "no scenario '{scenario}': give one of {} or a scenario file ({e})",
+                SCENARIOS.map(|(name, _)| name).join(", ")
             ))
         })?,
     };
@@ -226,7 +260,14 @@ async fn run_one(
                 )
                 .await?;
         }
-        measure(&run_dir, bench, daemon, reference).await
+        measure(
+            &run_dir,
+            bench,
+            daemon,
+            config.host.reserve.as_mib(),
+            reference,
+        )
+        .await
     }
     .await;
     cli::down(&run_dir).await?;
@@ -265,15 +306,28 @@ fn hold_cpu(vms: &[&VmStatus], parent: &Group, cores: f64) -> Result<(), CliErro
     Ok(())
 }
 
+/// CPU seconds the named kernel threads have used, summed.
+fn kernel_cpu_seconds(prefix: &str) -> f64 {
+    memvisor_host::process::named(prefix)
+        .into_iter()
+        .filter_map(|pid| memvisor_host::process::cpu_seconds(pid).ok())
+        .sum()
+}
+
 async fn measure(
     dir: &Path,
     bench: &BenchSection,
     daemon: u32,
+    reserve_mib: u64,
     reference: Option<&Outcome>,
 ) -> Result<Outcome, CliError> {
     let client = Client::new(dir);
     let started = Instant::now();
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
+    let ksmd_before = kernel_cpu_seconds("ksmd");
+    let kswapd_before = kernel_cpu_seconds("kswapd");
+    let mut pages_seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut paging_spell: BTreeMap<String, f64> = BTreeMap::new();
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
     let mut onset: Option<f64> = None;
@@ -290,7 +344,24 @@ async fn measure(
         }
         let mut needy_rate = 0.0;
         let mut measuring = false;
+        let room = host.free_mib.unwrap_or(0) > reserve_mib;
         for vm in &vms {
+            if let Some(pages) = vm.workload_pages {
+                pages_seen
+                    .entry(vm.name.clone())
+                    .or_insert((pages, pages))
+                    .1 = pages;
+            }
+            let paging = memvisor_core::snapshot::pages_to_disk(
+                vm.guest_swap_in_mib_s.unwrap_or(0.0),
+                vm.guest_swap_out_mib_s.unwrap_or(0.0),
+            );
+            let spell = paging_spell.entry(vm.name.clone()).or_default();
+            *spell = if paging && room { *spell + 1.0 } else { 0.0 };
+            let beyond = out.paging_with_room_s.entry(vm.name.clone()).or_default();
+            if *spell > GRANT_GRACE_S {
+                *beyond += 1.0;
+            }
             out.guest_oom_kills = out.guest_oom_kills.max(vm.guest_oom_kills.unwrap_or(0));
             out.guest_swap_out_mib = out
                 .guest_swap_out_mib
@@ -337,12 +408,32 @@ async fn measure(
         out.vms_lost = vms.iter().filter(|v| v.state == VmState::Lost).count() as u64;
     }
     let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
+    let seconds = started.elapsed().as_secs_f64();
+    out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
+    out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
+    out.vm_throughput = pages_seen
+        .into_iter()
+        .map(|(vm, (first, last))| (vm, last.saturating_sub(first) as f64 / seconds))
+        .collect();
+    out.total_throughput = out.vm_throughput.values().sum();
+    if let Some(reference) = reference {
+        out.vm_throughput_ratio = out
+            .vm_throughput
+            .iter()
+            .filter_map(|(vm, rate)| {
+                let base = reference.vm_throughput.get(vm).filter(|b| **b > 0.0)?;
+                Some((vm.clone(), rate / base))
+            })
+            .collect();
+        out.total_throughput_ratio = (reference.total_throughput > 0.0)
+            .then(|| out.total_throughput / reference.total_throughput);
+    }
     out.history = client.json(Method::GET, "/v1/history", None).await?;
     // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
     // earlier run's QEMUs until KSM scans again.
     let sharing: SharingMatrix = client.json(Method::GET, "/v1/sharing", None).await?;
     out.ksm_saved_mib = sharing.saved_mib.round() as u64;
-    out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64();
+    out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / seconds;
     out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum();
     out.needy_throughput_ratio = reference
         .filter(|r| r.needy_throughput > 0.0)
@@ -380,13 +471,18 @@ fn step_throughput(samples: &[WorkSample]) -> f64 {
     }
 }
 
+fn ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}"))
+}
+
 fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
     println!("scenario {scenario}");
     println!(
-        "{:<14} {:>10} {:>6} {:>9} {:>10} {:>4} {:>5} {:>9} {:>8} {:>9} {:>7} {:>7}",
+        "{:<14} {:>10} {:>6} {:>9} {:>9} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
         "POLICY",
         "NEEDY_PG/S",
         "RATIO",
+        "ALL_RATIO",
         "HOSTSWAP",
         "GUESTSWAP",
         "OOM",
@@ -394,18 +490,20 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
         "REACT_S",
         "KSM_MIB",
         "PEAK_MIB",
+        "PAGING_S",
+        "KSMD%",
+        "KSWAPD%",
         "CPU%",
         "RSS_MIB"
     );
     for name in order {
         let o = &results[name];
         println!(
-            "{:<14} {:>10.0} {:>6} {:>9} {:>10} {:>4} {:>5} {:>9} {:>8} {:>9} {:>7.2} {:>7}",
+            "{:<14} {:>10.0} {:>6} {:>9} {:>9} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
             name,
             o.needy_throughput,
-            o.needy_throughput_ratio
-                .map(|r| format!("{r:.2}"))
-                .unwrap_or("-".into()),
+            ratio(o.needy_throughput_ratio),
+            ratio(o.total_throughput_ratio),
             o.host_swap_out_mib,
             o.guest_swap_out_mib,
             o.guest_oom_kills,
@@ -415,9 +513,32 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
                 .unwrap_or("never".into()),
             o.ksm_saved_mib,
             o.peak_host_used_mib,
+            o.paging_with_room_s.values().sum::<f64>(),
+            o.ksmd_cpu_pct,
+            o.kswapd_cpu_pct,
             o.daemon_cpu_pct,
             o.daemon_peak_rss_mib
         );
+    }
+    let vms: Vec<&String> = results
+        .get(REFERENCE)
+        .map(|r| r.vm_throughput.keys().collect())
+        .unwrap_or_default();
+    println!("each VM's throughput, as a ratio to unconstrained");
+    print!("{:<14}", "POLICY");
+    for vm in &vms {
+        print!(" {vm:>8}");
+    }
+    println!();
+    for name in order.iter().filter(|n| n.as_str() != REFERENCE) {
+        print!("{name:<14}");
+        for vm in &vms {
+            print!(
+                " {:>8}",
+                ratio(results[name].vm_throughput_ratio.get(*vm).copied())
+            );
+        }
+        println!();
     }
 }
 

@@ -90,7 +90,8 @@ pub struct Daemon {
 impl Daemon {
     /// Prepares the host side (accelerator, parent cgroup with the budget) without starting VMs.
     pub async fn new(config: Config, dir: PathBuf, image: Image) -> Result<Daemon, DaemonError> {
-        let (accel, why_not_kvm) = memvisor_qemu::accel::resolve(config.host.accel).await?;
+        let (accel, why_not_kvm) =
+            memvisor_qemu::accel::resolve(config.host.accel, &image.kernel).await?;
         if let Some(why) = why_not_kvm {
             tracing::info!("using TCG: KVM cannot run a guest here ({why})");
         }
