@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 kmod)
+packages=(qemu-system-x86 kmod ksmtuned)
 # What the tests drive: top in tmux, promtool on /metrics, the dashboard in headless Chromium.
 [ "${WITH_TEST_TOOLS:-0}" = 1 ] && packages+=(tmux prometheus chromium chromium-driver)
 missing=()

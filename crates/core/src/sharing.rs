@@ -50,17 +50,112 @@ pub fn matrix(vms: &[(String, Vec<u64>)]) -> SharingMatrix {
     }
 }
 
-/// KSM settings for a host in `state` (pages scanned per wake-up, milliseconds between).
-pub fn ksm_for(state: FreeState) -> Action {
-    let (pages_to_scan, sleep_ms) = match state {
-        FreeState::High => (1000, 50),
-        FreeState::Soft => (2500, 20),
-        FreeState::Hard | FreeState::Low => (5000, 10),
-    };
-    Action::Ksm {
-        run: true,
-        pages_to_scan,
-        sleep_ms,
+/// The fastest KSM may scan in each state, MiB/s: the state says how much a merged page is
+/// worth, and on a host short of memory it is worth more CPU.
+pub fn max_scan_rate_mib_s(state: FreeState) -> f64 {
+    match state {
+        FreeState::High => 80.0,
+        FreeState::Soft => 500.0,
+        FreeState::Hard | FreeState::Low => 2000.0,
+    }
+}
+
+/// Slowest scan: still finds identical pages that appear, at a cost ksmd hardly shows.
+const MIN_SCAN_MIB_S: f64 = 4.0;
+/// Where the scan starts, before it has merged anything.
+const FIRST_SCAN_MIB_S: f64 = 20.0;
+/// How long a rate runs before what it merged is weighed.
+const WINDOW_S: f64 = 10.0;
+/// Merged MiB per scanned MiB above which scanning faster pays, and below which it does not.
+const WORTH_FASTER: f64 = 0.02;
+const WORTH_SLOWER: f64 = 0.005;
+
+/// KSM's scan rate, paced by what it merges: each window, the MiB it saved over the MiB it
+/// scanned doubles the rate when merging pays and halves it when pages are unique (real heaps
+/// and page cache), within the state's bounds. ksmd shares the cores with the guests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KsmPacer {
+    rate_mib_s: f64,
+    /// When the current window began, and KSM's saving then.
+    window: Option<(f64, u64)>,
+    /// What the last window yielded, merged over scanned.
+    last_yield: Option<f64>,
+}
+
+impl Default for KsmPacer {
+    fn default() -> Self {
+        KsmPacer {
+            rate_mib_s: FIRST_SCAN_MIB_S,
+            window: None,
+            last_yield: None,
+        }
+    }
+}
+
+impl KsmPacer {
+    /// The scan for this round, and why. `starting`: a VM that is booting and writing pages KSM
+    /// has not seen yet, which are worth the soft state's rate.
+    pub fn pace(
+        &mut self,
+        at_s: f64,
+        saved_mib: u64,
+        state: FreeState,
+        starting: Option<&str>,
+    ) -> (Action, String) {
+        match self.window {
+            None => self.window = Some((at_s, saved_mib)),
+            Some((since, saved_then)) if at_s - since >= WINDOW_S => {
+                let scanned = self.rate_mib_s * (at_s - since);
+                let gained = saved_mib.saturating_sub(saved_then) as f64;
+                let worth = gained / scanned.max(1.0);
+                if worth >= WORTH_FASTER {
+                    self.rate_mib_s *= 2.0;
+                } else if worth < WORTH_SLOWER {
+                    self.rate_mib_s /= 2.0;
+                }
+                self.last_yield = Some(worth);
+                self.window = Some((at_s, saved_mib));
+            }
+            Some(_) => {}
+        }
+        let top = max_scan_rate_mib_s(state);
+        self.rate_mib_s = self.rate_mib_s.clamp(MIN_SCAN_MIB_S, top);
+        let rate = match starting {
+            Some(_) => self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft)),
+            None => self.rate_mib_s,
+        };
+        let why = match (starting, self.last_yield) {
+            (Some(vm), _) => format!("while {vm} starts and writes pages not merged yet"),
+            (None, None) => "until it has merged something".to_string(),
+            (None, Some(worth)) => format!(
+                "its last {WINDOW_S:.0} s merged {:.1}% of what it scanned",
+                100.0 * worth
+            ),
+        };
+        let (pages_to_scan, sleep_ms) = settings_for(rate);
+        (
+            Action::Ksm {
+                run: true,
+                pages_to_scan,
+                sleep_ms,
+            },
+            format!(
+                "KSM scans {} MiB/s {why}",
+                scan_rate_mib_s(pages_to_scan, sleep_ms)
+            ),
+        )
+    }
+}
+
+/// KSM's knobs for a rate: 50 wake-ups a second, fewer once a wake-up would scan under 100
+/// pages.
+fn settings_for(rate_mib_s: f64) -> (u32, u32) {
+    let pages_per_s = rate_mib_s * 256.0;
+    let pages = (pages_per_s / 50.0).round() as u32;
+    if pages >= 100 {
+        (pages, 20)
+    } else {
+        (100, (100_000.0 / pages_per_s.max(1.0)).round() as u32)
     }
 }
 
@@ -89,18 +184,48 @@ mod tests {
         assert_eq!(m.saved_mib, 4.0 * page);
     }
 
-    #[test]
-    fn pressure_scans_harder() {
-        let rate = |s| match ksm_for(s) {
+    fn rate(action: &Action) -> u64 {
+        match *action {
             Action::Ksm {
                 pages_to_scan,
                 sleep_ms,
                 ..
             } => scan_rate_mib_s(pages_to_scan, sleep_ms),
             _ => unreachable!(),
-        };
-        assert!(rate(FreeState::High) < rate(FreeState::Soft));
-        assert!(rate(FreeState::Soft) < rate(FreeState::Hard));
+        }
+    }
+
+    #[test]
+    fn the_scan_slows_while_pages_are_unique_and_speeds_up_while_they_merge() {
+        let mut pacer = KsmPacer::default();
+        let first = rate(&pacer.pace(0.0, 0, FreeState::High, None).0);
+        assert_eq!(first, 19);
+        // 10 s at 20 MiB/s scanned 200 MiB and merged nothing: half as fast, down to the floor.
+        let (slower, why) = pacer.pace(10.0, 0, FreeState::High, None);
+        assert_eq!(rate(&slower), 10, "{why}");
+        assert!(why.contains("merged 0.0%"), "{why}");
+        for t in [20.0, 30.0, 40.0, 50.0] {
+            pacer.pace(t, 0, FreeState::High, None);
+        }
+        assert_eq!(rate(&pacer.pace(51.0, 0, FreeState::High, None).0), 3);
+        // Identical guests: 40 MiB merged of 40 scanned doubles it, up to the state's bound.
+        let mut saved = 0;
+        for t in (6..30).map(|w| w as f64 * 10.0) {
+            saved += 40;
+            pacer.pace(t, saved, FreeState::High, None);
+        }
+        assert_eq!(rate(&pacer.pace(291.0, saved, FreeState::High, None).0), 80);
+        assert!(rate(&pacer.pace(292.0, saved, FreeState::Hard, None).0) <= 80);
+    }
+
+    #[test]
+    fn a_starting_vm_scans_at_the_soft_rate_and_pressure_allows_more() {
+        let mut pacer = KsmPacer::default();
+        let (boost, why) = pacer.pace(0.0, 0, FreeState::High, Some("d2"));
+        assert_eq!(rate(&boost), 500);
+        assert!(why.contains("while d2 starts"), "{why}");
+        assert!(max_scan_rate_mib_s(FreeState::High) < max_scan_rate_mib_s(FreeState::Soft));
+        assert!(max_scan_rate_mib_s(FreeState::Soft) < max_scan_rate_mib_s(FreeState::Hard));
         assert_eq!(scan_rate_mib_s(5000, 20), 976);
     }
 }

@@ -221,10 +221,16 @@ enum Command {
     Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
     Bench {
-        /// A scenario name (seed, vdi, burst) or a scenario file.
+        /// A scenario name (seed, vdi, burst, idle-anon, turns, wake, reservation, peaks,
+        /// many-small, two-vm: see scenarios/) or a scenario file.
         scenario: String,
-        /// Policies to compare, comma-separated.
-        #[arg(long, default_value = "ours,static,proxmox,mom", value_delimiter = ',')]
+        /// Policies to compare, comma-separated; ksmtuned is Debian's ksmtuned beside static
+        /// balloons, what a stock KVM host runs.
+        #[arg(
+            long,
+            default_value = "ours,static,ksmtuned,proxmox,mom",
+            value_delimiter = ','
+        )]
         policy: Vec<String>,
         #[arg(long)]
         json: bool,

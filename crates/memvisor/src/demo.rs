@@ -57,7 +57,7 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
     })?;
     let client = Client::new(dir);
 
-    say("A host with 1.5 GiB for VMs starts three 1 GiB VMs (overcommit 2.0), one at a time as each settles: memvisor up -f demo.toml");
+    say("A host with 2 GiB for VMs starts three 1 GiB VMs (overcommit 1.5; vm3 may grow to 1.5 GiB), one at a time as each settles: memvisor up -f demo.toml");
     cli::up(dir, cache_dir, &config, Duration::from_secs(180), false).await?;
     let result = script(&client).await;
     say("memvisor down: VMs stopped, cgroups removed");
@@ -67,11 +67,17 @@ pub async fn run(dir: &Path, cache_dir: &Path) -> Result<(), CliError> {
 
 async fn script(client: &Client) -> Result<(), CliError> {
     show(client).await?;
-    say("vm1 and vm2 keep re-reading 400 MiB of batch data through their page cache; vm3 idles 30 s, then writes a 900 MiB working set over and over. Nobody touches a balloon: the scheduler does");
+    say("vm1 and vm2 keep re-reading 400 MiB of batch data through their page cache; vm3 idles 30 s, then writes a 1.1 GiB working set over and over, more than its 1 GiB. Nobody touches a balloon: the scheduler does");
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(15)).await;
         show(client).await?;
     }
+    let vm3: VmStatus = client.json(Method::GET, "/v1/vms/vm3", None).await?;
+    say(&format!(
+        "vm3 has {} MiB now, {} MiB of them plugged through virtio-mem past its 1024 MiB boot size",
+        cli::opt(vm3.allocation_mib),
+        cli::opt(vm3.plugged_mib)
+    ));
     say("What the scheduler decided, and why (memvisor events)");
     let events: Vec<Event> = client.json(Method::GET, "/v1/events", None).await?;
     for e in &events {

@@ -136,9 +136,14 @@ pub fn floor_mib(vm: &VmObservation) -> u64 {
     vm.reservation_mib.max(GUEST_FLOOR_MIB).min(vm.max_mib)
 }
 
-/// The most a policy may give a VM: its configured size, and never above its limit.
+/// The most a balloon-only policy may give a VM: its configured size, and never above its limit.
 pub fn ceiling_mib(vm: &VmObservation) -> u64 {
     vm.limit_mib.min(vm.memory_mib).min(vm.max_mib)
+}
+
+/// The most ours gives a VM: its limit, past its boot size through virtio-mem up to its max.
+pub fn growth_ceiling_mib(vm: &VmObservation) -> u64 {
+    vm.limit_mib.min(vm.max_mib)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! First the needy workload runs on an unconstrained host (no budget, no reclamation): its
 //! throughput there is what every policy's needy throughput is measured against.
 
+mod ksmtuned;
+
 use crate::cli::{self, CliError};
 use crate::client::Client;
 use hyper::Method;
@@ -17,25 +19,25 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SCENARIOS: [(&str, &str); 10] = [
-    ("seed", include_str!("../../../scenarios/seed.toml")),
-    ("vdi", include_str!("../../../scenarios/vdi.toml")),
-    ("burst", include_str!("../../../scenarios/burst.toml")),
+    ("seed", include_str!("../../../../scenarios/seed.toml")),
+    ("vdi", include_str!("../../../../scenarios/vdi.toml")),
+    ("burst", include_str!("../../../../scenarios/burst.toml")),
     (
         "idle-anon",
-        include_str!("../../../scenarios/idle-anon.toml"),
+        include_str!("../../../../scenarios/idle-anon.toml"),
     ),
-    ("turns", include_str!("../../../scenarios/turns.toml")),
-    ("wake", include_str!("../../../scenarios/wake.toml")),
+    ("turns", include_str!("../../../../scenarios/turns.toml")),
+    ("wake", include_str!("../../../../scenarios/wake.toml")),
     (
         "reservation",
-        include_str!("../../../scenarios/reservation.toml"),
+        include_str!("../../../../scenarios/reservation.toml"),
     ),
-    ("peaks", include_str!("../../../scenarios/peaks.toml")),
+    ("peaks", include_str!("../../../../scenarios/peaks.toml")),
     (
         "many-small",
-        include_str!("../../../scenarios/many-small.toml"),
+        include_str!("../../../../scenarios/many-small.toml"),
     ),
-    ("two-vm", include_str!("../../../scenarios/two-vm.toml")),
+    ("two-vm", include_str!("../../../../scenarios/two-vm.toml")),
 ];
 const REFERENCE: &str = "unconstrained";
 /// A grant may take this long; paging inside a guest beyond it, while the host has room, is a
@@ -140,10 +142,12 @@ pub async fn run(
 ) -> Result<(), CliError> {
     let (bench, config) = load(scenario)?;
     for p in policies {
-        if !memvisor_core::policy::POLICY_NAMES.contains(&p.as_str()) {
-            return Err(CliError::Other(
-                memvisor_core::policy::UnknownPolicy(p.clone()).to_string(),
-            ));
+        if !memvisor_core::policy::POLICY_NAMES.contains(&p.as_str()) && p != ksmtuned::NAME {
+            return Err(CliError::Other(format!(
+                "{}; the bench also runs {} (Debian's ksmtuned beside static balloons)",
+                memvisor_core::policy::UnknownPolicy(p.clone()),
+                ksmtuned::NAME
+            )));
         }
     }
     memvisor_guest::image::current(cache_dir)?;
@@ -202,6 +206,9 @@ async fn run_one(
         config.host.budget = host.total;
         config.host.swap = Size::ZERO;
         config.scheduler.policy = "static".into();
+    } else if policy == ksmtuned::NAME {
+        // Balloons stay where they booted and memvisor leaves KSM to ksmtuned.
+        config.scheduler.policy = memvisor_core::policy::MANUAL.into();
     } else {
         config.scheduler.policy = policy.to_string();
     }
@@ -248,6 +255,11 @@ async fn run_one(
         if let Some((parent, cores)) = &cpu {
             hold_cpu(&running, parent, *cores)?;
         }
+        let peer = if policy == ksmtuned::NAME {
+            Some(ksmtuned::Ksmtuned::start(&run_dir).await?)
+        } else {
+            None
+        };
         for (vm, workload) in workloads
             .iter()
             .filter(|(vm, _)| running.iter().any(|v| &v.name == vm))
@@ -260,14 +272,18 @@ async fn run_one(
                 )
                 .await?;
         }
-        measure(
+        let measured = measure(
             &run_dir,
             bench,
             daemon,
             config.host.reserve.as_mib(),
             reference,
         )
-        .await
+        .await;
+        if let Some(peer) = peer {
+            peer.stop()?;
+        }
+        measured
     }
     .await;
     cli::down(&run_dir).await?;
