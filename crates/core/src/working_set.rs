@@ -3,9 +3,12 @@
 //! less. A noisy sample (a guest that pages shows little memory in use while it waits for its
 //! disk) then cannot take memory from a VM that needed it seconds ago.
 //!
-//! A sample is the guest's memory that is not available to it (neither free nor cache it can
-//! drop, plus its watermarks); a guest that pages to its own disk needs more than it has, so
-//! its sample is its allocation plus a growth step.
+//! A sample is the guest RAM DAMON saw accessed where it watches; elsewhere the guest's memory
+//! that is not available to it (neither free nor cache it can drop, plus its watermarks), in
+//! the share its vCPUs were busy: a guest touches memory only while its vCPUs run, so one that
+//! holds a heap and idles is sampled near zero, as ESX's sampling of touched pages finds it. A
+//! guest that pages to its own disk needs more than it has, so its sample is its allocation plus
+//! a growth step.
 
 /// Seconds for the estimate to fall by a factor of e once the samples drop. Long enough to
 /// ride out a pause; short enough that a VM done with a burst gives its memory to the next
@@ -14,6 +17,20 @@ pub const DECAY_S: f64 = 5.0;
 
 /// What a guest that pages asks for beyond its allocation: a quarter more, at least this.
 pub const HUNGRY_GROWTH_MIB: u64 = 128;
+
+/// QEMU CPU (% of one core) at and above which a VM counts as busy: all it holds may be in use.
+pub const BUSY_CPU_PCT: f64 = 25.0;
+/// Major faults a second of QEMU's own above which it is waiting for host swap, not idle.
+pub const STALLED_FAULTS_PER_S: f64 = 50.0;
+
+/// The share of what a guest uses that counts as active, from its QEMU's CPU and major-fault
+/// rate over the last round: 1 when busy or stalled on host swap, falling to 0 as it idles.
+pub fn busy_share(cpu_pct: f64, major_faults_per_s: f64) -> f64 {
+    if major_faults_per_s >= STALLED_FAULTS_PER_S {
+        return 1.0;
+    }
+    (cpu_pct / BUSY_CPU_PCT).clamp(0.0, 1.0)
+}
 
 /// One sample of a VM's memory demand.
 pub fn sample_mib(guest_used_mib: u64, allocation_mib: u64, pages: bool) -> u64 {
@@ -66,6 +83,15 @@ mod tests {
             later = ws.update(100, 1.0);
         }
         assert!(later < 120, "{later}");
+    }
+
+    #[test]
+    fn an_idle_guest_counts_little_of_what_it_holds_unless_host_swap_stalls_it() {
+        assert_eq!(busy_share(60.0, 0.0), 1.0);
+        assert_eq!(busy_share(2.5, 0.0), 0.1);
+        assert_eq!(busy_share(0.0, 0.0), 0.0);
+        // Its CPU stands still while it waits for pages the host swapped out.
+        assert_eq!(busy_share(1.0, 500.0), 1.0);
     }
 
     #[test]

@@ -68,6 +68,16 @@ pub fn is_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// CPU seconds `pid` has used (user + system) and the major page faults it took: a QEMU that
+/// waits for host swap takes major faults while its CPU time stands still.
+pub fn cpu_and_major_faults(pid: u32) -> Result<(f64, u64), ProcessError> {
+    let stat = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map_err(|source| ProcessError::Read { pid, source })?;
+    let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    Ok((cpu, stat.majflt))
+}
+
 /// CPU time (user + system) process `pid` has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64, ProcessError> {
     let stat = procfs::process::Process::new(pid as i32)
@@ -105,5 +115,7 @@ mod tests {
             .comm;
         assert!(named(&own).contains(&std::process::id()));
         assert!(named("no-such-process-name").is_empty());
+        let (cpu, _) = cpu_and_major_faults(std::process::id()).unwrap();
+        assert!(cpu >= 0.0 && cpu <= cpu_seconds(std::process::id()).unwrap());
     }
 }

@@ -232,6 +232,9 @@ enum Command {
             value_delimiter = ','
         )]
         policy: Vec<String>,
+        /// Rounds of every policy beside the reference; each policy's median round is shown.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        runs: usize,
         #[arg(long)]
         json: bool,
         /// Also write SVG timelines of every run (host, each VM, needy throughput) and an
@@ -375,6 +378,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Bench {
             scenario,
             policy,
+            runs,
             json,
             report,
         } => {
@@ -383,6 +387,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 &args.cache_dir,
                 &scenario,
                 &policy,
+                runs,
                 json,
                 report.as_deref(),
             )

@@ -106,3 +106,29 @@ fn bad_balloon_and_workload_requests_change_nothing() {
         );
     }
 }
+
+#[test]
+fn bad_bench_requests_are_refused_before_any_vm_starts() {
+    let host = Host::new();
+    for (args, expected) in [
+        (
+            vec!["bench", "nosuch"],
+            "no scenario 'nosuch': give one of seed, vdi, burst, idle-anon",
+        ),
+        (
+            vec!["bench", "seed", "--runs", "0"],
+            "--runs must be at least 1",
+        ),
+        (
+            vec!["bench", "seed", "--policy", "ours,vmware"],
+            "unknown policy 'vmware'",
+        ),
+    ] {
+        let err = fails(host.path(), &args);
+        assert!(err.contains(expected), "expected '{expected}' in: {err}");
+    }
+    assert!(
+        !host.path().join("bench").exists(),
+        "no bench run was started"
+    );
+}

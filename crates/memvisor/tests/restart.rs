@@ -7,17 +7,6 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const KSM: &str = "/sys/kernel/mm/ksm";
-
-fn ksm_settings() -> [String; 3] {
-    ["run", "pages_to_scan", "sleep_millisecs"].map(|k| {
-        std::fs::read_to_string(Path::new(KSM).join(k))
-            .unwrap()
-            .trim()
-            .to_string()
-    })
-}
-
 /// The pid of the daemon serving `dir`.
 fn daemon_pid(dir: &Path) -> u32 {
     let wanted = dir.to_string_lossy().to_string();

@@ -1,7 +1,9 @@
 //! The seed scenario with real guests under our policy: idle VMs are ballooned so that the
 //! needy one gets its memory, with no guest OOM kill and nothing swapped out by the host.
 //! (Throughput ratios against the baselines are the benchmark's job: `memvisor bench seed`.)
-//! The run's report (`--report`) is checked too, and that the VMs started one at a time.
+//! The run's report (`--report`) is checked too, that the VMs started one at a time, that every
+//! VM's throughput and every cost is counted, and that the ksmtuned peer ran Debian's ksmtuned
+//! and left KSM as it found it.
 
 mod common;
 
@@ -16,20 +18,48 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let report = dir.path().join("report");
+    let ksm_before = common::ksm_settings();
     let text = ok(
         dir.path(),
         &[
             "bench",
             "seed",
             "--policy",
-            "ours",
+            "ours,ksmtuned",
             "--json",
             "--report",
             report.to_str().unwrap(),
         ],
     );
     let results: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        common::ksm_settings(),
+        ksm_before,
+        "the bench left KSM changed"
+    );
+    assert!(
+        std::process::Command::new("pgrep")
+            .args(["-f", "/usr/sbin/ksmtuned"])
+            .status()
+            .is_ok_and(|s| !s.success()),
+        "ksmtuned still runs after the bench"
+    );
     let ours = &results["ours"];
+    for vm in ["vm1", "vm2", "vm3"] {
+        assert!(ours["vm_throughput"][vm].as_f64().unwrap() > 0.0, "{ours}");
+        assert!(
+            ours["vm_throughput_ratio"][vm].as_f64().unwrap() > 0.0,
+            "{ours}"
+        );
+        assert!(ours["paging_with_room_s"][vm].as_f64().is_some(), "{ours}");
+    }
+    assert!(ours["ksmd_cpu_pct"].as_f64().is_some() && ours["kswapd_cpu_pct"].as_f64().is_some());
+    // Static balloons with ksmtuned: nothing reclaimed, so the host swaps.
+    assert!(
+        results["ksmtuned"]["host_swap_out_mib"].as_u64().unwrap() > 0,
+        "{}",
+        results["ksmtuned"]
+    );
     assert_eq!(ours["guest_oom_kills"], 0, "{ours}");
     assert_eq!(ours["vms_lost"], 0, "{ours}");
     assert_eq!(ours["host_swap_out_mib"], 0, "{ours}");

@@ -20,11 +20,12 @@ use std::collections::BTreeMap;
 const DEAD_BAND_MIB: u64 = 16;
 /// After a guest OOM kill its balloon is left alone this long (s).
 const OOM_BACKOFF_S: f64 = 120.0;
-/// A balloon leaves a guest what it uses and this much more: below that the guest pages its
-/// anonymous memory to its own disk, which costs more than the host compressing it (measured:
-/// idle VMs ballooned into their swap slowed the seed's needy VM to 0.78 of unconstrained, the
-/// host's own LRU swapping them to 0.93).
-const GUEST_SLACK_MIB: u64 = 32;
+/// A balloon leaves a guest what it uses and an eighth of its boot size more (at least this):
+/// below that the guest pages its anonymous memory to its own disk, which costs more than the
+/// host compressing it (measured: idle VMs ballooned into their swap slowed the seed's needy VM
+/// to 0.78 of unconstrained, the host's own LRU swapping them to 0.93; with 32 MiB of slack a
+/// 1 GiB guest holding a 450 MiB heap still paged out at 20 MiB/s).
+const GUEST_SLACK_MIB: u64 = 64;
 /// Host offload lowers a VM's cap by at most this much a round, and not at all while tasks on
 /// the host stall for memory (PSI some avg10, %), as Meta's TMO steers memory.high.
 const OFFLOAD_STEP_MIB: u64 = 128;
@@ -184,7 +185,7 @@ impl Esx {
     /// back on the host (free page reporting) and taking it only delays the VM's next turn.
     /// Either way it stops above what the guest uses: the host offloads the rest.
     fn reclaim_bounds(vm: &VmObservation, entitled: u64, need: bool) -> Option<Reclaim> {
-        let uses = vm.guest_used_mib.unwrap_or(0) + GUEST_SLACK_MIB;
+        let uses = vm.guest_used_mib.unwrap_or(0) + GUEST_SLACK_MIB.max(vm.memory_mib / 8);
         let floor = entitled.max(uses.min(vm.target_mib));
         let held = vm.guest_resident_mib.unwrap_or(vm.allocation_mib);
         if !need && !vm.is_booting() && held <= entitled + DEAD_BAND_MIB {

@@ -137,9 +137,15 @@ pub async fn run(
     cache_dir: &Path,
     scenario: &str,
     policies: &[String],
+    runs: usize,
     json: bool,
     report: Option<&Path>,
 ) -> Result<(), CliError> {
+    if runs == 0 {
+        return Err(CliError::Other(
+            "--runs must be at least 1 (3 gives the median of three)".into(),
+        ));
+    }
     let (bench, config) = load(scenario)?;
     for p in policies {
         if !memvisor_core::policy::POLICY_NAMES.contains(&p.as_str()) && p != ksmtuned::NAME {
@@ -151,15 +157,28 @@ pub async fn run(
         }
     }
     memvisor_guest::image::current(cache_dir)?;
-    let mut results = BTreeMap::new();
-    let reference = run_one(dir, cache_dir, &bench, &config, REFERENCE, None).await?;
-    let mut order = vec![REFERENCE.to_string()];
-    for policy in policies {
-        let outcome = run_one(dir, cache_dir, &bench, &config, policy, Some(&reference)).await?;
-        results.insert(policy.clone(), outcome);
-        order.push(policy.clone());
+    // Each round runs the reference and every policy once, side by side; with several rounds
+    // each policy's median round by all VMs' ratio is shown (these machines are noisy).
+    let mut rounds: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    for round in 0..runs {
+        if runs > 1 {
+            eprintln!("bench: round {} of {runs}", round + 1);
+        }
+        let reference = run_one(dir, cache_dir, &bench, &config, REFERENCE, None).await?;
+        for policy in policies {
+            let outcome =
+                run_one(dir, cache_dir, &bench, &config, policy, Some(&reference)).await?;
+            rounds.entry(policy.clone()).or_default().push(outcome);
+        }
+        rounds.entry(REFERENCE.into()).or_default().push(reference);
     }
-    results.insert(REFERENCE.to_string(), reference);
+    let order: Vec<String> = std::iter::once(REFERENCE.to_string())
+        .chain(policies.iter().cloned())
+        .collect();
+    let results: BTreeMap<String, Outcome> = rounds
+        .into_iter()
+        .map(|(policy, outcomes)| (policy, median(outcomes)))
+        .collect();
     if let Some(dir) = report {
         let runs: Vec<_> = order
             .iter()
@@ -190,6 +209,16 @@ pub async fn run(
     Ok(())
 }
 
+/// The outcome of the median round by all VMs' throughput ratio (by throughput for the
+/// reference, which has no ratio).
+fn median(mut outcomes: Vec<Outcome>) -> Outcome {
+    outcomes.sort_by(|a, b| {
+        let key = |o: &Outcome| o.total_throughput_ratio.unwrap_or(o.total_throughput);
+        key(a).total_cmp(&key(b))
+    });
+    outcomes.swap_remove(outcomes.len() / 2)
+}
+
 async fn run_one(
     dir: &Path,
     cache_dir: &Path,
@@ -201,11 +230,17 @@ async fn run_one(
     eprintln!("bench: {policy}: starting {} VMs", config.vms.len());
     let mut config = config.clone();
     if reference.is_none() {
-        // The same VMs with the whole machine to themselves and nothing reclaimed.
+        // The same VMs with the whole machine to themselves and nothing reclaimed, each booted
+        // with the most it may ever have.
         let host = memvisor_host::meminfo::read().map_err(|e| CliError::Other(e.to_string()))?;
         config.host.budget = host.total;
         config.host.swap = Size::ZERO;
         config.scheduler.policy = "static".into();
+        for vm in &mut config.vms {
+            vm.memory = vm.effective_limit();
+            vm.max = None;
+            vm.limit = None;
+        }
     } else if policy == ksmtuned::NAME {
         // Balloons stay where they booted and memvisor leaves KSM to ksmtuned.
         config.scheduler.policy = memvisor_core::policy::MANUAL.into();
@@ -601,6 +636,17 @@ mod tests {
         ]);
         assert_eq!(step_throughput(&turns), 1_000.0);
         assert_eq!(step_throughput(&turns[..2]), 0.0);
+    }
+
+    #[test]
+    fn the_median_round_is_the_one_shown() {
+        let round = |ratio: f64| Outcome {
+            total_throughput_ratio: Some(ratio),
+            ..Outcome::default()
+        };
+        let shown = median(vec![round(0.9), round(0.2), round(0.5)]);
+        assert_eq!(shown.total_throughput_ratio, Some(0.5));
+        assert_eq!(median(vec![round(0.7)]).total_throughput_ratio, Some(0.7));
     }
 
     #[test]

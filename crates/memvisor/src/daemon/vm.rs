@@ -60,6 +60,10 @@ pub struct Vm {
     working_set: WorkingSet,
     /// Guest RAM DAMON saw accessed during the last second; None where DAMON does not watch.
     pub accessed: Option<Size>,
+    /// QEMU's CPU seconds and major faults when last read, and when.
+    activity_seen: Option<(Instant, f64, u64)>,
+    /// The share of its used memory the guest is taken to touch (working_set::busy_share).
+    busy_share: f64,
     pub shared: Option<Size>,
     pub cgroup_limit: Option<Size>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
@@ -101,6 +105,8 @@ impl Vm {
             swap_rates_mib_s: (0.0, 0.0),
             working_set: WorkingSet::default(),
             accessed: None,
+            activity_seen: None,
+            busy_share: 1.0,
             shared: None,
             cgroup_limit: None,
             watch: Watch::default(),
@@ -418,6 +424,7 @@ impl Vm {
             }
             self.host_rss = memvisor_host::process::anon_rss(pid).ok();
             self.host_swapped = memvisor_host::process::swapped(pid).ok();
+            self.note_activity(pid);
             if self
                 .qemu_overhead_at
                 .is_none_or(|t| t.elapsed() >= OVERHEAD_EVERY)
@@ -534,6 +541,25 @@ impl Vm {
         }
     }
 
+    /// Reads how busy QEMU was since the last round: its CPU and its major faults.
+    fn note_activity(&mut self, pid: u32) {
+        let Ok((cpu_s, faults)) = memvisor_host::process::cpu_and_major_faults(pid) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((then, last_cpu_s, last_faults)) = self.activity_seen {
+            let seconds = now.duration_since(then).as_secs_f64();
+            if seconds < 0.5 {
+                return;
+            }
+            self.busy_share = working_set::busy_share(
+                100.0 * (cpu_s - last_cpu_s) / seconds,
+                faults.saturating_sub(last_faults) as f64 / seconds,
+            );
+        }
+        self.activity_seen = Some((now, cpu_s, faults));
+    }
+
     /// Takes a new guest report: swap rates and the working set move only when the guest
     /// reported again, so a round between two reports does not read as "no paging".
     fn note_report(&mut self, stats: GuestStats) {
@@ -554,7 +580,10 @@ impl Vm {
             return;
         };
         let paging = snapshot::pages_to_disk(self.swap_rates_mib_s.0, self.swap_rates_mib_s.1);
-        let active = self.accessed.map_or(used, Size::as_mib);
+        let active = self.accessed.map_or_else(
+            || (used as f64 * self.busy_share).round() as u64,
+            Size::as_mib,
+        );
         let sample = working_set::sample_mib(active, allocation.as_mib(), paging);
         self.working_set.update(sample, elapsed_s as f64);
     }
@@ -614,6 +643,8 @@ impl Vm {
         self.swap_rates_mib_s = (0.0, 0.0);
         self.working_set = WorkingSet::default();
         self.accessed = None;
+        self.activity_seen = None;
+        self.busy_share = 1.0;
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;

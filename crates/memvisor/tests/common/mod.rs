@@ -301,6 +301,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// KSM's knobs as they are now, smart scan included where the kernel has it.
+pub fn ksm_settings() -> Vec<String> {
+    ["run", "pages_to_scan", "sleep_millisecs", "smart_scan"]
+        .iter()
+        .filter_map(|k| std::fs::read_to_string(Path::new("/sys/kernel/mm/ksm").join(k)).ok())
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
 /// KSM knobs set for a test and put back however it ends (they are host-wide).
 pub struct KsmKnobs(Vec<(PathBuf, String)>);
 
