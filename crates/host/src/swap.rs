@@ -33,6 +33,15 @@ impl SwapCounters {
     pub fn out_mib_since(&self, earlier: &SwapCounters) -> u64 {
         self.out_bytes().saturating_sub(earlier.out_bytes()) >> 20
     }
+
+    /// The part of `out_mib_since` that zswap compressed in memory instead of writing it out.
+    pub fn zswap_mib_since(&self, earlier: &SwapCounters) -> u64 {
+        (self
+            .out_to_zswap_pages
+            .saturating_sub(earlier.out_to_zswap_pages)
+            * PAGE)
+            >> 20
+    }
 }
 
 pub fn counters() -> Result<SwapCounters, SwapError> {

@@ -39,6 +39,8 @@ pub struct Esx {
     offloaded: BTreeMap<String, u64>,
     /// Each VM's guest OOM kills when last seen, and until when its balloon is left alone.
     oom: BTreeMap<String, (u64, f64)>,
+    /// What each VM's guest used at the last round: one that grows is left its free memory.
+    used_before: BTreeMap<String, u64>,
 }
 
 /// What every step of one round works from.
@@ -68,6 +70,7 @@ impl Esx {
             ksm: KsmPacer::default(),
             offloaded: BTreeMap::new(),
             oom: BTreeMap::new(),
+            used_before: BTreeMap::new(),
         }
     }
 
@@ -202,14 +205,25 @@ impl Esx {
     fn reclaim(&mut self, r: &Round, need: bool, unmet: u64, plan: &mut Plan) -> (Vec<u64>, u64) {
         let s = r.s;
         let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
+        // A guest whose use grew since the last round is filling its free memory: taking that
+        // makes it page (measured: the seed's needy VM, ballooned as its phase began).
+        let growing: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|vm| {
+                let used = vm.guest_used_mib.unwrap_or(0);
+                let before = self.used_before.insert(vm.name.clone(), used);
+                before.is_some_and(|b| used > b + DEAD_BAND_MIB)
+            })
+            .collect();
         let bounds: Vec<Option<Reclaim>> = s
             .vms
             .iter()
             .zip(&r.entitled)
-            .zip(&backing_off)
-            // A guest paging to its disk or one that just had an OOM kill gives nothing back.
-            .map(|((vm, &e), &off)| {
-                (!off && !vm.is_hungry())
+            .zip(backing_off.iter().zip(&growing))
+            // A guest paging to its disk, growing, or that just had an OOM kill gives nothing.
+            .map(|((vm, &e), (&off, &grows))| {
+                (!off && !grows && !vm.is_hungry())
                     .then(|| Esx::reclaim_bounds(vm, e, need))
                     .flatten()
             })
@@ -313,6 +327,7 @@ impl Esx {
         let mut shortfall =
             (high_free.saturating_sub(s.host.free_mib()) + unmet).saturating_sub(deliverable);
         let mut owing: Vec<(&VmObservation, u64, u64)> = Vec::new();
+        let mut caps = Vec::new();
         for ((vm, &e), &anonymous) in s.vms.iter().zip(&r.entitled).zip(anonymous_owed) {
             let undelivered = if hard {
                 vm.allocation_mib.saturating_sub(vm.target_mib.max(e))
@@ -322,9 +337,14 @@ impl Esx {
             let owes = anonymous + undelivered;
             if owes > DEAD_BAND_MIB {
                 owing.push((vm, owes, undelivered));
-            } else if self.offloaded.contains_key(&vm.name) && (!need || vm.is_hungry()) {
+                continue;
+            }
+            // The cap comes off once the host has room for all of the VM's memory again, so
+            // that it is not capped again a round later.
+            let room = s.host.free_mib() > r.kept_free + vm.host_swapped_mib + DEAD_BAND_MIB;
+            if self.offloaded.contains_key(&vm.name) && (vm.is_hungry() || (!need && room)) {
                 self.offloaded.remove(&vm.name);
-                plan.push(
+                caps.push((
                     Action::CgroupLimit {
                         vm: vm.name.clone(),
                         limit_mib: None,
@@ -333,7 +353,7 @@ impl Esx {
                         "{}; {} owes nothing: its host limit is lifted",
                         r.why_state, vm.name
                     ),
-                );
+                ));
             }
         }
         owing.sort_by(|a, b| {
@@ -344,7 +364,10 @@ impl Esx {
             let current = self.offloaded.get(&vm.name).copied();
             let from = current.unwrap_or(vm.host_rss_mib);
             let goal = vm.host_rss_mib.saturating_sub(owes).max(floor_mib(vm));
-            let step = if pressure > OFFLOAD_PSI_LIMIT {
+            // In hard the host is about to swap blindly: the cap goes where it must at once.
+            let step = if hard {
+                from.saturating_sub(goal).min(shortfall)
+            } else if pressure > OFFLOAD_PSI_LIMIT {
                 0
             } else {
                 from.saturating_sub(goal)
@@ -357,7 +380,7 @@ impl Esx {
             shortfall -= step;
             let limit = from - step;
             self.offloaded.insert(vm.name.clone(), limit);
-            plan.push(
+            caps.push((
                 Action::CgroupLimit {
                     vm: vm.name.clone(),
                     limit_mib: Some(limit),
@@ -372,8 +395,10 @@ impl Esx {
                         "is anonymous (a balloon would page it to the guest's disk)"
                     },
                 ),
-            );
+            ));
         }
+        // zswap goes first: a lowered cap reclaims at once, and without zswap on then its
+        // pages would go straight to the disk.
         let compress = hard || !self.offloaded.is_empty();
         plan.push(
             Action::Zswap { enabled: compress },
@@ -383,6 +408,9 @@ impl Esx {
                 format!("{}; no host swapping, no compression", r.why_state)
             },
         );
+        for (action, why) in caps {
+            plan.push(action, why);
+        }
     }
 }
 
@@ -733,6 +761,67 @@ mod tests {
                 .any(|(n, t)| n == "vm1" && *t < 1024),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn a_guest_that_is_filling_its_memory_keeps_it() {
+        // Soft. "ramp" used 200 MiB a round ago and 400 now: its free memory is about to be used.
+        let mut p = ours();
+        let s = |used| {
+            snapshot(
+                0.0,
+                1536,
+                1490,
+                vec![vm("ramp", 1024, used), vm("idle", 1024, 100)],
+            )
+        };
+        p.decide(&s(200));
+        let a = allocations(&p.decide(&s(400)));
+        assert!(!a.iter().any(|(n, _)| n == "ramp"), "{a:?}");
+        assert!(a.iter().any(|(n, _)| n == "idle"), "{a:?}");
+    }
+
+    #[test]
+    fn in_hard_the_host_takes_what_is_owed_at_once_with_zswap_on_first() {
+        let idle = |name: &str| {
+            let mut v = vm(name, 1024, 450);
+            v.host_rss_mib = 510;
+            v.working_set_mib = Some(20);
+            v
+        };
+        let mut needy = vm("needy", 1024, 900);
+        needy.shares = 2000;
+        // 1.3% free: hard, 72 MiB short of the high threshold (92 MiB free).
+        let s = snapshot(0.0, 1536, 1516, vec![idle("vm1"), idle("vm2"), needy]);
+        let plan = ours().decide(&s);
+        let zswap = plan
+            .decisions
+            .iter()
+            .position(|d| d.action == Action::Zswap { enabled: true });
+        let first_cap = plan.decisions.iter().position(|d| {
+            matches!(
+                d.action,
+                Action::CgroupLimit {
+                    limit_mib: Some(_),
+                    ..
+                }
+            )
+        });
+        assert!(
+            zswap.is_some() && first_cap.is_some() && zswap < first_cap,
+            "{plan:?}"
+        );
+        let taken: u64 = plan
+            .decisions
+            .iter()
+            .filter_map(|d| match d.action {
+                Action::CgroupLimit {
+                    limit_mib: Some(l), ..
+                } => Some(510 - l),
+                _ => None,
+            })
+            .sum();
+        assert!(taken >= 72, "{plan:?}");
     }
 
     #[test]

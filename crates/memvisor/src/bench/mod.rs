@@ -70,7 +70,10 @@ struct BenchSection {
 pub struct Outcome {
     pub needy_throughput: f64,
     pub needy_throughput_ratio: Option<f64>,
+    /// Pages the host swapped out, into zswap or to disk.
     pub host_swap_out_mib: u64,
+    /// The part of them zswap kept compressed in memory.
+    pub zswap_out_mib: u64,
     pub guest_swap_out_mib: u64,
     pub guest_oom_kills: u64,
     /// VMs whose QEMU the host's OOM killer ended.
@@ -328,6 +331,7 @@ async fn run_one(
     let mut outcome = measured?;
     let swap_after = memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
     outcome.host_swap_out_mib = swap_after.out_mib_since(&swap_before);
+    outcome.zswap_out_mib = swap_after.zswap_mib_since(&swap_before);
     outcome.vms = config.vms.len();
     Ok(outcome)
 }
@@ -529,12 +533,13 @@ fn ratio(r: Option<f64>) -> String {
 fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
     println!("scenario {scenario}");
     println!(
-        "{:<14} {:>10} {:>6} {:>9} {:>9} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
+        "{:<14} {:>10} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
         "POLICY",
         "NEEDY_PG/S",
         "RATIO",
         "ALL_RATIO",
         "HOSTSWAP",
+        "ZSWAP",
         "GUESTSWAP",
         "OOM",
         "LOST",
@@ -550,12 +555,13 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
     for name in order {
         let o = &results[name];
         println!(
-            "{:<14} {:>10.0} {:>6} {:>9} {:>9} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
+            "{:<14} {:>10.0} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
             name,
             o.needy_throughput,
             ratio(o.needy_throughput_ratio),
             ratio(o.total_throughput_ratio),
             o.host_swap_out_mib,
+            o.zswap_out_mib,
             o.guest_swap_out_mib,
             o.guest_oom_kills,
             o.vms_lost,
