@@ -200,9 +200,8 @@ impl Esx {
         })
     }
 
-    /// Balloons VMs towards their bounds, paced; returns what each VM owes that only the host
-    /// can take (anonymous memory), and what the balloons will still free on the host.
-    fn reclaim(&mut self, r: &Round, need: bool, unmet: u64, plan: &mut Plan) -> (Vec<u64>, u64) {
+    /// Each VM's reclaim bounds this round; None for a VM whose balloon must not take more.
+    fn bounds(&mut self, r: &Round, need: bool) -> Vec<Option<Reclaim>> {
         let s = r.s;
         let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
         // A guest whose use grew since the last round is filling its free memory: taking that
@@ -216,8 +215,7 @@ impl Esx {
                 before.is_some_and(|b| used > b + DEAD_BAND_MIB)
             })
             .collect();
-        let bounds: Vec<Option<Reclaim>> = s
-            .vms
+        s.vms
             .iter()
             .zip(&r.entitled)
             .zip(backing_off.iter().zip(&growing))
@@ -227,7 +225,14 @@ impl Esx {
                     .then(|| Esx::reclaim_bounds(vm, e, need))
                     .flatten()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Balloons VMs towards their bounds, paced; returns what each VM owes that only the host
+    /// can take (anonymous memory), and what the balloons will still free on the host.
+    fn reclaim(&mut self, r: &Round, need: bool, unmet: u64, plan: &mut Plan) -> (Vec<u64>, u64) {
+        let s = r.s;
+        let bounds = self.bounds(r, need);
         let mut over: Vec<(u64, &VmObservation, u64, u64)> = s
             .vms
             .iter()

@@ -381,8 +381,7 @@ async fn measure(
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
     let ksmd_before = kernel_cpu_seconds("ksmd");
     let kswapd_before = kernel_cpu_seconds("kswapd");
-    let mut pages_seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut paging_spell: BTreeMap<String, f64> = BTreeMap::new();
+    let mut tally = Tally::default();
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
     let mut onset: Option<f64> = None;
@@ -401,22 +400,7 @@ async fn measure(
         let mut measuring = false;
         let room = host.free_mib.unwrap_or(0) > reserve_mib;
         for vm in &vms {
-            if let Some(pages) = vm.workload_pages {
-                pages_seen
-                    .entry(vm.name.clone())
-                    .or_insert((pages, pages))
-                    .1 = pages;
-            }
-            let paging = memvisor_core::snapshot::pages_to_disk(
-                vm.guest_swap_in_mib_s.unwrap_or(0.0),
-                vm.guest_swap_out_mib_s.unwrap_or(0.0),
-            );
-            let spell = paging_spell.entry(vm.name.clone()).or_default();
-            *spell = if paging && room { *spell + 1.0 } else { 0.0 };
-            let beyond = out.paging_with_room_s.entry(vm.name.clone()).or_default();
-            if *spell > GRANT_GRACE_S {
-                *beyond += 1.0;
-            }
+            tally.sample(vm, room);
             out.guest_oom_kills = out.guest_oom_kills.max(vm.guest_oom_kills.unwrap_or(0));
             out.guest_swap_out_mib = out
                 .guest_swap_out_mib
@@ -466,23 +450,7 @@ async fn measure(
     let seconds = started.elapsed().as_secs_f64();
     out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
     out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
-    out.vm_throughput = pages_seen
-        .into_iter()
-        .map(|(vm, (first, last))| (vm, last.saturating_sub(first) as f64 / seconds))
-        .collect();
-    out.total_throughput = out.vm_throughput.values().sum();
-    if let Some(reference) = reference {
-        out.vm_throughput_ratio = out
-            .vm_throughput
-            .iter()
-            .filter_map(|(vm, rate)| {
-                let base = reference.vm_throughput.get(vm).filter(|b| **b > 0.0)?;
-                Some((vm.clone(), rate / base))
-            })
-            .collect();
-        out.total_throughput_ratio = (reference.total_throughput > 0.0)
-            .then(|| out.total_throughput / reference.total_throughput);
-    }
+    tally.finish(seconds, reference, &mut out);
     out.history = client.json(Method::GET, "/v1/history", None).await?;
     // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
     // earlier run's QEMUs until KSM scans again.
@@ -494,6 +462,61 @@ async fn measure(
         .filter(|r| r.needy_throughput > 0.0)
         .map(|r| out.needy_throughput / r.needy_throughput);
     Ok(out)
+}
+
+/// Every VM's progress and its paging over one measurement, a reading a second.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Each VM's page counter at its first and its latest reading.
+    pages: BTreeMap<String, (u64, u64)>,
+    /// Seconds each VM has paged in its guest, in a row, while the host had room.
+    spells: BTreeMap<String, f64>,
+    paging_with_room_s: BTreeMap<String, f64>,
+}
+
+impl Tally {
+    /// One reading of `vm`; `room`: the host had free memory above its reserve.
+    fn sample(&mut self, vm: &VmStatus, room: bool) {
+        if let Some(pages) = vm.workload_pages {
+            self.pages
+                .entry(vm.name.clone())
+                .or_insert((pages, pages))
+                .1 = pages;
+        }
+        let paging = memvisor_core::snapshot::pages_to_disk(
+            vm.guest_swap_in_mib_s.unwrap_or(0.0),
+            vm.guest_swap_out_mib_s.unwrap_or(0.0),
+        );
+        let spell = self.spells.entry(vm.name.clone()).or_default();
+        *spell = if paging && room { *spell + 1.0 } else { 0.0 };
+        let beyond = self.paging_with_room_s.entry(vm.name.clone()).or_default();
+        if *spell > GRANT_GRACE_S {
+            *beyond += 1.0;
+        }
+    }
+
+    /// Every VM's throughput over the `seconds` measured, and its ratio to the reference.
+    fn finish(self, seconds: f64, reference: Option<&Outcome>, out: &mut Outcome) {
+        out.paging_with_room_s = self.paging_with_room_s;
+        out.vm_throughput = self
+            .pages
+            .into_iter()
+            .map(|(vm, (first, last))| (vm, last.saturating_sub(first) as f64 / seconds))
+            .collect();
+        out.total_throughput = out.vm_throughput.values().sum();
+        if let Some(reference) = reference {
+            out.vm_throughput_ratio = out
+                .vm_throughput
+                .iter()
+                .filter_map(|(vm, rate)| {
+                    let base = reference.vm_throughput.get(vm).filter(|b| **b > 0.0)?;
+                    Some((vm.clone(), rate / base))
+                })
+                .collect();
+            out.total_throughput_ratio = (reference.total_throughput > 0.0)
+                .then(|| out.total_throughput / reference.total_throughput);
+        }
+    }
 }
 
 /// A needy VM's workload as the bench read it at one of its own sampling times.
@@ -642,6 +665,36 @@ mod tests {
         ]);
         assert_eq!(step_throughput(&turns), 1_000.0);
         assert_eq!(step_throughput(&turns[..2]), 0.0);
+    }
+
+    #[test]
+    fn paging_counts_beyond_the_grace_and_only_while_the_host_has_room() {
+        let vm = |pages: u64, paging: bool| {
+            let mut v: VmStatus = serde_json::from_value(serde_json::json!({
+                "name": "db", "state": "running", "origin": "launched", "memory_mib": 512,
+                "max_mib": 768, "reservation_mib": 0, "limit_mib": 768, "shares": 1000
+            }))
+            .unwrap();
+            v.workload_pages = Some(pages);
+            v.guest_swap_out_mib_s = Some(if paging { 28.0 } else { 0.0 });
+            v
+        };
+        let mut tally = Tally::default();
+        // 8 s paging with room, 3 s paging on a full host, 2 s paging with room again.
+        for t in 0..13u64 {
+            tally.sample(&vm(t * 100, t != 12), !(8..11).contains(&t));
+        }
+        let mut out = Outcome::default();
+        let reference = Outcome {
+            vm_throughput: [("db".to_string(), 200.0)].into(),
+            total_throughput: 200.0,
+            ..Outcome::default()
+        };
+        tally.finish(12.0, Some(&reference), &mut out);
+        assert_eq!(out.paging_with_room_s["db"], 3.0);
+        assert_eq!(out.vm_throughput["db"], 100.0);
+        assert_eq!(out.vm_throughput_ratio["db"], 0.5);
+        assert_eq!(out.total_throughput_ratio, Some(0.5));
     }
 
     #[test]
