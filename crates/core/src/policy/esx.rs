@@ -3,8 +3,8 @@
 //! and swap → refuse new VMs), and measured costs move memory between the rungs.
 //!
 //! A round is a few named steps: `share` (KSM, paced by what it merges), `entitle`, `grant`
-//! (free memory to VMs that want more), `reclaim` (balloons; ahead of need only page cache of
-//! VMs that hold more than they are entitled to), `offload` (the host compresses and swaps
+//! (free memory to VMs that want more), `reclaim` (balloons, only where a guest holds memory
+//! above its entitlement and above what it uses), `offload` (the host compresses and swaps
 //! anonymous memory a balloon could only take through the guest's own swap) and `admit`.
 
 use super::{floor_mib, growth_ceiling_mib, Policy, Settings};
@@ -125,7 +125,7 @@ impl Esx {
         }
     }
 
-    /// KSM at the rate its merging is worth, and zswap whenever the host compresses.
+    /// KSM at the rate its merging is worth.
     fn share(&mut self, r: &Round, plan: &mut Plan) {
         let starting =
             r.s.vms
@@ -210,7 +210,7 @@ impl Esx {
         let s = r.s;
         let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
         // A guest whose use grew since the last round is filling its free memory: taking that
-        // makes it page (measured: the seed's needy VM, ballooned as its phase began).
+        // makes it page (measured: idle-anon's needy VM, ballooned as its phase began).
         let growing: Vec<bool> = s
             .vms
             .iter()
