@@ -80,10 +80,7 @@ pub fn cpu_and_major_faults(pid: u32) -> Result<(f64, u64), ProcessError> {
 
 /// CPU time (user + system) process `pid` has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64, ProcessError> {
-    let stat = procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.stat())
-        .map_err(|source| ProcessError::Read { pid, source })?;
-    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    cpu_and_major_faults(pid).map(|(cpu, _)| cpu)
 }
 
 /// Every process whose name starts with `prefix`, kernel threads included (`kswapd` finds
