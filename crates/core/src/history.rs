@@ -2,6 +2,7 @@
 //! A VM's configured memory is split into layers that add up to it, so a stacked chart shows
 //! where every MiB of the guest is: in use, idle, merged, on host swap, or in the balloon.
 
+use crate::ladder::FreeState;
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
 
@@ -9,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct HistorySample {
     /// Seconds since the daemon started.
     pub at_s: f64,
-    /// The host's free-memory state: high, soft, hard or low.
-    pub state: String,
+    /// The host's free-memory state.
+    pub state: FreeState,
     pub budget_mib: u64,
     pub used_mib: u64,
     pub ksm_saved_mib: u64,
@@ -66,10 +67,10 @@ impl Layers {
 }
 
 impl HistorySample {
-    pub fn of(snapshot: &Snapshot, state: &str) -> HistorySample {
+    pub fn of(snapshot: &Snapshot, state: FreeState) -> HistorySample {
         HistorySample {
             at_s: snapshot.at_s,
-            state: state.to_string(),
+            state,
             budget_mib: snapshot.host.budget_mib,
             used_mib: snapshot.host.used_mib,
             ksm_saved_mib: snapshot.host.ksm_saved_mib,

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FreeState {
     /// Enough free memory: only page sharing, and balloons may deflate.
@@ -21,14 +23,27 @@ pub enum FreeState {
     Low,
 }
 
-impl fmt::Display for FreeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl FreeState {
+    pub const ALL: [FreeState; 4] = [
+        FreeState::High,
+        FreeState::Soft,
+        FreeState::Hard,
+        FreeState::Low,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
             FreeState::High => "high",
             FreeState::Soft => "soft",
             FreeState::Hard => "hard",
             FreeState::Low => "low",
-        })
+        }
+    }
+}
+
+impl fmt::Display for FreeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
     }
 }
 

@@ -2,6 +2,7 @@
 //! so every rule can be unit-tested with hand-written values.
 
 pub mod agent;
+pub mod api;
 pub mod config;
 pub mod content;
 pub mod entitlement;

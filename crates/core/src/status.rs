@@ -1,6 +1,8 @@
 //! What the daemon reports about VMs and the host: the shapes of its HTTP API's answers.
 //! Figures the daemon has not observed yet are `null`, never a made-up zero.
 
+use crate::ladder::FreeState;
+use crate::policy::PolicyName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,13 +35,46 @@ pub enum Origin {
     Attached,
 }
 
+/// How QEMU runs guest code: KVM where the host can, TCG (emulation) where it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accelerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl std::fmt::Display for CgroupVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmStatus {
     pub name: String,
     pub state: VmState,
     pub origin: Origin,
     pub pid: Option<u32>,
-    pub accel: Option<String>,
+    pub accel: Option<Accelerator>,
     pub memory_mib: u64,
     pub max_mib: u64,
     pub reservation_mib: u64,
@@ -107,12 +142,12 @@ pub struct HostStatus {
     pub host_total_mib: u64,
     pub host_available_mib: u64,
     pub cgroup: String,
-    pub cgroup_version: String,
-    pub accel: String,
-    pub policy: String,
-    /// high, soft, hard or low: the policy's state, or for policies without one the state
-    /// free memory alone gives under the configured thresholds; null until used is known.
-    pub state: Option<String>,
+    pub cgroup_version: CgroupVersion,
+    pub accel: Accelerator,
+    pub policy: PolicyName,
+    /// The policy's free-memory state, or for policies without one the state free memory
+    /// alone gives under the configured thresholds; null until used is known.
+    pub state: Option<FreeState>,
     pub ksm_saved_mib: Option<u64>,
     pub swap_total_mib: u64,
     pub swap_used_mib: u64,

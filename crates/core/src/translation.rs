@@ -55,6 +55,17 @@ impl FromStr for GuestAddress {
     }
 }
 
+/// The form `FromStr` reads: held:N, 0xADDRESS, gpa:0xADDRESS.
+impl std::fmt::Display for GuestAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestAddress::Held { page } => write!(f, "held:{page}"),
+            GuestAddress::Virtual { address } => write!(f, "{address:#x}"),
+            GuestAddress::Physical { address } => write!(f, "gpa:{address:#x}"),
+        }
+    }
+}
+
 /// One page-table level's view of the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mapping {
@@ -176,6 +187,10 @@ mod tests {
         let e = "heap".parse::<GuestAddress>().unwrap_err().to_string();
         assert!(e.contains("'heap'") && e.contains("held:N"), "{e}");
         assert!("held:x".parse::<GuestAddress>().is_err());
+        for text in ["held:3", "0xffffffff81000000", "gpa:0x100000"] {
+            let address: GuestAddress = text.parse().unwrap();
+            assert_eq!(address.to_string(), text, "printed as it is read");
+        }
     }
 
     #[test]

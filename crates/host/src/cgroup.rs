@@ -2,6 +2,7 @@
 //! group of its own under one parent group whose limit is the host budget; the bench also
 //! holds each VM to a CPU quota through the cpu controller.
 
+use memvisor_core::status::CgroupVersion;
 use memvisor_core::Size;
 use std::fs;
 use std::io;
@@ -56,39 +57,24 @@ pub fn cpu_quota_us(cores: f64) -> u64 {
     ((cores * CPU_PERIOD_US as f64).round() as u64).max(1_000)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    V1,
-    V2,
+fn limit_file(version: CgroupVersion) -> &'static str {
+    match version {
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.max",
+    }
 }
 
-impl Version {
-    pub fn name(self) -> &'static str {
-        match self {
-            Version::V1 => "v1",
-            Version::V2 => "v2",
-        }
-    }
-
-    fn limit_file(self) -> &'static str {
-        match self {
-            Version::V1 => "memory.limit_in_bytes",
-            Version::V2 => "memory.max",
-        }
-    }
-
-    fn usage_file(self) -> &'static str {
-        match self {
-            Version::V1 => "memory.usage_in_bytes",
-            Version::V2 => "memory.current",
-        }
+fn usage_file(version: CgroupVersion) -> &'static str {
+    match version {
+        CgroupVersion::V1 => "memory.usage_in_bytes",
+        CgroupVersion::V2 => "memory.current",
     }
 }
 
 /// One controller's hierarchy: where groups live and which interface they speak.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
-    pub version: Version,
+    pub version: CgroupVersion,
     pub root: PathBuf,
     pub controller: Controller,
 }
@@ -151,21 +137,25 @@ impl Hierarchy {
         let v1 = mount.join(controller.name());
         let candidates = [
             (
-                Version::V2,
+                CgroupVersion::V2,
                 mount.to_path_buf(),
                 mount.join("cgroup.controllers"),
             ),
-            (Version::V1, v1.clone(), v1.join(controller.v1_probe())),
             (
-                Version::V2,
+                CgroupVersion::V1,
+                v1.clone(),
+                v1.join(controller.v1_probe()),
+            ),
+            (
+                CgroupVersion::V2,
                 mount.join("unified"),
                 mount.join("unified/cgroup.controllers"),
             ),
         ];
         for (version, root, probe) in candidates {
             let usable = match version {
-                Version::V1 => probe.exists(),
-                Version::V2 => controllers_include(&probe, controller),
+                CgroupVersion::V1 => probe.exists(),
+                CgroupVersion::V2 => controllers_include(&probe, controller),
             };
             if usable {
                 return Ok(Hierarchy {
@@ -191,7 +181,7 @@ impl Hierarchy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
-    pub version: Version,
+    pub version: CgroupVersion,
     controller: Controller,
     root: PathBuf,
     pub path: PathBuf,
@@ -207,7 +197,7 @@ impl Group {
 
     /// Creates the group and, on v2, enables its controller on the way down to it.
     pub fn create(&self) -> Result<(), CgroupError> {
-        if self.version == Version::V2 {
+        if self.version == CgroupVersion::V2 {
             let mut dir = self.root.clone();
             let relative = self.path.strip_prefix(&self.root).unwrap_or(Path::new(""));
             for component in relative.components() {
@@ -231,20 +221,20 @@ impl Group {
     pub fn set_limit(&self, limit: Option<Size>) -> Result<(), CgroupError> {
         let value = match (limit, self.version) {
             (Some(size), _) => size.as_bytes().to_string(),
-            (None, Version::V1) => "-1".to_string(),
-            (None, Version::V2) => "max".to_string(),
+            (None, CgroupVersion::V1) => "-1".to_string(),
+            (None, CgroupVersion::V2) => "max".to_string(),
         };
-        write(&self.path.join(self.version.limit_file()), &value)
+        write(&self.path.join(limit_file(self.version)), &value)
     }
 
     pub fn limit(&self) -> Result<Option<Size>, CgroupError> {
-        let path = self.path.join(self.version.limit_file());
+        let path = self.path.join(limit_file(self.version));
         let content = read_trimmed(&path)?;
         parse_limit(&content).ok_or(CgroupError::Parse { path, content })
     }
 
     pub fn usage(&self) -> Result<Size, CgroupError> {
-        let path = self.path.join(self.version.usage_file());
+        let path = self.path.join(usage_file(self.version));
         let content = read_trimmed(&path)?;
         content
             .parse()
@@ -256,14 +246,14 @@ impl Group {
     pub fn set_cpu_quota(&self, cores: f64) -> Result<(), CgroupError> {
         let quota = cpu_quota_us(cores);
         match self.version {
-            Version::V1 => {
+            CgroupVersion::V1 => {
                 write(
                     &self.path.join("cpu.cfs_period_us"),
                     &CPU_PERIOD_US.to_string(),
                 )?;
                 write(&self.path.join("cpu.cfs_quota_us"), &quota.to_string())
             }
-            Version::V2 => write(
+            CgroupVersion::V2 => write(
                 &self.path.join("cpu.max"),
                 &format!("{quota} {CPU_PERIOD_US}"),
             ),
@@ -356,7 +346,7 @@ mod tests {
             fs::create_dir_all(tree.path().join(child)).unwrap();
         }
         let h = Hierarchy {
-            version: Version::V1,
+            version: CgroupVersion::V1,
             root: tree.path().to_path_buf(),
             controller: Controller::Memory,
         };
@@ -374,7 +364,7 @@ mod tests {
         assert_eq!(
             h,
             Hierarchy {
-                version: Version::V2,
+                version: CgroupVersion::V2,
                 root: tree.path().to_path_buf(),
                 controller: Controller::Memory,
             }
@@ -388,7 +378,7 @@ mod tests {
             ("unified/cgroup.controllers", ""),
         ]);
         let h = Hierarchy::detect_at(tree.path(), Controller::Memory).unwrap();
-        assert_eq!(h.version, Version::V1);
+        assert_eq!(h.version, CgroupVersion::V1);
         assert_eq!(h.root, tree.path().join("memory"));
     }
 

@@ -6,6 +6,10 @@ mod cli;
 mod client;
 mod daemon;
 mod demo;
+mod error;
+mod guest_image;
+mod launcher;
+mod output;
 mod report;
 mod top;
 

@@ -302,11 +302,12 @@ pub fn write(
 mod tests {
     use super::*;
     use memvisor_core::history::VmSample;
+    use memvisor_core::ladder::FreeState;
 
     fn sample(at_s: f64, active: u64) -> HistorySample {
         HistorySample {
             at_s,
-            state: "high".into(),
+            state: FreeState::High,
             budget_mib: 1536,
             used_mib: 900 + active,
             ksm_saved_mib: 40,

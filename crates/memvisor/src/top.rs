@@ -2,9 +2,9 @@
 //! memory, state, KSM savings, host swap and memory pressure; one row per VM with what it is
 //! configured, entitled and asked to have, what it consumes on the host and uses in the guest.
 
-use crate::cli::CliError;
 use crate::client::Client;
-use hyper::Method;
+use crate::error::CliError;
+use crate::output::opt;
 use memvisor_core::status::{HostStatus, VmStatus};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
@@ -130,7 +130,7 @@ pub fn header_lines(host: &HostStatus) -> [String; 2] {
             host.budget_mib,
             mib(host.used_mib),
             mib(host.free_mib),
-            host.state.as_deref().unwrap_or("-"),
+            opt(host.state),
             host.policy,
         ),
         format!(
@@ -187,9 +187,7 @@ fn draw(frame: &mut ratatui::Frame, host: &HostStatus, vms: &[VmStatus], sort: S
 
 pub async fn run(client: &Client, mut sort: Sort, every: Duration) -> Result<(), CliError> {
     // Fail before taking over the terminal if no daemon answers.
-    client
-        .json::<HostStatus>(Method::GET, "/v1/host", None)
-        .await?;
+    client.host().await?;
     let mut terminal = ratatui::init();
     let result = async {
         let mut next = Instant::now();
@@ -197,10 +195,7 @@ pub async fn run(client: &Client, mut sort: Sort, every: Duration) -> Result<(),
         loop {
             if Instant::now() >= next {
                 next = Instant::now() + every;
-                match (
-                    client.json(Method::GET, "/v1/host", None).await,
-                    client.json(Method::GET, "/v1/vms", None).await,
-                ) {
+                match (client.host().await, client.vms().await) {
                     (Ok(h), Ok(v)) => {
                         host = Some(h);
                         vms = v;
@@ -212,7 +207,7 @@ pub async fn run(client: &Client, mut sort: Sort, every: Duration) -> Result<(),
             if let Some(host) = &host {
                 terminal
                     .draw(|f| draw(f, host, &vms, sort, &note))
-                    .map_err(|e| CliError::Other(format!("cannot draw: {e}")))?;
+                    .map_err(CliError::Terminal)?;
             }
             let key = tokio::task::block_in_place(|| -> std::io::Result<Option<KeyCode>> {
                 if event::poll(Duration::from_millis(200))? {
@@ -224,7 +219,7 @@ pub async fn run(client: &Client, mut sort: Sort, every: Duration) -> Result<(),
                 }
                 Ok(None)
             })
-            .map_err(|e| CliError::Other(format!("cannot read the keyboard: {e}")))?;
+            .map_err(CliError::Terminal)?;
             match key {
                 Some(KeyCode::Char('q') | KeyCode::Esc) => return Ok(()),
                 Some(KeyCode::Char('>') | KeyCode::Right) => sort = sort.next(1),

@@ -6,7 +6,7 @@
 
 use crate::QEMU_BINARY;
 use memvisor_core::config::Accel;
-use serde::{Deserialize, Serialize};
+use memvisor_core::status::Accelerator;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,22 +15,6 @@ use tokio::process::Command;
 
 /// A kernel under working KVM prints its banner well within a second.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accelerator {
-    Kvm,
-    Tcg,
-}
-
-impl Accelerator {
-    pub fn name(self) -> &'static str {
-        match self {
-            Accelerator::Kvm => "kvm",
-            Accelerator::Tcg => "tcg",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccelError {

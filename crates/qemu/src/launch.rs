@@ -1,8 +1,8 @@
 //! Starting a VM: the QEMU command line (built by a pure function, so it is unit-tested) and
 //! the process start, inside the VM's cgroup from its first instruction.
 
-use crate::accel::Accelerator;
 use crate::QEMU_BINARY;
+use memvisor_core::status::Accelerator;
 use memvisor_core::Size;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

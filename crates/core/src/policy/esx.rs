@@ -7,7 +7,7 @@
 //! above its entitlement and above what it uses), `offload` (the host compresses and swaps
 //! anonymous memory a balloon could only take through the guest's own swap) and `admit`.
 
-use super::{floor_mib, growth_ceiling_mib, Policy, Settings};
+use super::{floor_mib, growth_ceiling_mib, Policy, PolicyName, Settings};
 use crate::entitlement::{allocate, Claim};
 use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
@@ -435,8 +435,8 @@ impl Esx {
 }
 
 impl Policy for Esx {
-    fn name(&self) -> &'static str {
-        "ours"
+    fn name(&self) -> PolicyName {
+        PolicyName::Ours
     }
 
     fn free_state(&self) -> Option<FreeState> {

@@ -1,15 +1,15 @@
 //! `static`: what a host without overcommit management does. Every VM keeps its configured
 //! size, nothing is reclaimed or shared; when the host runs out, its kernel swaps or kills.
 
-use super::{admit_all, Policy};
+use super::{admit_all, Policy, PolicyName};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
 pub struct Static;
 
 impl Policy for Static {
-    fn name(&self) -> &'static str {
-        "static"
+    fn name(&self) -> PolicyName {
+        PolicyName::Static
     }
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
@@ -36,7 +36,7 @@ impl Policy for Static {
                 );
             }
         }
-        admit_all(&mut plan, s, "static");
+        admit_all(&mut plan, s, self.name());
         plan
     }
 }

@@ -17,7 +17,7 @@ pub use mom::Mom;
 pub use proxmox::Proxmox;
 
 pub trait Policy: Send {
-    fn name(&self) -> &'static str;
+    fn name(&self) -> PolicyName;
     /// Decides what to change now. `&mut self` holds only what the policy remembers between
     /// rounds (its free-memory state, when it last acted); time comes from the snapshot.
     fn decide(&mut self, snapshot: &Snapshot) -> Plan;
@@ -27,10 +27,69 @@ pub trait Policy: Send {
     }
 }
 
-/// The policies the benchmark compares.
-pub const POLICY_NAMES: [&str; 4] = ["ours", "static", "proxmox", "mom"];
-/// `manual` changes nothing by itself: for operators who move balloons with `memvisor balloon`.
-pub const MANUAL: &str = "manual";
+/// A policy, as the config, the API and the bench name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum PolicyName {
+    Ours,
+    Static,
+    Proxmox,
+    Mom,
+    /// Changes nothing by itself: for operators who move balloons with `memvisor balloon`.
+    Manual,
+}
+
+impl PolicyName {
+    /// The policies the benchmark compares.
+    pub const COMPARED: [PolicyName; 4] = [
+        PolicyName::Ours,
+        PolicyName::Static,
+        PolicyName::Proxmox,
+        PolicyName::Mom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyName::Ours => "ours",
+            PolicyName::Static => "static",
+            PolicyName::Proxmox => "proxmox",
+            PolicyName::Mom => "mom",
+            PolicyName::Manual => "manual",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PolicyName {
+    type Err = UnknownPolicy;
+
+    fn from_str(name: &str) -> Result<PolicyName, UnknownPolicy> {
+        [PolicyName::Manual]
+            .into_iter()
+            .chain(PolicyName::COMPARED)
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| UnknownPolicy(name.to_string()))
+    }
+}
+
+impl Serialize for PolicyName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<PolicyName, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// No allocation goes below this: under it a Linux guest's kernel and agent cannot work.
 pub const GUEST_FLOOR_MIB: u64 = 128;
@@ -42,7 +101,7 @@ pub struct UnknownPolicy(pub String);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    pub policy: String,
+    pub policy: PolicyName,
     /// Share of a VM's idle memory that counts against it (0 ≤ tax < 1).
     pub idle_tax: f64,
     pub thresholds: Thresholds,
@@ -55,7 +114,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            policy: "ours".into(),
+            policy: PolicyName::Ours,
             idle_tax: crate::entitlement::DEFAULT_IDLE_TAX,
             thresholds: Thresholds::default(),
             max_inflating: 2,
@@ -67,9 +126,6 @@ impl Default for Settings {
 impl Settings {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.thresholds.problems();
-        if !POLICY_NAMES.contains(&self.policy.as_str()) && self.policy != MANUAL {
-            out.push(UnknownPolicy(self.policy.clone()).to_string());
-        }
         if !(0.0..1.0).contains(&self.idle_tax) {
             out.push(format!(
                 "scheduler idle_tax {} must be at least 0 and below 1 (0.75 taxes idle memory 75%)",
@@ -86,19 +142,19 @@ impl Settings {
     }
 }
 
-pub fn by_name(name: &str, settings: &Settings) -> Result<Box<dyn Policy>, UnknownPolicy> {
-    Ok(match name {
-        "ours" => Box::new(Esx::new(settings.clone())),
-        "static" => Box::new(Static),
-        "proxmox" => Box::new(Proxmox::default()),
-        "mom" => Box::new(Mom::default()),
-        MANUAL => Box::new(Manual),
-        other => return Err(UnknownPolicy(other.to_string())),
-    })
+/// The policy `settings` name, ready to decide.
+pub fn from_settings(settings: &Settings) -> Box<dyn Policy> {
+    match settings.policy {
+        PolicyName::Ours => Box::new(Esx::new(settings.clone())),
+        PolicyName::Static => Box::new(Static),
+        PolicyName::Proxmox => Box::new(Proxmox::default()),
+        PolicyName::Mom => Box::new(Mom::default()),
+        PolicyName::Manual => Box::new(Manual),
+    }
 }
 
 /// Baselines without admission control let every pending VM start.
-fn admit_all(plan: &mut Plan, s: &Snapshot, policy: &str) {
+fn admit_all(plan: &mut Plan, s: &Snapshot, policy: PolicyName) {
     for p in &s.pending {
         plan.push(
             Action::Admit {
@@ -122,8 +178,8 @@ fn due(last_at: &mut Option<f64>, at_s: f64, period_s: f64) -> bool {
 pub struct Manual;
 
 impl Policy for Manual {
-    fn name(&self) -> &'static str {
-        MANUAL
+    fn name(&self) -> PolicyName {
+        PolicyName::Manual
     }
 
     fn decide(&mut self, _: &Snapshot) -> Plan {

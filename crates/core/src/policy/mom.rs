@@ -3,7 +3,7 @@
 //! memory free, by 0.25% of their size per step, 5% when critical (less than 5% free); without
 //! pressure it grows guests that have less than 20% free by 5%. KSM runs under pressure.
 
-use super::{admit_all, ceiling_mib, due, floor_mib, Policy};
+use super::{admit_all, ceiling_mib, due, floor_mib, Policy, PolicyName};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
@@ -20,8 +20,8 @@ pub struct Mom {
 }
 
 impl Policy for Mom {
-    fn name(&self) -> &'static str {
-        "mom"
+    fn name(&self) -> PolicyName {
+        PolicyName::Mom
     }
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
@@ -75,7 +75,7 @@ impl Policy for Mom {
                 );
             }
         }
-        admit_all(&mut plan, s, "mom");
+        admit_all(&mut plan, s, self.name());
         plan
     }
 }

@@ -3,7 +3,7 @@
 //! between its minimum and its maximum, the amount split in proportion to shares. KSM is run by
 //! ksmtuned, which starts it when less than 20% of memory is free.
 
-use super::{admit_all, ceiling_mib, due, floor_mib, Policy};
+use super::{admit_all, ceiling_mib, due, floor_mib, Policy, PolicyName};
 use crate::plan::{Action, Plan};
 use crate::snapshot::Snapshot;
 
@@ -17,8 +17,8 @@ pub struct Proxmox {
 }
 
 impl Policy for Proxmox {
-    fn name(&self) -> &'static str {
-        "proxmox"
+    fn name(&self) -> PolicyName {
+        PolicyName::Proxmox
     }
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
@@ -74,7 +74,7 @@ impl Policy for Proxmox {
                 );
             }
         }
-        admit_all(&mut plan, s, "proxmox");
+        admit_all(&mut plan, s, self.name());
         plan
     }
 }

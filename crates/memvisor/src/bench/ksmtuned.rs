@@ -4,9 +4,8 @@
 //! a file the bench rewrites each second with the lab host's figures: its total is the budget,
 //! its free memory what the budget has left. Its own script, config and defaults are untouched.
 
-use crate::cli::CliError;
+use super::BenchError;
 use crate::client::Client;
-use hyper::Method;
 use memvisor_core::status::HostStatus;
 use memvisor_host::ksm::{Ksm, KsmSettings, SYSFS};
 use std::path::{Path, PathBuf};
@@ -22,8 +21,8 @@ pub struct Ksmtuned {
     updater: tokio::task::JoinHandle<()>,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::Other(format!("bench ksmtuned: {what}: {e}"))
+fn failed(what: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Ksmtuned(format!("{what}: {e}"))
 }
 
 /// The lab host as /proc/meminfo would show it, in kB.
@@ -35,17 +34,17 @@ fn meminfo(host: &HostStatus) -> String {
 
 impl Ksmtuned {
     /// Starts ksmtuned against the lab host that the daemon in `dir` manages.
-    pub async fn start(dir: &Path) -> Result<Ksmtuned, CliError> {
+    pub async fn start(dir: &Path) -> Result<Ksmtuned, BenchError> {
         if !Path::new(BINARY).exists() {
-            return Err(CliError::Other(format!(
-                "bench ksmtuned: {BINARY} is missing: install it with 'apt-get install ksmtuned' (scripts/setup.sh does)"
+            return Err(BenchError::Ksmtuned(format!(
+                "{BINARY} is missing: install it with 'apt-get install ksmtuned' (scripts/setup.sh does)"
             )));
         }
         let ksm_before = Ksm::at(Path::new(SYSFS))
             .settings()
             .map_err(|e| failed("reading KSM", e))?;
         let client = Client::new(dir);
-        let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
+        let host = client.host().await?;
         let meminfo_file = dir.join("ksmtuned-meminfo");
         std::fs::write(&meminfo_file, meminfo(&host)).map_err(|e| failed("writing meminfo", e))?;
         let script = format!(
@@ -69,10 +68,7 @@ impl Ksmtuned {
             let client = Client::new(&dir);
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Ok(host) = client
-                    .json::<HostStatus>(Method::GET, "/v1/host", None)
-                    .await
-                {
+                if let Ok(host) = client.host().await {
                     // Written in place: the bind mount holds this file's inode.
                     let _ = std::fs::write(&file, meminfo(&host));
                 }
@@ -87,7 +83,7 @@ impl Ksmtuned {
     }
 
     /// Ends ksmtuned and puts KSM's knobs back as they were before it ran.
-    pub fn stop(self) -> Result<(), CliError> {
+    pub fn stop(self) -> Result<(), BenchError> {
         self.updater.abort();
         // The whole process group: ksmtuned's loop and the sleep it waits on.
         let _ = std::process::Command::new("kill")

@@ -4,18 +4,19 @@
 
 mod ksmtuned;
 
-use crate::cli::{self, CliError};
-use crate::client::Client;
-use hyper::Method;
+use crate::client::{Client, ClientError};
+use crate::launcher::{self, LauncherError};
 use memvisor_core::config::Config;
 use memvisor_core::history::HistorySample;
-use memvisor_core::sharing::SharingMatrix;
-use memvisor_core::status::{HostStatus, VmState, VmStatus};
+use memvisor_core::policy::{PolicyName, UnknownPolicy};
+use memvisor_core::status::{VmState, VmStatus};
+use memvisor_core::workload::Workload;
 use memvisor_core::Size;
+use memvisor_guest::image::ImageError;
 use memvisor_host::cgroup::{CgroupError, Controller, Group, Hierarchy, DEFAULT_MOUNT};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SCENARIOS: [(&str, &str); 10] = [
@@ -40,6 +41,86 @@ const SCENARIOS: [(&str, &str); 10] = [
     ("two-vm", include_str!("../../../../scenarios/two-vm.toml")),
 ];
 const REFERENCE: &str = "unconstrained";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("no scenario '{name}': give one of {} or a scenario file ({source})", SCENARIOS.map(|(name, _)| name).join(", "))]
+    NoScenario {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{scenario}: {problem}")]
+    BadScenario { scenario: String, problem: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Launcher(#[from] LauncherError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot read the host's memory figures: {0}")]
+    Host(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}'s guest agent does not count its pages: the guest image is older than this memvisor; run 'memvisor image build' and bench again")]
+    OldImage(String),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error("bench ksmtuned: {0}")]
+    Ksmtuned(String),
+}
+
+/// What a bench run compares beside the unconstrained host: a policy of memvisor's, or a
+/// peer that runs beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Policy(PolicyName),
+    /// Debian's ksmtuned beside static balloons, what a stock KVM host runs.
+    Ksmtuned,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Policy(p) => p.fmt(f),
+            Peer::Ksmtuned => f.pad(ksmtuned::NAME),
+        }
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Peer, String> {
+        if name == ksmtuned::NAME {
+            return Ok(Peer::Ksmtuned);
+        }
+        match name.parse::<PolicyName>() {
+            Ok(p) if PolicyName::COMPARED.contains(&p) => Ok(Peer::Policy(p)),
+            _ => Err(format!(
+                "{}; the bench also runs {} (Debian's ksmtuned beside static balloons)",
+                UnknownPolicy(name.into()),
+                ksmtuned::NAME
+            )),
+        }
+    }
+}
+
+/// One `memvisor bench` request.
+pub struct Options {
+    /// A shipped scenario's name or a scenario file.
+    pub scenario: String,
+    pub peers: Vec<Peer>,
+    /// Rounds of every peer beside the reference; each peer's median round is shown.
+    pub runs: usize,
+    pub json: bool,
+    /// Where SVG timelines and their index go.
+    pub report: Option<PathBuf>,
+}
 /// A grant may take this long; paging inside a guest beyond it, while the host has room, is a
 /// policy's fault.
 const GRANT_GRACE_S: f64 = 5.0;
@@ -107,82 +188,60 @@ pub struct Outcome {
     measured_from_s: f64,
 }
 
-fn load(scenario: &str) -> Result<(BenchSection, Config), CliError> {
+fn load(scenario: &str) -> Result<(BenchSection, Config), BenchError> {
     let text = match SCENARIOS.iter().find(|(n, _)| *n == scenario) {
         Some((_, text)) => text.to_string(),
-        None => std::fs::read_to_string(scenario).map_err(|e| {
-            CliError::Other(format!(
-                "no scenario '{scenario}': give one of {} or a scenario file ({e})",
-                SCENARIOS.map(|(name, _)| name).join(", ")
-            ))
+        None => std::fs::read_to_string(scenario).map_err(|source| BenchError::NoScenario {
+            name: scenario.into(),
+            source,
         })?,
     };
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| CliError::Other(format!("{scenario}: {e}")))?;
+    let bad = |problem: String| BenchError::BadScenario {
+        scenario: scenario.into(),
+        problem,
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let bench = table
         .remove("bench")
-        .ok_or_else(|| CliError::Other(format!("{scenario}: no [bench] table")))?;
-    let bench: BenchSection = bench
-        .try_into()
-        .map_err(|e| CliError::Other(format!("{scenario}: [bench]: {e}")))?;
+        .ok_or_else(|| bad("no [bench] table".into()))?;
+    let bench: BenchSection = bench.try_into().map_err(|e| bad(format!("[bench]: {e}")))?;
     if let Some(cores) = bench.cpu_per_vm.filter(|c| !(c.is_finite() && *c > 0.0)) {
-        return Err(CliError::Other(format!(
-            "{scenario}: [bench] cpu_per_vm must be a positive number of CPUs, e.g. 0.5; got {cores}"
+        return Err(bad(format!(
+            "[bench] cpu_per_vm must be a positive number of CPUs, e.g. 0.5; got {cores}"
         )));
     }
     let config = Config::parse(&toml::to_string(&table).expect("a table serializes"))
-        .map_err(|e| CliError::Other(format!("{scenario}: {e}")))?;
+        .map_err(|e| bad(e.to_string()))?;
     Ok((bench, config))
 }
 
-pub async fn run(
-    dir: &Path,
-    cache_dir: &Path,
-    scenario: &str,
-    policies: &[String],
-    runs: usize,
-    json: bool,
-    report: Option<&Path>,
-) -> Result<(), CliError> {
-    if runs == 0 {
-        return Err(CliError::Other(
-            "--runs must be at least 1 (3 gives the median of three)".into(),
-        ));
-    }
+pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), BenchError> {
+    let scenario = options.scenario.as_str();
     let (bench, config) = load(scenario)?;
-    for p in policies {
-        if !memvisor_core::policy::POLICY_NAMES.contains(&p.as_str()) && p != ksmtuned::NAME {
-            return Err(CliError::Other(format!(
-                "{}; the bench also runs {} (Debian's ksmtuned beside static balloons)",
-                memvisor_core::policy::UnknownPolicy(p.clone()),
-                ksmtuned::NAME
-            )));
-        }
-    }
     memvisor_guest::image::current(cache_dir)?;
-    // Each round runs the reference and every policy once, side by side; with several rounds
-    // each policy's median round by all VMs' ratio is shown (these machines are noisy).
+    // Each round runs the reference and every peer once, side by side; with several rounds
+    // each peer's median round by all VMs' ratio is shown (these machines are noisy).
     let mut rounds: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-    for round in 0..runs {
-        if runs > 1 {
-            eprintln!("bench: round {} of {runs}", round + 1);
+    for round in 0..options.runs {
+        if options.runs > 1 {
+            eprintln!("bench: round {} of {}", round + 1, options.runs);
         }
-        let reference = run_one(dir, cache_dir, &bench, &config, REFERENCE, None).await?;
-        for policy in policies {
+        let reference = run_one(dir, cache_dir, &bench, &config, None).await?;
+        for &peer in &options.peers {
             let outcome =
-                run_one(dir, cache_dir, &bench, &config, policy, Some(&reference)).await?;
-            rounds.entry(policy.clone()).or_default().push(outcome);
+                run_one(dir, cache_dir, &bench, &config, Some((peer, &reference))).await?;
+            rounds.entry(peer.to_string()).or_default().push(outcome);
         }
         rounds.entry(REFERENCE.into()).or_default().push(reference);
     }
     let order: Vec<String> = std::iter::once(REFERENCE.to_string())
-        .chain(policies.iter().cloned())
+        .chain(options.peers.iter().map(Peer::to_string))
         .collect();
     let results: BTreeMap<String, Outcome> = rounds
         .into_iter()
-        .map(|(policy, outcomes)| (policy, median(outcomes)))
+        .map(|(peer, outcomes)| (peer, median(outcomes)))
         .collect();
-    if let Some(dir) = report {
+    if let Some(dir) = &options.report {
         let runs: Vec<_> = order
             .iter()
             .map(|p| {
@@ -193,15 +252,14 @@ pub async fn run(
         let name = Path::new(scenario)
             .file_stem()
             .map_or(scenario.into(), |s| s.to_string_lossy());
-        let files = crate::report::write(dir, &name, &bench.needy, &runs)
-            .map_err(|e| CliError::Other(e.to_string()))?;
+        let files = crate::report::write(dir, &name, &bench.needy, &runs)?;
         eprintln!(
             "bench: report: {} charts, open {}",
             files.len() - 1,
             dir.join("index.html").display()
         );
     }
-    if json {
+    if options.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&results).expect("serializes")
@@ -222,141 +280,155 @@ fn median(mut outcomes: Vec<Outcome>) -> Outcome {
     outcomes.swap_remove(outcomes.len() / 2)
 }
 
+/// One run: a peer measured against the reference's outcome, or (None) the reference itself.
 async fn run_one(
     dir: &Path,
     cache_dir: &Path,
     bench: &BenchSection,
     config: &Config,
-    policy: &str,
-    reference: Option<&Outcome>,
-) -> Result<Outcome, CliError> {
-    eprintln!("bench: {policy}: starting {} VMs", config.vms.len());
-    let mut config = config.clone();
-    if reference.is_none() {
-        // The same VMs with the whole machine to themselves and nothing reclaimed, each booted
-        // with the most it may ever have.
-        let host = memvisor_host::meminfo::read().map_err(|e| CliError::Other(e.to_string()))?;
-        config.host.budget = host.total;
-        config.host.swap = Size::ZERO;
-        config.scheduler.policy = "static".into();
-        for vm in &mut config.vms {
-            vm.memory = vm.effective_limit();
-            vm.max = None;
-            vm.limit = None;
-        }
-    } else if policy == ksmtuned::NAME {
-        // Balloons stay where they booted and memvisor leaves KSM to ksmtuned.
-        config.scheduler.policy = memvisor_core::policy::MANUAL.into();
-    } else {
-        config.scheduler.policy = policy.to_string();
-    }
-    config.host.cgroup = "memvisor-bench".into();
-    let workloads: Vec<(String, String)> = if bench.start_together {
-        config
-            .vms
-            .iter_mut()
-            .map(|vm| {
-                (
-                    vm.name.clone(),
-                    std::mem::take(&mut vm.workload).to_string(),
-                )
-            })
-            .collect()
+    peer: Option<(Peer, &Outcome)>,
+) -> Result<Outcome, BenchError> {
+    let name = peer.map_or(REFERENCE.to_string(), |(p, _)| p.to_string());
+    eprintln!("bench: {name}: starting {} VMs", config.vms.len());
+    let host = memvisor_host::meminfo::read().map_err(|e| BenchError::Host(e.to_string()))?;
+    let mut config = run_config(config, peer.map(|(p, _)| p), host.total);
+    let workloads = if bench.start_together {
+        take_workloads(&mut config)
     } else {
         Vec::new()
     };
-    let run_dir = dir.join("bench").join(policy);
-    std::fs::create_dir_all(&run_dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let run_dir = dir.join("bench").join(&name);
     let file = run_dir.join("config.toml");
-    std::fs::write(&file, toml::to_string(&config).expect("config serializes"))
-        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
-    let swap_before =
-        memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
+    std::fs::create_dir_all(&run_dir)
+        .and_then(|()| std::fs::write(&file, toml::to_string(&config).expect("config serializes")))
+        .map_err(|source| BenchError::Write {
+            path: file.clone(),
+            source,
+        })?;
+    let swap_before = swap_counters()?;
     let cpu = match bench.cpu_per_vm {
         Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
         None => None,
     };
-    let daemon = match cli::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT, true).await {
+    let daemon = match launcher::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT, true).await {
         Ok(daemon) => daemon,
         Err(e) => {
-            // Whatever did start must not run on into the next policy's run.
-            let _ = cli::down(&run_dir).await;
-            return Err(e);
+            // Whatever did start must not run on into the next peer's run.
+            let _ = launcher::down(&run_dir).await;
+            return Err(e.into());
         }
     };
-    let measured = async {
-        let client = Client::new(&run_dir);
-        let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
-        // A VM the host lost while booting is counted as lost; it has no CPU to hold and no
-        // workload to start.
-        let running: Vec<&VmStatus> = vms.iter().filter(|v| v.state == VmState::Running).collect();
-        if let Some((parent, cores)) = &cpu {
-            hold_cpu(&running, parent, *cores)?;
-        }
-        let peer = if policy == ksmtuned::NAME {
-            Some(ksmtuned::Ksmtuned::start(&run_dir).await?)
-        } else {
-            None
-        };
-        for (vm, workload) in workloads
-            .iter()
-            .filter(|(vm, _)| running.iter().any(|v| &v.name == vm))
-        {
-            let _: VmStatus = client
-                .json(
-                    Method::PUT,
-                    &format!("/v1/vms/{vm}/workload"),
-                    Some(serde_json::json!({ "workload": workload })),
-                )
-                .await?;
-        }
-        let measured = measure(
-            &run_dir,
-            bench,
-            daemon,
-            config.host.reserve.as_mib(),
-            reference,
-        )
-        .await;
-        if let Some(peer) = peer {
-            peer.stop()?;
-        }
-        measured
-    }
-    .await;
-    cli::down(&run_dir).await?;
+    let run = Run {
+        dir: &run_dir,
+        bench,
+        daemon,
+        reserve_mib: config.host.reserve.as_mib(),
+        reference: peer.map(|(_, r)| r),
+    };
+    let measured = drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await;
+    launcher::down(&run_dir).await?;
     if let Some((parent, _)) = cpu {
-        parent.remove().map_err(cgroup_error)?;
+        parent.remove()?;
     }
     let mut outcome = measured?;
-    let swap_after = memvisor_host::swap::counters().map_err(|e| CliError::Other(e.to_string()))?;
+    let swap_after = swap_counters()?;
     outcome.host_swap_out_mib = swap_after.out_mib_since(&swap_before);
     outcome.zswap_out_mib = swap_after.zswap_mib_since(&swap_before);
     outcome.vms = config.vms.len();
     Ok(outcome)
 }
 
-fn cgroup_error(e: CgroupError) -> CliError {
-    CliError::Other(e.to_string())
+/// The scenario's config as `peer` runs it. The reference (None) runs the same VMs with the
+/// whole machine (`host_total`) to themselves and nothing reclaimed, each booted with the most
+/// it may ever have.
+fn run_config(config: &Config, peer: Option<Peer>, host_total: Size) -> Config {
+    let mut config = config.clone();
+    config.scheduler.policy = match peer {
+        None => {
+            config.host.budget = host_total;
+            config.host.swap = Size::ZERO;
+            for vm in &mut config.vms {
+                vm.memory = vm.effective_limit();
+                vm.max = None;
+                vm.limit = None;
+            }
+            PolicyName::Static
+        }
+        // Balloons stay where they booted and memvisor leaves KSM to ksmtuned.
+        Some(Peer::Ksmtuned) => PolicyName::Manual,
+        Some(Peer::Policy(policy)) => policy,
+    };
+    config.host.cgroup = "memvisor-bench".into();
+    config
+}
+
+/// Takes every VM's workload out of the config, to be started once all of them run.
+fn take_workloads(config: &mut Config) -> Vec<(String, Workload)> {
+    config
+        .vms
+        .iter_mut()
+        .map(|vm| (vm.name.clone(), std::mem::take(&mut vm.workload)))
+        .collect()
+}
+
+fn swap_counters() -> Result<memvisor_host::swap::SwapCounters, BenchError> {
+    memvisor_host::swap::counters().map_err(|e| BenchError::Host(e.to_string()))
+}
+
+/// A run in progress: where its daemon is, and what it is measured against.
+struct Run<'a> {
+    dir: &'a Path,
+    bench: &'a BenchSection,
+    daemon: u32,
+    reserve_mib: u64,
+    reference: Option<&'a Outcome>,
+}
+
+/// Holds each VM to its CPU, starts the peer beside the daemon and the workloads, measures.
+async fn drive(
+    run: &Run<'_>,
+    peer: Option<Peer>,
+    cpu: Option<&(Group, f64)>,
+    workloads: &[(String, Workload)],
+) -> Result<Outcome, BenchError> {
+    let client = Client::new(run.dir);
+    let vms = client.vms().await?;
+    // A VM the host lost while booting is counted as lost; it has no CPU to hold and no
+    // workload to start.
+    let running: Vec<&VmStatus> = vms.iter().filter(|v| v.state == VmState::Running).collect();
+    if let Some((parent, cores)) = cpu {
+        hold_cpu(&running, parent, *cores)?;
+    }
+    let ksmtuned = match peer {
+        Some(Peer::Ksmtuned) => Some(ksmtuned::Ksmtuned::start(run.dir).await?),
+        _ => None,
+    };
+    for (vm, workload) in workloads
+        .iter()
+        .filter(|(vm, _)| running.iter().any(|v| &v.name == vm))
+    {
+        client.workload(vm, workload).await?;
+    }
+    let measured = measure(run).await;
+    if let Some(ksmtuned) = ksmtuned {
+        ksmtuned.stop()?;
+    }
+    measured
 }
 
 /// The CPU group the run's VMs go in; on cgroup v2 it is the memory group the daemon makes.
-fn cpu_parent(name: &str) -> Result<Group, CliError> {
-    Ok(
-        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)
-            .map_err(cgroup_error)?
-            .group(name),
-    )
+fn cpu_parent(name: &str) -> Result<Group, BenchError> {
+    Ok(Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)?.group(name))
 }
 
 /// Puts each VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.
-fn hold_cpu(vms: &[&VmStatus], parent: &Group, cores: f64) -> Result<(), CliError> {
+fn hold_cpu(vms: &[&VmStatus], parent: &Group, cores: f64) -> Result<(), BenchError> {
     for vm in vms {
         let Some(pid) = vm.pid else { continue };
         let group = parent.child(&vm.name);
-        group.create().map_err(cgroup_error)?;
-        group.set_cpu_quota(cores).map_err(cgroup_error)?;
-        group.add_process(pid).map_err(cgroup_error)?;
+        group.create()?;
+        group.set_cpu_quota(cores)?;
+        group.add_process(pid)?;
     }
     Ok(())
 }
@@ -369,13 +441,14 @@ fn kernel_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
-async fn measure(
-    dir: &Path,
-    bench: &BenchSection,
-    daemon: u32,
-    reserve_mib: u64,
-    reference: Option<&Outcome>,
-) -> Result<Outcome, CliError> {
+async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
+    let Run {
+        dir,
+        bench,
+        daemon,
+        reserve_mib,
+        reference,
+    } = *run;
     let client = Client::new(dir);
     let started = Instant::now();
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
@@ -385,13 +458,13 @@ async fn measure(
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
     let mut onset: Option<f64> = None;
-    let history: Vec<HistorySample> = client.json(Method::GET, "/v1/history", None).await?;
+    let history = client.history().await?;
     out.measured_from_s = history.last().map_or(0.0, |s| s.at_s);
     while started.elapsed() < Duration::from_secs(bench.duration_s) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = started.elapsed().as_secs_f64();
-        let vms: Vec<VmStatus> = client.json(Method::GET, "/v1/vms", None).await?;
-        let host: HostStatus = client.json(Method::GET, "/v1/host", None).await?;
+        let vms = client.vms().await?;
+        let host = client.host().await?;
         out.peak_host_used_mib = out.peak_host_used_mib.max(host.used_mib.unwrap_or(0));
         if let Ok(rss) = memvisor_host::process::rss(daemon) {
             out.daemon_peak_rss_mib = out.daemon_peak_rss_mib.max(rss.as_mib());
@@ -412,12 +485,7 @@ async fn measure(
             let pages = match (in_step, vm.workload_pages) {
                 (_, Some(pages)) => pages,
                 (false, None) => 0,
-                (true, None) => {
-                    return Err(CliError::Other(format!(
-                        "{}'s guest agent does not count its pages: the guest image is older than this memvisor; run 'memvisor image' and bench again",
-                        vm.name
-                    )))
-                }
+                (true, None) => return Err(BenchError::OldImage(vm.name.clone())),
             };
             let seen = samples.entry(vm.name.clone()).or_default();
             // A report not renewed since the last sample is a guest that sent none: no progress.
@@ -451,10 +519,10 @@ async fn measure(
     out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
     out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
     tally.finish(seconds, reference, &mut out);
-    out.history = client.json(Method::GET, "/v1/history", None).await?;
+    out.history = client.history().await?;
     // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
     // earlier run's QEMUs until KSM scans again.
-    let sharing: SharingMatrix = client.json(Method::GET, "/v1/sharing", None).await?;
+    let sharing = client.sharing().await?;
     out.ksm_saved_mib = sharing.saved_mib.round() as u64;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / seconds;
     out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum();

@@ -8,14 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use memvisor_core::agent::ToGuest;
+use memvisor_core::api::{
+    AttachRequest, BalloonRequest, Change, MonitorRequest, VerifyReply, WorkloadRequest,
+};
 use memvisor_core::config::workload_problems;
 use memvisor_core::history::HistorySample;
 use memvisor_core::sharing::SharingMatrix;
 use memvisor_core::status::{ApiError, EventKind, HostStatus, Origin, VmStatus};
 use memvisor_core::translation::{AddressError, GuestAddress, Translation};
-use memvisor_core::workload::Workload;
-use memvisor_core::Size;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -35,7 +36,10 @@ impl IntoResponse for DaemonError {
         let status = match &self {
             DaemonError::UnknownVm(_) => StatusCode::NOT_FOUND,
             DaemonError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            DaemonError::NotRunning(_) | DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            // Not admitted is a conflict with the host's state: it may start later.
+            DaemonError::NotRunning(_) | DaemonError::Conflict(_) | DaemonError::Refused(_) => {
+                StatusCode::CONFLICT
+            }
             DaemonError::Qmp(QmpError::NotQmp { .. } | QmpError::Connect { .. })
             | DaemonError::Balloon(BalloonError::NoDevice) => StatusCode::BAD_REQUEST,
             DaemonError::Qmp(_) | DaemonError::Balloon(_) | DaemonError::AgentTimeout(..) => {
@@ -181,11 +185,11 @@ async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus
     Ok(Json(d.status(&name).await?))
 }
 
-#[utoipa::path(patch, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = super::Change, responses((status = OK, description = "Changed live", body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
+#[utoipa::path(patch, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = Change, responses((status = OK, description = "Changed live", body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn set(
     State(d): Shared,
     Path(name): Path<String>,
-    Json(change): Json<super::Change>,
+    Json(change): Json<Change>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.reconfigure(&name, change).await?;
     Ok(Json(d.status(&name).await?))
@@ -227,21 +231,13 @@ async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Json<Vec<Hi
     )
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-struct BalloonRequest {
-    target: String,
-}
-
-#[utoipa::path(post, path = "/v1/vms/{name}/balloon", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = BalloonRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/balloon", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = BalloonRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = UNPROCESSABLE_ENTITY, description = "The target is not a size", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn balloon(
     State(d): Shared,
     Path(name): Path<String>,
     Json(req): Json<BalloonRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
-    let target: Size = req
-        .target
-        .parse()
-        .map_err(|e: memvisor_core::size::SizeError| DaemonError::BadRequest(e.to_string()))?;
+    let target = req.target;
     let vm = d.vm(&name).await?;
     let mut vm = vm.lock().await;
     let before = vm.target();
@@ -262,7 +258,7 @@ async fn balloon(
     Ok(Json(status))
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = INTERNAL_SERVER_ERROR, description = "Not admitted or QEMU did not start", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state, or not admitted: the host has no room for it now", body = ApiError), (status = INTERNAL_SERVER_ERROR, description = "QEMU did not start", body = ApiError)))]
 async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.start(&name).await?;
     Ok(Json(d.status(&name).await?))
@@ -300,23 +296,13 @@ async fn logs(
     Ok(lines[lines.len() - keep..].join("\n") + "\n")
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-struct WorkloadRequest {
-    workload: String,
-}
-
-#[utoipa::path(put, path = "/v1/vms/{name}/workload", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = WorkloadRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
+#[utoipa::path(put, path = "/v1/vms/{name}/workload", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = WorkloadRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = UNPROCESSABLE_ENTITY, description = "Not a workload", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn workload(
     State(d): Shared,
     Path(name): Path<String>,
     Json(req): Json<WorkloadRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
-    let workload: Workload =
-        req.workload
-            .parse()
-            .map_err(|e: memvisor_core::workload::WorkloadError| {
-                DaemonError::BadRequest(e.to_string())
-            })?;
+    let workload = req.workload;
     let vm = d.vm(&name).await?;
     let vm = vm.lock().await;
     if vm.origin == Origin::Attached {
@@ -348,12 +334,6 @@ async fn workload(
     Ok(Json(status))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct VerifyReply {
-    pages: u64,
-    corrupt: u64,
-}
-
 #[utoipa::path(post, path = "/v1/vms/{name}/verify", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VerifyReply), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn verify(
     State(d): Shared,
@@ -377,13 +357,6 @@ async fn verify(
     }
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-struct AttachRequest {
-    name: String,
-    #[schema(value_type = String)]
-    qmp: std::path::PathBuf,
-}
-
 #[utoipa::path(post, path = "/v1/attach", tag = "vms", request_body = AttachRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
 async fn attach(
     State(d): Shared,
@@ -391,12 +364,6 @@ async fn attach(
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.attach(&req.name, &req.qmp).await?;
     Ok(Json(d.status(&req.name).await?))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-struct MonitorRequest {
-    /// A QEMU human monitor command line, e.g. "info balloon".
-    command: String,
 }
 
 /// The longest monitor command accepted.

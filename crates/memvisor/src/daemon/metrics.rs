@@ -5,6 +5,7 @@
 //! OpenMetrics, whose counter and unit lines the classic text format (what `promtool check
 //! metrics` reads) treats differently, and every figure here is read fresh at scrape time.
 
+use memvisor_core::ladder::FreeState;
 use memvisor_core::status::{EventKind, HostStatus, VmState, VmStatus};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -168,7 +169,7 @@ pub fn render(host: &HostStatus, vms: &[VmStatus], counters: &Counters) -> Strin
         kind: Kind::Counter,
         samples,
     };
-    let state = host.state.as_deref();
+    let state = host.state;
     let mut families = vec![
         gauge(
             "memvisor_host_budget_bytes",
@@ -189,9 +190,12 @@ pub fn render(host: &HostStatus, vms: &[VmStatus], counters: &Counters) -> Strin
             "memvisor_host_state",
             "1 for the host's free-memory state (high, soft, hard, low), 0 for the others.",
             if state.is_some() {
-                ["high", "soft", "hard", "low"]
+                FreeState::ALL
                     .iter()
-                    .map(|&s| (Some(("state", s)), f64::from(u8::from(state == Some(s)))))
+                    .map(|&s| {
+                        let on = f64::from(u8::from(state == Some(s)));
+                        (Some(("state", s.name())), on)
+                    })
                     .collect()
             } else {
                 Vec::new()

@@ -11,14 +11,15 @@ mod state;
 mod vm;
 mod working_sets;
 
+use memvisor_core::api::{Change, SOCKET_NAME, TOKEN_FILE};
 use memvisor_core::config::{check_name, Config, VmConfig};
 use memvisor_core::ladder::FreeState;
+use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
 use memvisor_host::swap::SwapFile;
-use memvisor_qemu::accel::Accelerator;
 use slot::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,8 +119,7 @@ impl Daemon {
         } else {
             None
         };
-        let policy = memvisor_core::policy::by_name(&config.scheduler.policy, &config.scheduler)
-            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
+        let policy = memvisor_core::policy::from_settings(&config.scheduler);
         let vms = config
             .vms
             .iter()
@@ -210,7 +210,7 @@ impl Daemon {
             vm.config.memory.as_mib(),
             vm.config.reservation.as_mib(),
             vm.config.shares,
-            crate::cli::opt(vm.pid)
+            pid_text(vm.pid)
         );
         drop(vm);
         self.note(EventKind::Lifecycle, Some(name), reason).await;
@@ -312,7 +312,7 @@ impl Daemon {
         let reason = format!(
             "{name} attached through {}: pid {}, {} MiB",
             qmp.display(),
-            crate::cli::opt(vm.pid),
+            pid_text(vm.pid),
             vm.config.memory.as_mib()
         );
         vms.insert(name.to_string(), Arc::new(Slot::new(vm)));
@@ -581,8 +581,8 @@ impl Daemon {
         let used_mib = self.parent.usage().ok().map(Size::as_mib);
         let scheduler = self.scheduler.lock().await;
         HostStatus {
-            policy: scheduler.policy.name().to_string(),
-            state: used_mib.map(|u| self.free_state(&scheduler, u).to_string()),
+            policy: scheduler.policy.name(),
+            state: used_mib.map(|u| self.free_state(&scheduler, u)),
             ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host
@@ -595,47 +595,17 @@ impl Daemon {
             host_total_mib: host.map(|h| h.total.as_mib()).unwrap_or(0),
             host_available_mib: host.map(|h| h.available.as_mib()).unwrap_or(0),
             cgroup: self.parent.path.display().to_string(),
-            cgroup_version: self.hierarchy.version.name().to_string(),
-            accel: self.accel.name().to_string(),
+            cgroup_version: self.hierarchy.version,
+            accel: self.accel,
             api_listen: self.config.api.listen.map(|a| a.to_string()),
         }
     }
 }
 
-/// What `memvisor set` changes; fields left out stay as they are. Sizes are strings with a
-/// binary unit: "512M", "1G".
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct Change {
-    #[schema(value_type = Option<String>)]
-    pub reservation: Option<Size>,
-    #[schema(value_type = Option<String>)]
-    pub limit: Option<Size>,
-    pub shares: Option<u32>,
-    #[schema(value_type = Option<String>)]
-    pub memory: Option<Size>,
+/// A QEMU's pid as events tell it; an attached QEMU may not say.
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "unknown".into(), |p| p.to_string())
 }
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(r) = self.reservation {
-            parts.push(format!("reservation {r}"));
-        }
-        if let Some(l) = self.limit {
-            parts.push(format!("limit {l}"));
-        }
-        if let Some(s) = self.shares {
-            parts.push(format!("shares {s}"));
-        }
-        if let Some(m) = self.memory {
-            parts.push(format!("memory {m}"));
-        }
-        write!(f, "{}", parts.join(", "))
-    }
-}
-
-/// Where the daemon keeps the token TCP clients must send (mode 0600: root reads it).
-pub const TOKEN_FILE: &str = "api-token";
 
 /// The TCP API's token: kept across restarts so an open dashboard keeps working.
 fn api_token(dir: &Path) -> Result<String, DaemonError> {
@@ -666,10 +636,11 @@ fn api_token(dir: &Path) -> Result<String, DaemonError> {
 
 /// Runs the daemon until `down` or SIGTERM/SIGINT: serve the API, start the VMs, observe.
 pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), DaemonError> {
-    let socket = dir.join(crate::client::SOCKET_NAME);
+    let socket = dir.join(SOCKET_NAME);
     std::fs::create_dir_all(&dir)
         .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    if crate::client::daemon_answers(&socket).await {
+    // Something accepting connections there is a daemon still serving.
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         return Err(DaemonError::Conflict(format!(
             "a memvisor daemon already serves {}; stop it with 'memvisor down' first",
             socket.display()

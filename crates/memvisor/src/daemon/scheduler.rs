@@ -198,7 +198,7 @@ impl Daemon {
             }
             scheduler
                 .history
-                .push_back(HistorySample::of(&snapshot, &state.to_string()));
+                .push_back(HistorySample::of(&snapshot, state));
             scheduler.last_snapshot = Some(snapshot);
             plan
         };

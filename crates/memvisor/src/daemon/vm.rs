@@ -7,12 +7,12 @@ use super::DaemonError;
 use memvisor_core::config::VmConfig;
 use memvisor_core::faults::{Fault, Seen, Watch};
 use memvisor_core::snapshot::{self, VmObservation};
+use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, Origin, VmState, VmStatus, WorkingSetSource};
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use memvisor_host::cgroup::Group;
-use memvisor_qemu::accel::Accelerator;
 use memvisor_qemu::balloon::{self, GuestStats};
 use memvisor_qemu::launch::{self, LaunchSpec, BALLOON_ID};
 use memvisor_qemu::qmp::{self, Qmp};
@@ -661,7 +661,7 @@ impl Vm {
             state: self.state,
             origin: self.origin,
             pid: self.pid,
-            accel: self.accel.map(|a| a.name().to_string()),
+            accel: self.accel,
             memory_mib: mib(self.config.memory),
             max_mib: mib(self.config.max_memory()),
             reservation_mib: mib(self.config.reservation),
