@@ -1,6 +1,8 @@
 //! The HTTP API's request and reply bodies, one type each, shared by the daemon that serves
 //! them and the client that sends them. The answers' shapes are in `status`.
 
+use crate::config::{HostConfig, VmConfig};
+use crate::reservation;
 use crate::size::Size;
 use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,41 @@ pub struct Change {
 impl Change {
     pub fn is_empty(&self) -> bool {
         *self == Change::default()
+    }
+
+    /// `current` with this change, checked: the VM's own rules, growth past `boot_memory`
+    /// only through virtio-mem, and every reservation (the `others`' and the new one) within
+    /// the host's budget. Every problem is named, or none.
+    pub fn applied_to<'a>(
+        &self,
+        current: &'a VmConfig,
+        boot_memory: Size,
+        host: &HostConfig,
+        others: impl IntoIterator<Item = (&'a str, Size)>,
+    ) -> Result<VmConfig, String> {
+        let mut config = current.clone();
+        config.reservation = self.reservation.unwrap_or(config.reservation);
+        config.limit = self.limit.or(config.limit);
+        config.shares = self.shares.unwrap_or(config.shares);
+        config.memory = self.memory.unwrap_or(config.memory);
+        let mut problems = config.problems();
+        if config.memory > boot_memory && !current.can_grow() {
+            problems.push(format!(
+                "{} booted with {boot_memory} and has no virtio-mem device: set max in its config and restart it to grow it live",
+                current.name
+            ));
+        }
+        let reserving = others
+            .into_iter()
+            .chain([(current.name.as_str(), config.reservation)]);
+        if let Err(e) = reservation::fit(host.budget, host.reserve, reserving) {
+            problems.push(e.to_string());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("; "))
+        }
     }
 }
 
@@ -82,4 +119,66 @@ pub struct AttachRequest {
 pub struct MonitorRequest {
     /// A QEMU human monitor command line, e.g. "info balloon".
     pub command: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn config() -> Config {
+        Config::parse(
+            "[host]\nbudget = \"2G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nmax = \"1536M\"\n[[vm]]\nname = \"b\"\nmemory = \"1G\"\nreservation = \"1G\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_change_within_the_rules_is_taken_whole() {
+        let c = config();
+        let change = Change {
+            reservation: Some(Size::mib(256)),
+            shares: Some(2000),
+            memory: Some(Size::mib(1280)),
+            limit: None,
+        };
+        let others = [("b", Size::mib(1024))];
+        let a = change
+            .applied_to(&c.vms[0], Size::mib(1024), &c.host, others)
+            .unwrap();
+        assert_eq!(
+            (a.reservation, a.shares, a.memory),
+            (Size::mib(256), 2000, Size::mib(1280))
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_change_is_named() {
+        let c = config();
+        let change = Change {
+            reservation: Some(Size::mib(1024)),
+            shares: Some(0),
+            ..Change::default()
+        };
+        let e = change
+            .applied_to(
+                &c.vms[0],
+                Size::mib(1024),
+                &c.host,
+                [("b", Size::mib(1024))],
+            )
+            .unwrap_err();
+        assert!(e.contains("shares"), "{e}");
+        assert!(e.contains("below the sum of reservations"), "{e}");
+        // b booted with 1G and has no virtio-mem: it cannot grow live.
+        let grow = Change {
+            memory: Some(Size::mib(1100)),
+            reservation: Some(Size::ZERO),
+            ..Change::default()
+        };
+        let e = grow
+            .applied_to(&c.vms[1], Size::mib(1024), &c.host, [])
+            .unwrap_err();
+        assert!(e.contains("no virtio-mem device"), "{e}");
+    }
 }

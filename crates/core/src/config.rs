@@ -14,13 +14,13 @@
 //! workload = "hold:512M"   # optional: what the guest agent does (see workload.rs)
 //! ```
 
+use crate::reservation::{self, GUEST_FLOOR};
 use crate::size::Size;
 use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
 
-pub const MIN_GUEST_MEMORY: Size = Size::mib(128);
 /// virtio-mem plugs memory in blocks of this size on x86.
 pub const VIRTIO_MEM_BLOCK: Size = Size::mib(2);
 
@@ -154,9 +154,9 @@ impl VmConfig {
         if let Err(e) = check_name(name) {
             out.push(e);
         }
-        if self.memory < MIN_GUEST_MEMORY {
+        if self.memory < GUEST_FLOOR {
             out.push(format!(
-                "vm {name}: memory {} is below the {MIN_GUEST_MEMORY} a Linux guest needs",
+                "vm {name}: memory {} is below the {GUEST_FLOOR} a Linux guest needs",
                 self.memory
             ));
         }
@@ -262,9 +262,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.host.budget < MIN_GUEST_MEMORY {
+        if self.host.budget < GUEST_FLOOR {
             problems.push(format!(
-                "host budget {} is below {MIN_GUEST_MEMORY}, too small for any VM",
+                "host budget {} is below {GUEST_FLOOR}, too small for any VM",
                 self.host.budget
             ));
         }
@@ -289,26 +289,9 @@ impl Config {
                 ));
             }
         }
-        let reserved: u64 = self.host.reserve.as_bytes()
-            + self
-                .vms
-                .iter()
-                .map(|v| v.reservation.as_bytes())
-                .sum::<u64>();
-        if reserved > self.host.budget.as_bytes() {
-            let parts: Vec<String> = self
-                .vms
-                .iter()
-                .filter(|v| v.reservation > Size::ZERO)
-                .map(|v| format!("{} {}", v.name, v.reservation))
-                .collect();
-            problems.push(format!(
-                "host budget {} is below the sum of reservations {} ({} + host reserve {}); raise the budget or lower reservations",
-                self.host.budget,
-                Size::bytes(reserved),
-                parts.join(" + "),
-                self.host.reserve
-            ));
+        let reservations = self.vms.iter().map(|v| (v.name.as_str(), v.reservation));
+        if let Err(e) = reservation::fit(self.host.budget, self.host.reserve, reservations) {
+            problems.push(e.to_string());
         }
         if problems.is_empty() {
             Ok(())

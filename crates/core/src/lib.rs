@@ -12,6 +12,7 @@ pub mod history;
 pub mod ladder;
 pub mod plan;
 pub mod policy;
+pub mod reservation;
 pub mod sharing;
 pub mod size;
 pub mod snapshot;

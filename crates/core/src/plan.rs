@@ -29,6 +29,18 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The VM the action concerns; None for host-wide ones.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            Action::Allocate { vm, .. }
+            | Action::CgroupLimit { vm, .. }
+            | Action::Admit { vm, .. } => Some(vm),
+            Action::Ksm { .. } | Action::Zswap { .. } => None,
+        }
+    }
+}
+
 /// What admission control says to a VM asking to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

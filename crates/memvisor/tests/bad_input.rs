@@ -53,7 +53,7 @@ fn bad_balloon_and_workload_requests_change_nothing() {
         (vec!["balloon", "v", "512M"], "above v's memory 256MiB"),
         (vec!["balloon", "v", "-1G"], "negative"),
         (vec!["balloon", "v", "300"], "no unit"),
-        (vec!["balloon", "v", "16M"], "below v's minimum 64MiB"),
+        (vec!["balloon", "v", "16M"], "below v's minimum 128MiB"),
         (vec!["balloon", "nosuch", "128M"], "no VM named 'nosuch'"),
         (vec!["workload", "v", "hold:1G"], "does not fit"),
         (vec!["workload", "v", "dance"], "unknown"),

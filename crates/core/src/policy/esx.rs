@@ -11,7 +11,9 @@ use super::{floor_mib, growth_ceiling_mib, Policy, PolicyName, Settings};
 use crate::entitlement::{allocate, Claim};
 use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
+use crate::reservation;
 use crate::sharing::KsmPacer;
+use crate::size::Size;
 use crate::snapshot::{Snapshot, VmObservation};
 use crate::working_set::HUNGRY_GROWTH_MIB;
 use std::collections::BTreeMap;
@@ -535,8 +537,11 @@ impl Esx {
     /// reached the low state). In low no VM starts: they wait until memory is freed.
     fn admit(&self, s: &Snapshot, state: FreeState, why_state: &str, plan: &mut Plan) {
         let host = &s.host;
-        let mut reserved: u64 =
-            host.reserve_mib + s.vms.iter().map(|v| v.reservation_mib).sum::<u64>();
+        let mut reserving: Vec<(&str, Size)> = s
+            .vms
+            .iter()
+            .map(|v| (v.name.as_str(), Size::mib(v.reservation_mib)))
+            .collect();
         let mut configured: u64 = s.vms.iter().map(|v| v.memory_mib).sum();
         let mut settling = s
             .vms
@@ -545,13 +550,19 @@ impl Esx {
             .map(|v| v.name.clone());
         for p in &s.pending {
             let overcommitted = configured + p.memory_mib > host.budget_mib;
-            let (verdict, reason) = if reserved + p.reservation_mib > host.budget_mib {
+            let with_it = reserving
+                .iter()
+                .copied()
+                .chain([(p.name.as_str(), Size::mib(p.reservation_mib))]);
+            let fits = reservation::fit(
+                Size::mib(host.budget_mib),
+                Size::mib(host.reserve_mib),
+                with_it,
+            );
+            let (verdict, reason) = if let Err(e) = &fits {
                 (
                     Admission::Refuse,
-                    format!(
-                        "{}'s reservation of {} MiB does not fit: {} MiB already reserved (incl. host reserve {} MiB) of a {} MiB budget; lower its reservation, stop a VM or raise the budget",
-                        p.name, p.reservation_mib, reserved, host.reserve_mib, host.budget_mib
-                    ),
+                    format!("{}'s reservation does not fit: {e}", p.name),
                 )
             } else if state >= FreeState::Low {
                 (
@@ -574,14 +585,16 @@ impl Esx {
             } else if overcommitted && state >= FreeState::Soft {
                 (Admission::Wait, format!("{} waits: {why_state}", p.name))
             } else {
-                reserved += p.reservation_mib;
+                reserving.push((p.name.as_str(), Size::mib(p.reservation_mib)));
                 configured += p.memory_mib;
                 settling = Some(p.name.clone());
                 (
                     Admission::Start,
                     format!(
-                        "{} fits: reservations with it {reserved} of {} MiB",
-                        p.name, host.budget_mib
+                        "{} fits: reservations with it {} of {} MiB",
+                        p.name,
+                        fits.map_or(0, Size::as_mib),
+                        host.budget_mib
                     ),
                 )
             };
@@ -1055,7 +1068,7 @@ mod tests {
             match n.as_str() {
                 "r" => assert!(t >= 600, "{plan:?}"),
                 "l" => assert!(t <= 512, "{plan:?}"),
-                _ => assert!(t >= crate::policy::GUEST_FLOOR_MIB),
+                _ => assert!(t >= crate::reservation::GUEST_FLOOR.as_mib()),
             }
         }
     }

@@ -8,6 +8,7 @@ mod proxmox;
 
 use crate::ladder::{FreeState, Thresholds};
 use crate::plan::{Action, Admission, Plan};
+use crate::size::Size;
 use crate::snapshot::{Snapshot, VmObservation};
 use serde::{Deserialize, Serialize};
 
@@ -90,9 +91,6 @@ impl<'de> Deserialize<'de> for PolicyName {
             .map_err(serde::de::Error::custom)
     }
 }
-
-/// No allocation goes below this: under it a Linux guest's kernel and agent cannot work.
-pub const GUEST_FLOOR_MIB: u64 = 128;
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown policy '{0}': choose one of ours, static, proxmox, mom (or manual)")]
@@ -189,7 +187,9 @@ impl Policy for Manual {
 
 /// The least a policy may leave a VM: its reservation, and never under the guest floor.
 pub fn floor_mib(vm: &VmObservation) -> u64 {
-    vm.reservation_mib.max(GUEST_FLOOR_MIB).min(vm.max_mib)
+    crate::reservation::floor(Size::mib(vm.reservation_mib))
+        .as_mib()
+        .min(vm.max_mib)
 }
 
 /// The most a balloon-only policy may give a VM: its configured size, and never above its limit.

@@ -1,9 +1,11 @@
 //! The daemon's side of the guest agent's virtio-serial port: keeps a connection, sends the
-//! VM's workload on every (re)connect, records reports and answers verify requests.
+//! VM's workload on every (re)connect, records reports, and hands each verify or translate
+//! reply to the request that asked (the agent answers in the order it was asked).
 
 use memvisor_core::agent::{AgentReport, FromGuest, ToGuest};
-use memvisor_core::translation::GuestPage;
+use memvisor_core::translation::{GuestAddress, GuestPage};
 use memvisor_core::workload::Workload;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,18 +13,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
+type Translated = Result<GuestPage, String>;
+
 #[derive(Default)]
-pub struct AgentState {
-    pub report: Option<AgentReport>,
+struct AgentState {
+    report: Option<AgentReport>,
     /// When the last report arrived.
-    pub heard_at: Option<std::time::Instant>,
-    pub pending_verify: Option<oneshot::Sender<(u64, u64)>>,
-    pub pending_translate: Option<oneshot::Sender<Result<GuestPage, String>>>,
-    pub last_rejection: Option<String>,
+    heard_at: Option<std::time::Instant>,
+    verifying: VecDeque<oneshot::Sender<(u64, u64)>>,
+    translating: VecDeque<oneshot::Sender<Translated>>,
 }
 
 pub struct AgentLink {
-    pub state: Arc<Mutex<AgentState>>,
+    state: Arc<Mutex<AgentState>>,
     commands: mpsc::UnboundedSender<ToGuest>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,8 +79,36 @@ impl AgentLink {
         }
     }
 
-    pub fn send(&self, command: ToGuest) {
+    fn send(&self, command: ToGuest) {
         let _ = self.commands.send(command);
+    }
+
+    pub fn set_workload(&self, workload: Workload) {
+        self.send(ToGuest::SetWorkload { workload });
+    }
+
+    /// Asks the agent to check every page it wrote: (pages, corrupt) once it has.
+    pub fn verify(&self) -> oneshot::Receiver<(u64, u64)> {
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .lock()
+            .expect("agent lock")
+            .verifying
+            .push_back(tx);
+        self.send(ToGuest::Verify);
+        rx
+    }
+
+    /// Asks the agent where `address` lies in its guest.
+    pub fn translate(&self, address: GuestAddress) -> oneshot::Receiver<Translated> {
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .lock()
+            .expect("agent lock")
+            .translating
+            .push_back(tx);
+        self.send(ToGuest::Translate { address });
+        rx
     }
 
     pub fn heard_at(&self) -> Option<std::time::Instant> {
@@ -106,16 +137,16 @@ fn record(state: &Mutex<AgentState>, line: &str) {
             state.heard_at = Some(std::time::Instant::now());
         }
         Ok(FromGuest::Verified { pages, corrupt }) => {
-            if let Some(reply) = state.pending_verify.take() {
+            if let Some(reply) = state.verifying.pop_front() {
                 let _ = reply.send((pages, corrupt));
             }
         }
         Ok(FromGuest::Translated { page, error }) => {
-            if let Some(reply) = state.pending_translate.take() {
+            if let Some(reply) = state.translating.pop_front() {
                 let _ = reply.send(page.ok_or_else(|| error.unwrap_or_default()));
             }
         }
-        Ok(FromGuest::Rejected { message }) => state.last_rejection = Some(message),
-        Err(e) => state.last_rejection = Some(format!("unreadable agent line ({e}): {line}")),
+        Ok(FromGuest::Rejected { message }) => tracing::warn!("the guest agent refused: {message}"),
+        Err(e) => tracing::warn!("unreadable guest agent line ({e}): {line}"),
     }
 }

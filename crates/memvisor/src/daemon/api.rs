@@ -7,14 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use memvisor_core::agent::ToGuest;
 use memvisor_core::api::{
     AttachRequest, BalloonRequest, Change, MonitorRequest, VerifyReply, WorkloadRequest,
 };
-use memvisor_core::config::workload_problems;
 use memvisor_core::history::HistorySample;
 use memvisor_core::sharing::SharingMatrix;
-use memvisor_core::status::{ApiError, EventKind, HostStatus, Origin, VmStatus};
+use memvisor_core::status::{ApiError, EventKind, HostStatus, VmStatus};
 use memvisor_core::translation::{AddressError, GuestAddress, Translation};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -207,7 +205,7 @@ async fn events(
     State(d): Shared,
     Query(q): Query<EventQuery>,
 ) -> Json<Vec<memvisor_core::status::Event>> {
-    Json(d.events(q.after.unwrap_or(0)).await)
+    Json(d.events(q.after.unwrap_or(0)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -219,16 +217,7 @@ struct HistoryQuery {
 
 #[utoipa::path(get, path = "/v1/history", tag = "history", params(HistoryQuery), responses((status = OK, description = "One sample per scheduling round, oldest first", body = Vec<HistorySample>)))]
 async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Json<Vec<HistorySample>> {
-    let after = q.after.unwrap_or(-1.0);
-    let scheduler = d.scheduler.lock().await;
-    Json(
-        scheduler
-            .history
-            .iter()
-            .filter(|s| s.at_s > after)
-            .cloned()
-            .collect(),
-    )
+    Json(d.history(q.after.unwrap_or(-1.0)))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/balloon", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = BalloonRequest, responses((status = OK, body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = UNPROCESSABLE_ENTITY, description = "The target is not a size", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
@@ -252,8 +241,7 @@ async fn balloon(
             before.as_mib(),
             target.as_mib()
         ),
-    )
-    .await;
+    );
     d.save_state().await;
     Ok(Json(status))
 }
@@ -304,32 +292,15 @@ async fn workload(
 ) -> Result<Json<VmStatus>, DaemonError> {
     let workload = req.workload;
     let vm = d.vm(&name).await?;
-    let vm = vm.lock().await;
-    if vm.origin == Origin::Attached {
-        return Err(DaemonError::Conflict(format!(
-            "{name} is attached and has no memvisor guest agent"
-        )));
-    }
-    if let Some(problem) = workload_problems(&name, &workload, vm.config.memory)
-        .into_iter()
-        .next()
-    {
-        return Err(DaemonError::BadRequest(problem));
-    }
-    *vm.workload.lock().expect("workload lock") = workload.clone();
-    if let Some(agent) = &vm.agent {
-        agent.send(ToGuest::SetWorkload {
-            workload: workload.clone(),
-        });
-    }
+    let mut vm = vm.lock().await;
+    vm.set_workload(workload.clone())?;
     let status = vm.status();
     drop(vm);
     d.note(
         EventKind::Operator,
         Some(&name),
         format!("{name} workload {workload} on request"),
-    )
-    .await;
+    );
     d.save_state().await;
     Ok(Json(status))
 }
@@ -342,14 +313,9 @@ async fn verify(
     let reply = {
         let vm = d.vm(&name).await?;
         let vm = vm.lock().await;
-        let agent = vm
-            .agent
-            .as_ref()
-            .ok_or_else(|| DaemonError::NotRunning(name.clone()))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        agent.state.lock().expect("agent lock").pending_verify = Some(tx);
-        agent.send(ToGuest::Verify);
-        rx
+        vm.agent()
+            .ok_or_else(|| DaemonError::NotRunning(name.clone()))?
+            .verify()
     };
     match tokio::time::timeout(VERIFY_TIMEOUT, reply).await {
         Ok(Ok((pages, corrupt))) => Ok(Json(VerifyReply { pages, corrupt })),
@@ -395,8 +361,7 @@ async fn monitor(
         EventKind::Operator,
         Some(&name),
         format!("{name} monitor command on request: {command}"),
-    )
-    .await;
+    );
     Ok(reply.as_str().unwrap_or_default().to_string())
 }
 

@@ -2,7 +2,6 @@
 //! VMs share host frames through KSM.
 
 use super::{Daemon, DaemonError};
-use memvisor_core::agent::ToGuest;
 use memvisor_core::sharing::{self, SharingMatrix};
 use memvisor_core::status::VmState;
 use memvisor_core::translation::{
@@ -34,13 +33,13 @@ impl Daemon {
     ) -> Result<Translation, DaemonError> {
         let vm = self.vm(name).await?;
         let mut vm = vm.lock().await;
-        if vm.state != VmState::Running {
+        if vm.state() != VmState::Running {
             return Err(DaemonError::NotRunning(name.to_string()));
         }
         let pid = vm
-            .pid
+            .pid()
             .ok_or_else(|| DaemonError::NotRunning(name.to_string()))?;
-        let ram = vm.boot_memory;
+        let ram = vm.boot_memory();
         let (guest_asks, resolved_by, kernel_virtual) = match asked {
             GuestAddress::Virtual { address } if address >= KERNEL_SPACE => {
                 let reply = vm
@@ -65,14 +64,10 @@ impl Daemon {
             }
             other => (other, "guest agent", None),
         };
-        let guest = match vm.agent.as_ref() {
+        let guest = match vm.agent() {
             Some(agent) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                agent.state.lock().expect("agent lock").pending_translate = Some(tx);
-                agent.send(ToGuest::Translate {
-                    address: guest_asks,
-                });
-                match tokio::time::timeout(AGENT_TIMEOUT, rx).await {
+                let reply = agent.translate(guest_asks);
+                match tokio::time::timeout(AGENT_TIMEOUT, reply).await {
                     Ok(Ok(Ok(page))) => page,
                     Ok(Ok(Err(why))) => {
                         return Err(DaemonError::BadRequest(format!("{name}'s agent: {why}")))
@@ -136,8 +131,8 @@ impl Daemon {
         let mut regions = Vec::new();
         for vm in self.all().await {
             let vm = vm.lock().await;
-            if let (VmState::Running, Some(pid)) = (vm.state, vm.pid) {
-                regions.push((vm.name().to_string(), pid, vm.boot_memory));
+            if let (VmState::Running, Some(pid)) = (vm.state(), vm.pid()) {
+                regions.push((vm.name().to_string(), pid, vm.boot_memory()));
             }
         }
         let frames = tokio::task::spawn_blocking(move || {

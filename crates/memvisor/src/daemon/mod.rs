@@ -1,8 +1,11 @@
 //! The daemon: launches the configured VMs, every second observes them and the host and lets
 //! the scheduler's policy decide, and serves the HTTP API the CLI speaks.
 
+mod admission;
 mod agent;
 pub mod api;
+mod events;
+mod history;
 mod inspect;
 pub mod metrics;
 mod scheduler;
@@ -13,7 +16,6 @@ mod working_sets;
 
 use memvisor_core::api::{Change, SOCKET_NAME, TOKEN_FILE};
 use memvisor_core::config::{check_name, Config, VmConfig};
-use memvisor_core::ladder::FreeState;
 use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
@@ -75,13 +77,15 @@ pub struct Daemon {
     parent: Group,
     vms: Mutex<BTreeMap<String, Arc<Slot>>>,
     scheduler: Mutex<scheduler::Scheduler>,
+    events: std::sync::Mutex<events::EventLog>,
+    history: std::sync::Mutex<history::History>,
     host_swap: std::sync::Mutex<Option<SwapFile>>,
     /// What went wrong while the daemon started, told once the event log is open.
     startup_faults: std::sync::Mutex<Vec<String>>,
     /// The state last written to DIR/state.json.
     last_saved: std::sync::Mutex<Option<state::Saved>>,
     /// VMs asking to start, each answered by the next scheduling round.
-    asking: std::sync::Mutex<Vec<scheduler::Asking>>,
+    asking: std::sync::Mutex<Vec<admission::Asking>>,
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
     recovered: std::sync::atomic::AtomicBool,
     access: std::sync::Mutex<working_sets::AccessSensor>,
@@ -131,7 +135,9 @@ impl Daemon {
                 )
             })
             .collect();
-        let event_log = dir.join("events.jsonl");
+        let started = std::time::Instant::now();
+        let event_log = events::EventLog::new(dir.join("events.jsonl"), started);
+        let scheduler = scheduler::Scheduler::new(policy, &config, started);
         Ok(Daemon {
             config,
             dir,
@@ -140,7 +146,9 @@ impl Daemon {
             hierarchy,
             parent,
             vms: Mutex::new(vms),
-            scheduler: Mutex::new(scheduler::Scheduler::new(policy, event_log)),
+            scheduler: Mutex::new(scheduler),
+            events: std::sync::Mutex::new(event_log),
+            history: std::sync::Mutex::new(history::History::default()),
             last_saved: std::sync::Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
             access: std::sync::Mutex::new(working_sets::AccessSensor::new()),
@@ -184,22 +192,22 @@ impl Daemon {
         let vm = self.vm(name).await?;
         let (memory, reservation, running) = {
             let vm = vm.lock().await;
-            let running = vm.state == VmState::Running;
-            (vm.config.memory, vm.config.reservation, running)
+            let running = vm.state() == VmState::Running;
+            (vm.config().memory, vm.config().reservation, running)
         };
         if !running {
             self.admit(name, memory, reservation).await?;
         }
         let mut vm = vm.lock().await;
-        if vm.origin == Origin::Attached {
+        if vm.origin() == Origin::Attached {
             return Err(DaemonError::Conflict(format!(
                 "{name} is attached: whoever started its QEMU starts it again, then 'memvisor attach' it"
             )));
         }
-        if matches!(vm.state, VmState::Running | VmState::Starting) {
+        if matches!(vm.state(), VmState::Running | VmState::Starting) {
             return Err(DaemonError::Conflict(format!(
                 "{name} is already {}",
-                vm.state
+                vm.state()
             )));
         }
         let dir = self.dir.join("vms").join(name);
@@ -207,13 +215,13 @@ impl Daemon {
         vm.launch(dir, self.accel, &self.image, cgroup).await?;
         let reason = format!(
             "{name} started: {} MiB, reservation {} MiB, shares {}, pid {}",
-            vm.config.memory.as_mib(),
-            vm.config.reservation.as_mib(),
-            vm.config.shares,
-            pid_text(vm.pid)
+            vm.config().memory.as_mib(),
+            vm.config().reservation.as_mib(),
+            vm.config().shares,
+            pid_text(vm.pid())
         );
         drop(vm);
-        self.note(EventKind::Lifecycle, Some(name), reason).await;
+        self.note(EventKind::Lifecycle, Some(name), reason);
         self.save_state().await;
         Ok(())
     }
@@ -221,7 +229,7 @@ impl Daemon {
     pub async fn stop(&self, name: &str) -> Result<(), DaemonError> {
         let vm = self.vm(name).await?;
         let mut vm = vm.lock().await;
-        if vm.state == VmState::Stopped {
+        if vm.state() == VmState::Stopped {
             return Err(DaemonError::Conflict(format!("{name} is already stopped")));
         }
         vm.stop().await?;
@@ -230,8 +238,7 @@ impl Daemon {
             EventKind::Operator,
             Some(name),
             format!("{name} stopped on request"),
-        )
-        .await;
+        );
         self.save_state().await;
         Ok(())
     }
@@ -239,49 +246,25 @@ impl Daemon {
     /// Changes a VM's reservation, limit, shares or size while it runs.
     pub async fn reconfigure(&self, name: &str, change: Change) -> Result<(), DaemonError> {
         let vm = self.vm(name).await?;
-        let mut others = self.config.host.reserve;
+        let mut reservations = Vec::new();
         for other in self.all().await {
             if !Arc::ptr_eq(&other, &vm) {
-                let r = other.lock().await.config.reservation;
-                others = Size::bytes(others.as_bytes() + r.as_bytes());
+                let other = other.lock().await;
+                reservations.push((other.name().to_string(), other.config().reservation));
             }
         }
         let mut vm = vm.lock().await;
-        let mut config = vm.config.clone();
-        config.reservation = change.reservation.unwrap_or(config.reservation);
-        config.limit = change.limit.or(config.limit);
-        config.shares = change.shares.unwrap_or(config.shares);
-        config.memory = change.memory.unwrap_or(config.memory);
-        let mut problems = config.problems();
-        if config.memory > vm.boot_memory && !vm.config.can_grow() {
-            problems.push(format!(
-                "{name} booted with {} and has no virtio-mem device: set max in its config and restart it to grow it live",
-                vm.boot_memory
-            ));
-        }
-        let reserved = Size::bytes(others.as_bytes() + config.reservation.as_bytes());
-        if reserved > self.config.host.budget {
-            problems.push(format!(
-                "reservations would total {reserved} (incl. host reserve) above the host budget {}; lower it or another VM's",
-                self.config.host.budget
-            ));
-        }
-        if !problems.is_empty() {
-            return Err(DaemonError::BadRequest(problems.join("; ")));
-        }
-        let resize = change.memory.is_some() && vm.state == VmState::Running;
-        vm.config = config;
-        if resize {
-            let size = vm.config.memory.min(vm.config.effective_limit());
-            vm.set_allocation(size).await?;
-        }
+        let others = reservations.iter().map(|(n, r)| (n.as_str(), *r));
+        let config = change
+            .applied_to(vm.config(), vm.boot_memory(), &self.config.host, others)
+            .map_err(DaemonError::BadRequest)?;
+        vm.reconfigure(config, change.memory.is_some()).await?;
         drop(vm);
         self.note(
             EventKind::Operator,
             Some(name),
             format!("{name} reconfigured on request: {change}"),
-        )
-        .await;
+        );
         self.save_state().await;
         Ok(())
     }
@@ -308,16 +291,16 @@ impl Daemon {
         };
         let mut vm = Vm::new(config, Origin::Attached, qmp.to_path_buf());
         vm.attach().await?;
-        vm.observe().await;
+        vm.observe(None).await;
         let reason = format!(
             "{name} attached through {}: pid {}, {} MiB",
             qmp.display(),
-            pid_text(vm.pid),
-            vm.config.memory.as_mib()
+            pid_text(vm.pid()),
+            vm.config().memory.as_mib()
         );
         vms.insert(name.to_string(), Arc::new(Slot::new(vm)));
         drop(vms);
-        self.note(EventKind::Operator, Some(name), reason).await;
+        self.note(EventKind::Operator, Some(name), reason);
         self.save_state().await;
         Ok(())
     }
@@ -326,14 +309,14 @@ impl Daemon {
     pub async fn start_all(&self) {
         for name in self.config.vms.iter().map(|v| v.name.clone()) {
             if let Ok(vm) = self.vm(&name).await {
-                if vm.lock().await.state == VmState::Running {
+                if vm.lock().await.state() == VmState::Running {
                     continue; // taken over from the daemon before this one
                 }
             }
             if let Err(e) = self.start(&name).await {
                 tracing::error!("cannot start {name}: {e}");
                 if let Ok(vm) = self.vm(&name).await {
-                    vm.lock().await.last_error = Some(e.to_string());
+                    vm.lock().await.failed(e.to_string());
                 }
             }
         }
@@ -348,14 +331,14 @@ impl Daemon {
                 let accessed = accessed.clone();
                 observing.spawn(async move {
                     let mut vm = vm.lock().await;
-                    vm.accessed = accessed.get(vm.name()).copied();
-                    let happened = vm.observe().await;
+                    let seen = accessed.get(vm.name()).copied();
+                    let happened = vm.observe(seen).await;
                     (vm.name().to_string(), happened)
                 });
             }
             for (vm, happened) in observing.join_all().await {
                 for (kind, reason) in happened {
-                    self.note(kind, Some(&vm), reason).await;
+                    self.note(kind, Some(&vm), reason);
                 }
             }
             let asking = std::mem::take(&mut *self.asking.lock().expect("asking lock"));
@@ -375,11 +358,11 @@ impl Daemon {
         let mut watchable = Vec::new();
         for vm in self.all().await {
             let vm = vm.lock().await;
-            if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid, vm.state) {
+            if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid(), vm.state()) {
                 watchable.push(working_sets::Watchable {
                     name: vm.name().to_string(),
                     pid,
-                    guest_ram: vm.boot_memory,
+                    guest_ram: vm.boot_memory(),
                 });
             }
         }
@@ -396,7 +379,7 @@ impl Daemon {
         match sensed {
             Ok(accessed) => accessed,
             Err(why) => {
-                self.note(EventKind::Fault, None, why).await;
+                self.note(EventKind::Fault, None, why);
                 BTreeMap::new()
             }
         }
@@ -428,8 +411,7 @@ impl Daemon {
                     "host swap {} was switched off outside memvisor: VMs can no longer be swapped by the host, the hard rung only compresses; restart the daemon to enable it again",
                     path.display()
                 ),
-            )
-            .await;
+            );
         }
     }
 
@@ -464,10 +446,10 @@ impl Daemon {
     /// Takes over what a killed predecessor left: its event log, the host settings it found,
     /// and every QEMU still running, without touching the guests.
     pub async fn recover(&self) -> Result<(), DaemonError> {
-        self.scheduler.lock().await.resume_log();
+        self.events.lock().expect("events lock").resume();
         let faults = std::mem::take(&mut *self.startup_faults.lock().expect("faults lock"));
         for fault in faults {
-            self.note(EventKind::Fault, None, fault).await;
+            self.note(EventKind::Fault, None, fault);
         }
         let Some(saved) = state::load(&self.dir).map_err(|e| DaemonError::Io(e.to_string()))?
         else {
@@ -514,7 +496,7 @@ impl Daemon {
                 ),
                 Err(e) => format!("{name} not taken over after a daemon restart: {e}"),
             };
-            self.note(EventKind::Lifecycle, Some(name), reason).await;
+            self.note(EventKind::Lifecycle, Some(name), reason);
         }
         self.recovered
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -523,45 +505,47 @@ impl Daemon {
     }
 
     /// Events numbered after `after`, oldest first.
-    pub async fn events(&self, after: u64) -> Vec<memvisor_core::status::Event> {
-        let scheduler = self.scheduler.lock().await;
-        scheduler
-            .events
-            .iter()
-            .filter(|e| e.seq > after)
-            .cloned()
-            .collect()
+    pub fn events(&self, after: u64) -> Vec<memvisor_core::status::Event> {
+        self.events.lock().expect("events lock").after(after)
     }
 
-    /// The policy's free-memory state, or for policies without one the state free memory
-    /// alone gives under the configured thresholds.
-    fn free_state(&self, scheduler: &scheduler::Scheduler, used_mib: u64) -> FreeState {
-        scheduler.policy.free_state().unwrap_or_else(|| {
-            let budget = self.config.host.budget.as_mib().max(1) as f64;
-            let free_pct = 100.0 * (budget - used_mib as f64) / budget;
-            self.config.scheduler.thresholds.falling(free_pct)
-        })
+    /// Scheduling rounds after `after_s` seconds of the daemon's clock, oldest first.
+    pub fn history(&self, after_s: f64) -> Vec<memvisor_core::history::HistorySample> {
+        self.history.lock().expect("history lock").after(after_s)
     }
 
     pub async fn counters(&self) -> metrics::Counters {
-        let scheduler = self.scheduler.lock().await;
+        let rounds_total = self.scheduler.lock().await.rounds_total();
         metrics::Counters {
-            events_total: scheduler.events_total.clone(),
-            rounds_total: scheduler.rounds_total,
+            events_total: self.events.lock().expect("events lock").totals(),
+            rounds_total,
             host_swap_out_bytes_total: memvisor_host::swap::counters().ok().map(|c| c.out_bytes()),
         }
     }
 
     /// Records something the daemon did or saw outside the policy's plan.
-    pub async fn note(&self, kind: EventKind, vm: Option<&str>, reason: String) {
-        self.scheduler.lock().await.record(kind, vm, None, reason);
+    pub fn note(&self, kind: EventKind, vm: Option<&str>, reason: String) {
+        self.record(kind, vm, None, reason);
+    }
+
+    fn record(
+        &self,
+        kind: EventKind,
+        vm: Option<&str>,
+        action: Option<memvisor_core::plan::Action>,
+        reason: String,
+    ) {
+        self.events
+            .lock()
+            .expect("events lock")
+            .record(kind, vm, action, reason);
     }
 
     /// Stops launched VMs, lets attached ones be, and removes memvisor's cgroups.
     pub async fn shut_down(&self) {
         for vm in self.all().await {
             let mut vm = vm.lock().await;
-            if vm.origin == Origin::Launched && vm.state != VmState::Stopped {
+            if vm.origin() == Origin::Launched && vm.state() != VmState::Stopped {
                 if let Err(e) = vm.stop().await {
                     tracing::error!("stopping {}: {e}", vm.name());
                 }
@@ -581,8 +565,8 @@ impl Daemon {
         let used_mib = self.parent.usage().ok().map(Size::as_mib);
         let scheduler = self.scheduler.lock().await;
         HostStatus {
-            policy: scheduler.policy.name(),
-            state: used_mib.map(|u| self.free_state(&scheduler, u)),
+            policy: scheduler.policy(),
+            state: used_mib.map(|u| scheduler.free_state(u)),
             ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host

@@ -1,124 +1,111 @@
-//! The daemon's loop around a policy: build a snapshot from the sensors, ask the policy, carry
-//! out its plan and keep every decision with its reason as an event.
+//! The daemon's loop around a policy, one round a second: the sensors build a snapshot, the
+//! policy decides, the actuators carry out its plan, and every change is kept as an event with
+//! its reason. No lock is held across a QMP call: a VM's own lock covers only that VM.
 
 use super::{Daemon, DaemonError};
-use memvisor_core::hints::Hints;
+use memvisor_core::config::Config;
+use memvisor_core::hints::{Hint, Hints};
 use memvisor_core::history::HistorySample;
+use memvisor_core::ladder::{FreeState, Thresholds};
 use memvisor_core::plan::{Action, Admission, Plan};
-use memvisor_core::policy::Policy;
+use memvisor_core::policy::{Policy, PolicyName};
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
-use memvisor_core::status::{Event, EventKind};
+use memvisor_core::status::EventKind;
 use memvisor_core::Size;
 use memvisor_host::ksm::{Ksm, KsmSettings};
 use memvisor_host::swap::Zswap;
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Events kept for the API; older ones are dropped (they are also in the daemon's log).
-const EVENTS_KEPT: usize = 1000;
-/// Rounds kept for charts: ten minutes at one round a second, what the dashboard shows and
-/// more than a bench run lasts.
-const HISTORY_KEPT: usize = 600;
-
-/// The event log on disk is started afresh (the old one kept as .1) beyond this size.
-const EVENT_LOG_MAX_BYTES: u64 = 8 << 20;
-
+/// The policy and the host-wide knobs it turns (KSM, zswap), with what it remembers between
+/// rounds.
 pub struct Scheduler {
-    pub policy: Box<dyn Policy>,
-    /// Every event as a JSON line, so a crash loses none and a restart continues the log.
-    event_log: PathBuf,
-    next_seq: u64,
+    policy: Box<dyn Policy>,
+    /// For policies without a free-memory state: the thresholds and budget that give one.
+    thresholds: Thresholds,
+    budget_mib: u64,
     ksm: Ksm,
     zswap: Zswap,
     started: Instant,
-    pub events: VecDeque<Event>,
-    /// Events ever recorded, by kind (the kept ones are only the latest).
-    pub events_total: BTreeMap<EventKind, u64>,
-    pub rounds_total: u64,
+    rounds_total: u64,
     hints: Hints,
     last_snapshot: Option<Snapshot>,
-    pub history: VecDeque<HistorySample>,
 }
 
 impl Scheduler {
-    pub fn new(policy: Box<dyn Policy>, event_log: PathBuf) -> Scheduler {
+    pub fn new(policy: Box<dyn Policy>, config: &Config, started: Instant) -> Scheduler {
         Scheduler {
             policy,
-            event_log,
-            next_seq: 1,
+            thresholds: config.scheduler.thresholds,
+            budget_mib: config.host.budget.as_mib(),
             ksm: Ksm::at(std::path::Path::new(memvisor_host::ksm::SYSFS)),
             zswap: Zswap::new(),
-            started: Instant::now(),
-            events: VecDeque::new(),
-            events_total: EventKind::ALL.iter().map(|&k| (k, 0)).collect(),
+            started,
             rounds_total: 0,
             hints: Hints::default(),
             last_snapshot: None,
-            history: VecDeque::new(),
         }
+    }
+
+    pub fn policy(&self) -> PolicyName {
+        self.policy.name()
+    }
+
+    /// Rounds decided since the daemon started.
+    pub fn rounds_total(&self) -> u64 {
+        self.rounds_total
     }
 
     pub fn seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
 
-    pub fn record(
-        &mut self,
-        kind: EventKind,
-        vm: Option<&str>,
-        action: Option<Action>,
-        reason: String,
-    ) {
-        tracing::info!("{}: {reason}", kind.name());
-        if self.events.len() == EVENTS_KEPT {
-            self.events.pop_front();
-        }
-        *self.events_total.entry(kind).or_default() += 1;
-        let event = Event {
-            seq: self.next_seq,
-            at_s: self.seconds(),
-            kind,
-            vm: vm.map(str::to_string),
-            action,
-            reason,
-        };
-        self.next_seq += 1;
-        if let Err(e) = self.append_to_log(&event) {
-            tracing::error!("cannot write {}: {e}", self.event_log.display());
-        }
-        self.events.push_back(event);
+    /// The policy's free-memory state, or for policies without one the state free memory
+    /// alone gives under the configured thresholds.
+    pub fn free_state(&self, used_mib: u64) -> FreeState {
+        self.policy.free_state().unwrap_or_else(|| {
+            let budget = self.budget_mib.max(1) as f64;
+            let free_pct = 100.0 * (budget - used_mib as f64) / budget;
+            self.thresholds.falling(free_pct)
+        })
     }
 
-    fn append_to_log(&self, event: &Event) -> std::io::Result<()> {
-        use std::io::Write;
-        if std::fs::metadata(&self.event_log).is_ok_and(|m| m.len() > EVENT_LOG_MAX_BYTES) {
-            std::fs::rename(&self.event_log, self.event_log.with_extension("jsonl.1"))?;
-        }
-        let mut line = serde_json::to_vec(event).expect("events serialize");
-        line.push(b'\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.event_log)?
-            .write_all(&line)
+    /// Decide: the policy's plan for `snapshot`, the root-cause hints that joining it with
+    /// the previous round's gives, and the round as the charts keep it.
+    fn decide(&mut self, snapshot: Snapshot) -> (Plan, Vec<Hint>, HistorySample) {
+        self.rounds_total += 1;
+        let hints = match self.last_snapshot.take() {
+            Some(before) => self.hints.update(&before, &snapshot),
+            None => Vec::new(),
+        };
+        let plan = self.policy.decide(&snapshot);
+        let sample = HistorySample::of(&snapshot, self.free_state(snapshot.host.used_mib));
+        self.last_snapshot = Some(snapshot);
+        (plan, hints, sample)
     }
 
-    /// Takes up the log an earlier daemon left: its last events are served again and
-    /// numbering continues after them. Their times stay on the earlier daemon's clock.
-    pub fn resume_log(&mut self) {
-        let Ok(text) = std::fs::read_to_string(&self.event_log) else {
-            return;
-        };
-        let earlier: Vec<Event> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let keep = earlier.len().saturating_sub(EVENTS_KEPT);
-        self.events = earlier.into_iter().skip(keep).collect();
-        if let Some(last) = self.events.back() {
-            self.next_seq = last.seq + 1;
-        }
+    /// Sets KSM or zswap as `action` asks; true when that changed the host's setting.
+    fn apply_host(&mut self, action: &Action) -> Result<bool, DaemonError> {
+        Ok(match action {
+            Action::Ksm {
+                run,
+                pages_to_scan,
+                sleep_ms,
+            } => self.ksm.apply(KsmSettings {
+                run: *run,
+                pages_to_scan: *pages_to_scan,
+                sleep_ms: *sleep_ms,
+                // Smart scan skips pages that did not merge before, for several passes:
+                // measured, identical guest pages stayed apart over 5 minutes with it on.
+                // The scan rate the policy picks is what bounds KSM's CPU here.
+                smart_scan: Some(false),
+            })?,
+            Action::Zswap { enabled } => {
+                let before = Zswap::enabled()?;
+                self.zswap.set(*enabled)?;
+                before != *enabled
+            }
+            _ => false,
+        })
     }
 
     /// KSM and zswap settings the host had before memvisor changed them.
@@ -148,6 +135,7 @@ impl Scheduler {
 }
 
 impl Daemon {
+    /// Observe: the host and every VM as the sensors last saw them.
     pub async fn snapshot(&self, at_s: f64, pending: Vec<PendingVm>) -> Snapshot {
         let mut vms = Vec::new();
         for vm in self.all().await {
@@ -156,6 +144,7 @@ impl Daemon {
             }
         }
         let meminfo = memvisor_host::meminfo::read().ok();
+        let ksm_saved = self.scheduler.lock().await.ksm_saved();
         Snapshot {
             at_s,
             host: HostObservation {
@@ -167,12 +156,7 @@ impl Daemon {
                 swap_used_mib: meminfo
                     .map(|m| (m.swap_total.as_bytes() - m.swap_free.as_bytes()) >> 20)
                     .unwrap_or(0),
-                ksm_saved_mib: self
-                    .scheduler
-                    .lock()
-                    .await
-                    .ksm_saved()
-                    .map_or(0, Size::as_mib),
+                ksm_saved_mib: ksm_saved.map_or(0, Size::as_mib),
             },
             vms,
             pending,
@@ -183,164 +167,47 @@ impl Daemon {
     pub async fn schedule(&self, pending: Vec<PendingVm>) -> Plan {
         let at_s = self.scheduler.lock().await.seconds();
         let snapshot = self.snapshot(at_s, pending).await;
-        let plan = {
-            let mut scheduler = self.scheduler.lock().await;
-            scheduler.rounds_total += 1;
-            if let Some(before) = scheduler.last_snapshot.take() {
-                for hint in scheduler.hints.update(&before, &snapshot) {
-                    scheduler.record(EventKind::Hint, Some(&hint.vm), None, hint.reason);
-                }
-            }
-            let plan = scheduler.policy.decide(&snapshot);
-            let state = self.free_state(&scheduler, snapshot.host.used_mib);
-            if scheduler.history.len() == HISTORY_KEPT {
-                scheduler.history.pop_front();
-            }
-            scheduler
-                .history
-                .push_back(HistorySample::of(&snapshot, state));
-            scheduler.last_snapshot = Some(snapshot);
-            plan
-        };
+        let (plan, hints, sample) = self.scheduler.lock().await.decide(snapshot);
+        self.history.lock().expect("history lock").push(sample);
+        for hint in hints {
+            self.record(EventKind::Hint, Some(&hint.vm), None, hint.reason);
+        }
         for d in &plan.decisions {
-            if let Err(e) = self.carry_out(&d.action, &d.reason).await {
-                tracing::error!("could not {:?}: {e}", d.action);
+            match self.carry_out(&d.action).await {
+                Ok(true) => self.record(
+                    EventKind::Decision,
+                    d.action.vm(),
+                    Some(d.action.clone()),
+                    d.reason.clone(),
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!("could not {:?}: {e}", d.action),
             }
         }
         plan
     }
 
-    async fn carry_out(&self, action: &Action, reason: &str) -> Result<(), DaemonError> {
-        let mut scheduler = self.scheduler.lock().await;
-        let changed = match action {
+    /// Act: carries out one action; true when it changed something worth an event.
+    async fn carry_out(&self, action: &Action) -> Result<bool, DaemonError> {
+        match action {
             Action::Allocate { vm, target_mib } => {
                 let vm = self.vm(vm).await?;
-                let mut vm = vm.lock().await;
-                vm.set_allocation(Size::mib(*target_mib)).await?;
-                true
+                vm.lock()
+                    .await
+                    .set_allocation(Size::mib(*target_mib))
+                    .await?;
+                Ok(true)
             }
             Action::CgroupLimit { vm, limit_mib } => {
                 let vm = self.vm(vm).await?;
                 vm.lock().await.set_cgroup_limit(limit_mib.map(Size::mib))?;
-                true
+                Ok(true)
             }
-            Action::Ksm {
-                run,
-                pages_to_scan,
-                sleep_ms,
-            } => {
-                let wanted = KsmSettings {
-                    run: *run,
-                    pages_to_scan: *pages_to_scan,
-                    sleep_ms: *sleep_ms,
-                    // Smart scan skips pages that did not merge before, for several passes:
-                    // measured, identical guest pages stayed apart over 5 minutes with it on.
-                    // The scan rate the policy picks is what bounds KSM's CPU here.
-                    smart_scan: Some(false),
-                };
-                scheduler.ksm.apply(wanted)?
-            }
-            Action::Zswap { enabled } => {
-                let before = memvisor_host::swap::Zswap::enabled()?;
-                scheduler.zswap.set(*enabled)?;
-                before != *enabled
+            Action::Ksm { .. } | Action::Zswap { .. } => {
+                self.scheduler.lock().await.apply_host(action)
             }
             // Waiting is told once by the VM that waits, not every round.
-            Action::Admit { verdict, .. } => *verdict != Admission::Wait,
-        };
-        if changed {
-            let vm = match action {
-                Action::Allocate { vm, .. }
-                | Action::CgroupLimit { vm, .. }
-                | Action::Admit { vm, .. } => Some(vm.as_str()),
-                Action::Ksm { .. } | Action::Zswap { .. } => None,
-            };
-            scheduler.record(
-                EventKind::Decision,
-                vm,
-                Some(action.clone()),
-                reason.to_string(),
-            );
+            Action::Admit { verdict, .. } => Ok(*verdict != Admission::Wait),
         }
-        Ok(())
-    }
-
-    /// Asks the policy, round by round, until the VM may start or is refused.
-    pub async fn admit(
-        &self,
-        name: &str,
-        memory: Size,
-        reservation: Size,
-    ) -> Result<(), DaemonError> {
-        let asked = Instant::now();
-        let mut told_to_wait = false;
-        loop {
-            let (answer, verdict) = tokio::sync::oneshot::channel();
-            self.asking.lock().expect("asking lock").push(Asking {
-                vm: PendingVm {
-                    name: name.to_string(),
-                    memory_mib: memory.as_mib(),
-                    reservation_mib: reservation.as_mib(),
-                },
-                answer,
-            });
-            let (verdict, reason) = verdict
-                .await
-                .map_err(|_| DaemonError::Io("the scheduler stopped".into()))?;
-            match verdict {
-                Admission::Start => {
-                    if told_to_wait {
-                        let waited = asked.elapsed().as_secs_f64();
-                        self.note(
-                            EventKind::Lifecycle,
-                            Some(name),
-                            format!("{name} may start after waiting {waited:.0} s: {reason}"),
-                        )
-                        .await;
-                    }
-                    return Ok(());
-                }
-                Admission::Refuse => return Err(DaemonError::Refused(reason)),
-                Admission::Wait if asked.elapsed() > ADMISSION_PATIENCE => {
-                    return Err(DaemonError::Refused(format!(
-                        "{reason}; still waiting after {} s: start it later with 'memvisor start {name}'",
-                        ADMISSION_PATIENCE.as_secs()
-                    )))
-                }
-                Admission::Wait => {
-                    if !told_to_wait {
-                        told_to_wait = true;
-                        self.note(EventKind::Lifecycle, Some(name), reason).await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How long a VM may wait to be admitted before it is refused.
-const ADMISSION_PATIENCE: Duration = Duration::from_secs(180);
-
-/// A VM asking to start, and where its answer goes.
-pub struct Asking {
-    pub vm: PendingVm,
-    answer: tokio::sync::oneshot::Sender<(Admission, String)>,
-}
-
-impl Asking {
-    /// Hands on the plan's verdict; a policy that said nothing of the VM lets it start.
-    pub fn answer(self, plan: &Plan) {
-        let verdict = plan
-            .decisions
-            .iter()
-            .find_map(|d| match &d.action {
-                Action::Admit { vm, verdict } if *vm == self.vm.name => {
-                    Some((*verdict, d.reason.clone()))
-                }
-                _ => None,
-            })
-            .unwrap_or((Admission::Start, "no admission control".into()));
-        // The asker may have gone (its request dropped): nothing to tell then.
-        let _ = self.answer.send(verdict);
     }
 }

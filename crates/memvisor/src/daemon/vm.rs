@@ -4,8 +4,9 @@
 use super::agent::AgentLink;
 use super::state::SavedVm;
 use super::DaemonError;
-use memvisor_core::config::VmConfig;
+use memvisor_core::config::{workload_problems, VmConfig};
 use memvisor_core::faults::{Fault, Seen, Watch};
+use memvisor_core::reservation::{self, GUEST_FLOOR};
 use memvisor_core::snapshot::{self, VmObservation};
 use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, Origin, VmState, VmStatus, WorkingSetSource};
@@ -23,49 +24,46 @@ use std::time::{Duration, Instant};
 /// Reading a QEMU's page map costs milliseconds; its own memory changes slowly.
 const OVERHEAD_EVERY: Duration = Duration::from_secs(15);
 
-/// No balloon target may leave a guest less than this: below it the kernel itself cannot run.
-pub const BALLOON_FLOOR: Size = Size::mib(64);
-
 pub struct Vm {
-    pub config: VmConfig,
-    pub origin: Origin,
-    pub state: VmState,
-    pub pid: Option<u32>,
-    pub accel: Option<Accelerator>,
-    pub qmp_path: PathBuf,
-    pub qmp: Option<Qmp>,
-    pub balloon_device: String,
-    pub cgroup: Option<Group>,
-    pub dir: Option<PathBuf>,
-    pub balloon_target: Option<Size>,
-    pub balloon_actual: Option<Size>,
-    pub guest: GuestStats,
-    pub host_rss: Option<Size>,
-    pub host_swapped: Option<Size>,
+    config: VmConfig,
+    origin: Origin,
+    state: VmState,
+    pid: Option<u32>,
+    accel: Option<Accelerator>,
+    qmp_path: PathBuf,
+    qmp: Option<Qmp>,
+    balloon_device: String,
+    cgroup: Option<Group>,
+    dir: Option<PathBuf>,
+    balloon_target: Option<Size>,
+    balloon_actual: Option<Size>,
+    guest: GuestStats,
+    host_rss: Option<Size>,
+    host_swapped: Option<Size>,
     /// QEMU's anonymous memory outside guest RAM (translation cache, device state, heap).
     qemu_overhead: Option<Size>,
     qemu_overhead_at: Option<Instant>,
-    pub workload: Arc<Mutex<Workload>>,
-    pub agent: Option<AgentLink>,
-    pub launched_at: Option<Instant>,
-    pub boot_s: Option<f64>,
-    pub last_error: Option<String>,
+    workload: Arc<Mutex<Workload>>,
+    agent: Option<AgentLink>,
+    launched_at: Option<Instant>,
+    boot_s: Option<f64>,
+    last_error: Option<String>,
     /// Guest RAM the running QEMU booted with; above it, memory comes from virtio-mem.
-    pub boot_memory: Size,
-    pub plugged: Size,
-    pub plug_requested: Size,
+    boot_memory: Size,
+    plugged: Size,
+    plug_requested: Size,
     /// Guest swap counters at the previous guest report (guest clock, s), for rates.
     swap_seen: Option<(u64, Size, Size)>,
-    pub swap_rates_mib_s: (f64, f64),
+    swap_rates_mib_s: (f64, f64),
     working_set: WorkingSet,
     /// Guest RAM DAMON saw accessed during the last second; None where DAMON does not watch.
-    pub accessed: Option<Size>,
+    accessed: Option<Size>,
     /// QEMU's CPU seconds and major faults when last read, and when.
     activity_seen: Option<(Instant, f64, u64)>,
     /// The share of its used memory the guest is taken to touch (working_set::busy_share).
     busy_share: f64,
-    pub shared: Option<Size>,
-    pub cgroup_limit: Option<Size>,
+    shared: Option<Size>,
+    cgroup_limit: Option<Size>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
     watch: Watch,
     born: Instant,
@@ -116,6 +114,41 @@ impl Vm {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Guest RAM the running QEMU booted with.
+    pub fn boot_memory(&self) -> Size {
+        self.boot_memory
+    }
+
+    pub fn agent(&self) -> Option<&AgentLink> {
+        self.agent.as_ref()
+    }
+
+    /// Takes a checked config; with `resize`, a running guest goes to its new size at once.
+    pub async fn reconfigure(&mut self, config: VmConfig, resize: bool) -> Result<(), DaemonError> {
+        self.config = config;
+        if resize && self.state == VmState::Running {
+            let size = self.config.memory.min(self.config.effective_limit());
+            self.set_allocation(size).await?;
+        }
+        Ok(())
     }
 
     pub fn serial_log(&self) -> Option<PathBuf> {
@@ -279,9 +312,9 @@ impl Vm {
                 "balloon target {target} is above {name}'s memory {memory}; a balloon can only take memory back, so give at most {memory}"
             )));
         }
-        let floor = BALLOON_FLOOR.max(self.config.reservation);
+        let floor = reservation::floor(self.config.reservation);
         if target < floor {
-            let why = if self.config.reservation > BALLOON_FLOOR {
+            let why = if self.config.reservation > GUEST_FLOOR {
                 "its reservation"
             } else {
                 "the floor that keeps a guest kernel alive"
@@ -299,6 +332,32 @@ impl Vm {
         balloon::set_target(self.qmp()?, target).await?;
         self.balloon_target = Some(target);
         Ok(())
+    }
+
+    /// Gives the guest agent a new workload, kept for its next reconnect too.
+    pub fn set_workload(&mut self, workload: Workload) -> Result<(), DaemonError> {
+        let name = self.name().to_string();
+        if self.origin == Origin::Attached {
+            return Err(DaemonError::Conflict(format!(
+                "{name} is attached and has no memvisor guest agent"
+            )));
+        }
+        if let Some(problem) = workload_problems(&name, &workload, self.config.memory)
+            .into_iter()
+            .next()
+        {
+            return Err(DaemonError::BadRequest(problem));
+        }
+        *self.workload.lock().expect("workload lock") = workload.clone();
+        if let Some(agent) = &self.agent {
+            agent.set_workload(workload);
+        }
+        Ok(())
+    }
+
+    /// Keeps why the VM could not start, for `ps` and `stats`.
+    pub fn failed(&mut self, why: String) {
+        self.last_error = Some(why);
     }
 
     /// What the guest has now: the balloon's actual size plus what virtio-mem plugged.
@@ -399,7 +458,9 @@ impl Vm {
 
     /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
     /// Returns what happened to the VM itself: it booted, it was lost, a fault began or ended.
-    pub async fn observe(&mut self) -> Vec<(EventKind, String)> {
+    /// `accessed`: guest RAM DAMON saw accessed during the last second, where it watches.
+    pub async fn observe(&mut self, accessed: Option<Size>) -> Vec<(EventKind, String)> {
+        self.accessed = accessed;
         let name = self.name().to_string();
         if let Some(pid) = self.pid {
             if !memvisor_host::process::is_alive(pid) {
