@@ -271,13 +271,16 @@ impl Daemon {
 
     pub async fn attach(&self, name: &str, qmp: &Path) -> Result<(), DaemonError> {
         check_name(name).map_err(DaemonError::BadRequest)?;
-        let mut vms = self.vms.lock().await;
-        if vms.contains_key(name) {
-            return Err(DaemonError::Conflict(format!(
+        let taken = || {
+            DaemonError::Conflict(format!(
                 "a VM named {name} is already managed; pick another name"
-            )));
+            ))
+        };
+        if self.vms.lock().await.contains_key(name) {
+            return Err(taken());
         }
-        // Settings an attached VM did not declare: no reservation, no limit beyond its size.
+        // Connecting and observing take a QMP round trip or more: the other VMs are not held
+        // meanwhile. Settings an attached VM did not declare: no reservation, no limit beyond its size.
         let config = VmConfig {
             name: name.to_string(),
             memory: Size::ZERO,
@@ -298,8 +301,12 @@ impl Daemon {
             pid_text(vm.pid()),
             vm.config().memory.as_mib()
         );
-        vms.insert(name.to_string(), Arc::new(Slot::new(vm)));
-        drop(vms);
+        match self.vms.lock().await.entry(name.to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => return Err(taken()),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Slot::new(vm)));
+            }
+        }
         self.note(EventKind::Operator, Some(name), reason);
         self.save_state().await;
         Ok(())
