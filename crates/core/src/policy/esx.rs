@@ -61,6 +61,8 @@ struct Round<'a> {
     kept_free: u64,
     /// Each VM's entitlement, in the snapshot's order.
     entitled: Vec<u64>,
+    /// Each VM's guest uses more than at the last round: it is filling its memory.
+    growing: Vec<bool>,
 }
 
 /// Where a VM's balloon may go this round, and what beyond it the host takes instead.
@@ -139,12 +141,22 @@ impl Esx {
         let overhead: u64 = s.vms.iter().map(VmObservation::overhead_mib).sum();
         let usable = (host.budget_mib + host.ksm_saved_mib).saturating_sub(kept_free + overhead);
         let claims: Vec<Claim> = s.vms.iter().map(Esx::claim).collect();
+        let growing = s
+            .vms
+            .iter()
+            .map(|vm| {
+                let used = vm.guest_used_mib.unwrap_or(0);
+                let before = self.used_before.insert(vm.name.clone(), used);
+                before.is_some_and(|b| used > b + DEAD_BAND_MIB)
+            })
+            .collect();
         Round {
             s,
             state,
             why_state,
             kept_free,
             entitled: allocate(&claims, usable, self.settings.idle_tax),
+            growing,
         }
     }
 
@@ -163,7 +175,10 @@ impl Esx {
 
     /// Grants free memory above what is kept free (and grants in flight) to VMs whose demand
     /// exceeds their allocation, up to their entitlement; returns the demand left unmet, which
-    /// reclaim then takes from VMs holding more than their entitlement.
+    /// reclaim then takes from VMs holding more than their entitlement. A guest that is filling
+    /// its memory is granted its entitlement at once: grants that trail its use a round behind
+    /// leave it waiting at every step (measured: turns, a VM granted 25 to 64 MiB a round as
+    /// its turn began ran at 0.79 of unconstrained, against 0.92 left alone under static).
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
         let s = r.s;
         let in_flight: u64 = s
@@ -173,10 +188,14 @@ impl Esx {
             .sum();
         let mut grantable = s.host.free_mib().saturating_sub(r.kept_free + in_flight);
         let mut unmet = 0;
-        for (vm, &entitled) in s.vms.iter().zip(&r.entitled) {
+        for ((vm, &entitled), &growing) in s.vms.iter().zip(&r.entitled).zip(&r.growing) {
             let base = vm.allocation_mib.max(vm.target_mib);
             // An idle guest would only fill a grant with page cache.
-            let wanted = entitled.min(demand_mib(vm).max(base));
+            let wanted = if growing {
+                entitled
+            } else {
+                entitled.min(demand_mib(vm).max(base))
+            };
             if wanted < base + DEAD_BAND_MIB {
                 continue;
             }
@@ -237,17 +256,6 @@ impl Esx {
     fn bounds(&mut self, r: &Round, need: bool) -> Vec<Option<Reclaim>> {
         let s = r.s;
         let backing_off: Vec<bool> = s.vms.iter().map(|vm| self.backs_off(vm, s.at_s)).collect();
-        // A guest whose use grew since the last round is filling its free memory: taking that
-        // makes it page (measured: idle-anon's needy VM, ballooned as its phase began).
-        let growing: Vec<bool> = s
-            .vms
-            .iter()
-            .map(|vm| {
-                let used = vm.guest_used_mib.unwrap_or(0);
-                let before = self.used_before.insert(vm.name.clone(), used);
-                before.is_some_and(|b| used > b + DEAD_BAND_MIB)
-            })
-            .collect();
         let peaks: Vec<u64> = s
             .vms
             .iter()
@@ -256,9 +264,11 @@ impl Esx {
         s.vms
             .iter()
             .zip(&r.entitled)
-            .zip(backing_off.iter().zip(&growing))
+            .zip(backing_off.iter().zip(&r.growing))
             .zip(&peaks)
-            // A guest paging to its disk, growing, or that just had an OOM kill gives nothing.
+            // A guest paging to its disk, growing, or that just had an OOM kill gives nothing:
+            // a guest filling its free memory pages if that is taken (measured: idle-anon's
+            // needy VM, ballooned as its phase began).
             .map(|(((vm, &e), (&off, &grows)), &peak)| {
                 (!off && !grows && !vm.is_hungry()).then(|| Esx::reclaim_bounds(vm, e, need, peak))
             })
@@ -770,6 +780,22 @@ mod tests {
         let a = allocations(&ours().decide(&s));
         let target = a.iter().find(|(n, _)| n == "filling").map(|(_, t)| *t);
         assert!(target.is_some_and(|t| t >= 700 + 128), "{a:?}");
+    }
+
+    #[test]
+    fn a_guest_whose_use_rises_is_granted_its_entitlement_at_once() {
+        let rising = |used| {
+            let mut v = vm("rising", 722, used);
+            v.working_set_mib = Some(used);
+            v
+        };
+        let at = |at_s, used| snapshot(at_s, 2048, 900, vec![rising(used), vm("idle", 512, 60)]);
+        let mut p = ours();
+        p.decide(&at(0.0, 300));
+        let a = allocations(&p.decide(&at(1.0, 400)));
+        let target = a.iter().find(|(n, _)| n == "rising").map(|(_, t)| *t);
+        // Room for all of its 1024 MiB: no step-by-step grants trailing its use.
+        assert_eq!(target, Some(1024), "{a:?}");
     }
 
     #[test]
