@@ -8,7 +8,7 @@ use crate::client::{Client, ClientError};
 use crate::launcher::{self, LauncherError};
 use memvisor_core::config::Config;
 use memvisor_core::history::HistorySample;
-use memvisor_core::policy::{PolicyName, UnknownPolicy};
+use memvisor_core::policy::PolicyName;
 use memvisor_core::status::{VmState, VmStatus};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
@@ -102,8 +102,8 @@ impl std::str::FromStr for Peer {
         match name.parse::<PolicyName>() {
             Ok(p) if PolicyName::COMPARED.contains(&p) => Ok(Peer::Policy(p)),
             _ => Err(format!(
-                "{}; the bench also runs {} (Debian's ksmtuned beside static balloons)",
-                UnknownPolicy(name.into()),
+                "unknown policy '{name}' for the bench: give {} or {} (Debian's ksmtuned beside static balloons)",
+                PolicyName::COMPARED.map(PolicyName::as_str).join(", "),
                 ksmtuned::NAME
             )),
         }
@@ -693,6 +693,38 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_peer_runs_the_scenario_as_it_would_on_a_host_of_its_own() {
+        let (_, config) = load("two-vm").unwrap();
+        let whole_machine = Size::mib(24 * 1024);
+        let reference = run_config(&config, None, whole_machine);
+        assert_eq!(reference.scheduler.policy, PolicyName::Static);
+        assert_eq!(
+            (reference.host.budget, reference.host.swap),
+            (whole_machine, Size::ZERO)
+        );
+        let db = reference.vms.iter().find(|v| v.name == "db").unwrap();
+        assert_eq!(
+            db.memory,
+            Size::mib(768),
+            "booted with the most it may have"
+        );
+        let ksmtuned = run_config(&config, Some(Peer::Ksmtuned), whole_machine);
+        assert_eq!(ksmtuned.scheduler.policy, PolicyName::Manual);
+        assert_eq!(ksmtuned.host.budget, config.host.budget);
+        let ours = run_config(&config, Some(Peer::Policy(PolicyName::Ours)), whole_machine);
+        assert_eq!(ours.scheduler.policy, PolicyName::Ours);
+        assert_eq!(ours.host.cgroup, "memvisor-bench");
+    }
+
+    #[test]
+    fn peers_are_the_compared_policies_and_ksmtuned() {
+        assert_eq!("ksmtuned".parse(), Ok(Peer::Ksmtuned));
+        assert_eq!("mom".parse(), Ok(Peer::Policy(PolicyName::Mom)));
+        let e = "manual".parse::<Peer>().unwrap_err();
+        assert!(e.contains("unknown policy 'manual'"), "{e}");
+    }
 
     fn samples(points: &[(f64, bool, u64)]) -> Vec<WorkSample> {
         points

@@ -7,7 +7,7 @@ use memvisor_core::config::Config;
 use memvisor_core::hints::{Hint, Hints};
 use memvisor_core::history::HistorySample;
 use memvisor_core::ladder::{FreeState, Thresholds};
-use memvisor_core::plan::{Action, Admission, Plan};
+use memvisor_core::plan::{Action, Admission, Decision, Plan};
 use memvisor_core::policy::{Policy, PolicyName};
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
 use memvisor_core::status::EventKind;
@@ -172,42 +172,156 @@ impl Daemon {
         for hint in hints {
             self.record(EventKind::Hint, Some(&hint.vm), None, hint.reason);
         }
-        for d in &plan.decisions {
-            match self.carry_out(&d.action).await {
-                Ok(true) => self.record(
-                    EventKind::Decision,
-                    d.action.vm(),
-                    Some(d.action.clone()),
-                    d.reason.clone(),
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::error!("could not {:?}: {e}", d.action),
-            }
+        for d in carry_out(&plan, self).await {
+            self.record(
+                EventKind::Decision,
+                d.action.vm(),
+                Some(d.action.clone()),
+                d.reason.clone(),
+            );
         }
         plan
     }
+}
 
-    /// Act: carries out one action; true when it changed something worth an event.
-    async fn carry_out(&self, action: &Action) -> Result<bool, DaemonError> {
-        match action {
-            Action::Allocate { vm, target_mib } => {
-                let vm = self.vm(vm).await?;
-                vm.lock()
-                    .await
-                    .set_allocation(Size::mib(*target_mib))
-                    .await?;
-                Ok(true)
-            }
+/// What carrying out a plan needs: the daemon's VMs and the host's knobs, or fakes in tests.
+pub trait Actuators {
+    async fn allocate(&self, vm: &str, target: Size) -> Result<(), DaemonError>;
+    async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError>;
+    /// Sets KSM or zswap; true when that changed the host's setting.
+    async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError>;
+}
+
+impl Actuators for Daemon {
+    async fn allocate(&self, vm: &str, target: Size) -> Result<(), DaemonError> {
+        let vm = self.vm(vm).await?;
+        let mut vm = vm.lock().await;
+        vm.set_allocation(target).await
+    }
+
+    async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError> {
+        let vm = self.vm(vm).await?;
+        let mut vm = vm.lock().await;
+        vm.set_cgroup_limit(limit)
+    }
+
+    async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
+        self.scheduler.lock().await.apply_host(action)
+    }
+}
+
+/// Act: carries out every decision of `plan`, one after the other, and returns those that
+/// changed something (the event log keeps them). One that fails is logged and the rest still
+/// run: a VM slow to answer must not stop the others' balloons.
+pub async fn carry_out<'p>(plan: &'p Plan, act: &impl Actuators) -> Vec<&'p Decision> {
+    let mut changed = Vec::new();
+    for d in &plan.decisions {
+        let outcome = match &d.action {
+            Action::Allocate { vm, target_mib } => act
+                .allocate(vm, Size::mib(*target_mib))
+                .await
+                .map(|()| true),
             Action::CgroupLimit { vm, limit_mib } => {
-                let vm = self.vm(vm).await?;
-                vm.lock().await.set_cgroup_limit(limit_mib.map(Size::mib))?;
-                Ok(true)
+                act.cap(vm, limit_mib.map(Size::mib)).await.map(|()| true)
             }
-            Action::Ksm { .. } | Action::Zswap { .. } => {
-                self.scheduler.lock().await.apply_host(action)
-            }
+            Action::Ksm { .. } | Action::Zswap { .. } => act.host_knob(&d.action).await,
             // Waiting is told once by the VM that waits, not every round.
             Action::Admit { verdict, .. } => Ok(*verdict != Admission::Wait),
+        };
+        match outcome {
+            Ok(true) => changed.push(d),
+            Ok(false) => {}
+            Err(e) => tracing::error!("could not {:?}: {e}", d.action),
         }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Actuators that record what they were asked and fail for VMs named "gone".
+    #[derive(Default)]
+    struct Recorder {
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Actuators for Recorder {
+        async fn allocate(&self, vm: &str, target: Size) -> Result<(), DaemonError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("allocate {vm} {target}"));
+            match vm {
+                "gone" => Err(DaemonError::UnknownVm(vm.into())),
+                _ => Ok(()),
+            }
+        }
+
+        async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("cap {vm} {limit:?}"));
+            Ok(())
+        }
+
+        async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
+            self.asked.lock().unwrap().push(format!("{action:?}"));
+            // KSM already as asked; zswap switched.
+            Ok(matches!(action, Action::Zswap { .. }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_is_carried_out_whole_and_only_changes_are_kept() {
+        let mut plan = Plan::default();
+        let allocate = |vm: &str| Action::Allocate {
+            vm: vm.into(),
+            target_mib: 512,
+        };
+        let admit = |verdict| Action::Admit {
+            vm: "new".into(),
+            verdict,
+        };
+        plan.push(allocate("gone"), "a VM that went away");
+        plan.push(allocate("a"), "a gives memory back");
+        plan.push(
+            Action::Ksm {
+                run: true,
+                pages_to_scan: 100,
+                sleep_ms: 20,
+            },
+            "as before",
+        );
+        plan.push(Action::Zswap { enabled: true }, "compress");
+        plan.push(
+            Action::CgroupLimit {
+                vm: "b".into(),
+                limit_mib: Some(300),
+            },
+            "offload b",
+        );
+        plan.push(admit(Admission::Wait), "new waits");
+        plan.push(admit(Admission::Start), "new starts");
+        let act = Recorder::default();
+        let changed: Vec<&str> = carry_out(&plan, &act)
+            .await
+            .iter()
+            .map(|d| d.reason.as_str())
+            .collect();
+        assert_eq!(
+            changed,
+            ["a gives memory back", "compress", "offload b", "new starts"]
+        );
+        let asked = act.asked.lock().unwrap();
+        assert_eq!(
+            asked.len(),
+            5,
+            "every action after the failed one ran: {asked:?}"
+        );
+        assert_eq!(asked[1], "allocate a 512MiB");
     }
 }
