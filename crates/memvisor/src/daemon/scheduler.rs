@@ -275,6 +275,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_round_decides_from_the_snapshot_and_keeps_it_for_the_charts() {
+        let config = Config::parse("[host]\nbudget = \"1G\"\n").unwrap();
+        let policy = memvisor_core::policy::from_settings(&config.scheduler);
+        let mut scheduler = Scheduler::new(policy, &config, Instant::now());
+        let snapshot = Snapshot {
+            at_s: 3.0,
+            host: HostObservation {
+                budget_mib: 1024,
+                used_mib: 100,
+                reserve_mib: 64,
+                psi_some_avg10: 0.0,
+                swap_total_mib: 0,
+                swap_used_mib: 0,
+                ksm_saved_mib: 0,
+            },
+            vms: Vec::new(),
+            pending: vec![PendingVm {
+                name: "a".into(),
+                memory_mib: 512,
+                reservation_mib: 0,
+            }],
+        };
+        let (plan, hints, sample) = scheduler.decide(snapshot);
+        assert!(hints.is_empty(), "no round before this one to compare with");
+        assert!(plan.decisions.iter().any(|d| d.action
+            == Action::Admit {
+                vm: "a".into(),
+                verdict: Admission::Start
+            }));
+        assert_eq!((sample.at_s, sample.state), (3.0, FreeState::High));
+        assert_eq!(scheduler.rounds_total(), 1);
+    }
+
     #[tokio::test]
     async fn a_plan_is_carried_out_whole_and_only_changes_are_kept() {
         let mut plan = Plan::default();
