@@ -75,19 +75,19 @@ enum Command {
     /// List the VMs with their memory figures.
     Ps(ps::Args),
     /// All figures of one VM.
-    Stats(stats::Args),
+    Stats(VmArgs),
     /// Set how much memory VM keeps (QEMU's balloon target): SIZE below its memory inflates.
     Balloon(balloon::Args),
     /// Start a stopped VM.
-    Start(start::Args),
+    Start(VmArgs),
     /// Stop a VM (its QEMU quits).
-    Stop(stop::Args),
+    Stop(VmArgs),
     /// The VM's serial console.
     Logs(logs::Args),
     /// Change what the guest agent does, e.g. hold:512M, touch:900M:600M, cache:400M@15s,idle.
     Workload(workload::Args),
     /// Make the guest agent check every page it wrote; exits non-zero on corruption.
-    Verify(verify::Args),
+    Verify(VmArgs),
     /// Manage a QEMU someone else started, through its QMP socket.
     Attach(attach::Args),
     /// Guest image commands.
@@ -122,6 +122,15 @@ enum Command {
     Metrics,
     /// Run a scenario under each policy, one after the other, with fresh VMs, and compare.
     Bench(bench::Args),
+}
+
+/// The arguments of commands about one VM: its name, and whether to answer in JSON.
+#[derive(clap::Args, Debug)]
+pub struct VmArgs {
+    vm: String,
+    /// Print the answer whole, as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What every command works with: the daemon's directory, the image cache, its client.
