@@ -176,7 +176,8 @@ impl Esx {
     /// Grants free memory above what is kept free (and grants in flight) to VMs whose demand
     /// exceeds their allocation, up to their entitlement; returns the demand left unmet, which
     /// reclaim then takes from VMs holding more than their entitlement. A guest that is filling
-    /// its memory is granted its entitlement at once: grants that trail its use a round behind
+    /// its memory (its use rises and reaches its allocation less the balloon's slack; a guest
+    /// whose page cache moves its use by a few MiB is not) is granted its entitlement at once: grants that trail its use a round behind
     /// leave it waiting at every step (measured: turns, a VM granted 25 to 64 MiB a round as
     /// its turn began ran at 0.79 of unconstrained, against 0.92 left alone under static).
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
@@ -191,7 +192,8 @@ impl Esx {
         for ((vm, &entitled), &growing) in s.vms.iter().zip(&r.entitled).zip(&r.growing) {
             let base = vm.allocation_mib.max(vm.target_mib);
             // An idle guest would only fill a grant with page cache.
-            let wanted = if growing {
+            let filling = growing && vm.guest_used_mib.unwrap_or(0) + guest_slack_mib(vm) >= base;
+            let wanted = if filling {
                 entitled
             } else {
                 entitled.min(demand_mib(vm).max(base))
@@ -791,11 +793,16 @@ mod tests {
         };
         let at = |at_s, used| snapshot(at_s, 2048, 900, vec![rising(used), vm("idle", 512, 60)]);
         let mut p = ours();
-        p.decide(&at(0.0, 300));
-        let a = allocations(&p.decide(&at(1.0, 400)));
+        p.decide(&at(0.0, 550));
+        let a = allocations(&p.decide(&at(1.0, 620)));
         let target = a.iter().find(|(n, _)| n == "rising").map(|(_, t)| *t);
         // Room for all of its 1024 MiB: no step-by-step grants trailing its use.
         assert_eq!(target, Some(1024), "{a:?}");
+        // A guest whose use ticks up far below its allocation is given nothing.
+        let mut p = ours();
+        p.decide(&at(0.0, 40));
+        let a = allocations(&p.decide(&at(1.0, 70)));
+        assert!(!a.iter().any(|(n, _)| n == "rising"), "{a:?}");
     }
 
     #[test]
