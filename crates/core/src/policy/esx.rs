@@ -177,9 +177,10 @@ impl Esx {
     /// exceeds their allocation, up to their entitlement; returns the demand left unmet, which
     /// reclaim then takes from VMs holding more than their entitlement. A guest that is filling
     /// its memory (its use rises and reaches its allocation less the balloon's slack; a guest
-    /// whose page cache moves its use by a few MiB is not) is granted its entitlement at once: grants that trail its use a round behind
-    /// leave it waiting at every step (measured: turns, a VM granted 25 to 64 MiB a round as
-    /// its turn began ran at 0.79 of unconstrained, against 0.92 left alone under static).
+    /// whose page cache moves its use by a few MiB is not) is granted its entitlement at once:
+    /// grants that trail its use a round behind leave it waiting at every step (measured:
+    /// turns, a VM granted 25 to 64 MiB a round as its turn began ran at 0.79 of
+    /// unconstrained, against 0.92 left alone under static).
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
         let s = r.s;
         let in_flight: u64 = s
