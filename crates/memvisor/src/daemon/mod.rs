@@ -280,7 +280,8 @@ impl Daemon {
             return Err(taken());
         }
         // Connecting and observing take a QMP round trip or more: the other VMs are not held
-        // meanwhile. Settings an attached VM did not declare: no reservation, no limit beyond its size.
+        // meanwhile. Settings an attached VM did not declare: no reservation, no limit beyond
+        // its size.
         let config = VmConfig {
             name: name.to_string(),
             memory: Size::ZERO,
