@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-type Translated = Result<GuestPage, String>;
+pub type Translated = Result<GuestPage, String>;
 
 #[derive(Default)]
 struct AgentState {
@@ -22,6 +22,16 @@ struct AgentState {
     heard_at: Option<std::time::Instant>,
     verifying: VecDeque<oneshot::Sender<(u64, u64)>>,
     translating: VecDeque<oneshot::Sender<Translated>>,
+}
+
+/// The agent's reports, readable by whoever holds this, without the VM.
+#[derive(Clone)]
+pub struct AgentReports(Arc<Mutex<AgentState>>);
+
+impl AgentReports {
+    pub fn latest(&self) -> Option<AgentReport> {
+        self.0.lock().expect("agent lock").report.clone()
+    }
 }
 
 pub struct AgentLink {
@@ -116,7 +126,11 @@ impl AgentLink {
     }
 
     pub fn report(&self) -> Option<AgentReport> {
-        self.state.lock().expect("agent lock").report.clone()
+        self.reports().latest()
+    }
+
+    pub fn reports(&self) -> AgentReports {
+        AgentReports(self.state.clone())
     }
 }
 

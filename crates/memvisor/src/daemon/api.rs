@@ -175,12 +175,12 @@ async fn host(State(d): Shared) -> Json<HostStatus> {
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", responses((status = OK, description = "Every VM", body = Vec<VmStatus>)))]
 async fn list(State(d): Shared) -> Json<Vec<VmStatus>> {
-    Json(d.statuses().await)
+    Json(d.statuses())
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError)))]
 async fn one(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
-    Ok(Json(d.status(&name).await?))
+    Ok(Json(d.status(&name)?))
 }
 
 #[utoipa::path(patch, path = "/v1/vms/{name}", tag = "vms", params(("name" = String, Path, description = "The VM's name")), request_body = Change, responses((status = OK, description = "Changed live", body = VmStatus), (status = BAD_REQUEST, description = "The request is wrong; the error says how", body = ApiError), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = BAD_GATEWAY, description = "QEMU or the guest agent failed or did not answer", body = ApiError)))]
@@ -190,7 +190,7 @@ async fn set(
     Json(change): Json<Change>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.reconfigure(&name, change).await?;
-    Ok(Json(d.status(&name).await?))
+    Ok(Json(d.status(&name)?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -227,12 +227,9 @@ async fn balloon(
     Json(req): Json<BalloonRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     let target = req.target;
-    let vm = d.vm(&name).await?;
-    let mut vm = vm.lock().await;
-    let before = vm.target();
-    vm.set_balloon(target).await?;
-    let status = vm.status();
-    drop(vm);
+    let vm = d.vm(&name)?;
+    let before = vm.set_balloon(target).await?;
+    let status = vm.view().status();
     d.note(
         EventKind::Operator,
         Some(&name),
@@ -249,13 +246,13 @@ async fn balloon(
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state, or not admitted: the host has no room for it now", body = ApiError), (status = INTERNAL_SERVER_ERROR, description = "QEMU did not start", body = ApiError)))]
 async fn start(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.start(&name).await?;
-    Ok(Json(d.status(&name).await?))
+    Ok(Json(d.status(&name)?))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/stop", tag = "vms", params(("name" = String, Path, description = "The VM's name")), responses((status = OK, body = VmStatus), (status = NOT_FOUND, description = "No such VM", body = ApiError), (status = CONFLICT, description = "Not possible in the VM's state", body = ApiError)))]
 async fn stop(State(d): Shared, Path(name): Path<String>) -> Result<Json<VmStatus>, DaemonError> {
     d.stop(&name).await?;
-    Ok(Json(d.status(&name).await?))
+    Ok(Json(d.status(&name)?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -271,8 +268,7 @@ async fn logs(
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<String, DaemonError> {
-    let vm = d.vm(&name).await?;
-    let path = vm.lock().await.serial_log().ok_or_else(|| {
+    let path = d.vm(&name)?.view().serial_log.ok_or_else(|| {
         DaemonError::Conflict(format!(
             "{name} is attached; its console is wherever its QEMU sends it"
         ))
@@ -291,11 +287,9 @@ async fn workload(
     Json(req): Json<WorkloadRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     let workload = req.workload;
-    let vm = d.vm(&name).await?;
-    let mut vm = vm.lock().await;
-    vm.set_workload(workload.clone())?;
-    let status = vm.status();
-    drop(vm);
+    let vm = d.vm(&name)?;
+    vm.set_workload(workload.clone()).await?;
+    let status = vm.view().status();
     d.note(
         EventKind::Operator,
         Some(&name),
@@ -310,13 +304,7 @@ async fn verify(
     State(d): Shared,
     Path(name): Path<String>,
 ) -> Result<Json<VerifyReply>, DaemonError> {
-    let reply = {
-        let vm = d.vm(&name).await?;
-        let vm = vm.lock().await;
-        vm.agent()
-            .ok_or_else(|| DaemonError::NotRunning(name.clone()))?
-            .verify()
-    };
+    let reply = d.vm(&name)?.verify().await?;
     match tokio::time::timeout(VERIFY_TIMEOUT, reply).await {
         Ok(Ok((pages, corrupt))) => Ok(Json(VerifyReply { pages, corrupt })),
         _ => Err(DaemonError::AgentTimeout(name, VERIFY_TIMEOUT)),
@@ -329,7 +317,7 @@ async fn attach(
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
     d.attach(&req.name, &req.qmp).await?;
-    Ok(Json(d.status(&req.name).await?))
+    Ok(Json(d.status(&req.name)?))
 }
 
 /// The longest monitor command accepted.
@@ -347,22 +335,13 @@ async fn monitor(
             "give one monitor command line of 1 to {MONITOR_COMMAND_MAX} characters, e.g. 'info balloon'"
         )));
     }
-    let vm = d.vm(&name).await?;
-    let reply = {
-        let mut vm = vm.lock().await;
-        vm.qmp()?
-            .execute(
-                "human-monitor-command",
-                Some(serde_json::json!({ "command-line": command })),
-            )
-            .await?
-    };
+    let reply = d.vm(&name)?.monitor(command.to_string()).await?;
     d.note(
         EventKind::Operator,
         Some(&name),
         format!("{name} monitor command on request: {command}"),
     );
-    Ok(reply.as_str().unwrap_or_default().to_string())
+    Ok(reply)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -393,7 +372,7 @@ async fn sharing(State(d): Shared) -> Result<Json<SharingMatrix>, DaemonError> {
 #[utoipa::path(get, path = "/metrics", tag = "host", responses((status = OK, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(d): Shared) -> impl IntoResponse {
     let host = d.host_status().await;
-    let vms = d.statuses().await;
+    let vms = d.statuses();
     let counters = d.counters().await;
     (
         [(

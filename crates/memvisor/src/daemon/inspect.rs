@@ -1,6 +1,7 @@
 //! Looking through the layers: one guest page from guest virtual to host physical, and which
 //! VMs share host frames through KSM.
 
+use super::vm::VmHandle;
 use super::{Daemon, DaemonError};
 use memvisor_core::sharing::{self, SharingMatrix};
 use memvisor_core::status::VmState;
@@ -8,7 +9,6 @@ use memvisor_core::translation::{
     ram_offset, GuestAddress, GuestPage, HostPage, Translation, KERNEL_SPACE, PAGE,
 };
 use memvisor_host::pagemap;
-use serde_json::json;
 use std::time::Duration;
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,26 +31,19 @@ impl Daemon {
         name: &str,
         asked: GuestAddress,
     ) -> Result<Translation, DaemonError> {
-        let vm = self.vm(name).await?;
-        let mut vm = vm.lock().await;
-        if vm.state() != VmState::Running {
+        let vm = self.vm(name)?;
+        let view = vm.view();
+        if view.state != VmState::Running {
             return Err(DaemonError::NotRunning(name.to_string()));
         }
-        let pid = vm
-            .pid()
+        let pid = view
+            .pid
             .ok_or_else(|| DaemonError::NotRunning(name.to_string()))?;
-        let ram = vm.boot_memory();
+        let ram = view.boot_memory;
         let (guest_asks, resolved_by, kernel_virtual) = match asked {
             GuestAddress::Virtual { address } if address >= KERNEL_SPACE => {
-                let reply = vm
-                    .qmp()?
-                    .execute(
-                        "human-monitor-command",
-                        Some(json!({ "command-line": format!("gva2gpa {address:#x}") })),
-                    )
-                    .await?;
-                let text = reply.as_str().unwrap_or_default();
-                let gpa = parse_gva2gpa(text).ok_or_else(|| {
+                let text = vm.monitor(format!("gva2gpa {address:#x}")).await?;
+                let gpa = parse_gva2gpa(&text).ok_or_else(|| {
                     DaemonError::BadRequest(format!(
                         "{name}'s page tables do not map {address:#x} (QEMU says: {}); give a mapped kernel address",
                         text.trim()
@@ -64,9 +57,8 @@ impl Daemon {
             }
             other => (other, "guest agent", None),
         };
-        let guest = match vm.agent() {
-            Some(agent) => {
-                let reply = agent.translate(guest_asks);
+        let guest = match vm.agent_translate(guest_asks).await? {
+            Some(reply) => {
                 match tokio::time::timeout(AGENT_TIMEOUT, reply).await {
                     Ok(Ok(Ok(page))) => page,
                     Ok(Ok(Err(why))) => {
@@ -94,7 +86,6 @@ impl Daemon {
             virtual_address: kernel_virtual.or(guest.virtual_address),
             ..guest
         };
-        drop(vm);
 
         let host = match guest.physical_address {
             None => None,
@@ -129,10 +120,9 @@ impl Daemon {
     /// Which running VMs share host frames through KSM, from their QEMUs' page maps.
     pub async fn sharing(&self) -> Result<SharingMatrix, DaemonError> {
         let mut regions = Vec::new();
-        for vm in self.all().await {
-            let vm = vm.lock().await;
-            if let (VmState::Running, Some(pid)) = (vm.state(), vm.pid()) {
-                regions.push((vm.name().to_string(), pid, vm.boot_memory()));
+        for vm in self.all().iter().map(VmHandle::view) {
+            if let (VmState::Running, Some(pid)) = (vm.state, vm.pid) {
+                regions.push((vm.name().to_string(), pid, vm.boot_memory));
             }
         }
         let frames = tokio::task::spawn_blocking(move || {

@@ -9,7 +9,6 @@ mod history;
 mod inspect;
 pub mod metrics;
 mod scheduler;
-mod slot;
 mod state;
 mod vm;
 mod working_sets;
@@ -22,13 +21,12 @@ use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
 use memvisor_host::swap::SwapFile;
-use slot::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
-pub use vm::Vm;
+use vm::{Place, Vm, VmHandle};
 
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -75,7 +73,8 @@ pub struct Daemon {
     accel: Accelerator,
     hierarchy: Hierarchy,
     parent: Group,
-    vms: Mutex<BTreeMap<String, Arc<Slot>>>,
+    /// Each VM's task, by name; the map's lock is never held across a wait.
+    vms: std::sync::Mutex<BTreeMap<String, VmHandle>>,
     scheduler: Mutex<scheduler::Scheduler>,
     events: std::sync::Mutex<events::EventLog>,
     history: std::sync::Mutex<history::History>,
@@ -131,7 +130,7 @@ impl Daemon {
                 let qmp = dir.join("vms").join(&c.name).join("qmp.sock");
                 (
                     c.name.clone(),
-                    Arc::new(Slot::new(Vm::new(c.clone(), Origin::Launched, qmp))),
+                    VmHandle::spawn(Vm::new(c.clone(), Origin::Launched, qmp)),
                 )
             })
             .collect();
@@ -145,7 +144,7 @@ impl Daemon {
             accel,
             hierarchy,
             parent,
-            vms: Mutex::new(vms),
+            vms: std::sync::Mutex::new(vms),
             scheduler: Mutex::new(scheduler),
             events: std::sync::Mutex::new(event_log),
             history: std::sync::Mutex::new(history::History::default()),
@@ -159,81 +158,66 @@ impl Daemon {
         })
     }
 
-    pub async fn vm(&self, name: &str) -> Result<Arc<Slot>, DaemonError> {
+    pub fn vm(&self, name: &str) -> Result<VmHandle, DaemonError> {
         self.vms
             .lock()
-            .await
+            .expect("vms lock")
             .get(name)
             .cloned()
             .ok_or_else(|| DaemonError::UnknownVm(name.to_string()))
     }
 
-    /// A VM's figures now, or as of its last change if it is busy.
-    pub async fn status(&self, name: &str) -> Result<VmStatus, DaemonError> {
-        Ok(self.vm(name).await?.status())
+    /// A VM's figures as of its last command, with its agent's latest report.
+    pub fn status(&self, name: &str) -> Result<VmStatus, DaemonError> {
+        Ok(self.vm(name)?.view().status())
     }
 
-    pub async fn statuses(&self) -> Vec<VmStatus> {
-        let names: Vec<String> = self.vms.lock().await.keys().cloned().collect();
-        let mut out = Vec::new();
-        for name in names {
-            if let Ok(s) = self.status(&name).await {
-                out.push(s);
-            }
+    pub fn statuses(&self) -> Vec<VmStatus> {
+        self.all().iter().map(|vm| vm.view().status()).collect()
+    }
+
+    pub fn all(&self) -> Vec<VmHandle> {
+        self.vms
+            .lock()
+            .expect("vms lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Where a launched VM's QEMU lives.
+    fn place(&self, name: &str) -> Place {
+        Place {
+            dir: self.dir.join("vms").join(name),
+            accel: self.accel,
+            cgroup: self.parent.child(name),
         }
-        out
-    }
-
-    pub async fn all(&self) -> Vec<Arc<Slot>> {
-        self.vms.lock().await.values().cloned().collect()
     }
 
     pub async fn start(&self, name: &str) -> Result<(), DaemonError> {
-        let vm = self.vm(name).await?;
-        let (memory, reservation, running) = {
-            let vm = vm.lock().await;
-            let running = vm.state() == VmState::Running;
-            (vm.config().memory, vm.config().reservation, running)
-        };
-        if !running {
-            self.admit(name, memory, reservation).await?;
+        let vm = self.vm(name)?;
+        let view = vm.view();
+        // An attached or running VM is refused by its task; it asks for no room.
+        if view.state != VmState::Running && view.origin == Origin::Launched {
+            self.admit(name, view.config.memory, view.config.reservation)
+                .await?;
         }
-        let mut vm = vm.lock().await;
-        if vm.origin() == Origin::Attached {
-            return Err(DaemonError::Conflict(format!(
-                "{name} is attached: whoever started its QEMU starts it again, then 'memvisor attach' it"
-            )));
-        }
-        if matches!(vm.state(), VmState::Running | VmState::Starting) {
-            return Err(DaemonError::Conflict(format!(
-                "{name} is already {}",
-                vm.state()
-            )));
-        }
-        let dir = self.dir.join("vms").join(name);
-        let cgroup = self.parent.child(name);
-        vm.launch(dir, self.accel, &self.image, cgroup).await?;
+        vm.launch(self.place(name), self.image.clone()).await?;
+        let view = vm.view();
         let reason = format!(
             "{name} started: {} MiB, reservation {} MiB, shares {}, pid {}",
-            vm.config().memory.as_mib(),
-            vm.config().reservation.as_mib(),
-            vm.config().shares,
-            pid_text(vm.pid())
+            view.config.memory.as_mib(),
+            view.config.reservation.as_mib(),
+            view.config.shares,
+            pid_text(view.pid)
         );
-        drop(vm);
         self.note(EventKind::Lifecycle, Some(name), reason);
         self.save_state().await;
         Ok(())
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), DaemonError> {
-        let vm = self.vm(name).await?;
-        let mut vm = vm.lock().await;
-        if vm.state() == VmState::Stopped {
-            return Err(DaemonError::Conflict(format!("{name} is already stopped")));
-        }
-        vm.stop().await?;
-        drop(vm);
+        self.vm(name)?.stop().await?;
         self.note(
             EventKind::Operator,
             Some(name),
@@ -245,21 +229,16 @@ impl Daemon {
 
     /// Changes a VM's reservation, limit, shares or size while it runs.
     pub async fn reconfigure(&self, name: &str, change: Change) -> Result<(), DaemonError> {
-        let vm = self.vm(name).await?;
-        let mut reservations = Vec::new();
-        for other in self.all().await {
-            if !Arc::ptr_eq(&other, &vm) {
-                let other = other.lock().await;
-                reservations.push((other.name().to_string(), other.config().reservation));
-            }
-        }
-        let mut vm = vm.lock().await;
-        let others = reservations.iter().map(|(n, r)| (n.as_str(), *r));
-        let config = change
-            .applied_to(vm.config(), vm.boot_memory(), &self.config.host, others)
-            .map_err(DaemonError::BadRequest)?;
-        vm.reconfigure(config, change.memory.is_some()).await?;
-        drop(vm);
+        let vm = self.vm(name)?;
+        let others = self
+            .all()
+            .iter()
+            .map(VmHandle::view)
+            .filter(|v| v.name() != name)
+            .map(|v| (v.name().to_string(), v.config.reservation))
+            .collect();
+        vm.reconfigure(change.clone(), self.config.host.clone(), others)
+            .await?;
         self.note(
             EventKind::Operator,
             Some(name),
@@ -276,7 +255,7 @@ impl Daemon {
                 "a VM named {name} is already managed; pick another name"
             ))
         };
-        if self.vms.lock().await.contains_key(name) {
+        if self.vms.lock().expect("vms lock").contains_key(name) {
             return Err(taken());
         }
         // Connecting and observing take a QMP round trip or more: the other VMs are not held
@@ -296,18 +275,19 @@ impl Daemon {
         let mut vm = Vm::new(config, Origin::Attached, qmp.to_path_buf());
         vm.attach().await?;
         vm.observe(None).await;
+        match self.vms.lock().expect("vms lock").entry(name.to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => return Err(taken()),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(VmHandle::spawn(vm));
+            }
+        }
+        let view = self.vm(name)?.view();
         let reason = format!(
             "{name} attached through {}: pid {}, {} MiB",
             qmp.display(),
-            pid_text(vm.pid()),
-            vm.config().memory.as_mib()
+            pid_text(view.pid),
+            view.config.memory.as_mib()
         );
-        match self.vms.lock().await.entry(name.to_string()) {
-            std::collections::btree_map::Entry::Occupied(_) => return Err(taken()),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(Arc::new(Slot::new(vm)));
-            }
-        }
         self.note(EventKind::Operator, Some(name), reason);
         self.save_state().await;
         Ok(())
@@ -316,15 +296,15 @@ impl Daemon {
     /// Starts every configured VM; one that fails is reported and the rest still start.
     pub async fn start_all(&self) {
         for name in self.config.vms.iter().map(|v| v.name.clone()) {
-            if let Ok(vm) = self.vm(&name).await {
-                if vm.lock().await.state() == VmState::Running {
+            if let Ok(vm) = self.vm(&name) {
+                if vm.view().state == VmState::Running {
                     continue; // taken over from the daemon before this one
                 }
             }
             if let Err(e) = self.start(&name).await {
                 tracing::error!("cannot start {name}: {e}");
-                if let Ok(vm) = self.vm(&name).await {
-                    vm.lock().await.failed(e.to_string());
+                if let Ok(vm) = self.vm(&name) {
+                    vm.failed(e.to_string()).await;
                 }
             }
         }
@@ -335,14 +315,10 @@ impl Daemon {
             let accessed = Arc::new(self.sense_access().await);
             // All at once: a QEMU slow to answer (a busy TCG guest) must not delay the others.
             let mut observing = tokio::task::JoinSet::new();
-            for vm in self.all().await {
-                let accessed = accessed.clone();
-                observing.spawn(async move {
-                    let mut vm = vm.lock().await;
-                    let seen = accessed.get(vm.name()).copied();
-                    let happened = vm.observe(seen).await;
-                    (vm.name().to_string(), happened)
-                });
+            for vm in self.all() {
+                let name = vm.view().name().to_string();
+                let seen = accessed.get(&name).copied();
+                observing.spawn(async move { (name, vm.observe(seen).await) });
             }
             for (vm, happened) in observing.join_all().await {
                 for (kind, reason) in happened {
@@ -364,13 +340,12 @@ impl Daemon {
     /// What DAMON saw each VM it watches access during the last second.
     async fn sense_access(&self) -> BTreeMap<String, Size> {
         let mut watchable = Vec::new();
-        for vm in self.all().await {
-            let vm = vm.lock().await;
-            if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid(), vm.state()) {
+        for vm in self.all().iter().map(VmHandle::view) {
+            if let (Some(pid), VmState::Running | VmState::Starting) = (vm.pid, vm.state) {
                 watchable.push(working_sets::Watchable {
                     name: vm.name().to_string(),
                     pid,
-                    guest_ram: vm.boot_memory(),
+                    guest_ram: vm.boot_memory,
                 });
             }
         }
@@ -435,10 +410,9 @@ impl Daemon {
             damon_watched: self.access.lock().expect("access lock").watched(),
             vms: BTreeMap::new(),
         };
-        for vm in self.all().await {
-            let vm = vm.lock().await;
-            if let Some(s) = vm.saved() {
-                saved.vms.insert(vm.name().to_string(), s);
+        for vm in self.all().iter().map(VmHandle::view) {
+            if let Some(s) = vm.saved {
+                saved.vms.insert(vm.config.name, s);
             }
         }
         let mut last = self.last_saved.lock().expect("state lock");
@@ -483,12 +457,8 @@ impl Daemon {
                     s.pid
                 ))),
                 (Origin::Attached, true) => self.attach(name, &s.qmp).await,
-                (Origin::Launched, true) => match self.vm(name).await {
-                    Ok(vm) => {
-                        let dir = self.dir.join("vms").join(name);
-                        let cgroup = self.parent.child(name);
-                        vm.lock().await.adopt(s, dir, self.accel, cgroup).await
-                    }
+                (Origin::Launched, true) => match self.vm(name) {
+                    Ok(vm) => vm.adopt(s.clone(), self.place(name)).await,
                     Err(_) => Err(DaemonError::Conflict(format!(
                         "the config no longer declares it; its QEMU (pid {}) keeps running: stop it by hand or declare it again",
                         s.pid
@@ -551,11 +521,11 @@ impl Daemon {
 
     /// Stops launched VMs, lets attached ones be, and removes memvisor's cgroups.
     pub async fn shut_down(&self) {
-        for vm in self.all().await {
-            let mut vm = vm.lock().await;
-            if vm.origin() == Origin::Launched && vm.state() != VmState::Stopped {
+        for vm in self.all() {
+            let view = vm.view();
+            if view.origin == Origin::Launched && view.state != VmState::Stopped {
                 if let Err(e) = vm.stop().await {
-                    tracing::error!("stopping {}: {e}", vm.name());
+                    tracing::error!("stopping {}: {e}", view.name());
                 }
             }
         }

@@ -9,7 +9,7 @@ use memvisor_core::history::HistorySample;
 use memvisor_core::ladder::{FreeState, Thresholds};
 use memvisor_core::plan::{Action, Admission, Decision, Plan};
 use memvisor_core::policy::{Policy, PolicyName};
-use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot};
+use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
 use memvisor_core::status::EventKind;
 use memvisor_core::Size;
 use memvisor_host::ksm::{Ksm, KsmSettings};
@@ -134,53 +134,94 @@ impl Scheduler {
     }
 }
 
-impl Daemon {
-    /// Observe: the host and every VM as the sensors last saw them.
-    pub async fn snapshot(&self, at_s: f64, pending: Vec<PendingVm>) -> Snapshot {
-        let mut vms = Vec::new();
-        for vm in self.all().await {
-            if let Some(o) = vm.lock().await.observation() {
-                vms.push(o);
-            }
-        }
+/// What observing needs: the host's figures and what each VM's task last saw, or fakes in
+/// tests.
+pub trait Sensors {
+    async fn host(&self) -> HostObservation;
+    fn vms(&self) -> Vec<VmObservation>;
+}
+
+impl Sensors for Daemon {
+    async fn host(&self) -> HostObservation {
         let meminfo = memvisor_host::meminfo::read().ok();
         let ksm_saved = self.scheduler.lock().await.ksm_saved();
-        Snapshot {
-            at_s,
-            host: HostObservation {
-                budget_mib: self.config.host.budget.as_mib(),
-                used_mib: self.parent.usage().map(Size::as_mib).unwrap_or(0),
-                reserve_mib: self.config.host.reserve.as_mib(),
-                psi_some_avg10: memvisor_host::pressure::some_avg10().unwrap_or(0.0),
-                swap_total_mib: meminfo.map(|m| m.swap_total.as_mib()).unwrap_or(0),
-                swap_used_mib: meminfo
-                    .map(|m| (m.swap_total.as_bytes() - m.swap_free.as_bytes()) >> 20)
-                    .unwrap_or(0),
-                ksm_saved_mib: ksm_saved.map_or(0, Size::as_mib),
-            },
-            vms,
-            pending,
+        HostObservation {
+            budget_mib: self.config.host.budget.as_mib(),
+            used_mib: self.parent.usage().map(Size::as_mib).unwrap_or(0),
+            reserve_mib: self.config.host.reserve.as_mib(),
+            psi_some_avg10: memvisor_host::pressure::some_avg10().unwrap_or(0.0),
+            swap_total_mib: meminfo.map(|m| m.swap_total.as_mib()).unwrap_or(0),
+            swap_used_mib: meminfo
+                .map(|m| (m.swap_total.as_bytes() - m.swap_free.as_bytes()) >> 20)
+                .unwrap_or(0),
+            ksm_saved_mib: ksm_saved.map_or(0, Size::as_mib),
         }
     }
 
-    /// One round: observe, decide, act. Returns the plan carried out.
+    fn vms(&self) -> Vec<VmObservation> {
+        self.all()
+            .iter()
+            .filter_map(|vm| vm.view().observation)
+            .collect()
+    }
+}
+
+/// What one round came to.
+pub struct Round {
+    pub plan: Plan,
+    /// Root causes that joining this round's snapshot with the last one's gives.
+    pub hints: Vec<Hint>,
+    /// The round as the charts keep it.
+    pub sample: HistorySample,
+    /// The decisions that changed something, for the event log.
+    pub changed: Vec<Decision>,
+}
+
+/// One round: observe (the sensors' snapshot), decide (the policy), act (carry out the plan).
+/// The scheduler is held only while the policy decides, never across a QMP or sysfs call.
+pub async fn round(
+    scheduler: &tokio::sync::Mutex<Scheduler>,
+    sense: &impl Sensors,
+    act: &impl Actuators,
+    pending: Vec<PendingVm>,
+) -> Round {
+    let at_s = scheduler.lock().await.seconds();
+    let snapshot = Snapshot {
+        at_s,
+        host: sense.host().await,
+        vms: sense.vms(),
+        pending,
+    };
+    let (plan, hints, sample) = scheduler.lock().await.decide(snapshot);
+    let changed = carry_out(&plan, act).await.into_iter().cloned().collect();
+    Round {
+        plan,
+        hints,
+        sample,
+        changed,
+    }
+}
+
+impl Daemon {
+    /// One round, kept in the history and the event log. Returns the plan carried out.
     pub async fn schedule(&self, pending: Vec<PendingVm>) -> Plan {
-        let at_s = self.scheduler.lock().await.seconds();
-        let snapshot = self.snapshot(at_s, pending).await;
-        let (plan, hints, sample) = self.scheduler.lock().await.decide(snapshot);
-        self.history.lock().expect("history lock").push(sample);
-        for hint in hints {
+        let round = round(&self.scheduler, self, self, pending).await;
+        self.history
+            .lock()
+            .expect("history lock")
+            .push(round.sample);
+        for hint in round.hints {
             self.record(EventKind::Hint, Some(&hint.vm), None, hint.reason);
         }
-        for d in carry_out(&plan, self).await {
+        for d in round.changed {
             self.record(
                 EventKind::Decision,
                 d.action.vm(),
                 Some(d.action.clone()),
-                d.reason.clone(),
+                d.reason,
             );
         }
-        plan
+        round.plan
     }
 }
 
@@ -194,15 +235,11 @@ pub trait Actuators {
 
 impl Actuators for Daemon {
     async fn allocate(&self, vm: &str, target: Size) -> Result<(), DaemonError> {
-        let vm = self.vm(vm).await?;
-        let mut vm = vm.lock().await;
-        vm.set_allocation(target).await
+        self.vm(vm)?.allocate(target).await
     }
 
     async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError> {
-        let vm = self.vm(vm).await?;
-        let mut vm = vm.lock().await;
-        vm.set_cgroup_limit(limit)
+        self.vm(vm)?.cap(limit).await
     }
 
     async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
@@ -307,6 +344,84 @@ mod tests {
             }));
         assert_eq!((sample.at_s, sample.state), (3.0, FreeState::High));
         assert_eq!(scheduler.rounds_total(), 1);
+    }
+
+    /// A 1 GiB VM as the sensors see it.
+    fn observed(name: &str, used: u64, resident: u64, active: u64, paging: f64) -> VmObservation {
+        VmObservation {
+            name: name.into(),
+            memory_mib: 1024,
+            max_mib: 1024,
+            reservation_mib: 0,
+            limit_mib: 1024,
+            shares: 1000,
+            allocation_mib: 1024,
+            target_mib: 1024,
+            guest_used_mib: Some(used),
+            guest_resident_mib: Some(resident),
+            guest_available_mib: Some(1024 - used),
+            guest_swap_in_rate: paging,
+            guest_swap_out_rate: paging,
+            host_rss_mib: resident + 60,
+            qemu_overhead_mib: Some(60),
+            shared_mib: 0,
+            working_set_mib: Some(active),
+            throughput: None,
+            cgroup_limit_mib: None,
+            host_swapped_mib: 0,
+            guest_oom_kills: 0,
+            launched_s_ago: None,
+            booted_s_ago: None,
+        }
+    }
+
+    /// Sensors that see a 2 GiB host nearly full: one VM holds 900 MiB of page cache but uses
+    /// 100 MiB, the other pages to its disk.
+    struct FullHost;
+
+    impl Sensors for FullHost {
+        async fn host(&self) -> HostObservation {
+            HostObservation {
+                budget_mib: 2048,
+                used_mib: 2030,
+                reserve_mib: 0,
+                psi_some_avg10: 0.0,
+                swap_total_mib: 0,
+                swap_used_mib: 0,
+                ksm_saved_mib: 0,
+            }
+        }
+
+        fn vms(&self) -> Vec<VmObservation> {
+            vec![
+                observed("idle", 100, 900, 100, 0.0),
+                observed("busy", 1000, 1000, 1200, 8.0),
+            ]
+        }
+    }
+
+    #[tokio::test]
+    async fn a_round_observes_decides_and_carries_out_with_fake_sensors_and_actuators() {
+        let config = Config::parse("[host]\nbudget = \"2G\"\n").unwrap();
+        let policy = memvisor_core::policy::from_settings(&config.scheduler);
+        let scheduler = tokio::sync::Mutex::new(Scheduler::new(policy, &config, Instant::now()));
+        let act = Recorder::default();
+        let round = round(&scheduler, &FullHost, &act, Vec::new()).await;
+        assert!(round.sample.state >= FreeState::Hard, "{:?}", round.sample);
+        let ballooned = round.changed.iter().find_map(|d| match &d.action {
+            Action::Allocate { vm, target_mib } if vm == "idle" => Some(*target_mib),
+            _ => None,
+        });
+        let target = ballooned.expect("the idle VM's page cache is taken back");
+        assert!(target < 1024, "{target}");
+        assert!(
+            act.asked
+                .lock()
+                .unwrap()
+                .contains(&format!("allocate idle {}", Size::mib(target))),
+            "the plan reached the actuators"
+        );
+        assert_eq!(scheduler.lock().await.rounds_total(), 1);
     }
 
     #[tokio::test]

@@ -1,15 +1,23 @@
-//! One VM as the daemon holds it: its settings, its QEMU (launched or attached), the QMP
+//! One VM as its task holds it: its settings, its QEMU (launched or attached), the QMP
 //! connection, the agent link and the last figures observed.
 
-use super::agent::AgentLink;
+mod handle;
+mod view;
+
+pub use handle::{Place, VmHandle};
+pub use view::VmView;
+
+use super::agent::{AgentLink, Translated};
 use super::state::SavedVm;
 use super::DaemonError;
-use memvisor_core::config::{workload_problems, VmConfig};
+use memvisor_core::api::Change;
+use memvisor_core::config::{workload_problems, HostConfig, VmConfig};
 use memvisor_core::faults::{Fault, Seen, Watch};
 use memvisor_core::reservation::{self, GUEST_FLOOR};
-use memvisor_core::snapshot::{self, VmObservation};
+use memvisor_core::snapshot;
 use memvisor_core::status::Accelerator;
-use memvisor_core::status::{EventKind, Origin, VmState, VmStatus, WorkingSetSource};
+use memvisor_core::status::{EventKind, Origin, VmState};
+use memvisor_core::translation::GuestAddress;
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
@@ -20,6 +28,7 @@ use memvisor_qemu::qmp::{self, Qmp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Reading a QEMU's page map costs milliseconds; its own memory changes slowly.
 const OVERHEAD_EVERY: Duration = Duration::from_secs(15);
@@ -116,35 +125,19 @@ impl Vm {
         &self.config.name
     }
 
-    pub fn config(&self) -> &VmConfig {
-        &self.config
-    }
-
-    pub fn origin(&self) -> Origin {
-        self.origin
-    }
-
-    pub fn state(&self) -> VmState {
-        self.state
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.pid
-    }
-
-    /// Guest RAM the running QEMU booted with.
-    pub fn boot_memory(&self) -> Size {
-        self.boot_memory
-    }
-
-    pub fn agent(&self) -> Option<&AgentLink> {
-        self.agent.as_ref()
-    }
-
-    /// Takes a checked config; with `resize`, a running guest goes to its new size at once.
-    pub async fn reconfigure(&mut self, config: VmConfig, resize: bool) -> Result<(), DaemonError> {
-        self.config = config;
-        if resize && self.state == VmState::Running {
+    /// Applies `change` once it is checked against the host and the other VMs' reservations;
+    /// a new size takes effect at once in a running guest.
+    pub async fn reconfigure(
+        &mut self,
+        change: &Change,
+        host: &HostConfig,
+        others: &[(String, Size)],
+    ) -> Result<(), DaemonError> {
+        let others = others.iter().map(|(n, r)| (n.as_str(), *r));
+        self.config = change
+            .applied_to(&self.config, self.boot_memory, host, others)
+            .map_err(DaemonError::BadRequest)?;
+        if change.memory.is_some() && self.state == VmState::Running {
             let size = self.config.memory.min(self.config.effective_limit());
             self.set_allocation(size).await?;
         }
@@ -181,11 +174,21 @@ impl Vm {
     /// Starts QEMU in a fresh cgroup and connects to it.
     pub async fn launch(
         &mut self,
-        dir: PathBuf,
-        accel: Accelerator,
+        Place { dir, accel, cgroup }: Place,
         image: &memvisor_guest::image::Image,
-        cgroup: Group,
     ) -> Result<(), DaemonError> {
+        let name = self.name();
+        if self.origin == Origin::Attached {
+            return Err(DaemonError::Conflict(format!(
+                "{name} is attached: whoever started its QEMU starts it again, then 'memvisor attach' it"
+            )));
+        }
+        if matches!(self.state, VmState::Running | VmState::Starting) {
+            return Err(DaemonError::Conflict(format!(
+                "{name} is already {}",
+                self.state
+            )));
+        }
         std::fs::create_dir_all(&dir)
             .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let spec = self.spec(&dir, accel, image);
@@ -222,36 +225,12 @@ impl Vm {
         Ok(())
     }
 
-    /// What a restarted daemon needs to take this VM over again; None unless its QEMU runs.
-    pub fn saved(&self) -> Option<SavedVm> {
-        if !matches!(self.state, VmState::Running | VmState::Starting) {
-            return None;
-        }
-        Some(SavedVm {
-            origin: self.origin,
-            pid: self.pid?,
-            qmp: self.qmp_path.clone(),
-            memory: self.config.memory,
-            reservation: self.config.reservation,
-            limit: self.config.limit,
-            shares: self.config.shares,
-            boot_memory: self.boot_memory,
-            balloon_target: self.balloon_target,
-            plug_requested: self.plug_requested,
-            cgroup_limit: self.cgroup_limit,
-            workload: (self.origin == Origin::Launched)
-                .then(|| self.workload.lock().expect("workload lock").clone()),
-        })
-    }
-
     /// Takes over a QEMU this daemon's predecessor launched and left running: nothing is
     /// changed in the guest, the balloon stays where it was asked to be.
     pub async fn adopt(
         &mut self,
         saved: &SavedVm,
-        dir: PathBuf,
-        accel: Accelerator,
-        cgroup: Group,
+        Place { dir, accel, cgroup }: Place,
     ) -> Result<(), DaemonError> {
         let name = self.name().to_string();
         let ours = memvisor_host::process::cmdline(saved.pid)
@@ -298,9 +277,33 @@ impl Vm {
         Ok(())
     }
 
-    pub fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {
+    fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {
         let name = self.config.name.clone();
         self.qmp.as_mut().ok_or(DaemonError::NotRunning(name))
+    }
+
+    /// A QEMU human monitor command; what the monitor printed.
+    pub async fn monitor(&mut self, command: &str) -> Result<String, DaemonError> {
+        let reply = self
+            .qmp()?
+            .execute(
+                "human-monitor-command",
+                Some(serde_json::json!({ "command-line": command })),
+            )
+            .await?;
+        Ok(reply.as_str().unwrap_or_default().to_string())
+    }
+
+    /// Asks the guest agent to check every page it wrote.
+    pub fn verify(&self) -> Result<oneshot::Receiver<(u64, u64)>, DaemonError> {
+        let agent = self.agent.as_ref();
+        let agent = agent.ok_or_else(|| DaemonError::NotRunning(self.name().to_string()))?;
+        Ok(agent.verify())
+    }
+
+    /// Asks the guest agent where `address` lies in its guest; None without an agent.
+    pub fn agent_translate(&self, address: GuestAddress) -> Option<oneshot::Receiver<Translated>> {
+        self.agent.as_ref().map(|a| a.translate(address))
     }
 
     /// Checks a manual balloon target against the VM's settings, then asks QEMU for it.
@@ -413,47 +416,6 @@ impl Vm {
         // (free pages and cache it can drop are; its RAM root file system is not).
         let used = without_balloon(g.available.map(Size::as_bytes));
         (used, without_balloon(free))
-    }
-
-    /// What the policy sees of this VM; None until QEMU answered once. A booting guest is
-    /// seen too: it takes memory before its agent answers.
-    pub fn observation(&self) -> Option<VmObservation> {
-        if !matches!(self.state, VmState::Running | VmState::Starting) {
-            return None;
-        }
-        let allocation = self.allocation()?;
-        let mib = |s: Size| s.as_mib();
-        let g = &self.guest;
-        let (guest_used, guest_resident) = self.guest_used_and_resident();
-        let report = self.agent.as_ref().and_then(|a| a.report());
-        Some(VmObservation {
-            name: self.config.name.clone(),
-            memory_mib: mib(self.config.memory),
-            max_mib: mib(self.config.max_memory()),
-            reservation_mib: mib(self.config.reservation),
-            limit_mib: mib(self.config.effective_limit()),
-            shares: self.config.shares,
-            allocation_mib: mib(allocation),
-            target_mib: mib(self.target()),
-            guest_used_mib: guest_used,
-            guest_resident_mib: guest_resident,
-            guest_available_mib: g.available.map(mib),
-            guest_swap_in_rate: self.swap_rates_mib_s.0,
-            guest_swap_out_rate: self.swap_rates_mib_s.1,
-            host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
-            qemu_overhead_mib: self.qemu_overhead.map(mib),
-            shared_mib: self.shared.map(mib).unwrap_or(0),
-            working_set_mib: self.working_set.estimate_mib(),
-            throughput: report.as_ref().map(|r| r.pages_per_sec),
-            cgroup_limit_mib: self.cgroup_limit.map(mib),
-            host_swapped_mib: self.host_swapped.map_or(0, mib),
-            guest_oom_kills: report.as_ref().map_or(0, |r| r.oom_kills),
-            launched_s_ago: self.launched_at.map(|t| t.elapsed().as_secs_f64()),
-            booted_s_ago: self
-                .launched_at
-                .zip(self.boot_s)
-                .map(|(t, boot_s)| t.elapsed().as_secs_f64() - boot_s),
-        })
     }
 
     /// Refreshes every figure; a failure is kept as the VM's last error, not returned.
@@ -651,6 +613,12 @@ impl Vm {
 
     /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
     pub async fn stop(&mut self) -> Result<(), DaemonError> {
+        if self.state == VmState::Stopped {
+            return Err(DaemonError::Conflict(format!(
+                "{} is already stopped",
+                self.name()
+            )));
+        }
         if let Some(qmp) = self.qmp.as_mut() {
             let _ = qmp.execute("quit", None).await;
         }
@@ -711,65 +679,5 @@ impl Vm {
         self.cgroup_limit = None;
         self.watch = Watch::default();
         self.state = VmState::Stopped;
-    }
-
-    pub fn status(&self) -> VmStatus {
-        let mib = |s: Size| s.as_mib();
-        let report = self.agent.as_ref().and_then(|a| a.report());
-        let g = &self.guest;
-        VmStatus {
-            name: self.config.name.clone(),
-            state: self.state,
-            origin: self.origin,
-            pid: self.pid,
-            accel: self.accel,
-            memory_mib: mib(self.config.memory),
-            max_mib: mib(self.config.max_memory()),
-            reservation_mib: mib(self.config.reservation),
-            limit_mib: mib(self.config.effective_limit()),
-            shares: self.config.shares,
-            balloon_target_mib: self
-                .balloon_target
-                .or(self.balloon_actual.map(|_| self.config.memory))
-                .map(mib),
-            balloon_actual_mib: self.balloon_actual.map(mib),
-            ballooned_mib: self
-                .balloon_actual
-                .map(|a| mib(self.boot_memory).saturating_sub(mib(a))),
-            target_mib: self.pid.map(|_| mib(self.target())),
-            guest_total_mib: g.total.map(mib),
-            guest_free_mib: g.free.map(mib),
-            guest_available_mib: g.available.map(mib),
-            guest_cache_mib: g.disk_caches.map(mib),
-            guest_swap_in_mib: g.swap_in.map(mib),
-            guest_swap_out_mib: g.swap_out.map(mib),
-            guest_major_faults: g.major_faults,
-            host_rss_mib: self.host_rss.map(mib),
-            allocation_mib: self.allocation().map(mib),
-            plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
-            shared_mib: self.shared.map(mib),
-            host_limit_mib: self.cgroup_limit.map(mib),
-            host_swapped_mib: self.host_swapped.map(mib),
-            overhead_mib: self.qemu_overhead.map(mib),
-            working_set_mib: self.working_set.estimate_mib(),
-            working_set_from: self.working_set.estimate_mib().map(|_| {
-                if self.accessed.is_some() {
-                    WorkingSetSource::Damon
-                } else {
-                    WorkingSetSource::Guest
-                }
-            }),
-            guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
-            guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
-            guest_oom_kills: report.as_ref().map(|r| r.oom_kills),
-            workload: (self.origin == Origin::Launched)
-                .then(|| self.workload.lock().expect("workload lock").to_string()),
-            workload_phase: report.as_ref().map(|r| r.phase.clone()),
-            workload_pages_per_sec: report.as_ref().map(|r| r.pages_per_sec),
-            workload_pages: report.as_ref().and_then(|r| r.pages),
-            workload_held_mib: report.as_ref().map(|r| r.held_mib),
-            boot_s: self.boot_s,
-            last_error: self.last_error.clone(),
-        }
     }
 }

@@ -1,0 +1,199 @@
+//! The one place a VM's state becomes what others read of it: the API's status, the policy's
+//! observation and the state a restarted daemon takes over. The VM's task publishes a view
+//! after every command; readers never wait for the VM.
+
+use super::super::agent::AgentReports;
+use super::super::state::SavedVm;
+use super::Vm;
+use memvisor_core::agent::AgentReport;
+use memvisor_core::config::VmConfig;
+use memvisor_core::snapshot::VmObservation;
+use memvisor_core::status::{Origin, VmState, VmStatus, WorkingSetSource};
+use memvisor_core::Size;
+use std::path::PathBuf;
+
+/// A VM as of its last command, for everyone but its task.
+#[derive(Clone)]
+pub struct VmView {
+    pub config: VmConfig,
+    pub origin: Origin,
+    pub state: VmState,
+    pub pid: Option<u32>,
+    /// Guest RAM the running QEMU booted with.
+    pub boot_memory: Size,
+    /// None for an attached VM: its console is wherever its QEMU sends it.
+    pub serial_log: Option<PathBuf>,
+    /// None unless QEMU answered once and the VM runs.
+    pub observation: Option<VmObservation>,
+    /// None unless its QEMU runs.
+    pub saved: Option<SavedVm>,
+    status: VmStatus,
+    /// The guest agent's reports arrive without the VM's task: a status shows the latest.
+    agent: Option<AgentReports>,
+}
+
+impl VmView {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The VM's figures, with the guest agent's latest report.
+    pub fn status(&self) -> VmStatus {
+        let mut status = self.status.clone();
+        if let Some(agent) = &self.agent {
+            with_report(&mut status, agent.latest().as_ref());
+        }
+        status
+    }
+}
+
+impl Vm {
+    pub(super) fn view(&self) -> VmView {
+        VmView {
+            config: self.config.clone(),
+            origin: self.origin,
+            state: self.state,
+            pid: self.pid,
+            boot_memory: self.boot_memory,
+            serial_log: self.serial_log(),
+            observation: self.observation(),
+            saved: self.saved(),
+            status: self.status(),
+            agent: self.agent.as_ref().map(|a| a.reports()),
+        }
+    }
+
+    /// What a restarted daemon needs to take this VM over again; None unless its QEMU runs.
+    fn saved(&self) -> Option<SavedVm> {
+        if !matches!(self.state, VmState::Running | VmState::Starting) {
+            return None;
+        }
+        Some(SavedVm {
+            origin: self.origin,
+            pid: self.pid?,
+            qmp: self.qmp_path.clone(),
+            memory: self.config.memory,
+            reservation: self.config.reservation,
+            limit: self.config.limit,
+            shares: self.config.shares,
+            boot_memory: self.boot_memory,
+            balloon_target: self.balloon_target,
+            plug_requested: self.plug_requested,
+            cgroup_limit: self.cgroup_limit,
+            workload: (self.origin == Origin::Launched)
+                .then(|| self.workload.lock().expect("workload lock").clone()),
+        })
+    }
+
+    /// What the policy sees of this VM; None until QEMU answered once. A booting guest is
+    /// seen too: it takes memory before its agent answers.
+    fn observation(&self) -> Option<VmObservation> {
+        if !matches!(self.state, VmState::Running | VmState::Starting) {
+            return None;
+        }
+        let allocation = self.allocation()?;
+        let mib = |s: Size| s.as_mib();
+        let g = &self.guest;
+        let (guest_used, guest_resident) = self.guest_used_and_resident();
+        let report = self.agent.as_ref().and_then(|a| a.report());
+        Some(VmObservation {
+            name: self.config.name.clone(),
+            memory_mib: mib(self.config.memory),
+            max_mib: mib(self.config.max_memory()),
+            reservation_mib: mib(self.config.reservation),
+            limit_mib: mib(self.config.effective_limit()),
+            shares: self.config.shares,
+            allocation_mib: mib(allocation),
+            target_mib: mib(self.target()),
+            guest_used_mib: guest_used,
+            guest_resident_mib: guest_resident,
+            guest_available_mib: g.available.map(mib),
+            guest_swap_in_rate: self.swap_rates_mib_s.0,
+            guest_swap_out_rate: self.swap_rates_mib_s.1,
+            host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
+            qemu_overhead_mib: self.qemu_overhead.map(mib),
+            shared_mib: self.shared.map(mib).unwrap_or(0),
+            working_set_mib: self.working_set.estimate_mib(),
+            throughput: report.as_ref().map(|r| r.pages_per_sec),
+            cgroup_limit_mib: self.cgroup_limit.map(mib),
+            host_swapped_mib: self.host_swapped.map_or(0, mib),
+            guest_oom_kills: report.as_ref().map_or(0, |r| r.oom_kills),
+            launched_s_ago: self.launched_at.map(|t| t.elapsed().as_secs_f64()),
+            booted_s_ago: self
+                .launched_at
+                .zip(self.boot_s)
+                .map(|(t, boot_s)| t.elapsed().as_secs_f64() - boot_s),
+        })
+    }
+
+    fn status(&self) -> VmStatus {
+        let mib = |s: Size| s.as_mib();
+        let g = &self.guest;
+        let mut status = VmStatus {
+            name: self.config.name.clone(),
+            state: self.state,
+            origin: self.origin,
+            pid: self.pid,
+            accel: self.accel,
+            memory_mib: mib(self.config.memory),
+            max_mib: mib(self.config.max_memory()),
+            reservation_mib: mib(self.config.reservation),
+            limit_mib: mib(self.config.effective_limit()),
+            shares: self.config.shares,
+            balloon_target_mib: self
+                .balloon_target
+                .or(self.balloon_actual.map(|_| self.config.memory))
+                .map(mib),
+            balloon_actual_mib: self.balloon_actual.map(mib),
+            ballooned_mib: self
+                .balloon_actual
+                .map(|a| mib(self.boot_memory).saturating_sub(mib(a))),
+            target_mib: self.pid.map(|_| mib(self.target())),
+            guest_total_mib: g.total.map(mib),
+            guest_free_mib: g.free.map(mib),
+            guest_available_mib: g.available.map(mib),
+            guest_cache_mib: g.disk_caches.map(mib),
+            guest_swap_in_mib: g.swap_in.map(mib),
+            guest_swap_out_mib: g.swap_out.map(mib),
+            guest_major_faults: g.major_faults,
+            host_rss_mib: self.host_rss.map(mib),
+            allocation_mib: self.allocation().map(mib),
+            plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
+            shared_mib: self.shared.map(mib),
+            host_limit_mib: self.cgroup_limit.map(mib),
+            host_swapped_mib: self.host_swapped.map(mib),
+            overhead_mib: self.qemu_overhead.map(mib),
+            working_set_mib: self.working_set.estimate_mib(),
+            working_set_from: self.working_set.estimate_mib().map(|_| {
+                if self.accessed.is_some() {
+                    WorkingSetSource::Damon
+                } else {
+                    WorkingSetSource::Guest
+                }
+            }),
+            guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
+            guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
+            guest_oom_kills: None,
+            workload: (self.origin == Origin::Launched)
+                .then(|| self.workload.lock().expect("workload lock").to_string()),
+            workload_phase: None,
+            workload_pages_per_sec: None,
+            workload_pages: None,
+            workload_held_mib: None,
+            boot_s: self.boot_s,
+            last_error: self.last_error.clone(),
+        };
+        let report = self.agent.as_ref().and_then(|a| a.report());
+        with_report(&mut status, report.as_ref());
+        status
+    }
+}
+
+/// The figures of a status that the guest agent reports.
+fn with_report(status: &mut VmStatus, report: Option<&AgentReport>) {
+    status.guest_oom_kills = report.map(|r| r.oom_kills);
+    status.workload_phase = report.map(|r| r.phase.clone());
+    status.workload_pages_per_sec = report.map(|r| r.pages_per_sec);
+    status.workload_pages = report.and_then(|r| r.pages);
+    status.workload_held_mib = report.map(|r| r.held_mib);
+}
