@@ -7,6 +7,7 @@ pub mod api;
 mod events;
 mod history;
 mod inspect;
+mod knobs;
 pub mod metrics;
 mod scheduler;
 mod state;
@@ -24,8 +25,9 @@ use memvisor_host::swap::SwapFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use vm::{Place, Vm, VmHandle};
 
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
@@ -74,20 +76,21 @@ pub struct Daemon {
     hierarchy: Hierarchy,
     parent: Group,
     /// Each VM's task, by name; the map's lock is never held across a wait.
-    vms: std::sync::Mutex<BTreeMap<String, VmHandle>>,
+    vms: Mutex<BTreeMap<String, VmHandle>>,
     scheduler: Mutex<scheduler::Scheduler>,
-    events: std::sync::Mutex<events::EventLog>,
-    history: std::sync::Mutex<history::History>,
-    host_swap: std::sync::Mutex<Option<SwapFile>>,
+    knobs: Mutex<knobs::HostKnobs>,
+    events: Mutex<events::EventLog>,
+    history: Mutex<history::History>,
+    host_swap: Mutex<Option<SwapFile>>,
     /// What went wrong while the daemon started, told once the event log is open.
-    startup_faults: std::sync::Mutex<Vec<String>>,
+    startup_faults: Mutex<Vec<String>>,
     /// The state last written to DIR/state.json.
-    last_saved: std::sync::Mutex<Option<state::Saved>>,
+    last_saved: Mutex<Option<state::Saved>>,
     /// VMs asking to start, each answered by the next scheduling round.
-    asking: std::sync::Mutex<Vec<admission::Asking>>,
+    asking: Mutex<Vec<admission::Asking>>,
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
     recovered: std::sync::atomic::AtomicBool,
-    access: std::sync::Mutex<working_sets::AccessSensor>,
+    access: Mutex<working_sets::AccessSensor>,
     pub shutdown: Notify,
 }
 
@@ -144,16 +147,17 @@ impl Daemon {
             accel,
             hierarchy,
             parent,
-            vms: std::sync::Mutex::new(vms),
+            vms: Mutex::new(vms),
             scheduler: Mutex::new(scheduler),
-            events: std::sync::Mutex::new(event_log),
-            history: std::sync::Mutex::new(history::History::default()),
-            last_saved: std::sync::Mutex::new(None),
+            knobs: Mutex::new(knobs::HostKnobs::new()),
+            events: Mutex::new(event_log),
+            history: Mutex::new(history::History::default()),
+            last_saved: Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
-            access: std::sync::Mutex::new(working_sets::AccessSensor::new()),
-            asking: std::sync::Mutex::new(Vec::new()),
-            host_swap: std::sync::Mutex::new(host_swap),
-            startup_faults: std::sync::Mutex::new(startup_faults),
+            access: Mutex::new(working_sets::AccessSensor::new()),
+            asking: Mutex::new(Vec::new()),
+            host_swap: Mutex::new(host_swap),
+            startup_faults: Mutex::new(startup_faults),
             shutdown: Notify::new(),
         })
     }
@@ -403,7 +407,7 @@ impl Daemon {
         if !self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let (ksm_found, zswap_found) = self.scheduler.lock().await.found();
+        let (ksm_found, zswap_found) = self.knobs.lock().expect("knobs lock").found();
         let mut saved = state::Saved {
             ksm_found,
             zswap_found,
@@ -439,9 +443,9 @@ impl Daemon {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(());
         };
-        self.scheduler
+        self.knobs
             .lock()
-            .await
+            .expect("knobs lock")
             .remember_found(saved.ksm_found, saved.zswap_found);
         // Kdamonds that no longer watch what the predecessor recorded are not memvisor's to
         // touch; sensing says why once.
@@ -493,7 +497,11 @@ impl Daemon {
     }
 
     pub async fn counters(&self) -> metrics::Counters {
-        let rounds_total = self.scheduler.lock().await.rounds_total();
+        let rounds_total = self
+            .scheduler
+            .lock()
+            .expect("scheduler lock")
+            .rounds_total();
         metrics::Counters {
             events_total: self.events.lock().expect("events lock").totals(),
             rounds_total,
@@ -532,7 +540,7 @@ impl Daemon {
         if let Err(e) = self.parent.remove() {
             tracing::error!("{e}");
         }
-        self.scheduler.lock().await.restore();
+        self.knobs.lock().expect("knobs lock").restore();
         self.access.lock().expect("access lock").stop();
         drop(self.host_swap.lock().expect("swap lock").take());
         state::clear(&self.dir);
@@ -541,11 +549,17 @@ impl Daemon {
     pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
         let used_mib = self.parent.usage().ok().map(Size::as_mib);
-        let scheduler = self.scheduler.lock().await;
+        let (policy, state) = {
+            let scheduler = self.scheduler.lock().expect("scheduler lock");
+            (
+                scheduler.policy(),
+                used_mib.map(|u| scheduler.free_state(u)),
+            )
+        };
         HostStatus {
-            policy: scheduler.policy(),
-            state: used_mib.map(|u| scheduler.free_state(u)),
-            ksm_saved_mib: scheduler.ksm_saved().map(Size::as_mib),
+            policy,
+            state,
+            ksm_saved_mib: knobs::ksm_saved().map(Size::as_mib),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host
                 .map(|h| (h.swap_total.as_bytes() - h.swap_free.as_bytes()) >> 20)

@@ -12,19 +12,14 @@ use memvisor_core::policy::{Policy, PolicyName};
 use memvisor_core::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
 use memvisor_core::status::EventKind;
 use memvisor_core::Size;
-use memvisor_host::ksm::{Ksm, KsmSettings};
-use memvisor_host::swap::Zswap;
 use std::time::Instant;
 
-/// The policy and the host-wide knobs it turns (KSM, zswap), with what it remembers between
-/// rounds.
+/// The policy, with what it remembers between rounds.
 pub struct Scheduler {
     policy: Box<dyn Policy>,
     /// For policies without a free-memory state: the thresholds and budget that give one.
     thresholds: Thresholds,
     budget_mib: u64,
-    ksm: Ksm,
-    zswap: Zswap,
     started: Instant,
     rounds_total: u64,
     hints: Hints,
@@ -37,8 +32,6 @@ impl Scheduler {
             policy,
             thresholds: config.scheduler.thresholds,
             budget_mib: config.host.budget.as_mib(),
-            ksm: Ksm::at(std::path::Path::new(memvisor_host::ksm::SYSFS)),
-            zswap: Zswap::new(),
             started,
             rounds_total: 0,
             hints: Hints::default(),
@@ -82,56 +75,6 @@ impl Scheduler {
         self.last_snapshot = Some(snapshot);
         (plan, hints, sample)
     }
-
-    /// Sets KSM or zswap as `action` asks; true when that changed the host's setting.
-    fn apply_host(&mut self, action: &Action) -> Result<bool, DaemonError> {
-        Ok(match action {
-            Action::Ksm {
-                run,
-                pages_to_scan,
-                sleep_ms,
-            } => self.ksm.apply(KsmSettings {
-                run: *run,
-                pages_to_scan: *pages_to_scan,
-                sleep_ms: *sleep_ms,
-                // Smart scan skips pages that did not merge before, for several passes:
-                // measured, identical guest pages stayed apart over 5 minutes with it on.
-                // The scan rate the policy picks is what bounds KSM's CPU here.
-                smart_scan: Some(false),
-            })?,
-            Action::Zswap { enabled } => {
-                let before = Zswap::enabled()?;
-                self.zswap.set(*enabled)?;
-                before != *enabled
-            }
-            _ => false,
-        })
-    }
-
-    /// KSM and zswap settings the host had before memvisor changed them.
-    pub fn found(&self) -> (Option<KsmSettings>, Option<bool>) {
-        (self.ksm.found(), self.zswap.found())
-    }
-
-    /// Takes over what an earlier daemon found, so that shutting down restores the host's.
-    pub fn remember_found(&mut self, ksm: Option<KsmSettings>, zswap: Option<bool>) {
-        self.ksm.remember(ksm);
-        self.zswap.remember(zswap);
-    }
-
-    pub fn ksm_saved(&self) -> Option<Size> {
-        self.ksm.saved().ok()
-    }
-
-    /// Puts back the KSM and zswap settings found when memvisor started.
-    pub fn restore(&mut self) {
-        if let Err(e) = self.ksm.restore() {
-            tracing::error!("{e}");
-        }
-        if let Err(e) = self.zswap.restore() {
-            tracing::error!("{e}");
-        }
-    }
 }
 
 /// What observing needs: the host's figures and what each VM's task last saw, or fakes in
@@ -144,7 +87,7 @@ pub trait Sensors {
 impl Sensors for Daemon {
     async fn host(&self) -> HostObservation {
         let meminfo = memvisor_host::meminfo::read().ok();
-        let ksm_saved = self.scheduler.lock().await.ksm_saved();
+        let ksm_saved = super::knobs::ksm_saved();
         HostObservation {
             budget_mib: self.config.host.budget.as_mib(),
             used_mib: self.parent.usage().map(Size::as_mib).unwrap_or(0),
@@ -180,19 +123,19 @@ pub struct Round {
 /// One round: observe (the sensors' snapshot), decide (the policy), act (carry out the plan).
 /// The scheduler is held only while the policy decides, never across a QMP or sysfs call.
 pub async fn round(
-    scheduler: &tokio::sync::Mutex<Scheduler>,
+    scheduler: &std::sync::Mutex<Scheduler>,
     sense: &impl Sensors,
     act: &impl Actuators,
     pending: Vec<PendingVm>,
 ) -> Round {
-    let at_s = scheduler.lock().await.seconds();
+    let at_s = scheduler.lock().expect("scheduler lock").seconds();
     let snapshot = Snapshot {
         at_s,
         host: sense.host().await,
         vms: sense.vms(),
         pending,
     };
-    let (plan, hints, sample) = scheduler.lock().await.decide(snapshot);
+    let (plan, hints, sample) = scheduler.lock().expect("scheduler lock").decide(snapshot);
     let changed = carry_out(&plan, act).await.into_iter().cloned().collect();
     Round {
         plan,
@@ -243,7 +186,7 @@ impl Actuators for Daemon {
     }
 
     async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
-        self.scheduler.lock().await.apply_host(action)
+        self.knobs.lock().expect("knobs lock").apply(action)
     }
 }
 
@@ -404,7 +347,7 @@ mod tests {
     async fn a_round_observes_decides_and_carries_out_with_fake_sensors_and_actuators() {
         let config = Config::parse("[host]\nbudget = \"2G\"\n").unwrap();
         let policy = memvisor_core::policy::from_settings(&config.scheduler);
-        let scheduler = tokio::sync::Mutex::new(Scheduler::new(policy, &config, Instant::now()));
+        let scheduler = std::sync::Mutex::new(Scheduler::new(policy, &config, Instant::now()));
         let act = Recorder::default();
         let round = round(&scheduler, &FullHost, &act, Vec::new()).await;
         assert!(round.sample.state >= FreeState::Hard, "{:?}", round.sample);
@@ -421,7 +364,7 @@ mod tests {
                 .contains(&format!("allocate idle {}", Size::mib(target))),
             "the plan reached the actuators"
         );
-        assert_eq!(scheduler.lock().await.rounds_total(), 1);
+        assert_eq!(scheduler.lock().unwrap().rounds_total(), 1);
     }
 
     #[tokio::test]
