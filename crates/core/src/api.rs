@@ -1,7 +1,7 @@
 //! The HTTP API's request and reply bodies, one type each, shared by the daemon that serves
 //! them and the client that sends them. The answers' shapes are in `status`.
 
-use crate::config::{HostConfig, VmConfig};
+use crate::config::VmConfig;
 use crate::reservation;
 use crate::size::Size;
 use crate::workload::Workload;
@@ -33,12 +33,12 @@ impl Change {
 
     /// `current` with this change, checked: the VM's own rules, growth past `boot_memory`
     /// only through virtio-mem, and every reservation (the `others`' and the new one) within
-    /// the host's budget. Every problem is named, or none.
+    /// the host's `budget` less its `reserve`. Every problem is named, or none.
     pub fn applied_to<'a>(
         &self,
         current: &'a VmConfig,
         boot_memory: Size,
-        host: &HostConfig,
+        (budget, reserve): (Size, Size),
         others: impl IntoIterator<Item = (&'a str, Size)>,
     ) -> Result<VmConfig, String> {
         let mut config = current.clone();
@@ -56,7 +56,7 @@ impl Change {
         let reserving = others
             .into_iter()
             .chain([(current.name.as_str(), config.reservation)]);
-        if let Err(e) = reservation::fit(host.budget, host.reserve, reserving) {
+        if let Err(e) = reservation::fit(budget, reserve, reserving) {
             problems.push(e.to_string());
         }
         if problems.is_empty() {
@@ -126,6 +126,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// A 2 GiB budget with the default 64 MiB reserve.
+    const HOST: (Size, Size) = (Size::mib(2048), Size::mib(64));
+
     fn config() -> Config {
         Config::parse(
             "[host]\nbudget = \"2G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nmax = \"1536M\"\n[[vm]]\nname = \"b\"\nmemory = \"1G\"\nreservation = \"1G\"\n",
@@ -144,7 +147,7 @@ mod tests {
         };
         let others = [("b", Size::mib(1024))];
         let a = change
-            .applied_to(&c.vms[0], Size::mib(1024), &c.host, others)
+            .applied_to(&c.vms[0], Size::mib(1024), HOST, others)
             .unwrap();
         assert_eq!(
             (a.reservation, a.shares, a.memory),
@@ -161,12 +164,7 @@ mod tests {
             ..Change::default()
         };
         let e = change
-            .applied_to(
-                &c.vms[0],
-                Size::mib(1024),
-                &c.host,
-                [("b", Size::mib(1024))],
-            )
+            .applied_to(&c.vms[0], Size::mib(1024), HOST, [("b", Size::mib(1024))])
             .unwrap_err();
         assert!(e.contains("shares"), "{e}");
         assert!(e.contains("below the sum of reservations"), "{e}");
@@ -177,7 +175,7 @@ mod tests {
             ..Change::default()
         };
         let e = grow
-            .applied_to(&c.vms[1], Size::mib(1024), &c.host, [])
+            .applied_to(&c.vms[1], Size::mib(1024), HOST, [])
             .unwrap_err();
         assert!(e.contains("no virtio-mem device"), "{e}");
     }

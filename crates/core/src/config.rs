@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! [host]
-//! budget = "1.5G"          # memory all VMs together may use: the parent cgroup's limit
+//! budget = "1.5G"          # lab: memory all VMs together may use, the parent cgroup's limit
+//!                          # "auto": the machine's memory, used as the kernel counts it
 //!
 //! [[vm]]
 //! name = "vm1"
@@ -20,6 +21,7 @@ use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
+use std::path::PathBuf;
 
 /// virtio-mem plugs memory in blocks of this size on x86.
 pub const VIRTIO_MEM_BLOCK: Size = Size::mib(2);
@@ -62,6 +64,37 @@ pub struct Config {
     pub scheduler: crate::policy::Settings,
     #[serde(default)]
     pub api: ApiConfig,
+    /// QEMUs someone else started, managed through their QMP sockets.
+    #[serde(default, rename = "attach")]
+    pub attached: Vec<AttachConfig>,
+    #[serde(default)]
+    pub discover: DiscoverConfig,
+}
+
+/// A QEMU started by someone else (Proxmox, libvirt-less scripts, by hand), declared by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachConfig {
+    pub name: String,
+    /// Its QMP socket.
+    pub qmp: PathBuf,
+    #[serde(default)]
+    pub reservation: Size,
+    /// Never granted above this (default: the memory it booted with).
+    #[serde(default)]
+    pub limit: Option<Size>,
+    #[serde(default = "default_shares")]
+    pub shares: u32,
+}
+
+/// Where QEMUs started by others are looked for while the daemon runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverConfig {
+    /// A glob of QMP sockets, e.g. Proxmox's "/var/run/qemu-server/*.qmp". Each QEMU found is
+    /// attached, named as QEMU's -name says or else as its socket's file is named.
+    #[serde(default)]
+    pub qmp: Option<String>,
 }
 
 /// The API beyond its Unix socket (which is always there, mode 0600).
@@ -77,10 +110,66 @@ pub struct ApiConfig {
     pub allow_remote: bool,
 }
 
+/// The memory the VMs share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The machine's memory (MemTotal); used memory is what the kernel counts in use
+    /// (MemTotal - MemAvailable), host processes included: a real host. As in the lab, the
+    /// reserve is kept out of the VMs' entitlements, so VMs share MemTotal less the reserve.
+    Auto,
+    /// A lab host of this size: the limit of the parent cgroup that holds the VMs, whose usage
+    /// is the used memory.
+    Fixed(Size),
+}
+
+impl Budget {
+    /// The budget on a machine with `mem_total` of RAM.
+    pub fn on(self, mem_total: Size) -> Size {
+        match self {
+            Budget::Fixed(size) => size,
+            Budget::Auto => mem_total,
+        }
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Budget::Auto => f.write_str("auto"),
+            Budget::Fixed(size) => size.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Budget {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Budget, String> {
+        if text.trim() == "auto" {
+            return Ok(Budget::Auto);
+        }
+        text.parse()
+            .map(Budget::Fixed)
+            .map_err(|e| format!("{e}; or \"auto\" for the machine's memory"))
+    }
+}
+
+impl Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Budget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Budget, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
-    pub budget: Size,
+    pub budget: Budget,
     /// Name of the parent cgroup that holds every launched VM.
     #[serde(default = "default_cgroup")]
     pub cgroup: String,
@@ -217,6 +306,36 @@ impl VmConfig {
     }
 }
 
+impl AttachConfig {
+    /// Every problem with this declaration that can be seen before its QEMU answers.
+    pub fn problems(&self) -> Vec<String> {
+        let name = &self.name;
+        let mut out = Vec::new();
+        if let Err(e) = check_name(name) {
+            out.push(format!("attach {e}"));
+        }
+        if !self.qmp.is_absolute() {
+            out.push(format!(
+                "attach {name}: qmp {} is not an absolute path",
+                self.qmp.display()
+            ));
+        }
+        if let Some(limit) = self.limit.filter(|l| *l < self.reservation) {
+            out.push(format!(
+                "attach {name}: reservation {} is above its limit {limit}",
+                self.reservation
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.shares) {
+            out.push(format!(
+                "attach {name}: shares {} must be between 1 and 1000000",
+                self.shares
+            ));
+        }
+        out
+    }
+}
+
 /// Why `workload` cannot run in a VM of `memory`, if it cannot.
 pub fn workload_problems(vm: &str, workload: &Workload, memory: Size) -> Vec<String> {
     let mut out = Vec::new();
@@ -260,13 +379,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks everything that does not depend on the machine; with a fixed budget, that is all.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.host.budget < GUEST_FLOOR {
-            problems.push(format!(
-                "host budget {} is below {GUEST_FLOOR}, too small for any VM",
-                self.host.budget
-            ));
+        if let Budget::Fixed(budget) = self.host.budget {
+            problems.extend(self.budget_problems(budget));
         }
         if let Err(e) = check_name(&self.host.cgroup) {
             problems.push(format!("host cgroup {e}"));
@@ -281,6 +398,22 @@ impl Config {
             }
             problems.extend(vm.problems());
         }
+        for a in &self.attached {
+            if !seen.insert(a.name.as_str()) {
+                problems.push(format!(
+                    "attach {} is already the name of a VM; VM names must be unique",
+                    a.name
+                ));
+            }
+            problems.extend(a.problems());
+        }
+        if let Some(glob) = &self.discover.qmp {
+            if !glob.starts_with('/') {
+                problems.push(format!(
+                    "discover qmp \"{glob}\" is not an absolute path; give the sockets' full path, e.g. \"/var/run/qemu-server/*.qmp\""
+                ));
+            }
+        }
         problems.extend(self.scheduler.problems());
         if let Some(addr) = self.api.listen {
             if !addr.ip().is_loopback() && !self.api.allow_remote {
@@ -289,15 +422,47 @@ impl Config {
                 ));
             }
         }
-        let reservations = self.vms.iter().map(|v| (v.name.as_str(), v.reservation));
-        if let Err(e) = reservation::fit(self.host.budget, self.host.reserve, reservations) {
-            problems.push(e.to_string());
-        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The budget on a machine with `mem_total` of RAM, once the VMs' reservations are known to
+    /// fit in it.
+    pub fn budget_on(&self, mem_total: Size) -> Result<Size, ConfigError> {
+        let budget = self.host.budget.on(mem_total);
+        let problems = self.budget_problems(budget);
+        if problems.is_empty() {
+            Ok(budget)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn budget_problems(&self, budget: Size) -> Vec<String> {
+        let mut problems = Vec::new();
+        let reserve = self.host.reserve;
+        let for_vms = Size::bytes(budget.as_bytes().saturating_sub(reserve.as_bytes()));
+        match self.host.budget {
+            Budget::Fixed(_) if budget < GUEST_FLOOR => problems.push(format!(
+                "host budget {budget} is below {GUEST_FLOOR}, too small for any VM"
+            )),
+            Budget::Auto if for_vms < GUEST_FLOOR => problems.push(format!(
+                "host budget auto: the machine's memory {budget} less the reserve {reserve} leaves {for_vms}, below the {GUEST_FLOOR} a VM needs; lower [host] reserve"
+            )),
+            _ => {}
+        }
+        let reservations = self.vms.iter().map(|v| (v.name.as_str(), v.reservation));
+        let attached = self
+            .attached
+            .iter()
+            .map(|a| (a.name.as_str(), a.reservation));
+        if let Err(e) = reservation::fit(budget, self.host.reserve, reservations.chain(attached)) {
+            problems.push(e.to_string());
+        }
+        problems
     }
 
     pub fn vm(&self, name: &str) -> Option<&VmConfig> {
@@ -336,7 +501,7 @@ mod tests {
     #[test]
     fn parses_a_good_config_with_defaults() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.host.budget, Size::mib(1536));
+        assert_eq!(c.host.budget, Budget::Fixed(Size::mib(1536)));
         assert_eq!(c.host.cgroup, "memvisor");
         assert_eq!(c.host.accel, Accel::Auto);
         let vm1 = c.vm("vm1").unwrap();
@@ -399,6 +564,87 @@ mod tests {
             ),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn an_auto_budget_is_the_machines_memory_once_reservations_and_the_reserve_fit() {
+        let text = r#"[host]
+            budget = "auto"
+            reserve = "1G"
+            [[vm]]
+            name = "a"
+            memory = "1G"
+            reservation = "768M""#;
+        let c = Config::parse(text).expect("nothing to check before the machine is known");
+        assert_eq!(c.host.budget, Budget::Auto);
+        assert_eq!(c.budget_on(Size::mib(4096)).unwrap(), Size::mib(4096));
+        let err = c.budget_on(Size::mib(1700)).unwrap_err().to_string();
+        assert!(
+            err.contains("host budget 1700MiB is below the sum of reservations 1792MiB"),
+            "{err}"
+        );
+        let err = c.budget_on(Size::mib(1100)).unwrap_err().to_string();
+        assert!(
+            err.contains("memory 1100MiB less the reserve 1GiB leaves 76MiB, below the 128MiB"),
+            "{err}"
+        );
+        assert!(err.contains("lower [host] reserve"), "{err}");
+    }
+
+    #[test]
+    fn a_budget_that_is_neither_a_size_nor_auto_is_refused_with_both_forms() {
+        let err = Config::parse("[host]\nbudget = \"most\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"auto\""), "{err}");
+        assert_eq!("auto".parse(), Ok(Budget::Auto));
+        assert_eq!(Budget::Auto.to_string(), "auto");
+    }
+
+    #[test]
+    fn qemus_started_elsewhere_are_declared_or_looked_for() {
+        let c = Config::parse(
+            r#"[host]
+            budget = "auto"
+            [[attach]]
+            name = "pve101"
+            qmp = "/var/run/qemu-server/101.qmp"
+            reservation = "256M"
+            shares = 2000
+            [discover]
+            qmp = "/var/run/qemu-server/*.qmp""#,
+        )
+        .unwrap();
+        assert_eq!(c.attached[0].name, "pve101");
+        assert_eq!(c.attached[0].reservation, Size::mib(256));
+        assert_eq!(c.attached[0].limit, None);
+        assert_eq!(
+            c.discover.qmp.as_deref(),
+            Some("/var/run/qemu-server/*.qmp")
+        );
+        let p = problems(
+            r#"[host]
+            budget = "1G"
+            [[vm]]
+            name = "a"
+            memory = "256M"
+            [[attach]]
+            name = "a"
+            qmp = "a.qmp"
+            reservation = "512M"
+            limit = "256M"
+            [discover]
+            qmp = "*.qmp""#,
+        );
+        let all = p.join("\n");
+        for needle in [
+            "attach a is already the name of a VM",
+            "qmp a.qmp is not an absolute path",
+            "reservation 512MiB is above its limit 256MiB",
+            "discover qmp \"*.qmp\" is not an absolute path",
+        ] {
+            assert!(all.contains(needle), "missing '{needle}' in:\n{all}");
+        }
     }
 
     #[test]

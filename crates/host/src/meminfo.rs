@@ -23,6 +23,17 @@ pub struct HostMemory {
     pub swap_free: Size,
 }
 
+impl HostMemory {
+    /// What the kernel counts in use: all but what it could hand out without swapping.
+    pub fn used(&self) -> Size {
+        Size::bytes(
+            self.total
+                .as_bytes()
+                .saturating_sub(self.available.as_bytes()),
+        )
+    }
+}
+
 pub fn read() -> Result<HostMemory, MeminfoError> {
     parse(&std::fs::read_to_string("/proc/meminfo").map_err(MeminfoError::Read)?)
 }
@@ -69,6 +80,7 @@ mod tests {
         assert_eq!(m.available, Size::bytes(23500000 * 1024));
         assert_eq!(m.swap_total, Size::mib(1024));
         assert_eq!(m.swap_free, Size::mib(512));
+        assert_eq!(m.used(), Size::bytes((24571328 - 23500000) * 1024));
         let odd = text.replace("MemTotal:  ", "MemTotal:\u{feff}");
         assert!(matches!(
             parse(&odd),

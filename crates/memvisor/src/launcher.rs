@@ -49,12 +49,22 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Launc
     }
 }
 
+/// The config in `path`, checked whole: with `budget = "auto"`, against this machine's memory.
 pub fn read_config(path: &Path) -> Result<Config, LauncherError> {
     let text = std::fs::read_to_string(path).map_err(io("read", path))?;
-    Config::parse(&text).map_err(|source| LauncherError::Config {
+    let refused = |source| LauncherError::Config {
         path: path.into(),
         source,
-    })
+    };
+    let config = Config::parse(&text).map_err(refused)?;
+    let meminfo = Path::new("/proc/meminfo");
+    let machine = memvisor_host::meminfo::read().map_err(|e| LauncherError::Io {
+        action: "read",
+        path: meminfo.into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    config.budget_on(machine.total).map_err(refused)?;
+    Ok(config)
 }
 
 /// Starts `memvisor daemon` detached and waits until every VM runs; returns the daemon's pid.

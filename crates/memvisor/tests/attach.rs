@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,39 +22,7 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
     let mut host = Host::new();
     host.up("1G", "");
     let qmp = host.path().join("hand-qmp.sock");
-    let pid_file = host.path().join("hand.pid");
-    let status = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "384M",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args([
-            "-kernel",
-            &image_file("vmlinuz"),
-            "-initrd",
-            &image_file("initrd.cpio"),
-        ])
-        .args(["-append", "console=ttyS0 quiet", "-serial", "null"])
-        .args(["-device", "virtio-balloon-pci,id=hand-balloon"])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-        .arg("-daemonize")
-        .arg("-pidfile")
-        .arg(&pid_file)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_string();
-    let _kill = KillOnDrop(pid.clone());
+    let (pid, _kill) = start_qemu(&qmp, None);
 
     host.change("hand", &["attach", "hand", "--qmp", qmp.to_str().unwrap()]);
     let vms = host.ps();
@@ -103,6 +72,106 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the attached QEMU must survive 'down'"
     );
+}
+
+/// Starts a QEMU outside memvisor, as Proxmox or a script would; returns its pid and a guard
+/// that kills it.
+fn start_qemu(qmp: &Path, name: Option<&str>) -> (String, KillOnDrop) {
+    let pid_file = qmp.with_extension("pid");
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "384M",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .args([
+        "-kernel",
+        &image_file("vmlinuz"),
+        "-initrd",
+        &image_file("initrd.cpio"),
+    ])
+    .args(["-append", "console=ttyS0 quiet", "-serial", "null"])
+    .args(["-device", "virtio-balloon-pci,id=hand-balloon"])
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+    .arg("-daemonize")
+    .arg("-pidfile")
+    .arg(&pid_file);
+    if let Some(name) = name {
+        qemu.args(["-name", name]);
+    }
+    assert!(qemu.status().unwrap().success());
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    (pid.clone(), KillOnDrop(pid))
+}
+
+#[test]
+fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_they_end() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    let found = host.path().join("found");
+    std::fs::create_dir(&found).unwrap();
+    let declared = host.path().join("declared.qmp");
+    // A socket the glob matches that is not QEMU's.
+    let fake = found.join("fake.qmp");
+    let _listener = std::os::unix::net::UnixListener::bind(&fake).unwrap();
+    host.up_with(
+        "2G",
+        "",
+        &format!(
+            "[scheduler]\npolicy = \"manual\"\n[[attach]]\nname = \"db\"\nqmp = \"{}\"\nreservation = \"256M\"\nshares = 2000\n[discover]\nqmp = \"{}/*.qmp\"\n",
+            declared.display(),
+            found.display()
+        ),
+    );
+    let (_, _named) = start_qemu(&found.join("a.qmp"), Some("web"));
+    let (_, unnamed) = start_qemu(&found.join("b1.qmp"), None);
+    let (_, _db) = start_qemu(&declared, None);
+    let names = |host: &Host| -> Vec<String> {
+        host.ps()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while names(&host) != ["b1", "db", "web"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all attached: {:?}",
+            names(&host)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let db = host.vm("db");
+    assert_eq!(
+        (mib(&db, "reservation_mib"), db["shares"].as_u64()),
+        (256, Some(2000)),
+        "as declared: {db:#}"
+    );
+    assert_eq!(host.vm("web")["origin"], "attached");
+    let refused = wait_event(
+        &host,
+        &["fake.qmp not attached", "not a QEMU QMP socket"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(refused["kind"], "fault");
+
+    // A QEMU that ends is let go; the others stay.
+    drop(unnamed);
+    wait_event(
+        &host,
+        &["b1 let go", "its QEMU ended"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(names(&host), ["db", "web"]);
 }
 
 struct KillOnDrop(String);

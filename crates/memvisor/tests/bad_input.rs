@@ -12,6 +12,9 @@ fn bad_configs_are_refused_before_anything_starts() {
         ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nreservation = \"900M\"\nlimit = \"600M\"\n", "reservation 900MiB is above its limit 600MiB"),
         ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1G\"\nreservation = \"800M\"\n[[vm]]\nname = \"b\"\nmemory = \"1G\"\nreservation = \"800M\"\n", "below the sum of reservations"),
         ("[host]\nbudget = \"1G\"\n[[vm]]\nname = \"a\"\nmemory = \"1024\"\n", "no unit"),
+        ("[host]\nbudget = \"most\"\n", "or \"auto\" for the machine's memory"),
+        // No machine here has 1000 TiB: what "auto" leaves is checked before anything starts.
+        ("[host]\nbudget = \"auto\"\nreserve = \"1000T\"\n", "less the reserve 1000TiB leaves 0B, below the 128MiB a VM needs"),
     ];
     for (config, expected) in cases {
         let file = host.path().join("bad.toml");
@@ -110,6 +113,12 @@ fn bad_balloon_and_workload_requests_change_nothing() {
 #[test]
 fn bad_bench_requests_are_refused_before_any_vm_starts() {
     let host = Host::new();
+    let auto = host.path().join("auto.toml");
+    std::fs::write(
+        &auto,
+        "[bench]\nduration_s = 10\nneedy = [\"a\"]\nmeasure = \"touch\"\n[host]\nbudget = \"auto\"\n[[vm]]\nname = \"a\"\nmemory = \"256M\"\n",
+    )
+    .unwrap();
     for (args, expected) in [
         (
             vec!["bench", "nosuch"],
@@ -122,6 +131,10 @@ fn bad_bench_requests_are_refused_before_any_vm_starts() {
         (
             vec!["bench", "seed", "--policy", "ours,vmware"],
             "unknown policy 'vmware'",
+        ),
+        (
+            vec!["bench", auto.to_str().unwrap()],
+            "budget = \"auto\" measures the machine",
         ),
     ] {
         let err = fails(host.path(), &args);

@@ -6,7 +6,7 @@ mod ksmtuned;
 
 use crate::client::{Client, ClientError};
 use crate::launcher::{self, LauncherError};
-use memvisor_core::config::Config;
+use memvisor_core::config::{Budget, Config};
 use memvisor_core::history::HistorySample;
 use memvisor_core::policy::PolicyName;
 use memvisor_core::status::{VmState, VmStatus};
@@ -212,6 +212,11 @@ fn load(scenario: &str) -> Result<(BenchSection, Config), BenchError> {
     }
     let config = Config::parse(&toml::to_string(&table).expect("a table serializes"))
         .map_err(|e| bad(e.to_string()))?;
+    if config.host.budget == Budget::Auto {
+        return Err(bad(
+            "[host] budget = \"auto\" measures the machine, not a host of the scenario's size; give the budget a size, e.g. \"1.5G\"".into(),
+        ));
+    }
     Ok((bench, config))
 }
 
@@ -345,7 +350,7 @@ fn run_config(config: &Config, peer: Option<Peer>, host_total: Size) -> Config {
     let mut config = config.clone();
     config.scheduler.policy = match peer {
         None => {
-            config.host.budget = host_total;
+            config.host.budget = Budget::Fixed(host_total);
             config.host.swap = Size::ZERO;
             for vm in &mut config.vms {
                 vm.memory = vm.effective_limit();
@@ -702,7 +707,7 @@ mod tests {
         assert_eq!(reference.scheduler.policy, PolicyName::Static);
         assert_eq!(
             (reference.host.budget, reference.host.swap),
-            (whole_machine, Size::ZERO)
+            (Budget::Fixed(whole_machine), Size::ZERO)
         );
         let db = reference.vms.iter().find(|v| v.name == "db").unwrap();
         assert_eq!(

@@ -316,8 +316,10 @@ async fn attach(
     State(d): Shared,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<VmStatus>, DaemonError> {
-    d.attach(&req.name, &req.qmp).await?;
-    Ok(Json(d.status(&req.name)?))
+    let name = d
+        .attach(super::attached::Attaching::plain(Some(req.name), req.qmp))
+        .await?;
+    Ok(Json(d.status(&name)?))
 }
 
 /// The longest monitor command accepted.

@@ -4,6 +4,7 @@
 mod admission;
 mod agent;
 pub mod api;
+mod attached;
 mod events;
 mod history;
 mod inspect;
@@ -15,7 +16,7 @@ mod vm;
 mod working_sets;
 
 use memvisor_core::api::{Change, SOCKET_NAME, TOKEN_FILE};
-use memvisor_core::config::{check_name, Config, VmConfig};
+use memvisor_core::config::{Budget, Config};
 use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
@@ -74,7 +75,10 @@ pub struct Daemon {
     image: Image,
     accel: Accelerator,
     hierarchy: Hierarchy,
+    /// The cgroup that holds the launched VMs; in the lab its limit is the budget.
     parent: Group,
+    /// The memory the VMs share: the lab's, or the machine's less the reserve.
+    budget: Size,
     /// Each VM's task, by name; the map's lock is never held across a wait.
     vms: Mutex<BTreeMap<String, VmHandle>>,
     scheduler: Mutex<scheduler::Scheduler>,
@@ -91,6 +95,8 @@ pub struct Daemon {
     /// Until the predecessor's state is taken over, writing ours would forget its VMs.
     recovered: std::sync::atomic::AtomicBool,
     access: Mutex<working_sets::AccessSensor>,
+    /// Sockets discovery could not attach, not tried again for a while.
+    refused: Mutex<attached::Refused>,
     pub shutdown: Notify,
 }
 
@@ -102,10 +108,19 @@ impl Daemon {
         if let Some(why) = why_not_kvm {
             tracing::info!("using TCG: KVM cannot run a guest here ({why})");
         }
+        let machine = memvisor_host::meminfo::read()
+            .map_err(|e| DaemonError::Io(format!("cannot read the machine's memory: {e}")))?;
+        let budget = config
+            .budget_on(machine.total)
+            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
         let hierarchy = Hierarchy::detect()?;
         let parent = hierarchy.group(&config.host.cgroup);
         parent.create()?;
-        parent.set_limit(Some(config.host.budget))?;
+        // On a real host the machine's memory is the limit; the group only holds the VMs.
+        parent.set_limit(match config.host.budget {
+            Budget::Fixed(size) => Some(size),
+            Budget::Auto => None,
+        })?;
         let mut startup_faults = Vec::new();
         let host_swap = if config.host.swap > Size::ZERO {
             std::fs::create_dir_all(&dir)
@@ -139,7 +154,7 @@ impl Daemon {
             .collect();
         let started = std::time::Instant::now();
         let event_log = events::EventLog::new(dir.join("events.jsonl"), started);
-        let scheduler = scheduler::Scheduler::new(policy, &config, started);
+        let scheduler = scheduler::Scheduler::new(policy, &config, budget, started);
         Ok(Daemon {
             config,
             dir,
@@ -147,6 +162,7 @@ impl Daemon {
             accel,
             hierarchy,
             parent,
+            budget,
             vms: Mutex::new(vms),
             scheduler: Mutex::new(scheduler),
             knobs: Mutex::new(knobs::HostKnobs::new()),
@@ -155,6 +171,7 @@ impl Daemon {
             last_saved: Mutex::new(None),
             recovered: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(working_sets::AccessSensor::new()),
+            refused: Mutex::new(attached::Refused::default()),
             asking: Mutex::new(Vec::new()),
             host_swap: Mutex::new(host_swap),
             startup_faults: Mutex::new(startup_faults),
@@ -241,58 +258,17 @@ impl Daemon {
             .filter(|v| v.name() != name)
             .map(|v| (v.name().to_string(), v.config.reservation))
             .collect();
-        vm.reconfigure(change.clone(), self.config.host.clone(), others)
-            .await?;
+        vm.reconfigure(
+            change.clone(),
+            (self.budget, self.config.host.reserve),
+            others,
+        )
+        .await?;
         self.note(
             EventKind::Operator,
             Some(name),
             format!("{name} reconfigured on request: {change}"),
         );
-        self.save_state().await;
-        Ok(())
-    }
-
-    pub async fn attach(&self, name: &str, qmp: &Path) -> Result<(), DaemonError> {
-        check_name(name).map_err(DaemonError::BadRequest)?;
-        let taken = || {
-            DaemonError::Conflict(format!(
-                "a VM named {name} is already managed; pick another name"
-            ))
-        };
-        if self.vms.lock().expect("vms lock").contains_key(name) {
-            return Err(taken());
-        }
-        // Connecting and observing take a QMP round trip or more: the other VMs are not held
-        // meanwhile. Settings an attached VM did not declare: no reservation, no limit beyond
-        // its size.
-        let config = VmConfig {
-            name: name.to_string(),
-            memory: Size::ZERO,
-            max: None,
-            reservation: Size::ZERO,
-            limit: None,
-            shares: 1000,
-            cpus: 1,
-            swap: Size::ZERO,
-            workload: Default::default(),
-        };
-        let mut vm = Vm::new(config, Origin::Attached, qmp.to_path_buf());
-        vm.attach().await?;
-        vm.observe(None).await;
-        match self.vms.lock().expect("vms lock").entry(name.to_string()) {
-            std::collections::btree_map::Entry::Occupied(_) => return Err(taken()),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(VmHandle::spawn(vm));
-            }
-        }
-        let view = self.vm(name)?.view();
-        let reason = format!(
-            "{name} attached through {}: pid {}, {} MiB",
-            qmp.display(),
-            pid_text(view.pid),
-            view.config.memory.as_mib()
-        );
-        self.note(EventKind::Operator, Some(name), reason);
         self.save_state().await;
         Ok(())
     }
@@ -329,6 +305,7 @@ impl Daemon {
                     self.note(kind, Some(&vm), reason);
                 }
             }
+            self.let_go_of_ended();
             let asking = std::mem::take(&mut *self.asking.lock().expect("asking lock"));
             let pending = asking.iter().map(|a| a.vm.clone()).collect();
             let plan = self.schedule(pending).await;
@@ -460,7 +437,16 @@ impl Daemon {
                     "its QEMU (pid {}) ended while no daemon watched it",
                     s.pid
                 ))),
-                (Origin::Attached, true) => self.attach(name, &s.qmp).await,
+                (Origin::Attached, true) => self
+                    .attach(attached::Attaching {
+                        name: Some(name.clone()),
+                        qmp: s.qmp.clone(),
+                        reservation: s.reservation,
+                        limit: s.limit,
+                        shares: s.shares,
+                    })
+                    .await
+                    .map(|_| ()),
                 (Origin::Launched, true) => match self.vm(name) {
                     Ok(vm) => vm.adopt(s.clone(), self.place(name)).await,
                     Err(_) => Err(DaemonError::Conflict(format!(
@@ -546,9 +532,18 @@ impl Daemon {
         state::clear(&self.dir);
     }
 
+    /// Memory in use: in the lab what the VMs' parent cgroup is charged, on a real host what
+    /// the kernel counts in use (host processes too).
+    fn used(&self) -> Option<Size> {
+        match self.config.host.budget {
+            Budget::Fixed(_) => self.parent.usage().ok(),
+            Budget::Auto => memvisor_host::meminfo::read().ok().map(|m| m.used()),
+        }
+    }
+
     pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
-        let used_mib = self.parent.usage().ok().map(Size::as_mib);
+        let used_mib = self.used().map(Size::as_mib);
         let (policy, state) = {
             let scheduler = self.scheduler.lock().expect("scheduler lock");
             (
@@ -565,9 +560,9 @@ impl Daemon {
                 .map(|h| (h.swap_total.as_bytes() - h.swap_free.as_bytes()) >> 20)
                 .unwrap_or(0),
             psi_some_avg10: memvisor_host::pressure::some_avg10().ok(),
-            budget_mib: self.config.host.budget.as_mib(),
+            budget_mib: self.budget.as_mib(),
             used_mib,
-            free_mib: used_mib.map(|u| self.config.host.budget.as_mib().saturating_sub(u)),
+            free_mib: used_mib.map(|u| self.budget.as_mib().saturating_sub(u)),
             host_total_mib: host.map(|h| h.total.as_mib()).unwrap_or(0),
             host_available_mib: host.map(|h| h.available.as_mib()).unwrap_or(0),
             cgroup: self.parent.path.display().to_string(),
@@ -579,7 +574,7 @@ impl Daemon {
 }
 
 /// A QEMU's pid as events tell it; an attached QEMU may not say.
-fn pid_text(pid: Option<u32>) -> String {
+pub(crate) fn pid_text(pid: Option<u32>) -> String {
     pid.map_or_else(|| "unknown".into(), |p| p.to_string())
 }
 
@@ -655,6 +650,7 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
     daemon.recover().await?;
     // Admission is decided in scheduling rounds, so they run while the VMs start.
     let observer = tokio::spawn(daemon.clone().schedule_forever());
+    let discoverer = tokio::spawn(daemon.clone().discover_forever());
     daemon.start_all().await;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -665,6 +661,7 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down: SIGINT"),
     }
     observer.abort();
+    discoverer.abort();
     daemon.shut_down().await;
     server.abort();
     if let Some(tcp) = tcp {

@@ -27,11 +27,16 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(policy: Box<dyn Policy>, config: &Config, started: Instant) -> Scheduler {
+    pub fn new(
+        policy: Box<dyn Policy>,
+        config: &Config,
+        budget: Size,
+        started: Instant,
+    ) -> Scheduler {
         Scheduler {
             policy,
             thresholds: config.scheduler.thresholds,
-            budget_mib: config.host.budget.as_mib(),
+            budget_mib: budget.as_mib(),
             started,
             rounds_total: 0,
             hints: Hints::default(),
@@ -89,8 +94,8 @@ impl Sensors for Daemon {
         let meminfo = memvisor_host::meminfo::read().ok();
         let ksm_saved = super::knobs::ksm_saved();
         HostObservation {
-            budget_mib: self.config.host.budget.as_mib(),
-            used_mib: self.parent.usage().map(Size::as_mib).unwrap_or(0),
+            budget_mib: self.budget.as_mib(),
+            used_mib: self.used().map_or(0, Size::as_mib),
             reserve_mib: self.config.host.reserve.as_mib(),
             psi_some_avg10: memvisor_host::pressure::some_avg10().unwrap_or(0.0),
             swap_total_mib: meminfo.map(|m| m.swap_total.as_mib()).unwrap_or(0),
@@ -259,7 +264,7 @@ mod tests {
     fn a_round_decides_from_the_snapshot_and_keeps_it_for_the_charts() {
         let config = Config::parse("[host]\nbudget = \"1G\"\n").unwrap();
         let policy = memvisor_core::policy::from_settings(&config.scheduler);
-        let mut scheduler = Scheduler::new(policy, &config, Instant::now());
+        let mut scheduler = Scheduler::new(policy, &config, Size::mib(1024), Instant::now());
         let snapshot = Snapshot {
             at_s: 3.0,
             host: HostObservation {
@@ -347,7 +352,12 @@ mod tests {
     async fn a_round_observes_decides_and_carries_out_with_fake_sensors_and_actuators() {
         let config = Config::parse("[host]\nbudget = \"2G\"\n").unwrap();
         let policy = memvisor_core::policy::from_settings(&config.scheduler);
-        let scheduler = std::sync::Mutex::new(Scheduler::new(policy, &config, Instant::now()));
+        let scheduler = std::sync::Mutex::new(Scheduler::new(
+            policy,
+            &config,
+            Size::mib(1024),
+            Instant::now(),
+        ));
         let act = Recorder::default();
         let round = round(&scheduler, &FullHost, &act, Vec::new()).await;
         assert!(round.sample.state >= FreeState::Hard, "{:?}", round.sample);

@@ -11,7 +11,7 @@ use super::agent::{AgentLink, Translated};
 use super::state::SavedVm;
 use super::DaemonError;
 use memvisor_core::api::Change;
-use memvisor_core::config::{workload_problems, HostConfig, VmConfig};
+use memvisor_core::config::{workload_problems, VmConfig};
 use memvisor_core::faults::{Fault, Seen, Watch};
 use memvisor_core::reservation::{self, GUEST_FLOOR};
 use memvisor_core::snapshot;
@@ -130,7 +130,7 @@ impl Vm {
     pub async fn reconfigure(
         &mut self,
         change: &Change,
-        host: &HostConfig,
+        host: (Size, Size),
         others: &[(String, Size)],
     ) -> Result<(), DaemonError> {
         let others = others.iter().map(|(n, r)| (n.as_str(), *r));
@@ -263,8 +263,19 @@ impl Vm {
     }
 
     /// Takes over a QEMU someone else started: memvisor talks to it but does not own its process.
-    pub async fn attach(&mut self) -> Result<(), DaemonError> {
+    /// Returns the name QEMU was started with (-name), if any.
+    pub async fn attach(&mut self) -> Result<Option<String>, DaemonError> {
         let mut qmp = Qmp::connect(&self.qmp_path, qmp::DEFAULT_TIMEOUT).await?;
+        let qemu_name = qmp
+            .execute("query-name", None)
+            .await
+            .ok()
+            .and_then(|reply| {
+                reply
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+            });
         self.balloon_device = balloon::find_device(&mut qmp).await?;
         balloon::enable_stats(&mut qmp, &self.balloon_device, launch::STATS_INTERVAL_S).await?;
         let memory = balloon::memory_size(&mut qmp).await?;
@@ -274,7 +285,28 @@ impl Vm {
         self.pid = qmp.pid;
         self.qmp = Some(qmp);
         self.state = VmState::Running;
-        Ok(())
+        Ok(qemu_name)
+    }
+
+    /// Names an attached VM and gives it what its declaration guarantees, once its QEMU said
+    /// how much memory it has.
+    pub fn declare(
+        &mut self,
+        name: String,
+        reservation: Size,
+        limit: Option<Size>,
+        shares: u32,
+    ) -> Result<(), DaemonError> {
+        self.config.name = name;
+        self.config.reservation = reservation;
+        self.config.limit = limit;
+        self.config.shares = shares;
+        let problems = self.config.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::BadRequest(problems.join("; ")))
+        }
     }
 
     fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {

@@ -7,7 +7,6 @@ use super::super::state::SavedVm;
 use super::super::DaemonError;
 use super::{Vm, VmView};
 use memvisor_core::api::Change;
-use memvisor_core::config::HostConfig;
 use memvisor_core::status::{Accelerator, EventKind};
 use memvisor_core::translation::GuestAddress;
 use memvisor_core::workload::Workload;
@@ -62,7 +61,7 @@ enum Command {
     },
     Reconfigure {
         change: Change,
-        host: HostConfig,
+        host: (Size, Size),
         others: Vec<(String, Size)>,
         reply: Reply<()>,
     },
@@ -167,11 +166,12 @@ impl VmHandle {
             .await?
     }
 
-    /// Applies `change`, checked against the host and the other VMs' reservations.
+    /// Applies `change`, checked against the host's (budget, reserve) and the other VMs'
+    /// reservations.
     pub async fn reconfigure(
         &self,
         change: Change,
-        host: HostConfig,
+        host: (Size, Size),
         others: Vec<(String, Size)>,
     ) -> Result<(), DaemonError> {
         self.ask(|reply| Command::Reconfigure {
@@ -255,7 +255,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
             host,
             others,
             reply,
-        } => answer(reply, vm.reconfigure(&change, &host, &others).await),
+        } => answer(reply, vm.reconfigure(&change, host, &others).await),
         Command::Stop { reply } => answer(reply, vm.stop().await),
         Command::Failed { why } => {
             vm.failed(why);

@@ -19,6 +19,7 @@ pub struct VmView {
     pub origin: Origin,
     pub state: VmState,
     pub pid: Option<u32>,
+    pub qmp: PathBuf,
     /// Guest RAM the running QEMU booted with.
     pub boot_memory: Size,
     /// None for an attached VM: its console is wherever its QEMU sends it.
@@ -54,6 +55,7 @@ impl Vm {
             origin: self.origin,
             state: self.state,
             pid: self.pid,
+            qmp: self.qmp_path.clone(),
             boot_memory: self.boot_memory,
             serial_log: self.serial_log(),
             observation: self.observation(),

@@ -1,0 +1,63 @@
+//! `[host] budget = "auto"`: memvisor on the machine's own memory rather than a lab cgroup.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn meminfo_mib(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"));
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+fn cgroup_file(cgroup: &str, file: &str) -> u64 {
+    let path = format!("/sys/fs/cgroup/memory/{cgroup}/{file}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_auto_budget_is_the_machines_memory_and_counts_what_the_kernel_has_in_use() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    let total = meminfo_mib("MemTotal");
+    // An operator's reserve that leaves the VMs 1.5 GiB of this machine.
+    host.host_keys = format!("reserve = \"{}M\"", total - 1536);
+    host.up_with_policy("auto", "[[vm]]\nname = \"v\"\nmemory = \"256M\"\n", "ours");
+    host.wait_for("v", Duration::from_secs(90), "guest statistics", |v| {
+        v["guest_total_mib"].is_u64()
+    });
+
+    let (code, text) = api_get(host.path(), "/v1/host");
+    assert_eq!(code, 200, "{text}");
+    let status: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["budget_mib"], total, "{status:#}");
+    let used = status["used_mib"].as_u64().expect("used is known");
+    let kernel_used = total - meminfo_mib("MemAvailable");
+    assert!(
+        used.abs_diff(kernel_used) < 256,
+        "used {used} MiB is what the kernel counts in use ({kernel_used} MiB): {status:#}"
+    );
+    // The kernel's count holds more than the VM's own group: the host's processes count too.
+    let vms_charged = cgroup_file(&host.cgroup, "memory.usage_in_bytes") >> 20;
+    assert!(
+        used > vms_charged,
+        "used {used} MiB, the VMs' group {vms_charged} MiB"
+    );
+    // The machine's memory is the limit: memvisor set none on the VMs' group.
+    assert!(
+        cgroup_file(&host.cgroup, "memory.limit_in_bytes") >> 20 > total,
+        "the VMs' group is not capped in real mode"
+    );
+    // Free is what the machine has left, the reserve included.
+    let free = status["free_mib"].as_u64().unwrap();
+    assert_eq!(free, total - used, "{status:#}");
+}
