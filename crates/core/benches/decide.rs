@@ -39,6 +39,7 @@ fn snapshot(vms: usize) -> Snapshot {
             guest_oom_kills: 0,
             launched_s_ago: Some(600.0),
             booted_s_ago: Some(590.0),
+            host_swappable: true,
         }
     };
     let budget = vms as u64 * 512;

@@ -95,6 +95,14 @@ pub struct VmObservation {
     /// Seconds since its guest finished booting (its agent answered), once it has.
     #[serde(default)]
     pub booted_s_ago: Option<f64>,
+    /// Whether the host may cap its QEMU's cgroup: false for an attached QEMU whose group is
+    /// not its own.
+    #[serde(default = "yes")]
+    pub host_swappable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A guest's workload takes its memory in the first seconds after boot.

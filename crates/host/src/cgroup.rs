@@ -111,6 +111,24 @@ fn controllers_include(path: &Path, controller: Controller) -> bool {
         .unwrap_or(false)
 }
 
+/// A process's group in the hierarchy of `version` and `controller`, from the text of
+/// /proc/PID/cgroup: v1 lines are `ID:CONTROLLERS:/PATH`, the v2 line `0::/PATH`.
+pub fn group_path(
+    proc_cgroup: &str,
+    version: CgroupVersion,
+    controller: Controller,
+) -> Option<&str> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let ours = match version {
+            CgroupVersion::V1 => controllers.split(',').any(|c| c == controller.name()),
+            CgroupVersion::V2 => id == "0" && controllers.is_empty(),
+        };
+        ours.then_some(path)
+    })
+}
+
 /// A limit as the kernel writes it: v2 says `max`, v1 a huge page-aligned number.
 pub fn parse_limit(content: &str) -> Option<Option<Size>> {
     let content = content.trim();
@@ -166,6 +184,16 @@ impl Hierarchy {
             }
         }
         Err(CgroupError::NoController(controller, mount.to_path_buf()))
+    }
+
+    /// The group process `pid` is in, from /proc/PID/cgroup.
+    pub fn group_of(&self, pid: u32) -> Result<Group, CgroupError> {
+        let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
+        let content = read_trimmed(&path)?;
+        match group_path(&content, self.version, self.controller) {
+            Some(relative) => Ok(self.group(relative.trim_start_matches('/'))),
+            None => Err(CgroupError::Parse { path, content }),
+        }
     }
 
     /// The group at `relative` (components joined with '/'), not created yet.
@@ -320,6 +348,32 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_group_is_read_from_either_hierarchy() {
+        // This machine: v1 memory, v2 mounted beside it without the controller.
+        let hybrid =
+            "12:memory:/machine/qemu-1-web.libvirt-qemu\n11:cpu,cpuacct:/machine\n0::/init.scope\n";
+        assert_eq!(
+            group_path(hybrid, CgroupVersion::V1, Controller::Memory),
+            Some("/machine/qemu-1-web.libvirt-qemu")
+        );
+        assert_eq!(
+            group_path(hybrid, CgroupVersion::V1, Controller::Cpu),
+            Some("/machine")
+        );
+        // A systemd host on v2 only (fixture): Proxmox puts a VM in qemu.slice/ID.scope.
+        let unified = "0::/qemu.slice/101.scope\n";
+        assert_eq!(
+            group_path(unified, CgroupVersion::V2, Controller::Memory),
+            Some("/qemu.slice/101.scope")
+        );
+        assert_eq!(
+            group_path(unified, CgroupVersion::V1, Controller::Memory),
+            None
+        );
+        assert_eq!(group_path("", CgroupVersion::V2, Controller::Memory), None);
+    }
 
     fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

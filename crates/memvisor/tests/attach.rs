@@ -132,8 +132,16 @@ fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_the
             found.display()
         ),
     );
-    let (_, _named) = start_qemu(&found.join("a.qmp"), Some("web"));
-    let (_, unnamed) = start_qemu(&found.join("b1.qmp"), None);
+    // web has a cgroup of its own, as a systemd scope gives one; b1 shares one with another
+    // process; db stays where the test runs.
+    let (web_pid, _named) = start_qemu(&found.join("a.qmp"), Some("web"));
+    let own = Group::new(&format!("{}-own", host.cgroup), &[&web_pid]);
+    let (unnamed_pid, unnamed) = start_qemu(&found.join("b1.qmp"), None);
+    let mut neighbour = Command::new("sleep").arg("600").spawn().unwrap();
+    let shared = Group::new(
+        &format!("{}-shared", host.cgroup),
+        &[&unnamed_pid, &neighbour.id().to_string()],
+    );
     let (_, _db) = start_qemu(&declared, None);
     let names = |host: &Host| -> Vec<String> {
         host.ps()
@@ -157,6 +165,23 @@ fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_the
         "as declared: {db:#}"
     );
     assert_eq!(host.vm("web")["origin"], "attached");
+    wait_event(
+        &host,
+        &[
+            "web attached",
+            &format!("host swap through its cgroup {}", own.0),
+        ],
+        Duration::from_secs(5),
+    );
+    wait_event(
+        &host,
+        &[
+            "b1 attached",
+            "never host-swapped",
+            "also holds other processes",
+        ],
+        Duration::from_secs(5),
+    );
     let refused = wait_event(
         &host,
         &["fake.qmp not attached", "not a QEMU QMP socket"],
@@ -172,6 +197,35 @@ fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_the
         Duration::from_secs(30),
     );
     assert_eq!(names(&host), ["db", "web"]);
+    let _ = neighbour.kill();
+    let _ = neighbour.wait();
+    drop((shared, own));
+}
+
+/// A memory cgroup (v1, this machine's) holding the given processes; on drop they go back to
+/// the root group and it is removed.
+struct Group(String);
+
+impl Group {
+    fn new(name: &str, pids: &[&str]) -> Group {
+        let path = format!("/sys/fs/cgroup/memory/{name}");
+        std::fs::create_dir(&path).unwrap();
+        for pid in pids {
+            std::fs::write(format!("{path}/cgroup.procs"), pid).unwrap();
+        }
+        Group(path)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(format!("{}/cgroup.procs", self.0)) {
+            for pid in pids.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/memory/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 struct KillOnDrop(String);

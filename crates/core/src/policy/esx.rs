@@ -420,7 +420,7 @@ impl Esx {
                 0
             };
             let owes = anonymous + undelivered;
-            if owes > DEAD_BAND_MIB {
+            if owes > DEAD_BAND_MIB && vm.host_swappable {
                 owing.push((vm, owes, undelivered));
                 continue;
             }
@@ -1019,6 +1019,35 @@ mod tests {
         let a = allocations(&p.decide(&s(620)));
         let vm3 = a.iter().find(|(n, _)| n == "vm3").map(|(_, t)| *t);
         assert!(vm3.is_some_and(|t| t >= 950), "{a:?}");
+    }
+
+    #[test]
+    fn a_vm_whose_cgroup_is_not_its_own_is_never_capped() {
+        let idle = |name: &str, swappable| {
+            let mut v = vm(name, 1024, 450);
+            v.host_rss_mib = 510;
+            v.working_set_mib = Some(20);
+            v.host_swappable = swappable;
+            v
+        };
+        let mut needy = vm("needy", 1024, 900);
+        needy.shares = 2000;
+        let s = snapshot(
+            0.0,
+            1536,
+            1516,
+            vec![idle("shared", false), idle("own", true), needy],
+        );
+        let capped: Vec<String> = ours()
+            .decide(&s)
+            .decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::CgroupLimit { vm, .. } => Some(vm.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(capped, ["own"]);
     }
 
     #[test]

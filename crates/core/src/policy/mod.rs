@@ -232,6 +232,7 @@ pub(crate) mod fixtures {
             guest_oom_kills: 0,
             launched_s_ago: None,
             booted_s_ago: None,
+            host_swappable: true,
         }
     }
 

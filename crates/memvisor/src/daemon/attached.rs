@@ -25,6 +25,8 @@ pub struct Attaching {
     pub reservation: Size,
     pub limit: Option<Size>,
     pub shares: u32,
+    /// Its cgroup's limit before memvisor capped it, as a daemon before this one found it.
+    pub host_limit_found: Option<Option<Size>>,
 }
 
 impl Attaching {
@@ -36,6 +38,7 @@ impl Attaching {
             reservation: Size::ZERO,
             limit: None,
             shares: 1000,
+            host_limit_found: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Attaching {
             reservation: a.reservation,
             limit: a.limit,
             shares: a.shares,
+            host_limit_found: None,
         }
     }
 }
@@ -87,7 +91,7 @@ impl Daemon {
             workload: Default::default(),
         };
         let mut vm = Vm::new(config, Origin::Attached, how.qmp.clone());
-        let qemu_name = vm.attach().await?;
+        let qemu_name = vm.attach(&self.hierarchy, how.host_limit_found).await?;
         let name = match how.name {
             Some(name) => name,
             None => [qemu_name, Some(stem)]
@@ -103,6 +107,7 @@ impl Daemon {
         };
         vm.declare(name.clone(), how.reservation, how.limit, how.shares)?;
         vm.observe(None).await;
+        let host_swap = vm.host_swap_note();
         {
             let mut vms = self.vms.lock().expect("vms lock");
             if vms.contains_key(&name) {
@@ -112,7 +117,7 @@ impl Daemon {
         }
         let view = self.vm(&name)?.view();
         let reason = format!(
-            "{name} attached through {}: pid {}, {} MiB, reservation {} MiB, shares {}",
+            "{name} attached through {}: pid {}, {} MiB, reservation {} MiB, shares {}; {host_swap}",
             how.qmp.display(),
             pid_text(view.pid),
             view.config.memory.as_mib(),
@@ -208,15 +213,19 @@ impl Daemon {
 
     /// Attached VMs whose QEMU ended are let go: whoever started them may start them again,
     /// and discovery then finds them anew.
-    pub fn let_go_of_ended(&self) {
-        let ended: Vec<String> = self
+    pub async fn let_go_of_ended(&self) {
+        let ended: Vec<(String, VmHandle)> = self
             .all()
-            .iter()
-            .map(VmHandle::view)
-            .filter(|v| v.origin == Origin::Attached && v.state == VmState::Lost)
-            .map(|v| v.config.name)
+            .into_iter()
+            .map(|vm| (vm.view(), vm))
+            .filter(|(v, _)| v.origin == Origin::Attached && v.state == VmState::Lost)
+            .map(|(v, vm)| (v.config.name, vm))
             .collect();
-        for name in ended {
+        for (name, vm) in ended {
+            // Its group may be gone with it; one that stays gets its limit back.
+            if let Err(e) = vm.release().await {
+                tracing::warn!("{name}: {e}");
+            }
             self.vms.lock().expect("vms lock").remove(&name);
             self.note(
                 EventKind::Lifecycle,

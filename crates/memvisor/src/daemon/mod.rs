@@ -305,7 +305,7 @@ impl Daemon {
                     self.note(kind, Some(&vm), reason);
                 }
             }
-            self.let_go_of_ended();
+            self.let_go_of_ended().await;
             let asking = std::mem::take(&mut *self.asking.lock().expect("asking lock"));
             let pending = asking.iter().map(|a| a.vm.clone()).collect();
             let plan = self.schedule(pending).await;
@@ -444,6 +444,7 @@ impl Daemon {
                         reservation: s.reservation,
                         limit: s.limit,
                         shares: s.shares,
+                        host_limit_found: s.host_limit_found.map(|f| f.limit),
                     })
                     .await
                     .map(|_| ()),
@@ -513,14 +514,18 @@ impl Daemon {
             .record(kind, vm, action, reason);
     }
 
-    /// Stops launched VMs, lets attached ones be, and removes memvisor's cgroups.
+    /// Stops launched VMs, lets attached ones be (their cgroups as memvisor found them), and
+    /// removes memvisor's cgroups.
     pub async fn shut_down(&self) {
         for vm in self.all() {
             let view = vm.view();
-            if view.origin == Origin::Launched && view.state != VmState::Stopped {
-                if let Err(e) = vm.stop().await {
-                    tracing::error!("stopping {}: {e}", view.name());
-                }
+            let done = match view.origin {
+                Origin::Launched if view.state != VmState::Stopped => vm.stop().await,
+                Origin::Launched => Ok(()),
+                Origin::Attached => vm.release().await,
+            };
+            if let Err(e) = done {
+                tracing::error!("letting go of {}: {e}", view.name());
             }
         }
         if let Err(e) = self.parent.remove() {

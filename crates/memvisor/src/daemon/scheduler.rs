@@ -320,6 +320,7 @@ mod tests {
             guest_oom_kills: 0,
             launched_s_ago: None,
             booted_s_ago: None,
+            host_swappable: true,
         }
     }
 

@@ -48,6 +48,15 @@ pub struct SavedVm {
     pub plug_requested: Size,
     pub cgroup_limit: Option<Size>,
     pub workload: Option<Workload>,
+    /// An attached QEMU's group's limit before memvisor capped it.
+    #[serde(default)]
+    pub host_limit_found: Option<FoundLimit>,
+}
+
+/// A cgroup's limit as memvisor found it (None inside: unlimited), kept apart from "not known".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FoundLimit {
+    pub limit: Option<Size>,
 }
 
 /// The state an earlier daemon left, if any.
@@ -112,6 +121,7 @@ mod tests {
                 plug_requested: Size::ZERO,
                 cgroup_limit: None,
                 workload: Some("hold:64M".parse().unwrap()),
+                host_limit_found: Some(FoundLimit { limit: None }),
             },
         );
         save(dir.path(), &saved).unwrap();

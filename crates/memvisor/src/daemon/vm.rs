@@ -21,7 +21,7 @@ use memvisor_core::translation::GuestAddress;
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
-use memvisor_host::cgroup::Group;
+use memvisor_host::cgroup::{Group, Hierarchy};
 use memvisor_qemu::balloon::{self, GuestStats};
 use memvisor_qemu::launch::{self, LaunchSpec, BALLOON_ID};
 use memvisor_qemu::qmp::{self, Qmp};
@@ -73,6 +73,10 @@ pub struct Vm {
     busy_share: f64,
     shared: Option<Size>,
     cgroup_limit: Option<Size>,
+    /// An attached QEMU's own group's limit before memvisor capped it, put back on release.
+    cgroup_found: Option<Option<Size>>,
+    /// Why an attached QEMU cannot be host-swapped (its group is not its own).
+    no_host_swap: Option<String>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
     watch: Watch,
     born: Instant,
@@ -116,6 +120,8 @@ impl Vm {
             busy_share: 1.0,
             shared: None,
             cgroup_limit: None,
+            cgroup_found: None,
+            no_host_swap: None,
             watch: Watch::default(),
             born: Instant::now(),
         }
@@ -263,8 +269,14 @@ impl Vm {
     }
 
     /// Takes over a QEMU someone else started: memvisor talks to it but does not own its process.
-    /// Returns the name QEMU was started with (-name), if any.
-    pub async fn attach(&mut self) -> Result<Option<String>, DaemonError> {
+    /// Returns the name QEMU was started with (-name), if any. Host swap goes through the
+    /// QEMU's own cgroup, found in `hierarchy`, whose limit was `found` when first attached
+    /// (None: as it is now).
+    pub async fn attach(
+        &mut self,
+        hierarchy: &Hierarchy,
+        found: Option<Option<Size>>,
+    ) -> Result<Option<String>, DaemonError> {
         let mut qmp = Qmp::connect(&self.qmp_path, qmp::DEFAULT_TIMEOUT).await?;
         let qemu_name = qmp
             .execute("query-name", None)
@@ -285,7 +297,39 @@ impl Vm {
         self.pid = qmp.pid;
         self.qmp = Some(qmp);
         self.state = VmState::Running;
+        match self.pid.ok_or("QEMU did not say its pid".to_string()) {
+            Ok(pid) => match own_group(hierarchy, pid) {
+                Ok(group) => {
+                    self.cgroup_found = Some(found.unwrap_or(group.limit()?));
+                    self.cgroup = Some(group);
+                }
+                Err(why) => self.no_host_swap = Some(why),
+            },
+            Err(why) => self.no_host_swap = Some(why),
+        }
         Ok(qemu_name)
+    }
+
+    /// Where host swap reaches an attached VM, or why it cannot, for the event log.
+    pub fn host_swap_note(&self) -> String {
+        match (&self.cgroup, &self.no_host_swap) {
+            (Some(group), _) => format!("host swap through its cgroup {}", group.path.display()),
+            (None, Some(why)) => format!("never host-swapped: {why}"),
+            (None, None) => "never host-swapped".into(),
+        }
+    }
+
+    /// Puts back the limit an attached QEMU's group had before memvisor capped it.
+    pub fn release(&mut self) -> Result<(), DaemonError> {
+        if let (Origin::Attached, Some(group), Some(found)) =
+            (self.origin, &self.cgroup, self.cgroup_found)
+        {
+            if group.exists() && self.cgroup_limit.is_some() {
+                group.set_limit(found)?;
+            }
+            self.cgroup_limit = None;
+        }
+        Ok(())
     }
 
     /// Names an attached VM and gives it what its declaration guarantees, once its QEMU said
@@ -427,8 +471,18 @@ impl Vm {
     /// Caps the VM's QEMU on the host (None lifts the cap).
     pub fn set_cgroup_limit(&mut self, limit: Option<Size>) -> Result<(), DaemonError> {
         let name = self.name().to_string();
+        if let Some(why) = &self.no_host_swap {
+            return Err(DaemonError::Conflict(format!(
+                "{name} cannot be host-swapped: {why}"
+            )));
+        }
         let group = self.cgroup.as_ref().ok_or(DaemonError::NotRunning(name))?;
-        group.set_limit(limit)?;
+        // Lifting a cap from someone else's group puts back what it had.
+        let written = match (limit, self.cgroup_found) {
+            (None, Some(found)) => found,
+            _ => limit,
+        };
+        group.set_limit(written)?;
         self.cgroup_limit = limit;
         Ok(())
     }
@@ -645,6 +699,12 @@ impl Vm {
 
     /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
     pub async fn stop(&mut self) -> Result<(), DaemonError> {
+        if self.origin == Origin::Attached {
+            return Err(DaemonError::Conflict(format!(
+                "{} is attached: stop it with whatever started it",
+                self.name()
+            )));
+        }
         if self.state == VmState::Stopped {
             return Err(DaemonError::Conflict(format!(
                 "{} is already stopped",
@@ -711,5 +771,32 @@ impl Vm {
         self.cgroup_limit = None;
         self.watch = Watch::default();
         self.state = VmState::Stopped;
+    }
+}
+
+/// An attached QEMU's own cgroup, or why it has none: memvisor caps only a group that holds
+/// the QEMU alone, and neither moves processes another tool placed nor caps their siblings.
+fn own_group(hierarchy: &Hierarchy, pid: u32) -> Result<Group, String> {
+    let group = hierarchy.group_of(pid).map_err(|e| e.to_string())?;
+    if group.path == hierarchy.root {
+        return Err(
+            "it runs in the root cgroup; start it in a group of its own (a systemd scope, say)"
+                .into(),
+        );
+    }
+    let pids = group.pids().map_err(|e| e.to_string())?;
+    let others: Vec<String> = pids
+        .iter()
+        .filter(|p| **p != pid)
+        .map(u32::to_string)
+        .collect();
+    if others.is_empty() {
+        Ok(group)
+    } else {
+        Err(format!(
+            "its cgroup {} also holds other processes (pids {}); capping it would squeeze them too, and moving QEMU out would fight whoever placed it there",
+            group.path.display(),
+            others.join(", ")
+        ))
     }
 }

@@ -68,6 +68,9 @@ enum Command {
     Stop {
         reply: Reply<()>,
     },
+    Release {
+        reply: Reply<()>,
+    },
     Failed {
         why: String,
     },
@@ -187,6 +190,11 @@ impl VmHandle {
         self.ask(|reply| Command::Stop { reply }).await?
     }
 
+    /// Puts back what memvisor wrote into an attached QEMU's cgroup.
+    pub async fn release(&self) -> Result<(), DaemonError> {
+        self.ask(|reply| Command::Release { reply }).await?
+    }
+
     /// Keeps why the VM could not start, for `ps` and `stats`.
     pub async fn failed(&self, why: String) {
         let _ = self.commands.send(Command::Failed { why }).await;
@@ -257,6 +265,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
             reply,
         } => answer(reply, vm.reconfigure(&change, host, &others).await),
         Command::Stop { reply } => answer(reply, vm.stop().await),
+        Command::Release { reply } => answer(reply, vm.release()),
         Command::Failed { why } => {
             vm.failed(why);
             Box::new(|| {})

@@ -3,7 +3,7 @@
 //! after every command; readers never wait for the VM.
 
 use super::super::agent::AgentReports;
-use super::super::state::SavedVm;
+use super::super::state::{FoundLimit, SavedVm};
 use super::Vm;
 use memvisor_core::agent::AgentReport;
 use memvisor_core::config::VmConfig;
@@ -84,6 +84,7 @@ impl Vm {
             cgroup_limit: self.cgroup_limit,
             workload: (self.origin == Origin::Launched)
                 .then(|| self.workload.lock().expect("workload lock").clone()),
+            host_limit_found: self.cgroup_found.map(|limit| FoundLimit { limit }),
         })
     }
 
@@ -125,6 +126,7 @@ impl Vm {
                 .launched_at
                 .zip(self.boot_s)
                 .map(|(t, boot_s)| t.elapsed().as_secs_f64() - boot_s),
+            host_swappable: self.no_host_swap.is_none(),
         })
     }
 
