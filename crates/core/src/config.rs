@@ -301,7 +301,7 @@ impl VmConfig {
                 self.cpus
             ));
         }
-        out.extend(workload_problems(name, &self.workload, self.memory));
+        out.extend(workload_problems(name, &self.workload, self));
         out
     }
 }
@@ -336,13 +336,21 @@ impl AttachConfig {
     }
 }
 
-/// Why `workload` cannot run in a VM of `memory`, if it cannot.
-pub fn workload_problems(vm: &str, workload: &Workload, memory: Size) -> Vec<String> {
+/// Why `workload` cannot run in `config`'s VM, if it cannot: it may hold up to the most the VM
+/// can have (virtio-mem grows it past its boot size), and cache up to its scratch disk, which
+/// is the size of its boot memory.
+pub fn workload_problems(vm: &str, workload: &Workload, config: &VmConfig) -> Vec<String> {
     let mut out = Vec::new();
+    let (memory, most) = (config.memory, config.max_memory());
     let peak = workload.peak_anonymous();
-    if peak >= memory {
+    if peak >= most {
+        let room = if most > memory {
+            format!("the {most} the VM can grow to")
+        } else {
+            format!("the VM's {memory}")
+        };
         out.push(format!(
-            "vm {vm}: workload '{workload}' holds up to {peak}, which does not fit in the VM's {memory}; make it smaller"
+            "vm {vm}: workload '{workload}' holds up to {peak}, which does not fit in {room}; make it smaller"
         ));
     }
     if workload.peak_cache() > memory {
@@ -645,6 +653,27 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing '{needle}' in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_vm_that_can_grow_may_hold_more_than_it_boots_with() {
+        // The demo's config: vm3 boots with 1 GiB, may grow to 1.5 GiB and writes 1.2 GiB.
+        let demo = Config::parse(include_str!("../../../examples/seed.toml")).unwrap();
+        assert!(demo.vm("vm3").unwrap().can_grow());
+        let p = problems(
+            r#"[host]
+            budget = "4G"
+            [[vm]]
+            name = "a"
+            memory = "1G"
+            max = "1536M"
+            workload = "hold:1600M""#,
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("does not fit in the 1536MiB the VM can grow to")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -421,7 +421,7 @@ impl Vm {
                 "{name} is attached and has no memvisor guest agent"
             )));
         }
-        if let Some(problem) = workload_problems(&name, &workload, self.config.memory)
+        if let Some(problem) = workload_problems(&name, &workload, &self.config)
             .into_iter()
             .next()
         {
