@@ -77,7 +77,7 @@ pub struct Daemon {
     hierarchy: Hierarchy,
     /// The cgroup that holds the launched VMs; in the lab its limit is the budget.
     parent: Group,
-    /// The memory the VMs share: the lab's, or the machine's less the reserve.
+    /// The memory the VMs share: the lab host's size, or the machine's (MemTotal).
     budget: Size,
     /// Each VM's task, by name; the map's lock is never held across a wait.
     vms: Mutex<BTreeMap<String, VmHandle>>,
