@@ -246,6 +246,15 @@ impl Group {
         self.path.is_dir()
     }
 
+    /// Whether groups exist below this one (their processes are charged to it too).
+    pub fn has_children(&self) -> bool {
+        fs::read_dir(&self.path).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        })
+    }
+
     pub fn set_limit(&self, limit: Option<Size>) -> Result<(), CgroupError> {
         let value = match (limit, self.version) {
             (Some(size), _) => size.as_bytes().to_string(),
@@ -404,6 +413,8 @@ mod tests {
             root: tree.path().to_path_buf(),
             controller: Controller::Memory,
         };
+        assert!(h.group("memvisor").has_children());
+        assert!(!h.group("memvisor/vm1").has_children());
         h.group("memvisor").remove().unwrap();
         assert!(!tree.path().join("memvisor").exists());
     }

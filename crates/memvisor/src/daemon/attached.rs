@@ -189,6 +189,14 @@ impl Daemon {
         }
     }
 
+    /// Whether discovery looks at `path`: declared in [[attach]] or matched by [discover].
+    fn watches(&self, path: &Path) -> bool {
+        self.config.attached.iter().any(|a| a.qmp == path)
+            || self.config.discover.qmp.as_deref().is_some_and(|pattern| {
+                glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path))
+            })
+    }
+
     fn may_try(&self, path: &Path) -> bool {
         let refused = self.refused.lock().expect("refused lock");
         refused
@@ -214,23 +222,28 @@ impl Daemon {
     /// Attached VMs whose QEMU ended are let go: whoever started them may start them again,
     /// and discovery then finds them anew.
     pub async fn let_go_of_ended(&self) {
-        let ended: Vec<(String, VmHandle)> = self
+        let ended: Vec<(String, PathBuf, VmHandle)> = self
             .all()
             .into_iter()
             .map(|vm| (vm.view(), vm))
             .filter(|(v, _)| v.origin == Origin::Attached && v.state == VmState::Lost)
-            .map(|(v, vm)| (v.config.name, vm))
+            .map(|(v, vm)| (v.config.name, v.qmp, vm))
             .collect();
-        for (name, vm) in ended {
+        for (name, qmp, vm) in ended {
             // Its group may be gone with it; one that stays gets its limit back.
             if let Err(e) = vm.release().await {
                 tracing::warn!("{name}: {e}");
             }
             self.vms.lock().expect("vms lock").remove(&name);
+            let again = if self.watches(&qmp) {
+                "it is attached again if it comes back"
+            } else {
+                "once it runs again, 'memvisor attach' it"
+            };
             self.note(
                 EventKind::Lifecycle,
                 Some(&name),
-                format!("{name} let go: its QEMU ended; it is attached again if it comes back"),
+                format!("{name} let go: its QEMU ended; {again}"),
             );
         }
     }

@@ -298,9 +298,15 @@ impl Vm {
         self.qmp = Some(qmp);
         self.state = VmState::Running;
         match self.pid.ok_or("QEMU did not say its pid".to_string()) {
-            Ok(pid) => match own_group(hierarchy, pid) {
-                Ok(group) => {
-                    self.cgroup_found = Some(found.unwrap_or(group.limit()?));
+            Ok(pid) => match own_group(hierarchy, pid).and_then(|group| {
+                let found = match found {
+                    Some(found) => found,
+                    None => group.limit().map_err(|e| e.to_string())?,
+                };
+                Ok((group, found))
+            }) {
+                Ok((group, found)) => {
+                    self.cgroup_found = Some(found);
                     self.cgroup = Some(group);
                 }
                 Err(why) => self.no_host_swap = Some(why),
@@ -319,12 +325,13 @@ impl Vm {
         }
     }
 
-    /// Puts back the limit an attached QEMU's group had before memvisor capped it.
+    /// Puts back the limit an attached QEMU's group had before memvisor capped it (also a cap
+    /// a daemon before this one wrote).
     pub fn release(&mut self) -> Result<(), DaemonError> {
         if let (Origin::Attached, Some(group), Some(found)) =
             (self.origin, &self.cgroup, self.cgroup_found)
         {
-            if group.exists() && self.cgroup_limit.is_some() {
+            if group.exists() && group.limit()? != found {
                 group.set_limit(found)?;
             }
             self.cgroup_limit = None;
@@ -783,6 +790,12 @@ fn own_group(hierarchy: &Hierarchy, pid: u32) -> Result<Group, String> {
             "it runs in the root cgroup; start it in a group of its own (a systemd scope, say)"
                 .into(),
         );
+    }
+    if group.has_children() {
+        return Err(format!(
+            "its cgroup {} has groups below it, whose processes a cap would squeeze too",
+            group.path.display()
+        ));
     }
     let pids = group.pids().map_err(|e| e.to_string())?;
     let others: Vec<String> = pids
