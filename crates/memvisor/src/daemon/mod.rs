@@ -22,6 +22,7 @@ use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
 use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
+use memvisor_host::meminfo::HostMemory;
 use memvisor_host::swap::SwapFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -538,17 +539,17 @@ impl Daemon {
     }
 
     /// Memory in use: in the lab what the VMs' parent cgroup is charged, on a real host what
-    /// the kernel counts in use (host processes too).
-    fn used(&self) -> Option<Size> {
+    /// the kernel counts in use (host processes too), from `machine`, this round's meminfo.
+    fn used(&self, machine: Option<HostMemory>) -> Option<Size> {
         match self.config.host.budget {
             Budget::Fixed(_) => self.parent.usage().ok(),
-            Budget::Auto => memvisor_host::meminfo::read().ok().map(|m| m.used()),
+            Budget::Auto => machine.map(|m| m.used()),
         }
     }
 
     pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
-        let used_mib = self.used().map(Size::as_mib);
+        let used_mib = self.used(host).map(Size::as_mib);
         let (policy, state) = {
             let scheduler = self.scheduler.lock().expect("scheduler lock");
             (

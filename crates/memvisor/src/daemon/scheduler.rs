@@ -95,7 +95,7 @@ impl Sensors for Daemon {
         let ksm_saved = super::knobs::ksm_saved();
         HostObservation {
             budget_mib: self.budget.as_mib(),
-            used_mib: self.used().map_or(0, Size::as_mib),
+            used_mib: self.used(meminfo).map_or(0, Size::as_mib),
             reserve_mib: self.config.host.reserve.as_mib(),
             psi_some_avg10: memvisor_host::pressure::some_avg10().unwrap_or(0.0),
             swap_total_mib: meminfo.map(|m| m.swap_total.as_mib()).unwrap_or(0),
