@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 kmod ksmtuned)
 # What the tests drive: top in tmux, promtool on /metrics, the dashboard in headless Chromium.
-[ "${WITH_TEST_TOOLS:-0}" = 1 ] && packages+=(tmux prometheus chromium chromium-driver)
+# The Debian guest disk the tests boot is built with mmdebstrap and file-only tools (no loop mount).
+[ "${WITH_TEST_TOOLS:-0}" = 1 ] && packages+=(tmux prometheus chromium chromium-driver
+  mmdebstrap e2fsprogs dosfstools mtools syslinux syslinux-common fdisk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,4 +37,5 @@ flag=$([ "$profile" = release ] && echo --release || true)
 cargo build $flag --workspace --bins
 bin="target/x86_64-unknown-linux-gnu/$profile"
 "$bin/memvisor" image build
+[ "${WITH_TEST_TOOLS:-0}" = 1 ] && "$bin/memvisor" image debian
 echo "setup: ready: $bin/memvisor"

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=debug WITH_TEST_TOOLS=1 ./scripts/setup.sh
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# The Debian package test builds the package from the workspace.
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace

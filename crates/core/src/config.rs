@@ -206,11 +206,31 @@ pub struct VmConfig {
     pub shares: u32,
     #[serde(default = "default_cpus")]
     pub cpus: u32,
-    /// Size of the guest's own swap disk; 0 for none.
-    #[serde(default = "default_swap")]
-    pub swap: Size,
+    /// Size of the guest's swap disk (serial `memvisor-swap`); 0 for none. Default: 512 MiB for
+    /// memvisor's image, whose init uses it; none for a `disk` guest, which has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<Size>,
     #[serde(default)]
     pub workload: Workload,
+    /// Boot the guest's own OS from this disk image (qcow2 or raw) through the firmware and the
+    /// disk's bootloader, instead of memvisor's image. No memvisor agent runs inside: the
+    /// balloon's statistics and the host are all the scheduler sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<PathBuf>,
+    /// With `disk`: the guest's writes go to a throwaway overlay, so that many VMs can boot one
+    /// image and the image stays as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+    /// With `disk`: boot this kernel directly instead of the disk's bootloader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// With `kernel`: its initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// With `kernel`: its command line (default "console=ttyS0"; the root is usually needed too,
+    /// e.g. "root=/dev/vda1 console=ttyS0").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<String>,
 }
 
 fn default_shares() -> u32 {
@@ -219,9 +239,8 @@ fn default_shares() -> u32 {
 fn default_cpus() -> u32 {
     1
 }
-fn default_swap() -> Size {
-    Size::mib(512)
-}
+/// memvisor's image turns this swap disk on at boot.
+const IMAGE_SWAP: Size = Size::mib(512);
 
 impl VmConfig {
     pub fn max_memory(&self) -> Size {
@@ -234,6 +253,19 @@ impl VmConfig {
 
     pub fn can_grow(&self) -> bool {
         self.max_memory() > self.memory
+    }
+
+    pub fn swap(&self) -> Size {
+        self.swap.unwrap_or(if self.disk.is_some() {
+            Size::ZERO
+        } else {
+            IMAGE_SWAP
+        })
+    }
+
+    /// Whether memvisor's agent runs in the guest: only in memvisor's own image.
+    pub fn has_agent(&self) -> bool {
+        self.disk.is_none()
     }
 
     /// Every problem with this VM's settings, each said so that the fix is plain.
@@ -302,6 +334,40 @@ impl VmConfig {
             ));
         }
         out.extend(workload_problems(name, &self.workload, self));
+        out.extend(self.boot_problems());
+        out
+    }
+
+    fn boot_problems(&self) -> Vec<String> {
+        let name = &self.name;
+        let mut out = Vec::new();
+        match &self.disk {
+            None => {
+                let only_with_disk = [
+                    ("snapshot", self.snapshot),
+                    ("kernel", self.kernel.is_some()),
+                    ("initrd", self.initrd.is_some()),
+                    ("append", self.append.is_some()),
+                ];
+                for (field, _) in only_with_disk.iter().filter(|(_, set)| *set) {
+                    out.push(format!("vm {name}: {field} applies only to a VM with a disk; add disk = \"PATH\" or drop {field}"));
+                }
+            }
+            Some(disk) => {
+                if !disk.is_absolute() {
+                    out.push(format!(
+                        "vm {name}: disk {} is not an absolute path",
+                        disk.display()
+                    ));
+                }
+                if self.workload != Workload::default() {
+                    out.push(format!("vm {name}: workload '{}' needs memvisor's agent, which runs only in memvisor's own image, not in a disk guest; drop workload or disk", self.workload));
+                }
+                if self.kernel.is_none() && (self.initrd.is_some() || self.append.is_some()) {
+                    out.push(format!("vm {name}: initrd and append need kernel; without it the disk's own bootloader boots the guest"));
+                }
+            }
+        }
         out
     }
 }
@@ -507,6 +573,73 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_guest_boots_its_own_os_with_no_swap_disk_unless_asked() {
+        let c = Config::parse(
+            r#"
+            [host]
+            budget = "2G"
+            [[vm]]
+            name = "deb"
+            memory = "768M"
+            disk = "/var/lib/images/debian.qcow2"
+            snapshot = true
+            [[vm]]
+            name = "deb2"
+            memory = "768M"
+            disk = "/var/lib/images/debian.qcow2"
+            swap = "256M"
+            kernel = "/boot/vmlinuz"
+            append = "root=/dev/vda1 console=ttyS0"
+        "#,
+        )
+        .unwrap();
+        let (deb, deb2) = (&c.vms[0], &c.vms[1]);
+        assert!(!deb.has_agent() && deb.snapshot);
+        assert_eq!((deb.swap(), deb2.swap()), (Size::ZERO, Size::mib(256)));
+        assert_eq!(Config::parse(GOOD).unwrap().vms[0].swap(), Size::mib(512));
+    }
+
+    #[test]
+    fn disk_settings_without_a_disk_and_agent_workloads_on_a_disk_are_refused() {
+        let p = problems(
+            r#"
+            [host]
+            budget = "2G"
+            [[vm]]
+            name = "a"
+            memory = "512M"
+            snapshot = true
+            kernel = "/boot/vmlinuz"
+            [[vm]]
+            name = "b"
+            memory = "512M"
+            disk = "images/b.qcow2"
+            workload = "hold:100M"
+            append = "quiet"
+        "#,
+        );
+        let text = p.join("\n");
+        assert!(
+            text.contains("vm a: snapshot applies only to a VM with a disk"),
+            "{text}"
+        );
+        assert!(text.contains("vm a: kernel applies only"), "{text}");
+        assert!(
+            text.contains("vm b: disk images/b.qcow2 is not an absolute path"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vm b: workload 'hold:100MiB' needs memvisor's agent"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vm b: initrd and append need kernel"),
+            "{text}"
+        );
+        assert_eq!(p.len(), 5, "{text}");
+    }
+
+    #[test]
     fn parses_a_good_config_with_defaults() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.host.budget, Budget::Fixed(Size::mib(1536)));
@@ -516,7 +649,10 @@ mod tests {
         assert!(vm1.can_grow());
         assert_eq!(vm1.effective_limit(), Size::mib(1536));
         let vm2 = c.vm("vm2").unwrap();
-        assert_eq!((vm2.shares, vm2.cpus, vm2.swap), (2000, 1, Size::mib(512)));
+        assert_eq!(
+            (vm2.shares, vm2.cpus, vm2.swap()),
+            (2000, 1, Size::mib(512))
+        );
         assert_eq!(vm2.workload, Workload::default());
     }
 

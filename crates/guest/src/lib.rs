@@ -5,8 +5,11 @@
 //! - `modules`: resolve module dependencies and load order from `modules.dep`.
 //! - `initramfs`: write the cpio archive and the init script.
 //! - `image`: put it together, cached by the content of every input.
+//!
+//! And a real Debian guest disk (`debian`), for VMs that boot their own OS.
 
 pub mod apt;
+pub mod debian;
 pub mod image;
 pub mod initramfs;
 pub mod modules;

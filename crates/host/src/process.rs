@@ -61,6 +61,22 @@ pub fn cmdline(pid: u32) -> Option<String> {
     Some(args.join(" "))
 }
 
+const OWN_OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Lowers this process's OOM score adjustment to `adj` (-1000 never killed, 1000 killed first)
+/// unless it is already that low; returns the value it has afterwards.
+pub fn protect_from_oom(adj: i32) -> std::io::Result<i32> {
+    let now: i32 = std::fs::read_to_string(OWN_OOM_SCORE_ADJ)?
+        .trim()
+        .parse()
+        .map_err(std::io::Error::other)?;
+    if now <= adj {
+        return Ok(now);
+    }
+    std::fs::write(OWN_OOM_SCORE_ADJ, adj.to_string())?;
+    Ok(adj)
+}
+
 pub fn is_alive(pid: u32) -> bool {
     procfs::process::Process::new(pid as i32)
         .and_then(|p| p.stat())

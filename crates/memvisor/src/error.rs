@@ -16,6 +16,8 @@ pub enum CliError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Debian(#[from] memvisor_guest::debian::DebianError),
+    #[error(transparent)]
     Daemon(#[from] DaemonError),
     #[error(transparent)]
     Bench(#[from] BenchError),

@@ -4,11 +4,13 @@
 use crate::client::{Client, ClientError};
 use memvisor_core::config::{Config, ConfigError};
 use memvisor_core::status::{VmState, VmStatus};
-use memvisor_guest::image::{self, ImageError};
+use memvisor_guest::image::{self, Image, ImageError};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// The config a service reads, and `up`, `daemon` and `check` without -f.
+pub const DEFAULT_CONFIG: &str = "/etc/memvisor/memvisor.toml";
 /// How long `down` waits for the daemon to stop its VMs and go.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,7 +66,29 @@ pub fn read_config(path: &Path) -> Result<Config, LauncherError> {
         source: std::io::Error::other(e.to_string()),
     })?;
     config.budget_on(machine.total).map_err(refused)?;
+    let disk_problems: Vec<String> = config
+        .vms
+        .iter()
+        .filter_map(|vm| {
+            let disk = vm.disk.as_ref()?;
+            let problem = memvisor_qemu::disk::detect(disk).err()?;
+            Some(format!("vm {}: {problem}", vm.name))
+        })
+        .collect();
+    if !disk_problems.is_empty() {
+        return Err(refused(ConfigError::Invalid(disk_problems)));
+    }
     Ok(config)
+}
+
+/// memvisor's guest image, which `config`'s VMs without a disk boot: required if there is one,
+/// the built one if any otherwise (it also tells KVM apart from TCG).
+pub fn image_for(config: &Config, cache_dir: &Path) -> Result<Option<Image>, LauncherError> {
+    if config.vms.iter().any(|vm| vm.disk.is_none()) {
+        Ok(Some(image::current(cache_dir)?))
+    } else {
+        Ok(image::current(cache_dir).ok())
+    }
 }
 
 /// Starts `memvisor daemon` detached and waits until every VM runs; returns the daemon's pid.
@@ -78,7 +102,7 @@ pub async fn up(
     losses_counted: bool,
 ) -> Result<u32, LauncherError> {
     let config = read_config(file)?;
-    image::current(cache_dir)?;
+    image_for(&config, cache_dir)?;
     let client = Client::new(dir);
     if client.answers().await {
         return Err(LauncherError::AlreadyRunning(dir.into()));

@@ -24,9 +24,22 @@ fn cgroup_file(cgroup: &str, file: &str) -> u64 {
         .unwrap()
 }
 
+/// Whether this process may lower an OOM score adjustment (CAP_SYS_RESOURCE is capability 24).
+fn can_lower_oom_score_adj() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    effective & (1 << 24) != 0
+}
+
 #[test]
 fn an_auto_budget_is_the_machines_memory_and_counts_what_the_kernel_has_in_use() {
     require_vm_prerequisites();
+    // The daemon and its QEMU inherit this (a process may raise its own): the QEMU must get 0.
+    std::fs::write("/proc/self/oom_score_adj", "500").unwrap();
     let mut host = Host::new();
     let total = meminfo_mib("MemTotal");
     // An operator's reserve that leaves the VMs 1.5 GiB of this machine.
@@ -60,4 +73,31 @@ fn an_auto_budget_is_the_machines_memory_and_counts_what_the_kernel_has_in_use()
     // Free is what the machine has left, the reserve included.
     let free = status["free_mib"].as_u64().unwrap();
     assert_eq!(free, total - used, "{status:#}");
+
+    // The OOM killer takes other processes before the daemon, and the VMs as it would anyway.
+    let adj = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+    };
+    assert_eq!(
+        adj(mib(&host.vm("v"), "pid")),
+        0,
+        "its QEMU does not inherit the daemon's"
+    );
+    let daemon = adj(daemon_pid(host.path()) as u64);
+    if can_lower_oom_score_adj() {
+        assert_eq!(daemon, -900, "the daemon protects itself");
+    } else {
+        // A container without CAP_SYS_RESOURCE (this machine): the daemon cannot lower it, and
+        // says so where the operator looks.
+        assert_eq!(daemon, 500);
+        wait_event(
+            &host,
+            &["not protected from the OOM killer", "CAP_SYS_RESOURCE"],
+            Duration::from_secs(5),
+        );
+    }
 }

@@ -7,24 +7,6 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The pid of the daemon serving `dir`.
-fn daemon_pid(dir: &Path) -> u32 {
-    let wanted = dir.to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<String> = c
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                args.contains(&wanted) && args.iter().any(|a| a == "daemon")
-            })
-        })
-        .expect("the daemon runs")
-}
-
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))

@@ -22,15 +22,19 @@ pub enum AccelError {
     KvmUnusable(String),
 }
 
-/// Why KVM cannot run a guest here, or `None` when it can.
-pub async fn kvm_problem(kernel: &Path) -> Option<String> {
+/// Why KVM cannot run a guest here, or `None` when it can. `kernel` is what the probe boots:
+/// without one, KVM is not trusted (a working monitor is not enough, see above).
+pub async fn kvm_problem(kernel: Option<&Path>) -> Option<String> {
     let cache = verdict_file();
     if let Some(known) = cache.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
         return (!known.is_empty()).then_some(known);
     }
+    let Some(kernel) = kernel.map(Path::to_path_buf).or_else(host_kernel) else {
+        return Some("there is no kernel to test KVM with (no guest image, no /boot/vmlinuz of the running kernel); 'memvisor image build' makes one".into());
+    };
     let problem = match monitor_problem().await {
         Some(problem) => Some(problem),
-        None => boot_problem(kernel).await,
+        None => boot_problem(&kernel).await,
     };
     if let Some(file) = cache {
         // Unwritable: the next daemon probes again, which costs time, not correctness.
@@ -49,6 +53,12 @@ fn verdict_file() -> Option<PathBuf> {
         .ok()?
         .as_secs();
     Some(std::env::temp_dir().join(format!("memvisor-kvm-{}-{stamp}", boot.trim())))
+}
+
+/// The running kernel's image, where the distribution keeps it.
+fn host_kernel() -> Option<PathBuf> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    Some(PathBuf::from(format!("/boot/vmlinuz-{}", release.trim()))).filter(|p| p.is_file())
 }
 
 fn which(binary: &str) -> Option<PathBuf> {
@@ -163,7 +173,7 @@ async fn monitor_problem() -> Option<String> {
 /// Resolves the configured choice against what this host can do.
 pub async fn resolve(
     wanted: Accel,
-    kernel: &Path,
+    kernel: Option<&Path>,
 ) -> Result<(Accelerator, Option<String>), AccelError> {
     match wanted {
         Accel::Tcg => Ok((Accelerator::Tcg, None)),

@@ -1,6 +1,7 @@
 //! Starting a VM: the QEMU command line (built by a pure function, so it is unit-tested) and
 //! the process start, inside the VM's cgroup from its first instruction.
 
+use crate::disk::DiskFormat;
 use crate::QEMU_BINARY;
 use memvisor_core::status::Accelerator;
 use memvisor_core::Size;
@@ -14,6 +15,13 @@ pub const VIRTIO_MEM_ID: &str = "vmem0";
 /// Serial numbers by which the guest's init finds its disks, whatever order they appear in.
 pub const SWAP_SERIAL: &str = "memvisor-swap";
 pub const SCRATCH_SERIAL: &str = "memvisor-scratch";
+/// The virtio-serial port name qemu-guest-agent listens on in a disk guest.
+pub const GUEST_AGENT_PORT: &str = "org.qemu.guest_agent.0";
+/// memvisor's image: no THP (the guest keeps a few MiB free above its watermarks instead of the
+/// tens huge-page compaction reserves; the host backs guest RAM with small pages anyway); a
+/// panic reboots (memvisor reports the restart); sysrq lets an operator crash or inspect a hung
+/// guest from the monitor ('memvisor monitor vm1 "sendkey alt-sysrq-c"').
+const IMAGE_APPEND: &str = "console=ttyS0 quiet panic=-1 sysrq_always_enabled memhp_default_state=online_movable transparent_hugepage=never";
 /// Seconds between guest statistics reports.
 pub const STATS_INTERVAL_S: u32 = 1;
 
@@ -44,14 +52,41 @@ pub struct LaunchSpec {
     pub memory: Size,
     /// Above `memory`, a virtio-mem device can plug up to this much.
     pub max_memory: Size,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    pub boot: Boot,
     pub swap_disk: Option<PathBuf>,
-    pub scratch_disk: PathBuf,
     pub qmp_socket: PathBuf,
-    pub agent_socket: PathBuf,
     pub serial_log: PathBuf,
     pub pid_file: PathBuf,
+}
+
+/// What the guest boots.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Boot {
+    /// memvisor's image: its kernel and initramfs with the agent, whose port is `agent_socket`,
+    /// and a scratch disk for the agent's page-cache workloads.
+    Image {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        scratch_disk: PathBuf,
+        agent_socket: PathBuf,
+    },
+    /// The guest's own OS from its own disk, through the firmware and the disk's bootloader, or
+    /// through `kernel` when one is given. qemu-guest-agent's port is `guest_agent_socket`.
+    Disk {
+        disk: PathBuf,
+        format: DiskFormat,
+        /// Writes go to a throwaway overlay.
+        snapshot: bool,
+        kernel: Option<DirectKernel>,
+        guest_agent_socket: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
 }
 
 fn path(p: &Path) -> String {
@@ -96,20 +131,26 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     } else {
         push(&["-m", &format!("{mib}M")]);
     }
-    push(&[
-        "-kernel",
-        &path(&spec.kernel),
-        "-initrd",
-        &path(&spec.initrd),
-    ]);
-    // Without THP the guest keeps a few MiB free above its watermarks instead of the tens that
-    // huge-page compaction reserves; the host backs guest RAM with small pages anyway.
-    // A panic reboots the guest (memvisor reports the restart); sysrq lets an operator crash
-    // or inspect a hung guest from the monitor ('memvisor monitor vm1 "sendkey alt-sysrq-c"').
-    push(&[
-        "-append",
-        "console=ttyS0 quiet panic=-1 sysrq_always_enabled memhp_default_state=online_movable transparent_hugepage=never",
-    ]);
+    match &spec.boot {
+        Boot::Image { kernel, initrd, .. } => push(&[
+            "-kernel",
+            &path(kernel),
+            "-initrd",
+            &path(initrd),
+            "-append",
+            IMAGE_APPEND,
+        ]),
+        Boot::Disk {
+            kernel: Some(direct),
+            ..
+        } => {
+            push(&["-kernel", &path(&direct.kernel), "-append", &direct.append]);
+            if let Some(initrd) = &direct.initrd {
+                push(&["-initrd", &path(initrd)]);
+            }
+        }
+        Boot::Disk { kernel: None, .. } => {}
+    }
     push(&["-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);
     push(&[
@@ -122,39 +163,57 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
             "virtio-balloon-pci,id={BALLOON_ID},free-page-reporting=on,deflate-on-oom=on,guest-stats-polling-interval={STATS_INTERVAL_S}"
         ),
     ]);
-    let mut disk = |id: &str, file: &Path, serial: &str| {
-        // cache=none: the guest caches; a second copy in the host page cache would be charged
-        // to the VM's cgroup and hide what the guest really uses.
-        push(&[
-            "-drive",
-            &format!(
-                "file={},if=none,id={id},format=raw,cache=none,aio=threads",
-                path(file)
-            ),
-        ]);
-        push(&[
-            "-device",
-            &format!("virtio-blk-pci,drive={id},serial={serial}"),
-        ]);
+    // cache=none: the guest caches; a second copy in the host page cache would be charged to
+    // the VM's cgroup and hide what the guest really uses.
+    let drive = |id: &str, file: &Path, format: &str, extra: &str| {
+        format!(
+            "file={},if=none,id={id},format={format},cache=none,aio=threads{extra}",
+            path(file)
+        )
     };
-    if let Some(swap) = &spec.swap_disk {
-        disk("swap", swap, SWAP_SERIAL);
+    let mut drives = Vec::new();
+    if let Boot::Disk {
+        disk,
+        format,
+        snapshot,
+        ..
+    } = &spec.boot
+    {
+        let extra = if *snapshot { ",snapshot=on" } else { "" };
+        drives.push((
+            drive("root", disk, format.as_qemu(), extra),
+            "virtio-blk-pci,drive=root,bootindex=0".to_string(),
+        ));
     }
-    disk("scratch", &spec.scratch_disk, SCRATCH_SERIAL);
+    if let Some(swap) = &spec.swap_disk {
+        drives.push((
+            drive("swap", swap, "raw", ""),
+            format!("virtio-blk-pci,drive=swap,serial={SWAP_SERIAL}"),
+        ));
+    }
+    if let Boot::Image { scratch_disk, .. } = &spec.boot {
+        drives.push((
+            drive("scratch", scratch_disk, "raw", ""),
+            format!("virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}"),
+        ));
+    }
+    for (drive, device) in &drives {
+        push(&["-drive", drive, "-device", device]);
+    }
+    let (socket, port) = match &spec.boot {
+        Boot::Image { agent_socket, .. } => (agent_socket, memvisor_core::agent::PORT_NAME),
+        Boot::Disk {
+            guest_agent_socket, ..
+        } => (guest_agent_socket, GUEST_AGENT_PORT),
+    };
     push(&["-device", "virtio-serial-pci"]);
     push(&[
         "-chardev",
-        &format!(
-            "socket,id=agent,path={},server=on,wait=off",
-            path(&spec.agent_socket)
-        ),
+        &format!("socket,id=agent,path={},server=on,wait=off", path(socket)),
     ]);
     push(&[
         "-device",
-        &format!(
-            "virtserialport,chardev=agent,name={}",
-            memvisor_core::agent::PORT_NAME
-        ),
+        &format!("virtserialport,chardev=agent,name={port}"),
     ]);
     push(&["-daemonize", "-pidfile", &path(&spec.pid_file)]);
     args
@@ -196,10 +255,21 @@ pub async fn spawn(spec: &LaunchSpec, cgroup_procs: Option<&Path>) -> Result<u32
     command.process_group(0);
     // Small pages for guest RAM let KSM merge and the balloon and free page reporting hand
     // memory back in 4 KiB pieces, as ESX breaks large pages to reclaim.
-    // SAFETY: prctl only sets a flag on the child between fork and exec; it allocates nothing
-    // and is async-signal-safe.
+    // The daemon keeps the OOM killer away from itself; its VMs must not inherit that, or the
+    // kernel would kill every other host process before a guest.
+    // SAFETY: prctl, open, write and close only set flags of the child between fork and exec;
+    // the path is a static C string, nothing is allocated, and all are async-signal-safe.
     unsafe {
-        command.pre_exec(|| nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::sys::prctl::set_thp_disable(true)?;
+            let adj = nix::fcntl::open(
+                c"/proc/self/oom_score_adj",
+                nix::fcntl::OFlag::O_WRONLY,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            nix::unistd::write(&adj, b"0")?;
+            Ok(())
+        });
     }
     let output = command.output().await.map_err(LaunchError::NoQemu)?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
@@ -237,12 +307,14 @@ mod tests {
             cpus: 1,
             memory: Size::mib(memory),
             max_memory: Size::mib(max),
-            kernel: "/img/vmlinuz".into(),
-            initrd: "/img/initrd".into(),
+            boot: Boot::Image {
+                kernel: "/img/vmlinuz".into(),
+                initrd: "/img/initrd".into(),
+                scratch_disk: "/vm/scratch.img".into(),
+                agent_socket: "/vm/agent.sock".into(),
+            },
             swap_disk: swap.then(|| PathBuf::from("/vm/swap.img")),
-            scratch_disk: "/vm/scratch.img".into(),
             qmp_socket: "/vm/qmp.sock".into(),
-            agent_socket: "/vm/agent.sock".into(),
             serial_log: "/vm/serial.log".into(),
             pid_file: "/vm/qemu.pid".into(),
         }
@@ -290,6 +362,55 @@ mod tests {
             .iter()
             .any(|d| d.starts_with("virtio-mem-pci,id=vmem0")));
         assert!(!after(&args, "-device").join(" ").contains("memvisor-swap"));
+    }
+
+    #[test]
+    fn a_disk_guest_boots_its_disk_through_the_firmware_with_qemu_guest_agent_beside() {
+        let mut s = spec(768, 768, false);
+        s.boot = Boot::Disk {
+            disk: "/images/debian.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            snapshot: true,
+            kernel: None,
+            guest_agent_socket: "/vm/qga.sock".into(),
+        };
+        let args = qemu_args(&s);
+        assert!(after(&args, "-kernel").is_empty() && after(&args, "-append").is_empty());
+        assert_eq!(
+            after(&args, "-drive"),
+            ["file=/images/debian.qcow2,if=none,id=root,format=qcow2,cache=none,aio=threads,snapshot=on"]
+        );
+        let devices = after(&args, "-device").join(" ");
+        assert!(devices.contains("virtio-blk-pci,drive=root,bootindex=0"));
+        assert!(!devices.contains("memvisor-scratch") && !devices.contains("org.memvisor.agent"));
+        assert!(devices.contains("name=org.qemu.guest_agent.0"));
+        assert_eq!(
+            after(&args, "-chardev"),
+            ["socket,id=agent,path=/vm/qga.sock,server=on,wait=off"]
+        );
+    }
+
+    #[test]
+    fn a_disk_guest_with_a_kernel_boots_it_directly_with_its_own_command_line() {
+        let mut s = spec(768, 768, true);
+        s.boot = Boot::Disk {
+            disk: "/images/root.img".into(),
+            format: DiskFormat::Raw,
+            snapshot: false,
+            kernel: Some(DirectKernel {
+                kernel: "/boot/vmlinuz".into(),
+                initrd: Some("/boot/initrd.img".into()),
+                append: "root=/dev/vda1 console=ttyS0".into(),
+            }),
+            guest_agent_socket: "/vm/qga.sock".into(),
+        };
+        let args = qemu_args(&s);
+        assert_eq!(after(&args, "-kernel"), ["/boot/vmlinuz"]);
+        assert_eq!(after(&args, "-initrd"), ["/boot/initrd.img"]);
+        assert_eq!(after(&args, "-append"), ["root=/dev/vda1 console=ttyS0"]);
+        let drives = after(&args, "-drive");
+        assert!(drives[0].contains("format=raw") && !drives[0].contains("snapshot"));
+        assert!(drives[1].starts_with("file=/vm/swap.img"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod attach;
 mod balloon;
 mod bench;
+mod check;
 mod daemon;
 mod dashboard;
 mod demo;
@@ -70,6 +71,9 @@ enum Command {
     Up(up::Args),
     /// Run the daemon in the foreground (what `up` starts; for service managers).
     Daemon(daemon::Args),
+    /// Check a config as `up` and the daemon would (sizes, reservations against the budget,
+    /// disks), without starting anything.
+    Check(check::Args),
     /// Stop the launched VMs and the daemon; attached VMs keep running.
     Down,
     /// List the VMs with their memory figures.
@@ -149,6 +153,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     match args.command {
         Command::Up(a) => up::run(a, &cx).await,
         Command::Daemon(a) => daemon::run(a, &cx).await,
+        Command::Check(a) => check::run(a, &cx).await,
         Command::Down => down::run(&cx).await,
         Command::Ps(a) => ps::run(a, &cx).await,
         Command::Stats(a) => stats::run(a, &cx).await,

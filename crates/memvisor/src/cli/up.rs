@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// TOML file: [host] budget, and [[vm]] tables (see examples/seed.toml).
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", default_value = launcher::DEFAULT_CONFIG)]
     file: PathBuf,
     /// Seconds to wait for every VM to boot.
     #[arg(long, default_value_t = 180)]

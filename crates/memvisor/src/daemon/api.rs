@@ -39,7 +39,9 @@ impl IntoResponse for DaemonError {
                 StatusCode::CONFLICT
             }
             DaemonError::Qmp(QmpError::NotQmp { .. } | QmpError::Connect { .. })
-            | DaemonError::Balloon(BalloonError::NoDevice) => StatusCode::BAD_REQUEST,
+            | DaemonError::Balloon(BalloonError::NoDevice)
+            | DaemonError::Disk(_)
+            | DaemonError::NoImage => StatusCode::BAD_REQUEST,
             DaemonError::Qmp(_) | DaemonError::Balloon(_) | DaemonError::AgentTimeout(..) => {
                 StatusCode::BAD_GATEWAY
             }

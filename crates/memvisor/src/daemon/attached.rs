@@ -87,8 +87,13 @@ impl Daemon {
             limit: None,
             shares: 1000,
             cpus: 1,
-            swap: Size::ZERO,
+            swap: Some(Size::ZERO),
             workload: Default::default(),
+            disk: None,
+            snapshot: false,
+            kernel: None,
+            initrd: None,
+            append: None,
         };
         let mut vm = Vm::new(config, Origin::Attached, how.qmp.clone());
         let qemu_name = vm.attach(&self.hierarchy, how.host_limit_found).await?;

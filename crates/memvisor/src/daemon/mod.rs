@@ -66,14 +66,22 @@ pub enum DaemonError {
     Image(#[from] memvisor_guest::image::ImageError),
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Disk(#[from] memvisor_qemu::disk::DiskError),
+    #[error("no guest image is built, and a VM without a disk boots memvisor's: run 'memvisor image build', or give the VM a disk")]
+    NoImage,
     #[error("the guest agent of {0} did not answer within {1:?}; is the VM still booting?")]
     AgentTimeout(String, Duration),
 }
 
+/// The daemon's OOM score adjustment, as the packaged unit's OOMScoreAdjust.
+pub const OOM_SCORE_ADJ: i32 = -900;
+
 pub struct Daemon {
     config: Config,
     dir: PathBuf,
-    image: Image,
+    /// memvisor's guest image, which VMs without a disk boot; none built is fine for the rest.
+    image: Option<Image>,
     accel: Accelerator,
     hierarchy: Hierarchy,
     /// The cgroup that holds the launched VMs; in the lab its limit is the budget.
@@ -103,9 +111,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Prepares the host side (accelerator, parent cgroup with the budget) without starting VMs.
-    pub async fn new(config: Config, dir: PathBuf, image: Image) -> Result<Daemon, DaemonError> {
-        let (accel, why_not_kvm) =
-            memvisor_qemu::accel::resolve(config.host.accel, &image.kernel).await?;
+    pub async fn new(
+        config: Config,
+        dir: PathBuf,
+        image: Option<Image>,
+    ) -> Result<Daemon, DaemonError> {
+        let kernel = image.as_ref().map(|i| i.kernel.as_path());
+        let (accel, why_not_kvm) = memvisor_qemu::accel::resolve(config.host.accel, kernel).await?;
         if let Some(why) = why_not_kvm {
             tracing::info!("using TCG: KVM cannot run a guest here ({why})");
         }
@@ -123,6 +135,14 @@ impl Daemon {
             Budget::Auto => None,
         })?;
         let mut startup_faults = Vec::new();
+        // A memory manager the OOM killer takes first is worse than none; its QEMUs stay
+        // killable (launch resets theirs).
+        match memvisor_host::process::protect_from_oom(OOM_SCORE_ADJ) {
+            Ok(adj) => tracing::info!("oom_score_adj {adj}: the OOM killer takes other processes first"),
+            Err(e) => startup_faults.push(format!(
+                "the daemon is not protected from the OOM killer: lowering its oom_score_adj to {OOM_SCORE_ADJ} failed ({e}; it needs CAP_SYS_RESOURCE); run it from memvisor.service, whose OOMScoreAdjust does it"
+            )),
+        }
         let host_swap = if config.host.swap > Size::ZERO {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -612,7 +632,7 @@ fn api_token(dir: &Path) -> Result<String, DaemonError> {
 }
 
 /// Runs the daemon until `down` or SIGTERM/SIGINT: serve the API, start the VMs, observe.
-pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), DaemonError> {
+pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(), DaemonError> {
     let socket = dir.join(SOCKET_NAME);
     std::fs::create_dir_all(&dir)
         .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -630,6 +650,13 @@ pub async fn run(config: Config, dir: PathBuf, image: Image) -> Result<(), Daemo
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
+    // A memory manager the OOM killer takes first is worse than none; its QEMUs stay killable.
+    match memvisor_host::process::protect_from_oom(OOM_SCORE_ADJ) {
+        Ok(adj) => {
+            tracing::info!("oom_score_adj {adj}: the OOM killer takes other processes first")
+        }
+        Err(e) => tracing::warn!("cannot lower the daemon's oom_score_adj to {OOM_SCORE_ADJ}: {e}"),
+    }
     let daemon = Arc::new(Daemon::new(config, dir, image).await?);
     let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
         listener,

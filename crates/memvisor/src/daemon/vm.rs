@@ -23,7 +23,7 @@ use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use memvisor_host::cgroup::{Group, Hierarchy};
 use memvisor_qemu::balloon::{self, GuestStats};
-use memvisor_qemu::launch::{self, LaunchSpec, BALLOON_ID};
+use memvisor_qemu::launch::{self, Boot, DirectKernel, LaunchSpec, BALLOON_ID};
 use memvisor_qemu::qmp::{self, Qmp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -158,30 +158,53 @@ impl Vm {
         &self,
         dir: &std::path::Path,
         accel: Accelerator,
-        image: &memvisor_guest::image::Image,
-    ) -> LaunchSpec {
-        LaunchSpec {
-            name: self.config.name.clone(),
+        image: Option<&memvisor_guest::image::Image>,
+    ) -> Result<LaunchSpec, DaemonError> {
+        let config = &self.config;
+        let boot = match &config.disk {
+            None => {
+                let image = image.ok_or(DaemonError::NoImage)?;
+                Boot::Image {
+                    kernel: image.kernel.clone(),
+                    initrd: image.initrd.clone(),
+                    scratch_disk: dir.join("scratch.img"),
+                    agent_socket: dir.join("agent.sock"),
+                }
+            }
+            Some(disk) => Boot::Disk {
+                disk: disk.clone(),
+                format: memvisor_qemu::disk::detect(disk)?,
+                snapshot: config.snapshot,
+                kernel: config.kernel.clone().map(|kernel| DirectKernel {
+                    kernel,
+                    initrd: config.initrd.clone(),
+                    append: config
+                        .append
+                        .clone()
+                        .unwrap_or_else(|| "console=ttyS0".into()),
+                }),
+                guest_agent_socket: dir.join("qga.sock"),
+            },
+        };
+        Ok(LaunchSpec {
+            name: config.name.clone(),
             accel,
-            cpus: self.config.cpus,
-            memory: self.config.memory,
-            max_memory: self.config.max_memory(),
-            kernel: image.kernel.clone(),
-            initrd: image.initrd.clone(),
-            swap_disk: (self.config.swap > Size::ZERO).then(|| dir.join("swap.img")),
-            scratch_disk: dir.join("scratch.img"),
+            cpus: config.cpus,
+            memory: config.memory,
+            max_memory: config.max_memory(),
+            boot,
+            swap_disk: (config.swap() > Size::ZERO).then(|| dir.join("swap.img")),
             qmp_socket: self.qmp_path.clone(),
-            agent_socket: dir.join("agent.sock"),
             serial_log: dir.join("serial.log"),
             pid_file: dir.join("qemu.pid"),
-        }
+        })
     }
 
     /// Starts QEMU in a fresh cgroup and connects to it.
     pub async fn launch(
         &mut self,
         Place { dir, accel, cgroup }: Place,
-        image: &memvisor_guest::image::Image,
+        image: Option<&memvisor_guest::image::Image>,
     ) -> Result<(), DaemonError> {
         let name = self.name();
         if self.origin == Origin::Attached {
@@ -197,14 +220,21 @@ impl Vm {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let spec = self.spec(&dir, accel, image);
-        for stale in [&spec.qmp_socket, &spec.agent_socket, &spec.serial_log] {
-            let _ = std::fs::remove_file(stale);
-        }
+        let spec = self.spec(&dir, accel, image)?;
+        let _ = std::fs::remove_file(&spec.qmp_socket);
+        let _ = std::fs::remove_file(&spec.serial_log);
         if let Some(swap) = &spec.swap_disk {
-            launch::create_disk(swap, self.config.swap)?;
+            launch::create_disk(swap, self.config.swap())?;
         }
-        launch::create_disk(&spec.scratch_disk, self.config.memory)?;
+        if let Boot::Image {
+            scratch_disk,
+            agent_socket,
+            ..
+        } = &spec.boot
+        {
+            let _ = std::fs::remove_file(agent_socket);
+            launch::create_disk(scratch_disk, self.config.memory)?;
+        }
         cgroup.create()?;
         let pid = match launch::spawn(&spec, Some(&cgroup.procs_file())).await {
             Ok(pid) => pid,
@@ -227,7 +257,13 @@ impl Vm {
         self.cgroup_limit = None;
         self.watch = Watch::default();
         self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
-        self.agent = Some(AgentLink::start(spec.agent_socket, self.workload.clone()));
+        self.agent = match spec.boot {
+            Boot::Image { agent_socket, .. } => {
+                Some(AgentLink::start(agent_socket, self.workload.clone()))
+            }
+            // No agent of ours says when the guest is up: its balloon driver does.
+            Boot::Disk { .. } => None,
+        };
         Ok(())
     }
 
@@ -259,10 +295,10 @@ impl Vm {
         self.cgroup_limit = saved.cgroup_limit;
         self.cgroup = Some(cgroup);
         self.accel = Some(accel);
-        self.agent = Some(AgentLink::start(
-            dir.join("agent.sock"),
-            self.workload.clone(),
-        ));
+        self.agent = self
+            .config
+            .has_agent()
+            .then(|| AgentLink::start(dir.join("agent.sock"), self.workload.clone()));
         self.dir = Some(dir);
         self.state = VmState::Running;
         Ok(())
@@ -380,7 +416,18 @@ impl Vm {
     /// Asks the guest agent to check every page it wrote.
     pub fn verify(&self) -> Result<oneshot::Receiver<(u64, u64)>, DaemonError> {
         let agent = self.agent.as_ref();
-        let agent = agent.ok_or_else(|| DaemonError::NotRunning(self.name().to_string()))?;
+        let Some(agent) = agent else {
+            return Err(
+                if self.config.has_agent() && self.origin == Origin::Launched {
+                    DaemonError::NotRunning(self.name().to_string())
+                } else {
+                    DaemonError::Conflict(format!(
+                    "{} has no memvisor guest agent: only memvisor's own image can verify its pages",
+                    self.name()
+                ))
+                },
+            );
+        };
         Ok(agent.verify())
     }
 
@@ -426,6 +473,11 @@ impl Vm {
         if self.origin == Origin::Attached {
             return Err(DaemonError::Conflict(format!(
                 "{name} is attached and has no memvisor guest agent"
+            )));
+        }
+        if !self.config.has_agent() {
+            return Err(DaemonError::Conflict(format!(
+                "{name} boots its own OS from its disk and has no memvisor guest agent to run a workload"
             )));
         }
         if let Some(problem) = workload_problems(&name, &workload, &self.config)
@@ -580,14 +632,17 @@ impl Vm {
         }
         let mut happened = Vec::new();
         if self.state == VmState::Starting {
-            let agent_up = self.agent.as_ref().is_some_and(|a| a.report().is_some());
-            if agent_up {
+            let up = match &self.agent {
+                Some(agent) => agent.report().is_some().then_some("its agent answers"),
+                None => (self.guest.last_update > 0).then_some("its balloon driver reports"),
+            };
+            if let Some(how) = up {
                 self.state = VmState::Running;
                 let boot_s = self.launched_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 self.boot_s = Some(boot_s);
                 happened.push((
                     EventKind::Lifecycle,
-                    format!("{name} booted in {boot_s:.1} s: its agent answers"),
+                    format!("{name} booted in {boot_s:.1} s: {how}"),
                 ));
             }
         } else if self.state == VmState::Running {

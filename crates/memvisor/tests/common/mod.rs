@@ -5,6 +5,7 @@
 
 #[path = "../../../host/tests/support/mod.rs"]
 pub mod damon;
+pub mod qga;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,22 @@ pub fn require_vm_prerequisites() {
         "no guest image in {}: run 'memvisor image build' (./scripts/test.sh does)",
         cache_dir().display()
     );
+}
+
+/// The project's Debian guest disk; fails (never skips) when it is not built.
+pub fn debian_disk() -> PathBuf {
+    let dir = cache_dir().join("debian");
+    let key = std::fs::read_to_string(dir.join("current")).unwrap_or_else(|_| {
+        panic!(
+            "no Debian guest disk in {}: run 'memvisor image debian' (./scripts/test.sh does)",
+            dir.display()
+        )
+    });
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(key.trim()).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    PathBuf::from(manifest["disk"].as_str().unwrap())
 }
 
 pub fn memvisor(dir: &Path, args: &[&str]) -> Output {
@@ -248,6 +265,24 @@ pub fn wait_event(host: &Host, words: &[&str], limit: Duration) -> Value {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The pid of the daemon serving `dir`.
+pub fn daemon_pid(dir: &Path) -> u32 {
+    let wanted = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<String> = c
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.contains(&wanted) && args.iter().any(|a| a == "daemon")
+            })
+        })
+        .expect("the daemon runs")
 }
 
 /// Fails (never skips) when a tool a test drives is missing.

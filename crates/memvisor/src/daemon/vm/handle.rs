@@ -31,7 +31,7 @@ pub struct Place {
 enum Command {
     Launch {
         place: Place,
-        image: Image,
+        image: Option<Image>,
         reply: Reply<()>,
     },
     Adopt {
@@ -122,7 +122,7 @@ impl VmHandle {
     }
 
     /// Starts its QEMU in a fresh cgroup and connects to it.
-    pub async fn launch(&self, place: Place, image: Image) -> Result<(), DaemonError> {
+    pub async fn launch(&self, place: Place, image: Option<Image>) -> Result<(), DaemonError> {
         self.ask(|reply| Command::Launch {
             place,
             image,
@@ -244,7 +244,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
             place,
             image,
             reply,
-        } => answer(reply, vm.launch(place, &image).await),
+        } => answer(reply, vm.launch(place, image.as_ref()).await),
         Command::Adopt {
             saved,
             place,

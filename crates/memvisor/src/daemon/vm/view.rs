@@ -178,7 +178,7 @@ impl Vm {
             guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
             guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
             guest_oom_kills: None,
-            workload: (self.origin == Origin::Launched)
+            workload: (self.origin == Origin::Launched && self.config.has_agent())
                 .then(|| self.workload.lock().expect("workload lock").to_string()),
             workload_phase: None,
             workload_pages_per_sec: None,

@@ -1,0 +1,115 @@
+//! A client of qemu-guest-agent (the agent Debian's guests run, not memvisor's), enough to run
+//! a command in a guest and read what it printed.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct GuestAgent {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// What a command run in the guest ended with.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl GuestAgent {
+    /// Connects to the agent's socket once the guest's agent answers a ping, within `limit`.
+    pub fn connect(socket: &Path, limit: Duration) -> GuestAgent {
+        let started = Instant::now();
+        loop {
+            if let Some(agent) = Self::try_connect(socket) {
+                return agent;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "qemu-guest-agent on {} did not answer within {limit:?}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn try_connect(socket: &Path) -> Option<GuestAgent> {
+        let stream = UnixStream::connect(socket).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut agent = GuestAgent {
+            reader: BufReader::new(stream.try_clone().ok()?),
+            writer: stream,
+        };
+        // guest-sync skips whatever an earlier client left unread on the port.
+        let id = std::process::id() as u64 * 1000 + started_millis();
+        let reply = agent.request(json!({"execute": "guest-sync", "arguments": {"id": id}}))?;
+        (reply == json!(id)).then_some(agent)
+    }
+
+    fn request(&mut self, command: Value) -> Option<Value> {
+        writeln!(self.writer, "{command}").ok()?;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).ok()?;
+            let reply: Value = serde_json::from_str(line.trim()).ok()?;
+            if let Some(value) = reply.get("return") {
+                return Some(value.clone());
+            }
+            if let Some(error) = reply.get("error") {
+                panic!("qemu-guest-agent refused {command}: {error}");
+            }
+        }
+    }
+
+    /// Runs `script` with /bin/sh in the guest and waits for it, within `limit`.
+    pub fn sh(&mut self, script: &str, limit: Duration) -> Ran {
+        let started = Instant::now();
+        let pid = self
+            .request(json!({"execute": "guest-exec", "arguments": {
+                "path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}))
+            .expect("guest-exec answers")["pid"]
+            .clone();
+        loop {
+            let status = self
+                .request(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
+                .expect("guest-exec-status answers");
+            if status["exited"] == true {
+                let text = |key: &str| {
+                    let data = status[key].as_str().unwrap_or_default();
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .expect("guest-exec output is base64");
+                    String::from_utf8_lossy(&bytes).into_owned()
+                };
+                return Ran {
+                    code: status["exitcode"].as_i64().unwrap_or(-1),
+                    stdout: text("out-data"),
+                    stderr: text("err-data"),
+                };
+            }
+            assert!(
+                started.elapsed() < limit,
+                "'{script}' did not finish in the guest within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Runs `script` and returns what it printed; it must succeed.
+    pub fn ok(&mut self, script: &str) -> String {
+        let ran = self.sh(script, Duration::from_secs(120));
+        assert_eq!(ran.code, 0, "'{script}' failed in the guest: {ran:?}");
+        ran.stdout
+    }
+}
+
+fn started_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64 % 1000)
+}

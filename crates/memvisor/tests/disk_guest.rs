@@ -1,0 +1,147 @@
+//! `[[vm]] disk`: a VM that boots a real Debian 12 from its own disk through the firmware and
+//! syslinux, with no memvisor agent inside; what memvisor knows of it comes from the balloon's
+//! statistics and the host.
+
+mod common;
+use common::qga::GuestAgent;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let disk = debian_disk();
+    let mut host = Host::new();
+    host.up(
+        "3G",
+        &format!(
+            "[[vm]]\nname = \"deb\"\nmemory = \"1G\"\ndisk = \"{}\"\nsnapshot = true\nswap = \"256M\"\n",
+            disk.display()
+        ),
+    );
+    // `up` returned: the guest's balloon driver reported, which is how a disk guest is up.
+    let booted = wait_event(
+        &host,
+        &["deb booted in", "its balloon driver reports"],
+        Duration::from_secs(5),
+    );
+    let vm = host.vm("deb");
+    println!(
+        "the Debian guest booted in {} s ({})",
+        vm["boot_s"], booted["reason"]
+    );
+    assert!(vm["boot_s"].as_f64().is_some_and(|s| s > 1.0), "{vm:#}");
+    assert!(
+        vm["workload_pages"].is_null() && vm["workload"].is_null(),
+        "no memvisor agent runs inside: {vm:#}"
+    );
+
+    // Its own OS: systemd as init, Debian's kernel, cgroup v2, memvisor's swap disk in use,
+    // and the servers the benchmarks drive, started by its own init.
+    let mut guest = GuestAgent::connect(
+        &host.path().join("vms/deb/qga.sock"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(guest.ok("cat /proc/1/comm").trim(), "systemd");
+    assert!(guest.ok("uname -v").contains("Debian"));
+    assert_eq!(guest.ok("stat -fc %T /sys/fs/cgroup").trim(), "cgroup2fs");
+    // The balloon driver reports well before systemd has started everything.
+    let state = guest.sh(
+        "systemctl is-system-running --wait",
+        Duration::from_secs(180),
+    );
+    println!(
+        "systemd: {} {}",
+        state.stdout.trim(),
+        guest.ok("systemd-analyze time").trim()
+    );
+    let swaps = guest.ok("cat /proc/swaps");
+    assert!(
+        swaps.contains("/dev/vd"),
+        "the swap disk is the guest's swap: {swaps}"
+    );
+    let active = guest.ok("systemctl is-active redis-server postgresql@15-main || true");
+    assert_eq!(
+        active.lines().collect::<Vec<_>>(),
+        ["active", "active"],
+        "{active}"
+    );
+    let balloon_driver = guest.ok("cat /sys/bus/virtio/drivers/virtio_balloon/virtio*/features 2>/dev/null || ls /sys/bus/virtio/drivers/virtio_balloon");
+    assert!(!balloon_driver.trim().is_empty());
+
+    // The balloon takes memory back from Debian's stock virtio_balloon.
+    let available_before = mib(&host.vm("deb"), "guest_available_mib");
+    host.balloon("deb", 640);
+    host.wait_balloon("deb", 640, Duration::from_secs(120));
+    // With deflate-on-oom the guest keeps counting ballooned pages in its total, as used.
+    let (vm, _) = host.wait_for(
+        "deb",
+        Duration::from_secs(60),
+        "the guest's available memory to fall by the balloon",
+        |v| {
+            v["guest_available_mib"]
+                .as_u64()
+                .is_some_and(|a| a + 300 < available_before)
+        },
+    );
+    let mut in_guest = |key: &str| -> u64 {
+        guest
+            .ok(&format!(
+                "awk '/^{key}:/ {{print int($2/1024)}}' /proc/meminfo"
+            ))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (total, available) = (in_guest("MemTotal"), in_guest("MemAvailable"));
+    assert!(
+        total.abs_diff(mib(&vm, "guest_total_mib")) < 8
+            && available.abs_diff(mib(&vm, "guest_available_mib")) < 64,
+        "the guest's own MemTotal {total} and MemAvailable {available} MiB are what memvisor shows: {vm:#}"
+    );
+
+    // A workload needs memvisor's agent, which this guest does not have.
+    let refused = fails(host.path(), &["workload", "deb", "hold:100M"]);
+    assert!(refused.contains("has no memvisor guest agent"), "{refused}");
+}
+
+#[test]
+fn a_disk_that_is_missing_or_not_an_image_is_refused_before_anything_starts() {
+    let host = Host::new();
+    let text = host.path().join("notes.txt");
+    std::fs::write(&text, "not a disk\n").unwrap();
+    let missing = host.path().join("missing.qcow2");
+    for (disk, says) in [
+        (&missing, "cannot be read"),
+        (&text, "neither a qcow2 image nor a raw disk"),
+    ] {
+        let config = host.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[host]\nbudget = \"2G\"\ncgroup = \"{}\"\n[[vm]]\nname = \"d\"\nmemory = \"512M\"\ndisk = \"{}\"\n",
+                host.cgroup,
+                disk.display()
+            ),
+        )
+        .unwrap();
+        for command in ["check", "up"] {
+            let message = fails(host.path(), &[command, "-f", config.to_str().unwrap()]);
+            assert!(
+                message.contains("vm d: disk") && message.contains(&*disk.to_string_lossy()),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+        }
+        assert!(
+            !host.path().join("memvisor.sock").exists(),
+            "no daemon started"
+        );
+        assert!(
+            !std::path::Path::new("/sys/fs/cgroup/memory")
+                .join(&host.cgroup)
+                .exists(),
+            "no cgroup made"
+        );
+    }
+}
