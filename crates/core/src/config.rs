@@ -23,6 +23,23 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
+/// The format of a guest's own disk image, as QEMU names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_qemu(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
 /// virtio-mem plugs memory in blocks of this size on x86.
 pub const VIRTIO_MEM_BLOCK: Size = Size::mib(2);
 
@@ -217,6 +234,11 @@ pub struct VmConfig {
     /// balloon's statistics and the host are all the scheduler sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<PathBuf>,
+    /// With `disk`: its format. Told from the image when absent, except for a qcow2 image that
+    /// names another file (a backing file or an external data file): a guest that could write
+    /// the first sector of a raw disk could forge one, so such an image needs it said here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
     /// With `disk`: the guest's writes go to a throwaway overlay, so that many VMs can boot one
     /// image and the image stays as it was.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -345,6 +367,7 @@ impl VmConfig {
             None => {
                 let only_with_disk = [
                     ("snapshot", self.snapshot),
+                    ("format", self.format.is_some()),
                     ("kernel", self.kernel.is_some()),
                     ("initrd", self.initrd.is_some()),
                     ("append", self.append.is_some()),
@@ -472,6 +495,17 @@ impl Config {
             }
             problems.extend(vm.problems());
         }
+        for (i, vm) in self.vms.iter().enumerate() {
+            let shares_a_disk = |other: &VmConfig| {
+                other.disk.is_some() && other.disk == vm.disk && !(vm.snapshot && other.snapshot)
+            };
+            if let Some(other) = self.vms[..i].iter().find(|o| shares_a_disk(o)) {
+                problems.push(format!(
+                    "vm {} and vm {} boot the same disk and one of them keeps its writes; give each its own disk, or set snapshot = true on both",
+                    other.name, vm.name
+                ));
+            }
+        }
         for a in &self.attached {
             if !seen.insert(a.name.as_str()) {
                 problems.push(format!(
@@ -586,7 +620,8 @@ mod tests {
             [[vm]]
             name = "deb2"
             memory = "768M"
-            disk = "/var/lib/images/debian.qcow2"
+            disk = "/var/lib/images/deb2.img"
+            format = "raw"
             swap = "256M"
             kernel = "/boot/vmlinuz"
             append = "root=/dev/vda1 console=ttyS0"
@@ -596,6 +631,7 @@ mod tests {
         let (deb, deb2) = (&c.vms[0], &c.vms[1]);
         assert!(!deb.has_agent() && deb.snapshot);
         assert_eq!((deb.swap(), deb2.swap()), (Size::ZERO, Size::mib(256)));
+        assert_eq!((deb.format, deb2.format), (None, Some(DiskFormat::Raw)));
         assert_eq!(Config::parse(GOOD).unwrap().vms[0].swap(), Size::mib(512));
     }
 
@@ -637,6 +673,21 @@ mod tests {
             "{text}"
         );
         assert_eq!(p.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn two_vms_may_share_a_disk_only_if_neither_keeps_its_writes() {
+        let vms = |snapshot_a: bool, snapshot_b: bool| {
+            format!(
+                "[host]\nbudget = \"2G\"\n[[vm]]\nname = \"a\"\nmemory = \"512M\"\ndisk = \"/img/d.qcow2\"\nsnapshot = {snapshot_a}\n[[vm]]\nname = \"b\"\nmemory = \"512M\"\ndisk = \"/img/d.qcow2\"\nsnapshot = {snapshot_b}\n"
+            )
+        };
+        assert!(Config::parse(&vms(true, true)).is_ok());
+        for (a, b) in [(true, false), (false, true), (false, false)] {
+            let p = problems(&vms(a, b));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("vm a and vm b boot the same disk"), "{p:?}");
+        }
     }
 
     #[test]

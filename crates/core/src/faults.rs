@@ -1,11 +1,17 @@
 //! Faults of one VM, told apart from its observations over time: a balloon the guest does not
-//! answer, an agent that went silent, a guest that restarted (a kernel panic reboots it), a
-//! QEMU that does not answer QMP. Pure: the daemon feeds what it saw and reports what changed.
+//! answer, a balloon something else moves too, an agent that went silent, a guest that
+//! restarted (a kernel panic reboots it), a QEMU that does not answer QMP. Pure: the daemon
+//! feeds what it saw and reports what changed.
 
 /// A balloon not moving toward its target, or an agent not reporting, for this long is a fault.
 pub const PATIENCE_S: f64 = 30.0;
 /// Balloon sizes this close to the target count as reached (MiB).
 const CLOSE_MIB: u64 = 8;
+/// A balloon that reached memvisor's target and then inflates this far past it, and stays, was
+/// inflated by someone else (another balloon manager, a monitor command): a guest never
+/// inflates its balloon by itself. Deflating is not told apart: a guest deflates under OOM
+/// (deflate-on-oom), and a rebooted one starts with its balloon empty.
+const ELSEWHERE_MIB: u64 = 32;
 
 /// What the daemon saw of a VM in one round.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +34,11 @@ pub enum Fault {
         for_s: f64,
     },
     BalloonMoves,
+    /// The balloon left the target it had reached for a smaller `actual_mib`, and holds there.
+    BalloonMovedElsewhere {
+        target_mib: u64,
+        actual_mib: u64,
+    },
     AgentSilent {
         for_s: f64,
     },
@@ -45,12 +56,37 @@ pub struct Watch {
     /// Balloon actual when it last moved (or the target last changed), and when.
     balloon_moved: Option<(u64, Option<u64>, f64)>,
     balloon_stuck: bool,
+    /// The target the balloon last reached, and where it went from there if it left.
+    reached: Option<(u64, Option<u64>)>,
     agent_silent: bool,
     uptime_s: Option<f64>,
     qmp_hung: bool,
 }
 
 impl Watch {
+    /// A balloon that left a target it had reached, confirmed on two rounds in a row.
+    fn moved_elsewhere(&mut self, target: u64, actual: u64) -> Option<Fault> {
+        if target.abs_diff(actual) <= CLOSE_MIB {
+            self.reached = Some((target, None));
+            return None;
+        }
+        match self.reached {
+            Some((reached, left)) if reached == target && actual + ELSEWHERE_MIB < target => {
+                if left.is_some_and(|l| l.abs_diff(actual) <= CLOSE_MIB) {
+                    self.reached = Some((actual, None));
+                    return Some(Fault::BalloonMovedElsewhere {
+                        target_mib: target,
+                        actual_mib: actual,
+                    });
+                }
+                self.reached = Some((target, Some(actual)));
+            }
+            Some((reached, _)) if reached != target => self.reached = None,
+            _ => {}
+        }
+        None
+    }
+
     pub fn update(&mut self, seen: &Seen) -> Vec<Fault> {
         let mut faults = Vec::new();
         if seen.qmp_answers == self.qmp_hung {
@@ -71,8 +107,13 @@ impl Watch {
             if moved {
                 self.balloon_moved = Some((actual, Some(target), seen.at_s));
             }
+            let elsewhere = self.moved_elsewhere(target, actual);
             let since = self.balloon_moved.map_or(seen.at_s, |m| m.2);
-            let stuck = target.abs_diff(actual) > CLOSE_MIB && seen.at_s - since >= PATIENCE_S;
+            // The daemon takes a size set elsewhere as its target: that balloon is not stuck.
+            let stuck = elsewhere.is_none()
+                && target.abs_diff(actual) > CLOSE_MIB
+                && seen.at_s - since >= PATIENCE_S;
+            faults.extend(elsewhere);
             if stuck != self.balloon_stuck {
                 self.balloon_stuck = stuck;
                 faults.push(if stuck {
@@ -126,6 +167,56 @@ mod tests {
             agent_uptime_s: Some(100.0 + at_s),
             agent_heard_at_s: Some(at_s),
             qmp_answers: true,
+        }
+    }
+
+    fn balloon(at_s: f64, target: u64, actual: u64) -> Seen {
+        Seen {
+            balloon_target_mib: Some(target),
+            balloon_actual_mib: Some(actual),
+            ..seen(at_s)
+        }
+    }
+
+    #[test]
+    fn a_reached_balloon_that_moves_away_and_stays_was_moved_by_someone_else() {
+        let mut w = Watch::default();
+        // memvisor asks for 512 -> 384: the balloon gets there over a few rounds.
+        for (t, actual) in [(0, 512), (1, 450), (2, 400), (3, 386), (4, 384)] {
+            assert!(w.update(&balloon(t as f64, 384, actual)).is_empty());
+        }
+        // Something else inflates it to 256: one round may be a passing reading, two are not.
+        assert!(w.update(&balloon(5.0, 384, 300)).is_empty());
+        assert!(w.update(&balloon(6.0, 384, 256)).is_empty());
+        assert_eq!(
+            w.update(&balloon(7.0, 384, 257)),
+            [Fault::BalloonMovedElsewhere {
+                target_mib: 384,
+                actual_mib: 257
+            }]
+        );
+        // The daemon takes the new size as its target: nothing more to tell.
+        for t in 8..60 {
+            assert!(w.update(&balloon(t as f64, 257, 257)).is_empty(), "at {t}");
+        }
+    }
+
+    #[test]
+    fn a_balloon_on_its_way_or_given_a_new_target_is_not_moved_elsewhere() {
+        let mut w = Watch::default();
+        // Never reached its target: slow, not foreign.
+        for (t, actual) in [(0, 512), (1, 480), (2, 470), (3, 470)] {
+            assert!(w.update(&balloon(t as f64, 256, actual)).is_empty());
+        }
+        // Reached, then memvisor itself asks for another size.
+        let mut w = Watch::default();
+        assert!(w.update(&balloon(0.0, 384, 384)).is_empty());
+        for (t, actual) in [(1, 384), (2, 330), (3, 300), (4, 300)] {
+            assert!(w.update(&balloon(t as f64, 300, actual)).is_empty());
+        }
+        // A guest deflating under OOM, or rebooted with its balloon empty, is not foreign.
+        for (t, actual) in [(5, 310), (6, 420), (7, 512), (8, 512)] {
+            assert!(w.update(&balloon(t as f64, 300, actual)).is_empty());
         }
     }
 

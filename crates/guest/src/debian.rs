@@ -103,6 +103,11 @@ fn disks_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("debian")
 }
 
+/// Where the disk built last always is, for configs: a link to it that each build moves.
+pub fn stable_path(cache_dir: &Path) -> PathBuf {
+    disks_dir(cache_dir).join("debian.qcow2")
+}
+
 /// The disk built last.
 pub fn current(cache_dir: &Path) -> Result<DebianDisk, DebianError> {
     let dir = disks_dir(cache_dir);
@@ -151,6 +156,12 @@ pub fn build(cache_dir: &Path) -> Result<DebianReport, DebianError> {
     };
     let pointer = disks_dir(cache_dir).join("current");
     std::fs::write(&pointer, &key).map_err(io(&pointer))?;
+    let stable = stable_path(cache_dir);
+    let staged = stable.with_extension("link");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(Path::new(&key).join("debian.qcow2"), &staged)
+        .and_then(|()| std::fs::rename(&staged, &stable))
+        .map_err(io(&stable))?;
     // A disk is a GiB: the ones built before this are not kept.
     if let Ok(entries) = std::fs::read_dir(disks_dir(cache_dir)) {
         for entry in entries.flatten() {

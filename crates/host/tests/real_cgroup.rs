@@ -1,5 +1,7 @@
 //! The cgroup adapter against this machine's real memory controller (v1 or v2, whichever is
-//! mounted). Needs root; a missing controller fails the test with a message saying so.
+//! mounted). Needs root; a missing controller fails the test with a message saying so. This
+//! machine's memory controller is v1; memvisor's end-to-end tests also run this binary inside
+//! the project's Debian guest, on systemd's real v2 tree (tests/disk_guest.rs).
 
 use memvisor_core::Size;
 use memvisor_host::cgroup::Hierarchy;
@@ -23,8 +25,16 @@ fn creates_limits_fills_and_removes_a_real_group() {
         .unwrap();
     group.add_process(child.id()).unwrap();
     assert_eq!(group.pids().unwrap(), vec![child.id()]);
+    // Found again from the process, as an attached QEMU's group is.
+    assert_eq!(hierarchy.group_of(child.id()).unwrap(), group);
     // Charges roll up: the parent accounts for at least what its child uses.
     assert!(parent.usage().unwrap() >= group.usage().unwrap());
+    // A cap on the process's own group, then put back as it was found.
+    let found = group.limit().unwrap();
+    group.set_limit(Some(Size::mib(128))).unwrap();
+    assert_eq!(group.limit().unwrap(), Some(Size::mib(128)));
+    group.set_limit(found).unwrap();
+    assert_eq!(group.limit().unwrap(), found);
 
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();

@@ -36,7 +36,7 @@ pub enum LauncherError {
     Exited { status: String, log: String },
     #[error("some VMs did not start:\n  {}", .0.join("\n  "))]
     VmsFailed(Vec<String>),
-    #[error("VMs still booting after {timeout:?}; see 'memvisor ps' and {log}")]
+    #[error("VMs still booting after {timeout:?}; see 'memvisor ps' and {log} (a VM with a disk counts as booted once its guest's virtio_balloon driver reports)")]
     BootTimeout { timeout: Duration, log: PathBuf },
     #[error("the daemon did not stop within {timeout:?}; see {log}")]
     StopTimeout { timeout: Duration, log: PathBuf },
@@ -71,7 +71,8 @@ pub fn read_config(path: &Path) -> Result<Config, LauncherError> {
         .iter()
         .filter_map(|vm| {
             let disk = vm.disk.as_ref()?;
-            let problem = memvisor_qemu::disk::detect(disk).err()?;
+            let problem =
+                memvisor_qemu::disk::format(disk, vm.format, vm.kernel.is_some()).err()?;
             Some(format!("vm {}: {problem}", vm.name))
         })
         .collect();

@@ -77,6 +77,11 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
 /// Starts a QEMU outside memvisor, as Proxmox or a script would; returns its pid and a guard
 /// that kills it.
 fn start_qemu(qmp: &Path, name: Option<&str>) -> (String, KillOnDrop) {
+    start_qemu_with(qmp, name, &[])
+}
+
+/// `start_qemu` with more arguments for QEMU.
+fn start_qemu_with(qmp: &Path, name: Option<&str>, more: &[String]) -> (String, KillOnDrop) {
     let pid_file = qmp.with_extension("pid");
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
@@ -105,6 +110,7 @@ fn start_qemu(qmp: &Path, name: Option<&str>) -> (String, KillOnDrop) {
     if let Some(name) = name {
         qemu.args(["-name", name]);
     }
+    qemu.args(more);
     assert!(qemu.status().unwrap().success());
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -113,13 +119,90 @@ fn start_qemu(qmp: &Path, name: Option<&str>) -> (String, KillOnDrop) {
     (pid.clone(), KillOnDrop(pid))
 }
 
+/// One QMP command on `socket`, as another management tool would send it.
+fn qmp_command(socket: &Path, command: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap(); // the greeting
+    for sent in [r#"{"execute":"qmp_capabilities"}"#, command] {
+        writeln!(writer, "{sent}").unwrap();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if reply.get("return").is_some() || reply.get("error").is_some() {
+                if sent == command {
+                    return reply;
+                }
+                break;
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_balloon_another_tool_moves_is_left_to_it_instead_of_fought_over() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.up("1G", "");
+    let qmp = host.path().join("hand-qmp.sock");
+    // Its manager's own monitor, beside the one memvisor holds (as Proxmox's qmeventd has one).
+    let other = host.path().join("other-qmp.sock");
+    let (_, _kill) = start_qemu_with(
+        &qmp,
+        None,
+        &[
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", other.display()),
+        ],
+    );
+    host.change("hand", &["attach", "hand", "--qmp", qmp.to_str().unwrap()]);
+    host.wait_for("hand", Duration::from_secs(60), "guest statistics", |v| {
+        v["guest_free_mib"].is_u64()
+    });
+    host.balloon("hand", 256);
+    host.wait_balloon("hand", 256, Duration::from_secs(30));
+
+    let reply = qmp_command(
+        &other,
+        &format!(
+            r#"{{"execute":"balloon","arguments":{{"value":{}}}}}"#,
+            192u64 << 20
+        ),
+    );
+    assert!(reply.get("return").is_some(), "{reply}");
+    let event = wait_event(
+        &host,
+        &[
+            "hand's balloon left the 256 MiB memvisor had set",
+            "something else manages it too",
+            "leaves it alone",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(event["kind"], "fault");
+    // memvisor takes the new size as its target and does not pull the balloon back.
+    let vm = host.vm("hand");
+    let target = mib(&vm, "balloon_target_mib");
+    assert!(target.abs_diff(192) <= 8, "{vm:#}");
+    std::thread::sleep(Duration::from_secs(5));
+    let vm = host.vm("hand");
+    assert_eq!(mib(&vm, "balloon_target_mib"), target, "{vm:#}");
+    assert!(mib(&vm, "balloon_actual_mib").abs_diff(192) <= 8, "{vm:#}");
+}
+
 #[test]
 fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_they_end() {
     require_vm_prerequisites();
     let mut host = Host::new();
     let found = host.path().join("found");
     std::fs::create_dir(&found).unwrap();
-    let declared = host.path().join("declared.qmp");
+    // Declared, and where the glob looks too: managed once, as declared.
+    let declared = found.join("declared.qmp");
     // A socket the glob matches that is not QEMU's.
     let fake = found.join("fake.qmp");
     let _listener = std::os::unix::net::UnixListener::bind(&fake).unwrap();
@@ -163,6 +246,11 @@ fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_the
         (mib(&db, "reservation_mib"), db["shares"].as_u64()),
         (256, Some(2000)),
         "as declared: {db:#}"
+    );
+    wait_event(
+        &host,
+        &["db attached", "glob matches its socket too", "managed once"],
+        Duration::from_secs(5),
     );
     assert_eq!(host.vm("web")["origin"], "attached");
     wait_event(

@@ -58,7 +58,9 @@ fn verdict_file() -> Option<PathBuf> {
 /// The running kernel's image, where the distribution keeps it.
 fn host_kernel() -> Option<PathBuf> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    Some(PathBuf::from(format!("/boot/vmlinuz-{}", release.trim()))).filter(|p| p.is_file())
+    // One this process cannot read would look like a KVM that boots nothing.
+    Some(PathBuf::from(format!("/boot/vmlinuz-{}", release.trim())))
+        .filter(|p| std::fs::File::open(p).is_ok())
 }
 
 fn which(binary: &str) -> Option<PathBuf> {

@@ -151,7 +151,12 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         }
         Boot::Disk { kernel: None, .. } => {}
     }
-    push(&["-nodefaults", "-display", "none", "-no-reboot"]);
+    push(&["-nodefaults", "-display", "none"]);
+    // memvisor's image reboots only on a panic, which memvisor reports as the VM's loss; a
+    // disk guest reboots as an installed system does, when its operator says so.
+    if matches!(spec.boot, Boot::Image { .. }) {
+        push(&["-no-reboot"]);
+    }
     push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);
     push(&[
         "-qmp",
@@ -262,12 +267,14 @@ pub async fn spawn(spec: &LaunchSpec, cgroup_procs: Option<&Path>) -> Result<u32
     unsafe {
         command.pre_exec(|| {
             nix::sys::prctl::set_thp_disable(true)?;
-            let adj = nix::fcntl::open(
+            // Where 0 is below what this process may set, the QEMU keeps the daemon's value.
+            if let Ok(adj) = nix::fcntl::open(
                 c"/proc/self/oom_score_adj",
                 nix::fcntl::OFlag::O_WRONLY,
                 nix::sys::stat::Mode::empty(),
-            )?;
-            nix::unistd::write(&adj, b"0")?;
+            ) {
+                let _ = nix::unistd::write(&adj, b"0");
+            }
             Ok(())
         });
     }
@@ -331,6 +338,7 @@ mod tests {
     fn fixed_size_vm_has_balloon_disks_qmp_and_agent_port() {
         let args = qemu_args(&spec(1024, 1024, true));
         assert_eq!(after(&args, "-m"), ["1024M"]);
+        assert!(args.contains(&"-no-reboot".to_string()), "a panic ends it");
         assert_eq!(after(&args, "-accel"), ["tcg,tb-size=16"]);
         let devices = after(&args, "-device").join(" ");
         assert!(devices
@@ -376,6 +384,10 @@ mod tests {
         };
         let args = qemu_args(&s);
         assert!(after(&args, "-kernel").is_empty() && after(&args, "-append").is_empty());
+        assert!(
+            !args.contains(&"-no-reboot".to_string()),
+            "it reboots as a machine does"
+        );
         assert_eq!(
             after(&args, "-drive"),
             ["file=/images/debian.qcow2,if=none,id=root,format=qcow2,cache=none,aio=threads,snapshot=on"]

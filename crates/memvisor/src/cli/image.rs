@@ -56,7 +56,8 @@ async fn build_debian(args: DebianArgs, cx: &Context) -> Result<(), CliError> {
         .expect("the disk build does not panic")?;
     if args.json {
         output::print_json(&serde_json::json!({
-            "disk": report.disk, "cached": report.cached, "seconds": report.seconds
+            "disk": report.disk, "path": debian::stable_path(&cx.cache_dir),
+            "cached": report.cached, "seconds": report.seconds
         }));
     } else {
         let how = if report.cached { "cached" } else { "built" };
@@ -64,7 +65,7 @@ async fn build_debian(args: DebianArgs, cx: &Context) -> Result<(), CliError> {
             "Debian guest disk {} {how} in {:.1} s: {} ({} MiB), kernel {}, packages: {}",
             report.disk.key,
             report.seconds,
-            report.disk.disk.display(),
+            debian::stable_path(&cx.cache_dir).display(),
             report.disk.disk_bytes >> 20,
             report.disk.kernel,
             report.disk.packages.join(", ")

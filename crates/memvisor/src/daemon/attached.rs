@@ -90,6 +90,7 @@ impl Daemon {
             swap: Some(Size::ZERO),
             workload: Default::default(),
             disk: None,
+            format: None,
             snapshot: false,
             kernel: None,
             initrd: None,
@@ -121,8 +122,14 @@ impl Daemon {
             vms.insert(name.clone(), VmHandle::spawn(vm));
         }
         let view = self.vm(&name)?.view();
+        let declared = self.config.attached.iter().any(|a| a.qmp == how.qmp);
+        let both = if declared && self.discovers(&how.qmp) {
+            "; [discover]'s glob matches its socket too: it is managed once, as [[attach]] declares it"
+        } else {
+            ""
+        };
         let reason = format!(
-            "{name} attached through {}: pid {}, {} MiB, reservation {} MiB, shares {}; {host_swap}",
+            "{name} attached through {}: pid {}, {} MiB, reservation {} MiB, shares {}; {host_swap}{both}",
             how.qmp.display(),
             pid_text(view.pid),
             view.config.memory.as_mib(),
@@ -196,10 +203,16 @@ impl Daemon {
 
     /// Whether discovery looks at `path`: declared in [[attach]] or matched by [discover].
     fn watches(&self, path: &Path) -> bool {
-        self.config.attached.iter().any(|a| a.qmp == path)
-            || self.config.discover.qmp.as_deref().is_some_and(|pattern| {
-                glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path))
-            })
+        self.config.attached.iter().any(|a| a.qmp == path) || self.discovers(path)
+    }
+
+    /// Whether [discover]'s glob matches `path`.
+    fn discovers(&self, path: &Path) -> bool {
+        self.config
+            .discover
+            .qmp
+            .as_deref()
+            .is_some_and(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path)))
     }
 
     fn may_try(&self, path: &Path) -> bool {

@@ -650,13 +650,6 @@ pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
-    // A memory manager the OOM killer takes first is worse than none; its QEMUs stay killable.
-    match memvisor_host::process::protect_from_oom(OOM_SCORE_ADJ) {
-        Ok(adj) => {
-            tracing::info!("oom_score_adj {adj}: the OOM killer takes other processes first")
-        }
-        Err(e) => tracing::warn!("cannot lower the daemon's oom_score_adj to {OOM_SCORE_ADJ}: {e}"),
-    }
     let daemon = Arc::new(Daemon::new(config, dir, image).await?);
     let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
         listener,

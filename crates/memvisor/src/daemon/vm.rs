@@ -32,6 +32,11 @@ use tokio::sync::oneshot;
 
 /// Reading a QEMU's page map costs milliseconds; its own memory changes slowly.
 const OVERHEAD_EVERY: Duration = Duration::from_secs(15);
+/// How long the scheduler leaves alone a balloon that something else moved: two of Proxmox's
+/// or MoM's rounds would move it again well within this, and memvisor would see it.
+const HANDS_OFF: Duration = Duration::from_secs(300);
+/// How long a disk guest may take to shut down before its QEMU is killed.
+const POWERDOWN_PATIENCE: Duration = Duration::from_secs(90);
 
 pub struct Vm {
     config: VmConfig,
@@ -79,6 +84,8 @@ pub struct Vm {
     no_host_swap: Option<String>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
     watch: Watch,
+    /// Until then the scheduler leaves the balloon to whatever else moved it.
+    hands_off_until: Option<Instant>,
     born: Instant,
 }
 
@@ -123,6 +130,7 @@ impl Vm {
             cgroup_found: None,
             no_host_swap: None,
             watch: Watch::default(),
+            hands_off_until: None,
             born: Instant::now(),
         }
     }
@@ -144,6 +152,7 @@ impl Vm {
             .applied_to(&self.config, self.boot_memory, host, others)
             .map_err(DaemonError::BadRequest)?;
         if change.memory.is_some() && self.state == VmState::Running {
+            self.hands_off_until = None;
             let size = self.config.memory.min(self.config.effective_limit());
             self.set_allocation(size).await?;
         }
@@ -173,7 +182,7 @@ impl Vm {
             }
             Some(disk) => Boot::Disk {
                 disk: disk.clone(),
-                format: memvisor_qemu::disk::detect(disk)?,
+                format: memvisor_qemu::disk::format(disk, config.format, config.kernel.is_some())?,
                 snapshot: config.snapshot,
                 kernel: config.kernel.clone().map(|kernel| DirectKernel {
                     kernel,
@@ -256,6 +265,7 @@ impl Vm {
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
         self.watch = Watch::default();
+        self.hands_off_until = None;
         self.qmp = Some(Qmp::connect(&spec.qmp_socket, qmp::DEFAULT_TIMEOUT).await?);
         self.agent = match spec.boot {
             Boot::Image { agent_socket, .. } => {
@@ -464,6 +474,8 @@ impl Vm {
         }
         balloon::set_target(self.qmp()?, target).await?;
         self.balloon_target = Some(target);
+        // An operator's size is memvisor managing the balloon again.
+        self.hands_off_until = None;
         Ok(())
     }
 
@@ -504,6 +516,11 @@ impl Vm {
             .map(|b| Size::bytes(b.as_bytes() + self.plugged.as_bytes()))
     }
 
+    /// Whether the scheduler leaves the balloon to something else that moved it.
+    pub fn hands_off(&self) -> bool {
+        self.hands_off_until.is_some()
+    }
+
     /// The allocation last asked for.
     pub fn target(&self) -> Size {
         let balloon = self.balloon_target.unwrap_or(self.boot_memory);
@@ -513,6 +530,9 @@ impl Vm {
     /// Gives the guest `target` in all: the balloon below its boot size, virtio-mem above it.
     /// The policy has already kept `target` between the VM's floor and its ceiling.
     pub async fn set_allocation(&mut self, target: Size) -> Result<(), DaemonError> {
+        if self.hands_off() {
+            return Ok(());
+        }
         let boot = self.boot_memory;
         let extra = Size::bytes(target.as_bytes().saturating_sub(boot.as_bytes()));
         if self.config.can_grow() && extra != self.plug_requested {
@@ -649,6 +669,21 @@ impl Vm {
             let seen = self.seen(qmp_answers);
             for fault in self.watch.update(&seen) {
                 happened.push((EventKind::Fault, self.describe(&fault)));
+                if let Fault::BalloonMovedElsewhere { actual_mib, .. } = fault {
+                    // Its size is now the target, so nothing pulls the balloon back.
+                    self.balloon_target = Some(Size::mib(actual_mib));
+                    self.hands_off_until = Some(Instant::now() + HANDS_OFF);
+                }
+            }
+            if self
+                .hands_off_until
+                .is_some_and(|until| Instant::now() >= until)
+            {
+                self.hands_off_until = None;
+                happened.push((
+                    EventKind::Decision,
+                    format!("{name}'s balloon was left alone for {} s and no one else moved it: the scheduler manages it again", HANDS_OFF.as_secs()),
+                ));
             }
         }
         happened
@@ -691,6 +726,13 @@ impl Vm {
                 "{name} does not answer its balloon: asked for {target_mib} MiB, it holds {actual_mib} MiB, unchanged for {for_s:.0} s (guest paused or hung, or its balloon driver gone?); the scheduler counts what it holds"
             ),
             Fault::BalloonMoves => format!("{name}'s balloon moves again"),
+            Fault::BalloonMovedElsewhere {
+                target_mib,
+                actual_mib,
+            } => format!(
+                "{name}'s balloon left the {target_mib} MiB memvisor had set for {actual_mib} MiB and stays there: something else manages it too (another balloon manager, a monitor command); the scheduler leaves it alone for {} s instead of fighting, and counts what it holds",
+                HANDS_OFF.as_secs()
+            ),
             Fault::AgentSilent { for_s } => format!(
                 "{name}'s guest agent has been silent for {for_s:.0} s: the guest is hung, paused or starved of memory"
             ),
@@ -773,11 +815,19 @@ impl Vm {
                 self.name()
             )));
         }
+        // A guest whose disk keeps its writes shuts down as a machine does; quitting QEMU would
+        // cut its power with its page cache unwritten.
+        let keeps_writes = self.config.disk.is_some() && !self.config.snapshot;
+        let (command, patience) = if keeps_writes {
+            ("system_powerdown", POWERDOWN_PATIENCE)
+        } else {
+            ("quit", Duration::from_secs(10))
+        };
         if let Some(qmp) = self.qmp.as_mut() {
-            let _ = qmp.execute("quit", None).await;
+            let _ = qmp.execute(command, None).await;
         }
         if let Some(pid) = self.pid {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + patience;
             while memvisor_host::process::is_alive(pid) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -832,6 +882,7 @@ impl Vm {
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
         self.watch = Watch::default();
+        self.hands_off_until = None;
         self.state = VmState::Stopped;
     }
 }

@@ -37,18 +37,9 @@ pub fn require_vm_prerequisites() {
 
 /// The project's Debian guest disk; fails (never skips) when it is not built.
 pub fn debian_disk() -> PathBuf {
-    let dir = cache_dir().join("debian");
-    let key = std::fs::read_to_string(dir.join("current")).unwrap_or_else(|_| {
-        panic!(
-            "no Debian guest disk in {}: run 'memvisor image debian' (./scripts/test.sh does)",
-            dir.display()
-        )
-    });
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(key.trim()).join("manifest.json")).unwrap(),
-    )
-    .unwrap();
-    PathBuf::from(manifest["disk"].as_str().unwrap())
+    memvisor_guest::debian::current(&cache_dir())
+        .unwrap_or_else(|e| panic!("{e} (./scripts/test.sh builds it)"))
+        .disk
 }
 
 pub fn memvisor(dir: &Path, args: &[&str]) -> Output {

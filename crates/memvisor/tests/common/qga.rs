@@ -100,6 +100,23 @@ impl GuestAgent {
         }
     }
 
+    /// Writes `bytes` to `path` in the guest, in pieces the agent takes in one request each.
+    pub fn write_file(&mut self, path: &str, bytes: &[u8]) {
+        let handle = self
+            .request(
+                json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}}),
+            )
+            .expect("guest-file-open answers");
+        for piece in bytes.chunks(1 << 20) {
+            let data = base64::engine::general_purpose::STANDARD.encode(piece);
+            self.request(json!({"execute": "guest-file-write",
+                "arguments": {"handle": handle, "buf-b64": data}}))
+                .expect("guest-file-write answers");
+        }
+        self.request(json!({"execute": "guest-file-close", "arguments": {"handle": handle}}))
+            .expect("guest-file-close answers");
+    }
+
     /// Runs `script` and returns what it printed; it must succeed.
     pub fn ok(&mut self, script: &str) -> String {
         let ran = self.sh(script, Duration::from_secs(120));

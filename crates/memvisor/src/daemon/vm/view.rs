@@ -7,6 +7,7 @@ use super::super::state::{FoundLimit, SavedVm};
 use super::Vm;
 use memvisor_core::agent::AgentReport;
 use memvisor_core::config::VmConfig;
+use memvisor_core::reservation::GUEST_FLOOR;
 use memvisor_core::snapshot::VmObservation;
 use memvisor_core::status::{Origin, VmState, VmStatus, WorkingSetSource};
 use memvisor_core::Size;
@@ -99,12 +100,20 @@ impl Vm {
         let g = &self.guest;
         let (guest_used, guest_resident) = self.guest_used_and_resident();
         let report = self.agent.as_ref().and_then(|a| a.report());
+        // A balloon something else manages is held where it is: the policy plans around it.
+        // Held within the guest's floor and boot size, so that the policies' bounds stay whole.
+        let (reservation, limit) = if self.hands_off() {
+            let held = allocation.clamp(GUEST_FLOOR, self.config.memory.max(GUEST_FLOOR));
+            (held, held)
+        } else {
+            (self.config.reservation, self.config.effective_limit())
+        };
         Some(VmObservation {
             name: self.config.name.clone(),
             memory_mib: mib(self.config.memory),
             max_mib: mib(self.config.max_memory()),
-            reservation_mib: mib(self.config.reservation),
-            limit_mib: mib(self.config.effective_limit()),
+            reservation_mib: mib(reservation),
+            limit_mib: mib(limit),
             shares: self.config.shares,
             allocation_mib: mib(allocation),
             target_mib: mib(self.target()),
@@ -200,4 +209,42 @@ fn with_report(status: &mut VmStatus, report: Option<&AgentReport>) {
     status.workload_pages_per_sec = report.map(|r| r.pages_per_sec);
     status.workload_pages = report.and_then(|r| r.pages);
     status.workload_held_mib = report.map(|r| r.held_mib);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memvisor_core::policy;
+
+    #[test]
+    fn a_balloon_something_else_manages_is_held_where_it_is_for_the_policy() {
+        let config: VmConfig = toml::from_str(
+            "name = \"vm1\"\nmemory = \"1G\"\nreservation = \"128M\"\nlimit = \"1G\"",
+        )
+        .unwrap();
+        let mut vm = Vm::new(config, Origin::Attached, "/run/vm1.qmp".into());
+        vm.state = VmState::Running;
+        vm.balloon_actual = Some(Size::mib(700));
+        vm.balloon_target = Some(Size::mib(700));
+        let free = vm.observation().unwrap();
+        assert_eq!((free.reservation_mib, free.limit_mib), (128, 1024));
+
+        vm.hands_off_until = Some(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        let held = vm.observation().unwrap();
+        assert_eq!(
+            (held.reservation_mib, held.allocation_mib, held.limit_mib),
+            (700, 700, 700),
+            "the policy can neither take from it nor give to it"
+        );
+        // Past its boot size (virtio-mem) or below the floor, the bounds stay whole.
+        for (balloon, plugged) in [(1024, 512), (100, 0)] {
+            vm.balloon_actual = Some(Size::mib(balloon));
+            vm.plugged = Size::mib(plugged);
+            let held = vm.observation().unwrap();
+            assert!(
+                policy::floor_mib(&held) <= policy::ceiling_mib(&held),
+                "{held:?}"
+            );
+        }
+    }
 }
