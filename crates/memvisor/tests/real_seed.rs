@@ -160,7 +160,7 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
     }
 
     // vm1 and vm2 fill their page cache with 500 MiB of data they then leave alone; vm3 then
-    // needs 900 MiB of its 1 GiB for itself.
+    // needs 800 MiB of its 1 GiB for itself.
     for agent in &mut agents[..2] {
         let filled = agent.sh(
             "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
@@ -169,9 +169,9 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         assert_eq!(filled.code, 0, "{filled:?}");
     }
     // Grown in place, so the guest never holds two copies.
-    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 900 << 20; sleep 600' >/dev/null 2>&1 &");
-    let (vm3, _) = host.wait_for("vm3", Duration::from_secs(180), "vm3 to use 900 MiB", |v| {
-        v["guest_used_mib"].as_u64().is_some_and(|u| u > 900)
+    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 800 << 20; sleep 600' >/dev/null 2>&1 &");
+    let (vm3, _) = host.wait_for("vm3", Duration::from_secs(180), "vm3 to use 800 MiB", |v| {
+        v["guest_used_mib"].as_u64().is_some_and(|u| u > 750)
     });
     println!("vm3 at its peak: {vm3:#}");
 

@@ -69,11 +69,12 @@ impl GuestAgent {
     /// Runs `script` with /bin/sh in the guest and waits for it, within `limit`.
     pub fn sh(&mut self, script: &str, limit: Duration) -> Ran {
         let started = Instant::now();
-        let pid = self
+        let started_reply = self
             .request(json!({"execute": "guest-exec", "arguments": {
                 "path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}))
-            .expect("guest-exec answers")["pid"]
-            .clone();
+            .expect("guest-exec answers");
+        let pid = started_reply["pid"].clone();
+        assert!(pid.is_u64(), "guest-exec answered {started_reply} to '{script}'");
         loop {
             let status = self
                 .request(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
@@ -107,7 +108,7 @@ impl GuestAgent {
                 json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}}),
             )
             .expect("guest-file-open answers");
-        for piece in bytes.chunks(1 << 20) {
+        for piece in bytes.chunks(256 << 10) {
             let data = base64::engine::general_purpose::STANDARD.encode(piece);
             self.request(json!({"execute": "guest-file-write",
                 "arguments": {"handle": handle, "buf-b64": data}}))
