@@ -297,7 +297,62 @@ fn assemble(cache_dir: &Path, key: &str, dir: &Path) -> Result<DebianDisk, Debia
         "mmdebstrap",
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
+    configure(&root)?;
+    let (boot, kernel) = boot_partition(&root, &work)?;
+    let root_img = work.join("root.img");
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-L",
+            ROOT_LABEL,
+            "-d",
+            &root.display().to_string(),
+            &root_img.display().to_string(),
+            &format!("{ROOT_MIB}M"),
+        ],
+    )?;
+    let raw = work.join("disk.raw");
+    let file = std::fs::File::create(&raw).map_err(io(&raw))?;
+    file.set_len((1 + BOOT_MIB + ROOT_MIB) * MIB)
+        .map_err(io(&raw))?;
+    drop(file);
+    sfdisk(&raw, &partition_table())?;
+    place(&boot, &raw, 1)?;
+    place(&root_img, &raw, 1 + BOOT_MIB)?;
+    write_mbr_code(&raw)?;
 
+    let staging = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let qcow2 = staging.join("debian.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            &raw.display().to_string(),
+            &qcow2.display().to_string(),
+        ],
+    )?;
+    let disk = DebianDisk {
+        key: key.to_string(),
+        disk: dir.join("debian.qcow2"),
+        packages: installed_versions(&root)?,
+        kernel,
+        disk_bytes: std::fs::metadata(&qcow2).map_err(io(&qcow2))?.len(),
+    };
+    let manifest = serde_json::to_string_pretty(&disk).expect("disk manifest serializes");
+    std::fs::write(staging.join("manifest.json"), manifest).map_err(io(&staging))?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&staging, dir).map_err(io(dir))?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(disk)
+}
+
+/// The guest's own files beyond its packages, its services, and root's empty password.
+fn configure(root: &Path) -> Result<(), DebianError> {
     for (path, content) in guest_files() {
         let file = root.join(path);
         if let Some(parent) = file.parent() {
@@ -320,10 +375,14 @@ fn assemble(cache_dir: &Path, key: &str, dir: &Path) -> Result<DebianDisk, Debia
     // The console logs in as root without a password: a test guest on a private socket.
     let shadow = root.join("etc/shadow");
     let text = std::fs::read_to_string(&shadow).map_err(io(&shadow))?;
-    std::fs::write(&shadow, text.replacen("root:*:", "root::", 1)).map_err(io(&shadow))?;
+    std::fs::write(&shadow, text.replacen("root:*:", "root::", 1)).map_err(io(&shadow))
+}
 
-    let (vmlinuz, kernel) = boot_file(&root, "vmlinuz-")?;
-    let (initrd, _) = boot_file(&root, "initrd.img-")?;
+/// The FAT boot partition's image in `work`: the root's kernel and initramfs, syslinux's
+/// configuration and syslinux itself. Returns it and the kernel's release.
+fn boot_partition(root: &Path, work: &Path) -> Result<(PathBuf, String), DebianError> {
+    let (vmlinuz, kernel) = boot_file(root, "vmlinuz-")?;
+    let (initrd, _) = boot_file(root, "initrd.img-")?;
     let boot = work.join("boot.img");
     let boot_str = boot.display().to_string();
     run(
@@ -344,60 +403,7 @@ fn assemble(cache_dir: &Path, key: &str, dir: &Path) -> Result<DebianDisk, Debia
         run("mcopy", &["-i", &boot_str, &from.display().to_string(), to])?;
     }
     run("syslinux", &["--install", &boot_str])?;
-
-    let root_img = work.join("root.img");
-    let root_img_str = root_img.display().to_string();
-    run(
-        "mkfs.ext4",
-        &[
-            "-q",
-            "-L",
-            ROOT_LABEL,
-            "-d",
-            &root.display().to_string(),
-            &root_img_str,
-            &format!("{ROOT_MIB}M"),
-        ],
-    )?;
-
-    let raw = work.join("disk.raw");
-    let file = std::fs::File::create(&raw).map_err(io(&raw))?;
-    file.set_len((1 + BOOT_MIB + ROOT_MIB) * MIB)
-        .map_err(io(&raw))?;
-    drop(file);
-    let raw_str = raw.display().to_string();
-    sfdisk(&raw, &partition_table())?;
-    place(&boot, &raw, 1)?;
-    place(&root_img, &raw, 1 + BOOT_MIB)?;
-    write_mbr_code(&raw)?;
-
-    let staging = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let qcow2 = staging.join("debian.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            &raw_str,
-            &qcow2.display().to_string(),
-        ],
-    )?;
-    let disk = DebianDisk {
-        key: key.to_string(),
-        disk: dir.join("debian.qcow2"),
-        packages: installed_versions(&root)?,
-        kernel,
-        disk_bytes: std::fs::metadata(&qcow2).map_err(io(&qcow2))?.len(),
-    };
-    let manifest = serde_json::to_string_pretty(&disk).expect("disk manifest serializes");
-    std::fs::write(staging.join("manifest.json"), manifest).map_err(io(&staging))?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&staging, dir).map_err(io(dir))?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(disk)
+    Ok((boot, kernel))
 }
 
 /// The one file in the root's /boot whose name starts with `prefix`, and what follows it (the

@@ -131,26 +131,12 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     } else {
         push(&["-m", &format!("{mib}M")]);
     }
-    match &spec.boot {
-        Boot::Image { kernel, initrd, .. } => push(&[
-            "-kernel",
-            &path(kernel),
-            "-initrd",
-            &path(initrd),
-            "-append",
-            IMAGE_APPEND,
-        ]),
-        Boot::Disk {
-            kernel: Some(direct),
-            ..
-        } => {
-            push(&["-kernel", &path(&direct.kernel), "-append", &direct.append]);
-            if let Some(initrd) = &direct.initrd {
-                push(&["-initrd", &path(initrd)]);
-            }
-        }
-        Boot::Disk { kernel: None, .. } => {}
-    }
+    push(
+        &boot_args(&spec.boot)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     push(&["-nodefaults", "-display", "none"]);
     // memvisor's image reboots only on a panic, which memvisor reports as the VM's loss; a
     // disk guest reboots as an installed system does, when its operator says so.
@@ -168,8 +154,59 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
             "virtio-balloon-pci,id={BALLOON_ID},free-page-reporting=on,deflate-on-oom=on,guest-stats-polling-interval={STATS_INTERVAL_S}"
         ),
     ]);
-    // cache=none: the guest caches; a second copy in the host page cache would be charged to
-    // the VM's cgroup and hide what the guest really uses.
+    for (drive, device) in drives(spec) {
+        push(&["-drive", &drive, "-device", &device]);
+    }
+    let (socket, port) = match &spec.boot {
+        Boot::Image { agent_socket, .. } => (agent_socket, memvisor_core::agent::PORT_NAME),
+        Boot::Disk {
+            guest_agent_socket, ..
+        } => (guest_agent_socket, GUEST_AGENT_PORT),
+    };
+    push(&["-device", "virtio-serial-pci"]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=agent,path={},server=on,wait=off", path(socket)),
+    ]);
+    push(&[
+        "-device",
+        &format!("virtserialport,chardev=agent,name={port}"),
+    ]);
+    push(&["-daemonize", "-pidfile", &path(&spec.pid_file)]);
+    args
+}
+
+/// What boots: memvisor's kernel and initramfs, a kernel given for a disk guest, or (nothing
+/// here) the disk's own bootloader.
+fn boot_args(boot: &Boot) -> Vec<String> {
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match boot {
+        Boot::Image { kernel, initrd, .. } => strings(&[
+            "-kernel",
+            &path(kernel),
+            "-initrd",
+            &path(initrd),
+            "-append",
+            IMAGE_APPEND,
+        ]),
+        Boot::Disk {
+            kernel: Some(direct),
+            ..
+        } => {
+            let mut args = strings(&["-kernel", &path(&direct.kernel), "-append", &direct.append]);
+            if let Some(initrd) = &direct.initrd {
+                args.extend(strings(&["-initrd", &path(initrd)]));
+            }
+            args
+        }
+        Boot::Disk { kernel: None, .. } => Vec::new(),
+    }
+}
+
+/// Each disk as its -drive and its -device, the guest's own disk first (it is the boot disk).
+/// cache=none: the guest caches; a second copy in the host page cache would be charged to the
+/// VM's cgroup and hide what the guest really uses.
+fn drives(spec: &LaunchSpec) -> Vec<(String, String)> {
     let drive = |id: &str, file: &Path, format: &str, extra: &str| {
         format!(
             "file={},if=none,id={id},format={format},cache=none,aio=threads{extra}",
@@ -202,26 +239,7 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
             format!("virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}"),
         ));
     }
-    for (drive, device) in &drives {
-        push(&["-drive", drive, "-device", device]);
-    }
-    let (socket, port) = match &spec.boot {
-        Boot::Image { agent_socket, .. } => (agent_socket, memvisor_core::agent::PORT_NAME),
-        Boot::Disk {
-            guest_agent_socket, ..
-        } => (guest_agent_socket, GUEST_AGENT_PORT),
-    };
-    push(&["-device", "virtio-serial-pci"]);
-    push(&[
-        "-chardev",
-        &format!("socket,id=agent,path={},server=on,wait=off", path(socket)),
-    ]);
-    push(&[
-        "-device",
-        &format!("virtserialport,chardev=agent,name={port}"),
-    ]);
-    push(&["-daemonize", "-pidfile", &path(&spec.pid_file)]);
-    args
+    drives
 }
 
 /// A sparse disk image of `size`: it costs host disk only as the guest writes to it.

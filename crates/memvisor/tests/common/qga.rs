@@ -74,7 +74,10 @@ impl GuestAgent {
                 "path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}))
             .expect("guest-exec answers");
         let pid = started_reply["pid"].clone();
-        assert!(pid.is_u64(), "guest-exec answered {started_reply} to '{script}'");
+        assert!(
+            pid.is_u64(),
+            "guest-exec answered {started_reply} to '{script}'"
+        );
         loop {
             let status = self
                 .request(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
