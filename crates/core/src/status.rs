@@ -135,8 +135,14 @@ pub enum WorkingSetSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostStatus {
     pub budget_mib: u64,
-    /// What the parent cgroup has charged: all launched VMs together.
+    /// In a lab (a fixed budget), what the parent cgroup has charged: all launched VMs
+    /// together. On a real host (budget auto), what the kernel counts in use (MemTotal −
+    /// MemAvailable): every process, VMs or not.
     pub used_mib: Option<u64>,
+    /// The part of used that no managed VM holds (the host's own processes), on a real host;
+    /// null in a lab, whose parent cgroup holds only VMs.
+    #[serde(default)]
+    pub other_used_mib: Option<u64>,
     /// Budget minus used.
     pub free_mib: Option<u64>,
     pub host_total_mib: u64,

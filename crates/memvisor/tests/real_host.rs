@@ -65,6 +65,15 @@ fn an_auto_budget_is_the_machines_memory_and_counts_what_the_kernel_has_in_use()
         used > vms_charged,
         "used {used} MiB, the VMs' group {vms_charged} MiB"
     );
+    // What the VM does not hold is the host's own, and no VM's to be entitled to.
+    let other = status["other_used_mib"]
+        .as_u64()
+        .expect("other is known on a real host");
+    let rss = mib(&host.vm("v"), "host_rss_mib");
+    assert!(
+        other.abs_diff(used.saturating_sub(rss)) < 256 && other < used,
+        "other {other} MiB is used less the VM's {rss} MiB: {status:#}"
+    );
     // The machine's memory is the limit: memvisor set none on the VMs' group.
     assert!(
         cgroup_file(&host.cgroup, "memory.limit_in_bytes") >> 20 > total,

@@ -96,3 +96,77 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
     let index = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(index.contains("ours-vm1.svg") && index.contains("unconstrained-vm3.svg"));
 }
+
+/// A bench stopped halfway (Ctrl-C, a CI timeout) stops its VMs and takes back the swap file
+/// and the cgroups its run added, as a finished one does.
+#[test]
+fn an_interrupted_bench_puts_the_host_back() {
+    require_vm_prerequisites();
+    let dir = tempfile::Builder::new()
+        .prefix("memvisor-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let scenario = dir.path().join("short.toml");
+    std::fs::write(
+        &scenario,
+        "[bench]\nduration_s = 5\nneedy = [\"a\"]\nmeasure = \"touch\"\n\n\
+         [host]\nbudget = \"512M\"\nswap = \"64M\"\n\n\
+         [[vm]]\nname = \"a\"\nmemory = \"256M\"\nworkload = \"touch:64M:32M\"\n",
+    )
+    .unwrap();
+    let mut bench = std::process::Command::new(common::BIN)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["bench", scenario.to_str().unwrap(), "--policy", "ours"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted in ours' run, once its daemon answers and has added its swap file.
+    let run = dir.path().join("bench/ours");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while !(run.join("memvisor.sock").exists() && swaps().contains(&run.display().to_string())) {
+        assert!(
+            std::time::Instant::now() < deadline && bench.try_wait().unwrap().is_none(),
+            "ours' run never started with its swap file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let out = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bench interrupted by SIGTERM"), "{stderr}");
+    assert!(
+        !swaps().contains(&dir.path().display().to_string()),
+        "the bench left its swap file on: {}",
+        swaps()
+    );
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &dir.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the bench left processes running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    for group in [
+        "memory/memvisor-bench",
+        "cpu/memvisor-bench",
+        "memvisor-bench",
+    ] {
+        assert!(
+            !std::path::Path::new("/sys/fs/cgroup").join(group).exists(),
+            "the bench left /sys/fs/cgroup/{group}"
+        );
+    }
+}
+
+fn swaps() -> String {
+    std::fs::read_to_string("/proc/swaps").unwrap()
+}

@@ -15,7 +15,8 @@ pub const NAME: &str = "ksmtuned";
 const BINARY: &str = "/usr/sbin/ksmtuned";
 
 pub struct Ksmtuned {
-    group: i32,
+    /// ksmtuned's process group, until it is ended.
+    group: Option<i32>,
     meminfo: PathBuf,
     ksm_before: KsmSettings,
     updater: tokio::task::JoinHandle<()>,
@@ -75,7 +76,7 @@ impl Ksmtuned {
             }
         });
         Ok(Ksmtuned {
-            group,
+            group: Some(group),
             meminfo: meminfo_file,
             ksm_before,
             updater,
@@ -83,17 +84,33 @@ impl Ksmtuned {
     }
 
     /// Ends ksmtuned and puts KSM's knobs back as they were before it ran.
-    pub fn stop(self) -> Result<(), BenchError> {
+    pub fn stop(mut self) -> Result<(), BenchError> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<(), BenchError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
         self.updater.abort();
         // The whole process group: ksmtuned's loop and the sleep it waits on.
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.group)])
+            .args(["-TERM", "--", &format!("-{group}")])
             .status();
         let _ = std::fs::remove_file(&self.meminfo);
         Ksm::at(Path::new(SYSFS))
             .apply(self.ksm_before)
             .map(|_| ())
             .map_err(|e| failed("putting KSM back", e))
+    }
+}
+
+/// A run cut short (the bench interrupted) still ends ksmtuned and puts KSM back.
+impl Drop for Ksmtuned {
+    fn drop(&mut self) {
+        if let Err(e) = self.end() {
+            eprintln!("bench: {e}");
+        }
     }
 }
 

@@ -72,6 +72,10 @@ pub enum BenchError {
     Report(#[from] crate::report::ReportError),
     #[error("bench ksmtuned: {0}")]
     Ksmtuned(String),
+    #[error(
+        "bench interrupted by {0}: the run's VMs were stopped and the host put back as it was"
+    )]
+    Interrupted(&'static str),
 }
 
 /// What a bench run compares beside the unconstrained host: a policy of memvisor's, or a
@@ -124,7 +128,11 @@ pub struct Options {
 /// A grant may take this long; paging inside a guest beyond it, while the host has room, is a
 /// policy's fault.
 const GRANT_GRACE_S: f64 = 5.0;
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a run's VMs may take to boot: at least 5 minutes, and a minute per VM, since ours
+/// starts VMs one at a time on an overcommitted host.
+fn boot_timeout(vms: usize) -> Duration {
+    Duration::from_secs(60 * vms.max(5) as u64)
+}
 
 /// The `[bench]` table of a scenario file; the rest of the file is a memvisor config.
 #[derive(Debug, Clone, Deserialize)]
@@ -315,27 +323,38 @@ async fn run_one(
         Some(cores) => Some((cpu_parent(&config.host.cgroup)?, cores)),
         None => None,
     };
-    let daemon = match launcher::up(&run_dir, cache_dir, &file, BOOT_TIMEOUT, true).await {
-        Ok(daemon) => daemon,
-        Err(e) => {
-            // Whatever did start must not run on into the next peer's run.
-            let _ = launcher::down(&run_dir).await;
-            return Err(e.into());
-        }
+    let up_and_measure = async {
+        let daemon = launcher::up(
+            &run_dir,
+            cache_dir,
+            &file,
+            boot_timeout(config.vms.len()),
+            true,
+        )
+        .await?;
+        let run = Run {
+            dir: &run_dir,
+            bench,
+            daemon,
+            reserve_mib: config.host.reserve.as_mib(),
+            reference: peer.map(|(_, r)| r),
+        };
+        drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await
     };
-    let run = Run {
-        dir: &run_dir,
-        bench,
-        daemon,
-        reserve_mib: config.host.reserve.as_mib(),
-        reference: peer.map(|(_, r)| r),
+    // Interrupted, the run stops its VMs and puts back the swap, KSM and cgroups it changed,
+    // as it does when it ends.
+    let measured = tokio::select! {
+        measured = up_and_measure => measured,
+        signal = interrupted() => Err(BenchError::Interrupted(signal)),
     };
-    let measured = drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await;
-    launcher::down(&run_dir).await?;
+    let down = launcher::down(&run_dir).await;
     if let Some((parent, _)) = cpu {
         parent.remove()?;
     }
+    // Whatever did start must not run on into the next peer's run: a failed run is downed too,
+    // and its own error is the one reported.
     let mut outcome = measured?;
+    down?;
     let swap_after = swap_counters()?;
     outcome.host_swap_out_mib = swap_after.out_mib_since(&swap_before);
     outcome.zswap_out_mib = swap_after.zswap_mib_since(&swap_before);
@@ -419,6 +438,21 @@ async fn drive(
         ksmtuned.stop()?;
     }
     measured
+}
+
+/// Resolves when the bench is asked to stop, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 /// The CPU group the run's VMs go in; on cgroup v2 it is the memory group the daemon makes.

@@ -567,9 +567,25 @@ impl Daemon {
         }
     }
 
+    /// Memory in use that no managed VM holds, on a real host (budget auto), where the kernel's
+    /// figure counts every process; the VMs' RSS counts each page KSM merged once per VM. None in
+    /// a lab, whose parent cgroup holds only VMs.
+    pub(crate) fn other_used_mib(&self, used_mib: u64, ksm_saved_mib: u64) -> Option<u64> {
+        matches!(self.config.host.budget, Budget::Auto).then(|| {
+            let vms: u64 = self
+                .all()
+                .iter()
+                .filter_map(|vm| vm.view().observation)
+                .map(|o| o.host_rss_mib)
+                .sum();
+            (used_mib + ksm_saved_mib).saturating_sub(vms)
+        })
+    }
+
     pub async fn host_status(&self) -> HostStatus {
         let host = memvisor_host::meminfo::read().ok();
         let used_mib = self.used(host).map(Size::as_mib);
+        let ksm_saved_mib = knobs::ksm_saved().map(Size::as_mib);
         let (policy, state) = {
             let scheduler = self.scheduler.lock().expect("scheduler lock");
             (
@@ -580,7 +596,9 @@ impl Daemon {
         HostStatus {
             policy,
             state,
-            ksm_saved_mib: knobs::ksm_saved().map(Size::as_mib),
+            ksm_saved_mib,
+            other_used_mib: used_mib
+                .and_then(|u| self.other_used_mib(u, ksm_saved_mib.unwrap_or(0))),
             swap_total_mib: host.map(|h| h.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: host
                 .map(|h| (h.swap_total.as_bytes() - h.swap_free.as_bytes()) >> 20)

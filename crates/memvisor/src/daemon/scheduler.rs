@@ -92,17 +92,19 @@ pub trait Sensors {
 impl Sensors for Daemon {
     async fn host(&self) -> HostObservation {
         let meminfo = memvisor_host::meminfo::read().ok();
-        let ksm_saved = super::knobs::ksm_saved();
+        let ksm_saved = super::knobs::ksm_saved().map_or(0, Size::as_mib);
+        let used_mib = self.used(meminfo).map_or(0, Size::as_mib);
         HostObservation {
             budget_mib: self.budget.as_mib(),
-            used_mib: self.used(meminfo).map_or(0, Size::as_mib),
+            used_mib,
             reserve_mib: self.config.host.reserve.as_mib(),
             psi_some_avg10: memvisor_host::pressure::some_avg10().unwrap_or(0.0),
             swap_total_mib: meminfo.map(|m| m.swap_total.as_mib()).unwrap_or(0),
             swap_used_mib: meminfo
                 .map(|m| (m.swap_total.as_bytes() - m.swap_free.as_bytes()) >> 20)
                 .unwrap_or(0),
-            ksm_saved_mib: ksm_saved.map_or(0, Size::as_mib),
+            ksm_saved_mib: ksm_saved,
+            other_used_mib: self.other_used_mib(used_mib, ksm_saved).unwrap_or(0),
         }
     }
 
@@ -275,6 +277,7 @@ mod tests {
                 swap_total_mib: 0,
                 swap_used_mib: 0,
                 ksm_saved_mib: 0,
+                other_used_mib: 0,
             },
             vms: Vec::new(),
             pending: vec![PendingVm {
@@ -338,6 +341,7 @@ mod tests {
                 swap_total_mib: 0,
                 swap_used_mib: 0,
                 ksm_saved_mib: 0,
+                other_used_mib: 0,
             }
         }
 
