@@ -696,7 +696,7 @@ impl Esx {
                 let reserved = fits.map_or(0, Size::as_mib);
                 let why = if overcommitted && state >= FreeState::Soft {
                     format!(
-                        "{} starts after waiting {waited:.0} s: {why_state}; the others' balloons and the host's swap make room as it boots",
+                        "{} starts on a host short of memory ({why_state}) once it has waited {WAIT_LIMIT_S:.0} s: the others' balloons and the host's swap make room as it boots",
                         p.name
                     )
                 } else {
@@ -1575,7 +1575,7 @@ mod tests {
         let admits = admissions(&ours.decide(&short(62.0, 975)));
         assert_eq!(admits[0].1, Admission::Start, "{admits:?}");
         assert!(
-            admits[0].2.contains("after waiting 62 s"),
+            admits[0].2.contains("once it has waited 60 s"),
             "{}",
             admits[0].2
         );
