@@ -226,8 +226,8 @@ impl Esx {
     /// whose page cache moves its use by a few MiB is not) is granted its entitlement at once:
     /// grants that trail its use a round behind leave it waiting at every step (measured:
     /// turns, a VM granted 25 to 64 MiB a round as its turn began ran at 0.79 of
-    /// unconstrained, against 0.92 left alone under static). A guest paging to its disk is
-    /// granted what it needs from free memory even beyond its entitlement: memory no VM holds
+    /// unconstrained, against 0.92 left alone under static). A guest paging to its disk what it
+    /// uses is granted what it needs from free memory even beyond its entitlement: memory no VM holds
     /// costs no VM anything, and the entitlement only bounds what is reclaimed for it
     /// (measured: reservation, app2 paged for 70 s at its entitlement while 150 MiB were free).
     /// Free memory is held back for a VM waiting to start, so that it can.
@@ -253,7 +253,7 @@ impl Esx {
             } else {
                 entitled.min(demand_mib(vm).max(base))
             };
-            let wanted = if vm.is_hungry() {
+            let wanted = if vm.is_hungry() && uses_its_allocation(vm) {
                 due.max(demand_mib(vm).min(growth_ceiling_mib(vm)))
             } else {
                 due
@@ -581,8 +581,15 @@ fn held_mib(vm: &VmObservation) -> u64 {
 /// A guest filling its memory: its use rose since the last round and reaches its allocation
 /// less the balloon's slack (one whose page cache moves its use by a few MiB is not).
 fn is_filling(vm: &VmObservation, growing: bool) -> bool {
+    growing && uses_its_allocation(vm)
+}
+
+/// A guest whose use reaches its allocation less the balloon's slack: what it pages is memory
+/// it uses, not page cache it would drop (measured: seed, idle cache VMs paging after their
+/// balloons took their cache were granted all their memory back, ballooned again, and so on).
+fn uses_its_allocation(vm: &VmObservation) -> bool {
     let base = vm.allocation_mib.max(vm.target_mib);
-    growing && vm.guest_used_mib.unwrap_or(0) + guest_slack_mib(vm) >= base
+    vm.guest_used_mib.unwrap_or(0) + guest_slack_mib(vm) >= base
 }
 
 /// A VM whose working set is under half of what its guest uses: it holds memory it does not
@@ -1314,6 +1321,32 @@ mod tests {
         assert!(a_target.is_some_and(|t| t > 1100), "{plan:?}");
         // Nothing is reclaimed from b for it: b is at its entitlement.
         assert!(allocations(&plan).iter().all(|(n, _)| n == "a"), "{plan:?}");
+    }
+
+    #[test]
+    fn a_vm_paging_after_its_cache_was_ballooned_gets_no_more_than_its_entitlement() {
+        // a uses 300 of 450 MiB and pages (its cache refaults): it is granted up to its
+        // entitlement at most, never its whole memory back.
+        let mut a = vm("a", 450, 300);
+        a.working_set_mib = Some(900);
+        a.guest_swap_in_rate = 30.0;
+        let s = snapshot(0.0, 1536, 1000, vec![a, vm("b", 900, 850)]);
+        let plan = ours().decide(&s);
+        for d in &plan.decisions {
+            if let Action::Allocate { vm, target_mib } = &d.action {
+                let entitled: u64 = d
+                    .reason
+                    .split("entitled to ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(vm != "a" || *target_mib <= entitled.max(450), "{plan:?}");
+            }
+        }
     }
 
     #[test]
