@@ -77,11 +77,6 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
 /// Starts a QEMU outside memvisor, as Proxmox or a script would; returns its pid and a guard
 /// that kills it.
 fn start_qemu(qmp: &Path, name: Option<&str>) -> (String, KillOnDrop) {
-    start_qemu_with(qmp, name, &[])
-}
-
-/// `start_qemu` with more arguments for QEMU.
-fn start_qemu_with(qmp: &Path, name: Option<&str>, more: &[String]) -> (String, KillOnDrop) {
     let pid_file = qmp.with_extension("pid");
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
@@ -110,7 +105,6 @@ fn start_qemu_with(qmp: &Path, name: Option<&str>, more: &[String]) -> (String, 
     if let Some(name) = name {
         qemu.args(["-name", name]);
     }
-    qemu.args(more);
     assert!(qemu.status().unwrap().success());
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -119,14 +113,20 @@ fn start_qemu_with(qmp: &Path, name: Option<&str>, more: &[String]) -> (String, 
     (pid.clone(), KillOnDrop(pid))
 }
 
-/// One QMP command on `socket`, as another management tool would send it.
+/// One QMP command on `socket`, as another management tool would send it. QEMU serves one
+/// client at a time: the greeting comes only once no one else holds the monitor.
 fn qmp_command(socket: &Path, command: &str) -> serde_json::Value {
     use std::io::{BufRead, BufReader, Write};
     let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap(); // the greeting
+    reader
+        .read_line(&mut line)
+        .expect("QEMU greets another client within 5 s: memvisor must not hold its monitor");
     for sent in [r#"{"execute":"qmp_capabilities"}"#, command] {
         writeln!(writer, "{sent}").unwrap();
         loop {
@@ -150,16 +150,7 @@ fn a_balloon_another_tool_moves_is_left_to_it_instead_of_fought_over() {
     let mut host = Host::new();
     host.up("1G", "");
     let qmp = host.path().join("hand-qmp.sock");
-    // Its manager's own monitor, beside the one memvisor holds (as Proxmox's qmeventd has one).
-    let other = host.path().join("other-qmp.sock");
-    let (_, _kill) = start_qemu_with(
-        &qmp,
-        None,
-        &[
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", other.display()),
-        ],
-    );
+    let (_, _kill) = start_qemu(&qmp, None);
     host.change("hand", &["attach", "hand", "--qmp", qmp.to_str().unwrap()]);
     host.wait_for("hand", Duration::from_secs(60), "guest statistics", |v| {
         v["guest_free_mib"].is_u64()
@@ -167,8 +158,10 @@ fn a_balloon_another_tool_moves_is_left_to_it_instead_of_fought_over() {
     host.balloon("hand", 256);
     host.wait_balloon("hand", 256, Duration::from_secs(30));
 
+    // Its manager uses the monitor memvisor uses (as Proxmox's qm does): memvisor leaves it free
+    // between its exchanges.
     let reply = qmp_command(
-        &other,
+        &qmp,
         &format!(
             r#"{{"execute":"balloon","arguments":{{"value":{}}}}}"#,
             192u64 << 20
@@ -288,32 +281,6 @@ fn declared_and_discovered_qemus_are_attached_as_they_appear_and_let_go_when_the
     let _ = neighbour.kill();
     let _ = neighbour.wait();
     drop((shared, own));
-}
-
-/// A memory cgroup (v1, this machine's) holding the given processes; on drop they go back to
-/// the root group and it is removed.
-struct Group(String);
-
-impl Group {
-    fn new(name: &str, pids: &[&str]) -> Group {
-        let path = format!("/sys/fs/cgroup/memory/{name}");
-        std::fs::create_dir(&path).unwrap();
-        for pid in pids {
-            std::fs::write(format!("{path}/cgroup.procs"), pid).unwrap();
-        }
-        Group(path)
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(format!("{}/cgroup.procs", self.0)) {
-            for pid in pids.lines() {
-                let _ = std::fs::write("/sys/fs/cgroup/memory/cgroup.procs", pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 struct KillOnDrop(String);

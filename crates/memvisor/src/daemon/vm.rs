@@ -35,6 +35,9 @@ const OVERHEAD_EVERY: Duration = Duration::from_secs(15);
 /// How long the scheduler leaves alone a balloon that something else moved: two of Proxmox's
 /// or MoM's rounds would move it again well within this, and memvisor would see it.
 const HANDS_OFF: Duration = Duration::from_secs(300);
+/// How long an attached QEMU's monitor may take to greet memvisor: its manager may be talking
+/// to it, and the round goes on with the VM's last figures meanwhile.
+const BRIEF_CONNECT: Duration = Duration::from_secs(2);
 /// How long a disk guest may take to shut down before its QEMU is killed.
 const POWERDOWN_PATIENCE: Duration = Duration::from_secs(90);
 
@@ -406,15 +409,39 @@ impl Vm {
         }
     }
 
-    fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {
+    /// The VM's QMP monitor. An attached QEMU's monitor is held only while memvisor talks to
+    /// it: QEMU serves one client at a time, and its manager (Proxmox's `qm`, a script) must
+    /// find it free between rounds.
+    async fn qmp(&mut self) -> Result<&mut Qmp, DaemonError> {
+        if self.qmp.is_none() && self.calls_in() {
+            let connected = Qmp::connect(&self.qmp_path, BRIEF_CONNECT).await;
+            self.qmp = Some(connected.map_err(|e| {
+                DaemonError::Conflict(format!(
+                    "{e}; another client may be holding its monitor, which QEMU serves one at a time"
+                ))
+            })?);
+        }
         let name = self.config.name.clone();
         self.qmp.as_mut().ok_or(DaemonError::NotRunning(name))
+    }
+
+    /// Whether memvisor connects to the VM's monitor per exchange instead of holding it.
+    fn calls_in(&self) -> bool {
+        self.origin == Origin::Attached && self.state == VmState::Running
+    }
+
+    /// Leaves an attached QEMU's monitor free for its manager until memvisor needs it again.
+    pub fn hang_up(&mut self) {
+        if self.calls_in() {
+            self.qmp = None;
+        }
     }
 
     /// A QEMU human monitor command; what the monitor printed.
     pub async fn monitor(&mut self, command: &str) -> Result<String, DaemonError> {
         let reply = self
-            .qmp()?
+            .qmp()
+            .await?
             .execute(
                 "human-monitor-command",
                 Some(serde_json::json!({ "command-line": command })),
@@ -472,7 +499,7 @@ impl Vm {
                 self.config.effective_limit()
             )));
         }
-        balloon::set_target(self.qmp()?, target).await?;
+        balloon::set_target(self.qmp().await?, target).await?;
         self.balloon_target = Some(target);
         // An operator's size is memvisor managing the balloon again.
         self.hands_off_until = None;
@@ -536,12 +563,12 @@ impl Vm {
         let boot = self.boot_memory;
         let extra = Size::bytes(target.as_bytes().saturating_sub(boot.as_bytes()));
         if self.config.can_grow() && extra != self.plug_requested {
-            memvisor_qemu::virtio_mem::request(self.qmp()?, extra).await?;
+            memvisor_qemu::virtio_mem::request(self.qmp().await?, extra).await?;
             self.plug_requested = extra;
         }
         let balloon = target.min(boot);
         if self.balloon_target != Some(balloon) {
-            balloon::set_target(self.qmp()?, balloon).await?;
+            balloon::set_target(self.qmp().await?, balloon).await?;
             self.balloon_target = Some(balloon);
         }
         Ok(())
@@ -622,11 +649,12 @@ impl Vm {
             }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
-        let Some(qmp) = self.qmp.as_mut() else {
+        if self.qmp.is_none() && !self.calls_in() {
             return Vec::new();
-        };
+        }
         let device = self.balloon_device.clone();
         let result = async {
+            let qmp = self.qmp().await?;
             let actual = balloon::actual(qmp).await?;
             let stats = balloon::guest_stats(qmp, &device).await?;
             Ok::<_, DaemonError>((actual, stats))

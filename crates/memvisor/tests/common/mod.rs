@@ -361,3 +361,37 @@ impl Drop for KsmKnobs {
         }
     }
 }
+
+/// A memory cgroup (v1, this machine's) holding the given processes; on drop they go back to
+/// the root group and it is removed.
+pub struct Group(pub String);
+
+impl Group {
+    pub fn new(name: &str, pids: &[&str]) -> Group {
+        let path = format!("/sys/fs/cgroup/memory/{name}");
+        std::fs::create_dir(&path).unwrap();
+        for pid in pids {
+            std::fs::write(format!("{path}/cgroup.procs"), pid).unwrap();
+        }
+        Group(path)
+    }
+
+    /// The group's memory limit, as memory.limit_in_bytes shows it.
+    pub fn limit(&self) -> String {
+        std::fs::read_to_string(format!("{}/memory.limit_in_bytes", self.0))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(format!("{}/cgroup.procs", self.0)) {
+            for pid in pids.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/memory/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -45,14 +45,22 @@ impl GuestAgent {
             reader: BufReader::new(stream.try_clone().ok()?),
             writer: stream,
         };
-        // guest-sync skips whatever an earlier client left unread on the port.
-        let id = std::process::id() as u64 * 1000 + started_millis();
-        let reply = agent.request(json!({"execute": "guest-sync", "arguments": {"id": id}}))?;
-        (reply == json!(id)).then_some(agent)
+        // The port is one stream shared with every earlier client: replies to their requests
+        // (or to an earlier try of ours that timed out) may still come first. The agent answers
+        // in order, so everything before the reply to our own guest-sync is someone else's.
+        let id = now_micros();
+        let sync = json!({"execute": "guest-sync", "arguments": {"id": id}});
+        writeln!(agent.writer, "{sync}").ok()?;
+        while agent.next_return(&sync)? != json!(id) {}
+        Some(agent)
     }
 
     fn request(&mut self, command: Value) -> Option<Value> {
         writeln!(self.writer, "{command}").ok()?;
+        self.next_return(&command)
+    }
+
+    fn next_return(&mut self, command: &Value) -> Option<Value> {
         loop {
             let mut line = String::new();
             self.reader.read_line(&mut line).ok()?;
@@ -129,8 +137,9 @@ impl GuestAgent {
     }
 }
 
-fn started_millis() -> u64 {
+/// A guest-sync id no earlier try shares, so a late reply to one cannot pass for ours.
+fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64 % 1000)
+        .map_or(0, |d| d.as_micros() as u64)
 }

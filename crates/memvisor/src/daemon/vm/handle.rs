@@ -233,6 +233,9 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) -> Answer {
 async fn run(mut vm: Vm, mut inbox: mpsc::Receiver<Command>, publish: watch::Sender<VmView>) {
     while let Some(command) = inbox.recv().await {
         let answer = execute(&mut vm, command).await;
+        if inbox.is_empty() {
+            vm.hang_up();
+        }
         publish.send_replace(vm.view());
         answer();
     }
