@@ -481,7 +481,9 @@ impl Daemon {
                 Ok(()) => format!(
                     "{name} taken over after a daemon restart: pid {}, balloon target {} kept",
                     s.pid,
-                    s.balloon_target
+                    self.vm(name)
+                        .ok()
+                        .and_then(|vm| vm.view().saved?.balloon_target)
                         .map_or("(none)".to_string(), |t| format!("{} MiB", t.as_mib()))
                 ),
                 Err(e) => format!("{name} not taken over after a daemon restart: {e}"),

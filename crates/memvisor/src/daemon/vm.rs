@@ -340,6 +340,13 @@ impl Vm {
         self.balloon_device = balloon::find_device(&mut qmp).await?;
         balloon::enable_stats(&mut qmp, &self.balloon_device, launch::STATS_INTERVAL_S).await?;
         let memory = balloon::memory_size(&mut qmp).await?;
+        // The balloon is taken as found: a target unknown would read as the boot size, and
+        // the first reclaim step from there would deflate a balloon the policy (or a daemon
+        // before this one, or the VM's manager) had set lower (measured: a restarted daemon
+        // let vm1 go from 654 to 768 MiB).
+        let actual = balloon::actual(&mut qmp).await?;
+        self.balloon_target = Some(actual);
+        self.balloon_actual = Some(actual);
         self.config.memory = memory;
         self.config.max = Some(memory);
         self.boot_memory = memory;
