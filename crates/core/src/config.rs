@@ -86,6 +86,99 @@ pub struct Config {
     pub attached: Vec<AttachConfig>,
     #[serde(default)]
     pub discover: DiscoverConfig,
+    /// The domains of a libvirt daemon, managed through libvirt's API.
+    #[serde(default)]
+    pub libvirt: Option<LibvirtConfig>,
+}
+
+/// A libvirt daemon whose running domains memvisor schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtConfig {
+    /// Its local URI: "qemu:///system".
+    pub uri: String,
+    /// Globs on domain names: only the domains one matches (none given: every domain).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs on domain names: domains left alone even where `include` matches them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Lets `translate` read guest kernel addresses through libvirt's monitor pass-through;
+    /// libvirt then marks the domain tainted ("custom-monitor").
+    #[serde(default)]
+    pub monitor: bool,
+    /// Reservations, limits and shares, by domain name.
+    #[serde(default, rename = "domain")]
+    pub domains: Vec<DomainConfig>,
+}
+
+/// What memvisor guarantees one libvirt domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    pub name: String,
+    #[serde(default)]
+    pub reservation: Size,
+    /// Never granted above this (default: the domain's memory).
+    #[serde(default)]
+    pub limit: Option<Size>,
+    #[serde(default = "default_shares")]
+    pub shares: u32,
+}
+
+impl LibvirtConfig {
+    /// Whether memvisor manages the domain `name`.
+    pub fn takes(&self, name: &str) -> bool {
+        let matches = |globs: &[String]| {
+            globs
+                .iter()
+                .any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+        };
+        (self.include.is_empty() || matches(&self.include)) && !matches(&self.exclude)
+    }
+
+    /// What the config guarantees the domain `name`: (reservation, limit, shares).
+    pub fn guarantees(&self, name: &str) -> (Size, Option<Size>, u32) {
+        self.domains
+            .iter()
+            .find(|d| d.name == name)
+            .map_or((Size::ZERO, None, default_shares()), |d| {
+                (d.reservation, d.limit, d.shares)
+            })
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for glob in self.include.iter().chain(&self.exclude) {
+            if let Err(e) = glob::Pattern::new(glob) {
+                out.push(format!("libvirt: \"{glob}\" is not a usable glob: {e}"));
+            }
+        }
+        for d in &self.domains {
+            let name = &d.name;
+            if let Err(e) = check_name(name) {
+                out.push(format!("libvirt domain {e}"));
+            }
+            if let Some(limit) = d.limit.filter(|l| *l < d.reservation) {
+                out.push(format!(
+                    "libvirt domain {name}: reservation {} is above its limit {limit}",
+                    d.reservation
+                ));
+            }
+            if !(1..=1_000_000).contains(&d.shares) {
+                out.push(format!(
+                    "libvirt domain {name}: shares {} must be between 1 and 1000000",
+                    d.shares
+                ));
+            }
+            if !self.takes(name) {
+                out.push(format!(
+                    "libvirt domain {name} is declared but [libvirt] include/exclude leave it alone; include it, or drop its declaration"
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// A QEMU started by someone else (Proxmox, libvirt-less scripts, by hand), declared by name.
@@ -283,6 +376,27 @@ impl VmConfig {
         } else {
             IMAGE_SWAP
         })
+    }
+
+    /// A VM another tool started, before its QEMU says how much memory it has.
+    pub fn started_elsewhere(name: String) -> VmConfig {
+        VmConfig {
+            name,
+            memory: Size::ZERO,
+            max: None,
+            reservation: Size::ZERO,
+            limit: None,
+            shares: default_shares(),
+            cpus: 1,
+            swap: Some(Size::ZERO),
+            workload: Default::default(),
+            disk: None,
+            format: None,
+            snapshot: false,
+            kernel: None,
+            initrd: None,
+            append: None,
+        }
     }
 
     /// Whether memvisor's agent runs in the guest: only in memvisor's own image.
@@ -515,6 +629,17 @@ impl Config {
             }
             problems.extend(a.problems());
         }
+        if let Some(libvirt) = &self.libvirt {
+            problems.extend(libvirt.problems());
+            for d in &libvirt.domains {
+                if !seen.insert(d.name.as_str()) {
+                    problems.push(format!(
+                        "libvirt domain {} is already the name of a VM; VM names must be unique (exclude the domain in [libvirt], or rename one of them)",
+                        d.name
+                    ));
+                }
+            }
+        }
         if let Some(glob) = &self.discover.qmp {
             if !glob.starts_with('/') {
                 problems.push(format!(
@@ -567,7 +692,16 @@ impl Config {
             .attached
             .iter()
             .map(|a| (a.name.as_str(), a.reservation));
-        if let Err(e) = reservation::fit(budget, self.host.reserve, reservations.chain(attached)) {
+        let domains = self
+            .libvirt
+            .iter()
+            .flat_map(|l| &l.domains)
+            .map(|d| (d.name.as_str(), d.reservation));
+        if let Err(e) = reservation::fit(
+            budget,
+            self.host.reserve,
+            reservations.chain(attached).chain(domains),
+        ) {
             problems.push(e.to_string());
         }
         problems
@@ -794,6 +928,57 @@ mod tests {
         assert!(err.contains("\"auto\""), "{err}");
         assert_eq!("auto".parse(), Ok(Budget::Auto));
         assert_eq!(Budget::Auto.to_string(), "auto");
+    }
+
+    #[test]
+    fn libvirt_domains_are_chosen_by_globs_and_given_guarantees_by_name() {
+        let c = Config::parse(
+            r#"[host]
+            budget = "auto"
+            [libvirt]
+            uri = "qemu:///system"
+            include = ["web-*", "db"]
+            exclude = ["web-scratch"]
+            [[libvirt.domain]]
+            name = "db"
+            reservation = "512M"
+            shares = 2000"#,
+        )
+        .unwrap();
+        let l = c.libvirt.as_ref().unwrap();
+        assert!(l.takes("web-1") && l.takes("db"));
+        assert!(!l.takes("web-scratch") && !l.takes("other"));
+        assert!(
+            !l.monitor,
+            "the monitor pass-through taints a domain: opt-in"
+        );
+        assert_eq!(l.guarantees("db"), (Size::mib(512), None, 2000));
+        assert_eq!(l.guarantees("web-1"), (Size::ZERO, None, 1000));
+
+        let err = Config::parse(
+            r#"[host]
+            budget = "2G"
+            [[vm]]
+            name = "db"
+            memory = "512M"
+            [libvirt]
+            uri = "qemu:///system"
+            exclude = ["[oops"]
+            [[libvirt.domain]]
+            name = "db"
+            [[libvirt.domain]]
+            name = "big"
+            reservation = "4G""#,
+        )
+        .unwrap_err()
+        .to_string();
+        for problem in [
+            "libvirt domain db is already the name of a VM",
+            "\"[oops\" is not a usable glob",
+            "big 4GiB",
+        ] {
+            assert!(err.contains(problem), "{problem}: {err}");
+        }
     }
 
     #[test]

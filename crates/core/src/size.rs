@@ -42,6 +42,11 @@ impl Size {
         Size(n * MIB)
     }
 
+    /// libvirt counts memory in KiB.
+    pub const fn kib(n: u64) -> Size {
+        Size(n.saturating_mul(1024))
+    }
+
     pub const fn as_bytes(self) -> u64 {
         self.0
     }

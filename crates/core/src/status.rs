@@ -33,6 +33,8 @@ pub enum Origin {
     Launched,
     /// Started by someone else; memvisor only talks to its QMP socket.
     Attached,
+    /// A libvirt domain, managed through libvirt's API.
+    Libvirt,
 }
 
 /// How QEMU runs guest code: KVM where the host can, TCG (emulation) where it cannot.

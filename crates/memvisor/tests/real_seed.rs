@@ -23,20 +23,6 @@ const ROOM_FOR_VMS_MIB: u64 = 2600;
 /// measured 125 s to 3.5 min, with the machine's CPU steal varying between runs.
 const BOOT_LIMIT: Duration = Duration::from_secs(480);
 
-fn meminfo_mib(key: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{key}:")))
-        .unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        / 1024
-}
-
 /// A QEMU started as an operator's script would: in a memory cgroup of its own (as systemd's
 /// machine.slice or Proxmox's qemu.slice give each VM), with the Debian disk (writes thrown
 /// away), a balloon, a swap disk, qemu-guest-agent's port and a QMP socket where discovery
@@ -123,15 +109,6 @@ impl Drop for HandStarted {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// Memory held and touched by this test process, as other host processes would hold it.
-fn ballast(mib: u64) -> Vec<u8> {
-    let mut held = vec![0u8; (mib << 20) as usize];
-    for page in held.chunks_mut(4096) {
-        page[0] = 1;
-    }
-    held
 }
 
 fn balloons(host: &Host) -> Vec<u64> {

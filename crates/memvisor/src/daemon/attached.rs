@@ -79,23 +79,7 @@ impl Daemon {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let config = VmConfig {
-            name: how.name.clone().unwrap_or_else(|| stem.clone()),
-            memory: Size::ZERO,
-            max: None,
-            reservation: Size::ZERO,
-            limit: None,
-            shares: 1000,
-            cpus: 1,
-            swap: Some(Size::ZERO),
-            workload: Default::default(),
-            disk: None,
-            format: None,
-            snapshot: false,
-            kernel: None,
-            initrd: None,
-            append: None,
-        };
+        let config = VmConfig::started_elsewhere(how.name.clone().unwrap_or_else(|| stem.clone()));
         let mut vm = Vm::new(config, Origin::Attached, how.qmp.clone());
         let qemu_name = vm.attach(&self.hierarchy, how.host_limit_found).await?;
         let name = match how.name {

@@ -9,6 +9,7 @@ mod events;
 mod history;
 mod inspect;
 mod knobs;
+mod libvirt;
 pub mod metrics;
 mod scheduler;
 mod state;
@@ -68,6 +69,8 @@ pub enum DaemonError {
     Io(String),
     #[error(transparent)]
     Disk(#[from] memvisor_qemu::disk::DiskError),
+    #[error(transparent)]
+    Libvirt(#[from] memvisor_libvirt::LibvirtError),
     #[error("no guest image is built, and a VM without a disk boots memvisor's: run 'memvisor image build', or give the VM a disk")]
     NoImage,
     #[error("the guest agent of {0} did not answer within {1:?}; is the VM still booting?")]
@@ -106,6 +109,12 @@ pub struct Daemon {
     access: Mutex<working_sets::AccessSensor>,
     /// Sockets discovery could not attach, not tried again for a while.
     refused: Mutex<attached::Refused>,
+    /// The connection to libvirtd, where [libvirt] names one.
+    libvirt: Option<vm::Connection>,
+    /// libvirt's events until the daemon follows them.
+    libvirt_events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<memvisor_libvirt::Event>>>,
+    /// Domains' memtune hard limits as a daemon before this one found them, by name.
+    libvirt_found: Mutex<BTreeMap<String, Option<Size>>>,
     pub shutdown: Notify,
 }
 
@@ -126,6 +135,14 @@ impl Daemon {
         let budget = config
             .budget_on(machine.total)
             .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
+        // A libvirtd that does not answer is refused before anything on the host changes.
+        let (libvirt, libvirt_events) = match &config.libvirt {
+            Some(l) => {
+                let (connection, events) = libvirt::connect(&l.uri).await?;
+                (Some(connection), Some(events))
+            }
+            None => (None, None),
+        };
         let hierarchy = Hierarchy::detect()?;
         let parent = hierarchy.group(&config.host.cgroup);
         parent.create()?;
@@ -193,6 +210,9 @@ impl Daemon {
             recovered: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(working_sets::AccessSensor::new()),
             refused: Mutex::new(attached::Refused::default()),
+            libvirt,
+            libvirt_events: Mutex::new(libvirt_events),
+            libvirt_found: Mutex::new(BTreeMap::new()),
             asking: Mutex::new(Vec::new()),
             host_swap: Mutex::new(host_swap),
             startup_faults: Mutex::new(startup_faults),
@@ -454,6 +474,16 @@ impl Daemon {
         for (name, s) in &saved.vms {
             let alive = memvisor_host::process::is_alive(s.pid);
             let result = match (s.origin, alive) {
+                // libvirt lists its running domains again; what memvisor found is kept for them.
+                (Origin::Libvirt, _) => {
+                    if let Some(found) = s.host_limit_found {
+                        self.libvirt_found
+                            .lock()
+                            .expect("found lock")
+                            .insert(name.clone(), found.limit);
+                    }
+                    continue;
+                }
                 (_, false) => Err(DaemonError::Io(format!(
                     "its QEMU (pid {}) ended while no daemon watched it",
                     s.pid
@@ -545,7 +575,7 @@ impl Daemon {
             let done = match view.origin {
                 Origin::Launched if view.state != VmState::Stopped => vm.stop().await,
                 Origin::Launched => Ok(()),
-                Origin::Attached => vm.release().await,
+                Origin::Attached | Origin::Libvirt => vm.release().await,
             };
             if let Err(e) = done {
                 tracing::error!("letting go of {}: {e}", view.name());
@@ -697,6 +727,12 @@ pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(
     // Admission is decided in scheduling rounds, so they run while the VMs start.
     let observer = tokio::spawn(daemon.clone().schedule_forever());
     let discoverer = tokio::spawn(daemon.clone().discover_forever());
+    let libvirt_events = daemon
+        .libvirt_events
+        .lock()
+        .expect("libvirt events lock")
+        .take();
+    let libvirt = libvirt_events.map(|events| tokio::spawn(daemon.clone().follow_libvirt(events)));
     daemon.start_all().await;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -708,6 +744,9 @@ pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(
     }
     observer.abort();
     discoverer.abort();
+    if let Some(libvirt) = libvirt {
+        libvirt.abort();
+    }
     daemon.shut_down().await;
     server.abort();
     if let Some(tcp) = tcp {

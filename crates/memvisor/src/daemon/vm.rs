@@ -1,9 +1,11 @@
 //! One VM as its task holds it: its settings, its QEMU (launched or attached), the QMP
 //! connection, the agent link and the last figures observed.
 
+mod domain;
 mod handle;
 mod view;
 
+pub use domain::{Connection, Domain};
 pub use handle::{Place, VmHandle};
 pub use view::VmView;
 
@@ -49,6 +51,8 @@ pub struct Vm {
     accel: Option<Accelerator>,
     qmp_path: PathBuf,
     qmp: Option<Qmp>,
+    /// A libvirt domain's link, through which it is observed and ballooned instead of QMP.
+    domain: Option<Domain>,
     balloon_device: String,
     cgroup: Option<Group>,
     dir: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl Vm {
             accel: None,
             qmp_path,
             qmp: None,
+            domain: None,
             balloon_device: format!("/machine/peripheral/{BALLOON_ID}"),
             cgroup: None,
             dir: None,
@@ -219,10 +224,14 @@ impl Vm {
         image: Option<&memvisor_guest::image::Image>,
     ) -> Result<(), DaemonError> {
         let name = self.name();
-        if self.origin == Origin::Attached {
-            return Err(DaemonError::Conflict(format!(
+        match self.origin {
+            Origin::Launched => {}
+            Origin::Attached => return Err(DaemonError::Conflict(format!(
                 "{name} is attached: whoever started its QEMU starts it again, then 'memvisor attach' it"
-            )));
+            ))),
+            Origin::Libvirt => return Err(DaemonError::Conflict(format!(
+                "{name} is a libvirt domain: start it with 'virsh start {name}', and memvisor takes it up"
+            ))),
         }
         if matches!(self.state, VmState::Running | VmState::Starting) {
             return Err(DaemonError::Conflict(format!(
@@ -372,8 +381,43 @@ impl Vm {
         Ok(qemu_name)
     }
 
+    /// Takes up a running libvirt domain: its size and balloon as libvirt reports them, its
+    /// statistics every few seconds, and its memtune hard limit as found (`found`: as a daemon
+    /// before this one found it) for host swap and to put back.
+    pub async fn take_domain(
+        &mut self,
+        domain: Domain,
+        found: Option<Option<Size>>,
+    ) -> Result<(), DaemonError> {
+        let libvirt = domain.libvirt()?;
+        let d = &domain.domain;
+        let info = libvirt.info(d).await?;
+        libvirt
+            .set_stats_period(d, launch::STATS_INTERVAL_S)
+            .await?;
+        let stats = libvirt.memory_stats(d).await?;
+        // As for an attached QEMU, the balloon is taken as found.
+        let actual = stats.actual.unwrap_or(info.memory);
+        self.balloon_target = Some(actual);
+        self.balloon_actual = Some(actual);
+        self.config.memory = info.max;
+        self.config.max = Some(info.max);
+        self.boot_memory = info.max;
+        self.pid = libvirt.pid(d);
+        self.cgroup_found = Some(match found {
+            Some(found) => found,
+            None => libvirt.hard_limit(d).await?,
+        });
+        self.state = VmState::Running;
+        self.domain = Some(domain);
+        Ok(())
+    }
+
     /// Where host swap reaches an attached VM, or why it cannot, for the event log.
     pub fn host_swap_note(&self) -> String {
+        if self.domain.is_some() {
+            return "host swap through libvirt's memtune hard limit".into();
+        }
         match (&self.cgroup, &self.no_host_swap) {
             (Some(group), _) => format!("host swap through its cgroup {}", group.path.display()),
             (None, Some(why)) => format!("never host-swapped: {why}"),
@@ -383,7 +427,15 @@ impl Vm {
 
     /// Puts back the limit an attached QEMU's group had before memvisor capped it (also a cap
     /// a daemon before this one wrote).
-    pub fn release(&mut self) -> Result<(), DaemonError> {
+    pub async fn release(&mut self) -> Result<(), DaemonError> {
+        if let (Some(domain), Some(found)) = (&self.domain, self.cgroup_found) {
+            let libvirt = domain.libvirt()?;
+            if libvirt.hard_limit(&domain.domain).await? != found {
+                libvirt.set_hard_limit(&domain.domain, found).await?;
+            }
+            self.cgroup_limit = None;
+            return Ok(());
+        }
         if let (Origin::Attached, Some(group), Some(found)) =
             (self.origin, &self.cgroup, self.cgroup_found)
         {
@@ -446,6 +498,15 @@ impl Vm {
 
     /// A QEMU human monitor command; what the monitor printed.
     pub async fn monitor(&mut self, command: &str) -> Result<String, DaemonError> {
+        if let Some(domain) = &self.domain {
+            if !domain.monitor {
+                return Err(DaemonError::Conflict(format!(
+                    "{} is a libvirt domain, whose monitor libvirt holds: reading guest kernel addresses goes through libvirt's monitor pass-through, which makes libvirt mark the domain tainted (custom-monitor); set monitor = true in [libvirt] to allow it",
+                    self.name()
+                )));
+            }
+            return Ok(domain.libvirt()?.monitor(&domain.domain, command).await?);
+        }
         let reply = self
             .qmp()
             .await?
@@ -506,7 +567,7 @@ impl Vm {
                 self.config.effective_limit()
             )));
         }
-        balloon::set_target(self.qmp().await?, target).await?;
+        self.send_balloon(target).await?;
         self.balloon_target = Some(target);
         // An operator's size is memvisor managing the balloon again.
         self.hands_off_until = None;
@@ -516,9 +577,9 @@ impl Vm {
     /// Gives the guest agent a new workload, kept for its next reconnect too.
     pub fn set_workload(&mut self, workload: Workload) -> Result<(), DaemonError> {
         let name = self.name().to_string();
-        if self.origin == Origin::Attached {
+        if self.origin != Origin::Launched {
             return Err(DaemonError::Conflict(format!(
-                "{name} is attached and has no memvisor guest agent"
+                "{name} was started by another tool and has no memvisor guest agent"
             )));
         }
         if !self.config.has_agent() {
@@ -537,6 +598,22 @@ impl Vm {
             agent.set_workload(workload);
         }
         Ok(())
+    }
+
+    /// The balloon's size and the guest's statistics, from QEMU or through libvirt.
+    async fn balloon_and_stats(&mut self) -> Result<(Size, GuestStats), DaemonError> {
+        if let Some(domain) = &self.domain {
+            let stats = domain.libvirt()?.memory_stats(&domain.domain).await?;
+            let actual = stats
+                .actual
+                .ok_or(memvisor_qemu::balloon::BalloonError::NoDevice)?;
+            return Ok((actual, stats.guest));
+        }
+        let device = self.balloon_device.clone();
+        let qmp = self.qmp().await?;
+        let actual = balloon::actual(qmp).await?;
+        let stats = balloon::guest_stats(qmp, &device).await?;
+        Ok((actual, stats))
     }
 
     /// Keeps why the VM could not start, for `ps` and `stats`.
@@ -575,26 +652,46 @@ impl Vm {
         }
         let balloon = target.min(boot);
         if self.balloon_target != Some(balloon) {
-            balloon::set_target(self.qmp().await?, balloon).await?;
+            self.send_balloon(balloon).await?;
             self.balloon_target = Some(balloon);
         }
         Ok(())
     }
 
+    /// Asks QEMU for a balloon target, through libvirt for a domain.
+    async fn send_balloon(&mut self, target: Size) -> Result<(), DaemonError> {
+        match &self.domain {
+            Some(domain) => Ok(domain
+                .libvirt()?
+                .set_balloon(&domain.domain, target)
+                .await?),
+            None => Ok(balloon::set_target(self.qmp().await?, target).await?),
+        }
+    }
+
     /// Caps the VM's QEMU on the host (None lifts the cap).
-    pub fn set_cgroup_limit(&mut self, limit: Option<Size>) -> Result<(), DaemonError> {
+    pub async fn set_cgroup_limit(&mut self, limit: Option<Size>) -> Result<(), DaemonError> {
         let name = self.name().to_string();
+        // Lifting a cap from someone else's group puts back what it had.
+        let written = match (limit, self.cgroup_found) {
+            (None, Some(found)) => found,
+            _ => limit,
+        };
+        if let Some(domain) = &self.domain {
+            // Through libvirt, which writes it into the domain's cgroup, never behind its back.
+            domain
+                .libvirt()?
+                .set_hard_limit(&domain.domain, written)
+                .await?;
+            self.cgroup_limit = limit;
+            return Ok(());
+        }
         if let Some(why) = &self.no_host_swap {
             return Err(DaemonError::Conflict(format!(
                 "{name} cannot be host-swapped: {why}"
             )));
         }
         let group = self.cgroup.as_ref().ok_or(DaemonError::NotRunning(name))?;
-        // Lifting a cap from someone else's group puts back what it had.
-        let written = match (limit, self.cgroup_found) {
-            (None, Some(found)) => found,
-            _ => limit,
-        };
         group.set_limit(written)?;
         self.cgroup_limit = limit;
         Ok(())
@@ -656,17 +753,10 @@ impl Vm {
             }
             self.shared = memvisor_host::ksm::process_merged(pid);
         }
-        if self.qmp.is_none() && !self.calls_in() {
+        if self.qmp.is_none() && !self.calls_in() && self.domain.is_none() {
             return Vec::new();
         }
-        let device = self.balloon_device.clone();
-        let result = async {
-            let qmp = self.qmp().await?;
-            let actual = balloon::actual(qmp).await?;
-            let stats = balloon::guest_stats(qmp, &device).await?;
-            Ok::<_, DaemonError>((actual, stats))
-        }
-        .await;
+        let result = self.balloon_and_stats().await;
         let qmp_answers = result.is_ok();
         match result {
             Ok((actual, stats)) => {
@@ -838,11 +928,20 @@ impl Vm {
 
     /// Quits QEMU (launched VMs only) and waits for it to go; kills it if it will not.
     pub async fn stop(&mut self) -> Result<(), DaemonError> {
-        if self.origin == Origin::Attached {
-            return Err(DaemonError::Conflict(format!(
-                "{} is attached: stop it with whatever started it",
-                self.name()
-            )));
+        match self.origin {
+            Origin::Launched => {}
+            Origin::Attached => {
+                return Err(DaemonError::Conflict(format!(
+                    "{} is attached: stop it with whatever started it",
+                    self.name()
+                )))
+            }
+            Origin::Libvirt => {
+                return Err(DaemonError::Conflict(format!(
+                    "{0} is a libvirt domain: stop it with 'virsh shutdown {0}'",
+                    self.name()
+                )))
+            }
         }
         if self.state == VmState::Stopped {
             return Err(DaemonError::Conflict(format!(

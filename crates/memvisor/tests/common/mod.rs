@@ -5,6 +5,7 @@
 
 #[path = "../../../host/tests/support/mod.rs"]
 pub mod damon;
+pub mod libvirt;
 pub mod qga;
 
 use serde_json::Value;
@@ -394,4 +395,28 @@ impl Drop for Group {
         }
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// A figure of /proc/meminfo, MiB.
+pub fn meminfo_mib(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+/// Memory held and touched by this test process, as other host processes would hold it.
+pub fn ballast(mib: u64) -> Vec<u8> {
+    let mut held = vec![0u8; (mib << 20) as usize];
+    for page in held.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    held
 }

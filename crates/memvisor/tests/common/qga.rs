@@ -1,5 +1,6 @@
 //! A client of qemu-guest-agent (the agent Debian's guests run, not memvisor's), enough to run
-//! a command in a guest and read what it printed.
+//! a command in a guest and read what it printed: on the agent's socket, or through libvirt,
+//! which holds the socket of a domain's agent.
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -8,9 +9,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct GuestAgent {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+pub enum GuestAgent {
+    Socket {
+        reader: BufReader<UnixStream>,
+        writer: UnixStream,
+    },
+    /// `virsh qemu-agent-command` on this domain.
+    Libvirt(String),
 }
 
 /// What a command run in the guest ended with.
@@ -41,7 +46,7 @@ impl GuestAgent {
     fn try_connect(socket: &Path) -> Option<GuestAgent> {
         let stream = UnixStream::connect(socket).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut agent = GuestAgent {
+        let mut agent = GuestAgent::Socket {
             reader: BufReader::new(stream.try_clone().ok()?),
             writer: stream,
         };
@@ -50,28 +55,66 @@ impl GuestAgent {
         // in order, so everything before the reply to our own guest-sync is someone else's.
         let id = now_micros();
         let sync = json!({"execute": "guest-sync", "arguments": {"id": id}});
-        writeln!(agent.writer, "{sync}").ok()?;
-        while agent.next_return(&sync)? != json!(id) {}
+        agent.send(&sync)?;
+        while agent.read_return(&sync)? != json!(id) {}
         Some(agent)
     }
 
-    fn request(&mut self, command: Value) -> Option<Value> {
-        writeln!(self.writer, "{command}").ok()?;
-        self.next_return(&command)
+    /// The agent of a libvirt domain, once it answers a ping within `limit`.
+    pub fn through_libvirt(domain: &str, limit: Duration) -> GuestAgent {
+        let started = Instant::now();
+        let agent = GuestAgent::Libvirt(domain.to_string());
+        while super::libvirt::virsh(&["qemu-agent-command", domain, r#"{"execute":"guest-ping"}"#])
+            .status
+            .code()
+            != Some(0)
+        {
+            assert!(
+                started.elapsed() < limit,
+                "qemu-guest-agent of domain {domain} did not answer within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        agent
     }
 
-    fn next_return(&mut self, command: &Value) -> Option<Value> {
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).ok()?;
-            let reply: Value = serde_json::from_str(line.trim()).ok()?;
-            if let Some(value) = reply.get("return") {
-                return Some(value.clone());
-            }
-            if let Some(error) = reply.get("error") {
-                panic!("qemu-guest-agent refused {command}: {error}");
-            }
+    fn request(&mut self, command: Value) -> Option<Value> {
+        self.send(&command)?;
+        self.read_return(&command)
+    }
+
+    /// Sends a command on the socket; through libvirt, `read_return` sends it.
+    fn send(&mut self, command: &Value) -> Option<()> {
+        match self {
+            GuestAgent::Socket { writer, .. } => writeln!(writer, "{command}").ok(),
+            GuestAgent::Libvirt(_) => Some(()),
         }
+    }
+
+    /// The next reply's value.
+    fn read_return(&mut self, command: &Value) -> Option<Value> {
+        let reply = match self {
+            GuestAgent::Socket { reader, .. } => {
+                let mut line = String::new();
+                reader.read_line(&mut line).ok()?;
+                line
+            }
+            GuestAgent::Libvirt(domain) => {
+                let out =
+                    super::libvirt::virsh(&["qemu-agent-command", domain, &command.to_string()]);
+                assert!(
+                    out.status.success(),
+                    "qemu-guest-agent of {domain} refused {command}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        };
+        let reply: Value = serde_json::from_str(reply.trim()).ok()?;
+        if let Some(error) = reply.get("error") {
+            panic!("qemu-guest-agent refused {command}: {error}");
+        }
+        reply.get("return").cloned()
     }
 
     /// Runs `script` with /bin/sh in the guest and waits for it, within `limit`.

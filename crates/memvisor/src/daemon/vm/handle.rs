@@ -255,7 +255,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
         } => answer(reply, vm.adopt(&saved, place).await),
         Command::Observe { accessed, reply } => answer(reply, vm.observe(accessed).await),
         Command::Allocate { target, reply } => answer(reply, vm.set_allocation(target).await),
-        Command::Cap { limit, reply } => answer(reply, vm.set_cgroup_limit(limit)),
+        Command::Cap { limit, reply } => answer(reply, vm.set_cgroup_limit(limit).await),
         Command::Balloon { target, reply } => {
             let before = vm.target();
             answer(reply, vm.set_balloon(target).await.map(|()| before))
@@ -268,7 +268,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
             reply,
         } => answer(reply, vm.reconfigure(&change, host, &others).await),
         Command::Stop { reply } => answer(reply, vm.stop().await),
-        Command::Release { reply } => answer(reply, vm.release()),
+        Command::Release { reply } => answer(reply, vm.release().await),
         Command::Failed { why } => {
             vm.failed(why);
             Box::new(|| {})

@@ -1,0 +1,194 @@
+//! The seed scenario on three libvirt domains booting the project's Debian disk, with policy
+//! ours, on this machine as a real host (budget auto, a ballast process holding the rest): the
+//! idle domains' page cache is ballooned away through libvirt, with no guest OOM kill and no
+//! host swap; libvirtd restarts in the middle and no balloon jumps; then the host is made short
+//! beyond what balloons give, and memvisor caps a domain through libvirt's memtune, which
+//! `virsh memtune` shows, and lifts it when it lets go.
+
+mod common;
+use common::libvirt::{dominfo_kib, virsh_ok, Guest, Libvirtd, TestDomain, URI};
+use common::qga::GuestAgent;
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const DOMAINS: [&str; 3] = ["mv-seed1", "mv-seed2", "mv-seed3"];
+/// As in real_seed.rs: what the booted domains may still take once the ballast holds the rest.
+const ROOM_FOR_VMS_MIB: u64 = 2600;
+/// Three Debian guests booting together under TCG on two cores.
+const BOOT_LIMIT: Duration = Duration::from_secs(480);
+
+fn balloons(host: &Host) -> Vec<u64> {
+    DOMAINS
+        .iter()
+        .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
+        .collect()
+}
+
+/// `virsh memtune`'s hard limit, KiB (None: unlimited).
+fn hard_limit_kib(domain: &str) -> Option<u64> {
+    let text = virsh_ok(&["memtune", domain]);
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hard_limit"))
+        .and_then(|v| v.trim_start_matches([' ', ':']).split_whitespace().next())
+        .unwrap_or_else(|| panic!("no hard_limit in memtune: {text}"))
+        .to_string();
+    value.parse().ok()
+}
+
+#[test]
+fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
+    let started = Instant::now();
+    let libvirtd = Libvirtd::start();
+    let domains: Vec<TestDomain> = DOMAINS
+        .iter()
+        .map(|name| TestDomain::start(name, 1024, Guest::Debian))
+        .collect();
+    let mut agents: Vec<GuestAgent> = DOMAINS
+        .iter()
+        .map(|name| GuestAgent::through_libvirt(name, BOOT_LIMIT))
+        .collect();
+    for agent in &mut agents {
+        agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
+    }
+    println!(
+        "{:.0} s: three Debian domains up",
+        started.elapsed().as_secs_f64()
+    );
+
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let ballast_mib = meminfo_mib("MemAvailable").saturating_sub(ROOM_FOR_VMS_MIB);
+    let _ballast = ballast(ballast_mib);
+    let swap_used_before = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
+    let mut host = Host::new();
+    host.host_keys = "swap = \"2G\"".into();
+    host.up_with(
+        "auto",
+        "",
+        &format!("[scheduler]\npolicy = \"ours\"\n[libvirt]\nuri = \"{URI}\"\ninclude = [\"mv-seed*\"]\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while host.ps().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "not all taken up: {:?}",
+            host.ps()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // vm1 and vm2 fill their page cache and leave it; vm3 then needs 800 MiB of its 1 GiB.
+    for agent in &mut agents[..2] {
+        let filled = agent.sh(
+            "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
+            Duration::from_secs(400),
+        );
+        assert_eq!(filled.code, 0, "{filled:?}");
+    }
+    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 800 << 20; sleep 900' >/dev/null 2>&1 &");
+    let (vm3, _) = host.wait_for(DOMAINS[2], Duration::from_secs(180), "800 MiB used", |v| {
+        let total = v["guest_total_mib"].as_u64();
+        let available = v["guest_available_mib"].as_u64();
+        total
+            .zip(available)
+            .is_some_and(|(t, a)| t.saturating_sub(a) > 750)
+    });
+    println!("vm3 at its peak: {vm3:#}");
+    let (vm1, _) = host.wait_for(DOMAINS[0], Duration::from_secs(120), "ballooned", |v| {
+        v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
+    });
+    println!(
+        "{:.0} s: vm1 ballooned: {vm1:#}",
+        started.elapsed().as_secs_f64()
+    );
+    for agent in &mut agents {
+        let kills = agent.ok("dmesg | grep -c 'Out of memory' || true");
+        assert_eq!(kills.trim(), "0", "a guest's OOM killer ran");
+    }
+    let swap_used = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
+    assert!(
+        swap_used <= swap_used_before + 16,
+        "the host swapped {} MiB while ballooning sufficed",
+        swap_used - swap_used_before
+    );
+
+    // Once the balloons settle, libvirtd restarts: memvisor keeps the last figures, reconnects,
+    // and no balloon jumps. libvirt saw what memvisor set.
+    let mut before = balloons(&host);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let now = balloons(&host);
+        let settled = now.iter().zip(&before).all(|(a, b)| a.abs_diff(*b) <= 16);
+        before = now;
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "balloons never settled: {before:?}"
+        );
+    }
+    let target = mib(&host.vm(DOMAINS[0]), "balloon_target_mib");
+    assert!(
+        (dominfo_kib(DOMAINS[0], "Used memory") >> 10).abs_diff(target) <= 16,
+        "virsh dominfo does not show vm1's balloon at {target} MiB"
+    );
+    libvirtd.restart();
+    wait_event(&host, &["answers again"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(10));
+    let after = balloons(&host);
+    for ((name, b), a) in DOMAINS.iter().zip(&before).zip(&after) {
+        assert!(
+            b.abs_diff(*a) <= 16,
+            "{name}'s balloon moved from {b} to {a} MiB across libvirtd's restart"
+        );
+    }
+    println!(
+        "{:.0} s: libvirtd restarted",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The host is made short beyond what balloons give, 32 MiB at a time: memvisor caps a
+    // domain through libvirt's memtune, never its cgroup files.
+    let mut more_ballast = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let capped: Value = loop {
+        if let Some(vm) = host.ps().into_iter().find(|v| v["host_limit_mib"].is_u64()) {
+            break vm;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no domain was capped with {} MiB more ballast and {} MiB available",
+            more_ballast.len() * 32,
+            meminfo_mib("MemAvailable")
+        );
+        if meminfo_mib("MemAvailable") > 360 {
+            more_ballast.push(ballast(32));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let name = capped["name"].as_str().unwrap();
+    println!(
+        "{:.0} s: {name} capped with {} MiB more ballast: {capped:#}",
+        started.elapsed().as_secs_f64(),
+        more_ballast.len() * 32
+    );
+    assert_eq!(
+        hard_limit_kib(name).map(|kib| kib >> 10),
+        Some(mib(&capped, "host_limit_mib")),
+        "virsh memtune does not show {name}'s cap"
+    );
+    drop(more_ballast);
+    ok(host.path(), &["down"]);
+    for domain in &domains {
+        assert_eq!(
+            hard_limit_kib(&domain.name),
+            None,
+            "{}'s memtune was not put back",
+            domain.name
+        );
+        assert!(virsh_ok(&["domstate", &domain.name]).contains("running"));
+    }
+}
