@@ -156,21 +156,13 @@ impl LibvirtConfig {
         }
         for d in &self.domains {
             let name = &d.name;
-            if let Err(e) = check_name(name) {
-                out.push(format!("libvirt domain {e}"));
-            }
-            if let Some(limit) = d.limit.filter(|l| *l < d.reservation) {
-                out.push(format!(
-                    "libvirt domain {name}: reservation {} is above its limit {limit}",
-                    d.reservation
-                ));
-            }
-            if !(1..=1_000_000).contains(&d.shares) {
-                out.push(format!(
-                    "libvirt domain {name}: shares {} must be between 1 and 1000000",
-                    d.shares
-                ));
-            }
+            out.extend(guarantee_problems(
+                "libvirt domain",
+                name,
+                d.reservation,
+                d.limit,
+                d.shares,
+            ));
             if !self.takes(name) {
                 out.push(format!(
                     "libvirt domain {name} is declared but [libvirt] include/exclude leave it alone; include it, or drop its declaration"
@@ -513,30 +505,41 @@ impl AttachConfig {
     /// Every problem with this declaration that can be seen before its QEMU answers.
     pub fn problems(&self) -> Vec<String> {
         let name = &self.name;
-        let mut out = Vec::new();
-        if let Err(e) = check_name(name) {
-            out.push(format!("attach {e}"));
-        }
+        let mut out = guarantee_problems("attach", name, self.reservation, self.limit, self.shares);
         if !self.qmp.is_absolute() {
             out.push(format!(
                 "attach {name}: qmp {} is not an absolute path",
                 self.qmp.display()
             ));
         }
-        if let Some(limit) = self.limit.filter(|l| *l < self.reservation) {
-            out.push(format!(
-                "attach {name}: reservation {} is above its limit {limit}",
-                self.reservation
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.shares) {
-            out.push(format!(
-                "attach {name}: shares {} must be between 1 and 1000000",
-                self.shares
-            ));
-        }
         out
     }
+}
+
+/// What is wrong with the name and guarantees of a VM another tool started (`kind`: how the
+/// config declares it).
+fn guarantee_problems(
+    kind: &str,
+    name: &str,
+    reservation: Size,
+    limit: Option<Size>,
+    shares: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = check_name(name) {
+        out.push(format!("{kind} {e}"));
+    }
+    if let Some(limit) = limit.filter(|l| *l < reservation) {
+        out.push(format!(
+            "{kind} {name}: reservation {reservation} is above its limit {limit}"
+        ));
+    }
+    if !(1..=1_000_000).contains(&shares) {
+        out.push(format!(
+            "{kind} {name}: shares {shares} must be between 1 and 1000000"
+        ));
+    }
+    out
 }
 
 /// Why `workload` cannot run in `config`'s VM, if it cannot: it may hold up to the most the VM

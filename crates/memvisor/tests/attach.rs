@@ -40,16 +40,7 @@ fn a_hand_started_qemu_is_listed_and_ballooned() {
 
     // A daemon killed and started again takes the balloon as it finds it: a target it did not
     // know would read as the boot size, and the policy's next step from there would deflate it.
-    let daemon = daemon_pid(host.path());
-    Command::new("kill")
-        .args(["-9", &daemon.to_string()])
-        .status()
-        .unwrap();
-    while Path::new(&format!("/proc/{daemon}")).exists() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let config = host.path().join("config.toml");
-    ok(host.path(), &["up", "-f", config.to_str().unwrap()]);
+    restart_daemon(&host);
     let vm = host.vm("hand");
     assert!(
         mib(&vm, "balloon_target_mib").abs_diff(192) <= 8,

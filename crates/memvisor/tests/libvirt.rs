@@ -5,7 +5,6 @@ mod common;
 use common::libvirt::{dominfo_kib, Guest, Libvirtd, TestDomain, URI};
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn libvirt_table(include: &str) -> String {
@@ -94,16 +93,7 @@ fn domains_are_found_ballooned_through_libvirt_and_followed_across_restarts() {
     wait_used_memory("mv-lva", 320);
 
     // A daemon killed and started again finds them again, the balloon where it was.
-    let daemon = daemon_pid(host.path());
-    Command::new("kill")
-        .args(["-9", &daemon.to_string()])
-        .status()
-        .unwrap();
-    while Path::new(&format!("/proc/{daemon}")).exists() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let config = host.path().join("config.toml");
-    ok(host.path(), &["up", "-f", config.to_str().unwrap()]);
+    restart_daemon(&host);
     wait_listed(&host, &["mv-lva", "mv-lvb"], Duration::from_secs(30));
     let vm = host.vm("mv-lva");
     assert_eq!(mib(&vm, "balloon_target_mib"), 320, "{vm:#}");

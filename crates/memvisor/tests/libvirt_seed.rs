@@ -25,6 +25,18 @@ fn balloons(host: &Host) -> Vec<u64> {
         .collect()
 }
 
+/// The event log from `seq` on, for a failure's message.
+fn events_since(host: &Host, seq: u64) -> String {
+    ok(host.path(), &["events", "--json"])
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|e| e["seq"].as_u64().is_some_and(|s| s >= seq))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `virsh memtune`'s hard limit, KiB (None: unlimited).
 fn hard_limit_kib(domain: &str) -> Option<u64> {
     let text = virsh_ok(&["memtune", domain]);
@@ -115,34 +127,21 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
 
     // Once the balloons settle, libvirtd restarts: memvisor keeps the last figures, reconnects,
     // and no balloon jumps. libvirt saw what memvisor set.
-    let mut before = balloons(&host);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let now = balloons(&host);
-        let settled = now.iter().zip(&before).all(|(a, b)| a.abs_diff(*b) <= 16);
-        before = now;
-        if settled {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balloons never settled: {before:?}"
-        );
-    }
+    let before = settled_balloons(&host, &DOMAINS);
     let target = mib(&host.vm(DOMAINS[0]), "balloon_target_mib");
     assert!(
         (dominfo_kib(DOMAINS[0], "Used memory") >> 10).abs_diff(target) <= 16,
         "virsh dominfo does not show vm1's balloon at {target} MiB"
     );
     libvirtd.restart();
-    wait_event(&host, &["answers again"], Duration::from_secs(60));
+    let back = wait_event(&host, &["answers again"], Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(10));
     let after = balloons(&host);
     for ((name, b), a) in DOMAINS.iter().zip(&before).zip(&after) {
         assert!(
             b.abs_diff(*a) <= 16,
-            "{name}'s balloon moved from {b} to {a} MiB across libvirtd's restart"
+            "{name}'s balloon moved from {b} to {a} MiB across libvirtd's restart; events since:\n{}",
+            events_since(&host, back["seq"].as_u64().unwrap_or(0).saturating_sub(20))
         );
     }
     println!(
@@ -150,25 +149,9 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
         started.elapsed().as_secs_f64()
     );
 
-    // The host is made short beyond what balloons give, 32 MiB at a time: memvisor caps a
-    // domain through libvirt's memtune, never its cgroup files.
-    let mut more_ballast = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let capped: Value = loop {
-        if let Some(vm) = host.ps().into_iter().find(|v| v["host_limit_mib"].is_u64()) {
-            break vm;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no domain was capped with {} MiB more ballast and {} MiB available",
-            more_ballast.len() * 32,
-            meminfo_mib("MemAvailable")
-        );
-        if meminfo_mib("MemAvailable") > 360 {
-            more_ballast.push(ballast(32));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    // The host is made short beyond what balloons give: memvisor caps a domain through
+    // libvirt's memtune, never its cgroup files.
+    let (capped, more_ballast) = press_until_capped(&host);
     let name = capped["name"].as_str().unwrap();
     println!(
         "{:.0} s: {name} capped with {} MiB more ballast: {capped:#}",

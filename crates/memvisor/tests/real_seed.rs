@@ -9,7 +9,6 @@
 mod common;
 use common::qga::GuestAgent;
 use common::*;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -109,12 +108,6 @@ impl Drop for HandStarted {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn balloons(host: &Host) -> Vec<u64> {
-    VMS.iter()
-        .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
-        .collect()
 }
 
 #[test]
@@ -229,39 +222,9 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         swap_used - swap_used_before
     );
 
-    // A daemon killed and started again finds the same VMs, and no balloon moves: once the
-    // balloons have settled (two readings 10 s apart within 16 MiB).
-    let mut before = balloons(&host);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let now = balloons(&host);
-        let settled = now.iter().zip(&before).all(|(a, b)| a.abs_diff(*b) <= 16);
-        before = now;
-        if settled {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balloons never settled: {before:?}"
-        );
-    }
-    let daemon = daemon_pid(host.path());
-    Command::new("kill")
-        .args(["-9", &daemon.to_string()])
-        .status()
-        .unwrap();
-    while Path::new(&format!("/proc/{daemon}")).exists() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    ok(
-        host.path(),
-        &[
-            "up",
-            "-f",
-            host.path().join("config.toml").to_str().unwrap(),
-        ],
-    );
+    // A daemon killed and started again finds the same VMs, and no balloon moves.
+    let before = settled_balloons(&host, &VMS);
+    restart_daemon(&host);
     let deadline = Instant::now() + Duration::from_secs(60);
     while host.ps().len() < 3 {
         assert!(
@@ -272,7 +235,10 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(10));
-    let after = balloons(&host);
+    let after: Vec<u64> = VMS
+        .iter()
+        .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
+        .collect();
     for ((name, b), a) in VMS.iter().zip(&before).zip(&after) {
         assert!(
             b.abs_diff(*a) <= 16,
@@ -282,31 +248,9 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
 
     println!("{:.0} s: restarted", started.elapsed().as_secs_f64());
 
-    // The host is made short beyond what balloons can give, a little at a time, as a growing
-    // host process would: below the hard threshold (2% free) and above low (1%), until
-    // memvisor caps a VM. It caps the group the VM's manager made, since the QEMU is alone in it.
-    let mut more_ballast = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let capped = loop {
-        let capped: Vec<Value> = host
-            .ps()
-            .into_iter()
-            .filter(|v| v["host_limit_mib"].is_u64())
-            .collect();
-        if let Some(vm) = capped.first() {
-            break vm.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no VM was capped with {} MiB more ballast and {} MiB available",
-            more_ballast.len() * 32,
-            meminfo_mib("MemAvailable")
-        );
-        if meminfo_mib("MemAvailable") > 360 {
-            more_ballast.push(ballast(32));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    // The host is made short beyond what balloons can give: memvisor caps a VM, in the group
+    // the VM's manager made, since the QEMU is alone in it.
+    let (capped, more_ballast) = press_until_capped(&host);
     println!(
         "{:.0} s: capped with {} MiB more ballast: {capped:#}",
         started.elapsed().as_secs_f64(),

@@ -62,10 +62,21 @@ fn seed_scenario_runs_without_oom_kills_or_host_swap() {
     );
     assert_eq!(ours["guest_oom_kills"], 0, "{ours}");
     assert_eq!(ours["vms_lost"], 0, "{ours}");
-    assert_eq!(ours["host_swap_out_mib"], 0, "{ours}");
+    let events = std::fs::read_to_string(dir.path().join("bench/ours/events.jsonl")).unwrap();
+    // Why the host swapped, if it did: the caps and the states around them.
+    let offloads: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("cgroup limit") || l.contains("host hard"))
+        .take(20)
+        .collect();
+    assert_eq!(
+        ours["host_swap_out_mib"],
+        0,
+        "{ours}\n{}",
+        offloads.join("\n")
+    );
     assert!(ours["needy_throughput"].as_f64().unwrap() > 0.0, "{ours}");
     // Three 1 GiB VMs on 1.5 GiB: they started one at a time, and the log says why.
-    let events = std::fs::read_to_string(dir.path().join("bench/ours/events.jsonl")).unwrap();
     assert!(
         events.contains("waits for vm1 to boot and settle")
             && events.contains("may start after waiting"),

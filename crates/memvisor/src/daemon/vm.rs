@@ -756,6 +756,10 @@ impl Vm {
         if self.qmp.is_none() && !self.calls_in() && self.domain.is_none() {
             return Vec::new();
         }
+        // While libvirtd is away the domain keeps its last figures; it is not a hung QEMU.
+        if self.domain.as_ref().is_some_and(|d| d.libvirt().is_err()) {
+            return Vec::new();
+        }
         let result = self.balloon_and_stats().await;
         let qmp_answers = result.is_ok();
         match result {

@@ -420,3 +420,65 @@ pub fn ballast(mib: u64) -> Vec<u8> {
     }
     held
 }
+
+/// Kills the daemon serving `host` with SIGKILL, as a crash would, and starts it again with the
+/// same config.
+pub fn restart_daemon(host: &Host) {
+    let daemon = daemon_pid(host.path());
+    Command::new("kill")
+        .args(["-9", &daemon.to_string()])
+        .status()
+        .unwrap();
+    while Path::new(&format!("/proc/{daemon}")).exists() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let config = host.path().join("config.toml");
+    ok(host.path(), &["up", "-f", config.to_str().unwrap()]);
+}
+
+/// The VMs' balloon sizes once they have settled: two readings 10 s apart within 16 MiB.
+pub fn settled_balloons(host: &Host, vms: &[&str]) -> Vec<u64> {
+    let read = || -> Vec<u64> {
+        vms.iter()
+            .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
+            .collect()
+    };
+    let mut before = read();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let now = read();
+        let settled = now.iter().zip(&before).all(|(a, b)| a.abs_diff(*b) <= 16);
+        before = now;
+        if settled {
+            return before;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "balloons never settled: {before:?}"
+        );
+    }
+}
+
+/// Makes the host short beyond what balloons can give, 32 MiB at a time as a growing host
+/// process would (down to 360 MiB available: below the hard threshold, above low), until
+/// memvisor caps a VM; returns that VM and the memory added.
+pub fn press_until_capped(host: &Host) -> (Value, Vec<Vec<u8>>) {
+    let mut more_ballast = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(vm) = host.ps().into_iter().find(|v| v["host_limit_mib"].is_u64()) {
+            return (vm, more_ballast);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no VM was capped with {} MiB more ballast and {} MiB available",
+            more_ballast.len() * 32,
+            meminfo_mib("MemAvailable")
+        );
+        if meminfo_mib("MemAvailable") > 360 {
+            more_ballast.push(ballast(32));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
