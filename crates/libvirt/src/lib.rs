@@ -4,7 +4,10 @@
 //! binaries static (libvirt ships no static library) and asks nothing of the host but libvirtd.
 
 mod rpc;
+mod virtio_mem;
 mod xdr;
+
+pub use virtio_mem::VirtioMem;
 
 use memvisor_core::Size;
 use memvisor_qemu::balloon::GuestStats;
@@ -48,10 +51,12 @@ impl LibvirtError {
 
 mod procedure {
     pub const CONNECT_OPEN: i32 = 1;
+    pub const DOMAIN_GET_XML_DESC: i32 = 14;
     pub const DOMAIN_GET_INFO: i32 = 16;
     pub const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
     pub const AUTH_LIST: i32 = 66;
     pub const DOMAIN_MEMORY_STATS: i32 = 159;
+    pub const DOMAIN_UPDATE_DEVICE_FLAGS: i32 = 174;
     pub const DOMAIN_SET_MEMORY_PARAMETERS: i32 = 197;
     pub const DOMAIN_GET_MEMORY_PARAMETERS: i32 = 198;
     pub const DOMAIN_SET_MEMORY_FLAGS: i32 = 204;
@@ -286,6 +291,37 @@ impl Libvirt {
                 .i32(TYPED_PARAM_ULLONG)
                 .u64(kib)
                 .u32(AFFECT_LIVE);
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The running domain's XML (`virsh dumpxml`).
+    pub async fn xml(&self, domain: &DomainRef) -> Result<String, LibvirtError> {
+        let reply = self
+            .call_on(procedure::DOMAIN_GET_XML_DESC, domain, |w| {
+                w.u32(0);
+            })
+            .await?;
+        Reader::new(&reply).string()
+    }
+
+    /// The domain's virtio-mem device, with what it plugged now.
+    pub async fn virtio_mem(&self, domain: &DomainRef) -> Result<Option<VirtioMem>, LibvirtError> {
+        VirtioMem::find(&self.xml(domain).await?)
+    }
+
+    /// Asks the domain's virtio-mem device to plug `requested` in all (`virsh
+    /// update-memory-device --live --requested-size`); the guest plugs it in its own time.
+    pub async fn request_virtio_mem(
+        &self,
+        domain: &DomainRef,
+        device: &VirtioMem,
+        requested: Size,
+    ) -> Result<(), LibvirtError> {
+        let xml = device.requesting(requested);
+        self.call_on(procedure::DOMAIN_UPDATE_DEVICE_FLAGS, domain, |w| {
+            w.string(&xml).u32(AFFECT_LIVE);
         })
         .await?;
         Ok(())

@@ -64,10 +64,8 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
     for agent in &mut agents {
         agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
     }
-    println!(
-        "{:.0} s: three Debian domains up",
-        started.elapsed().as_secs_f64()
-    );
+    let booted_s = started.elapsed().as_secs_f64();
+    println!("{booted_s:.0} s: three Debian domains up");
 
     std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
     let ballast_mib = meminfo_mib("MemAvailable").saturating_sub(ROOM_FOR_VMS_MIB);
@@ -107,7 +105,7 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
             .is_some_and(|(t, a)| t.saturating_sub(a) > 750)
     });
     println!("vm3 at its peak: {vm3:#}");
-    let (vm1, _) = host.wait_for(DOMAINS[0], Duration::from_secs(120), "ballooned", |v| {
+    let (vm1, reclaim_s) = host.wait_for(DOMAINS[0], Duration::from_secs(120), "ballooned", |v| {
         v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
     });
     println!(
@@ -128,6 +126,13 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
     // Once the balloons settle, libvirtd restarts: memvisor keeps the last figures, reconnects,
     // and no balloon jumps. libvirt saw what memvisor set.
     let before = settled_balloons(&host, &DOMAINS);
+    print_seed_figures(
+        "libvirt domains",
+        booted_s,
+        reclaim_s,
+        &before,
+        swap_used.saturating_sub(swap_used_before),
+    );
     let target = mib(&host.vm(DOMAINS[0]), "balloon_target_mib");
     assert!(
         (dominfo_kib(DOMAINS[0], "Used memory") >> 10).abs_diff(target) <= 16,

@@ -137,10 +137,8 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
     }
 
-    println!(
-        "{:.0} s: three Debian guests up",
-        started.elapsed().as_secs_f64()
-    );
+    let booted_s = started.elapsed().as_secs_f64();
+    println!("{booted_s:.0} s: three Debian guests up");
     // The rest of the machine is taken, as other host processes would take it. The daemon adds
     // a swap file, so the host could swap if ballooning did not suffice.
     // Free memory that is page cache (a build's, say) has the kernel reclaiming, and swapping
@@ -203,7 +201,7 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
     println!("vm3 at its peak: {vm3:#}");
 
     // The idle VMs are ballooned, the busy one keeps what it needs.
-    let (vm1, _) = host.wait_for("vm1", Duration::from_secs(120), "vm1 ballooned", |v| {
+    let (vm1, reclaim_s) = host.wait_for("vm1", Duration::from_secs(120), "vm1 ballooned", |v| {
         v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
     });
     println!("vm1 ballooned: {vm1:#}");
@@ -224,6 +222,13 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
 
     // A daemon killed and started again finds the same VMs, and no balloon moves.
     let before = settled_balloons(&host, &VMS);
+    print_seed_figures(
+        "QEMUs started by hand",
+        booted_s,
+        reclaim_s,
+        &before,
+        swap_used.saturating_sub(swap_used_before),
+    );
     restart_daemon(&host);
     let deadline = Instant::now() + Duration::from_secs(60);
     while host.ps().len() < 3 {

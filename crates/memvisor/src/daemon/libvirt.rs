@@ -138,6 +138,7 @@ impl Daemon {
             connection: connection.clone(),
             domain,
             monitor: config.monitor,
+            virtio_mem: None,
         };
         let taken = async {
             vm.take_domain(link, found).await?;

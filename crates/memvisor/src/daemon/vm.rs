@@ -386,7 +386,7 @@ impl Vm {
     /// before this one found it) for host swap and to put back.
     pub async fn take_domain(
         &mut self,
-        domain: Domain,
+        mut domain: Domain,
         found: Option<Option<Size>>,
     ) -> Result<(), DaemonError> {
         let libvirt = domain.libvirt()?;
@@ -396,13 +396,25 @@ impl Vm {
             .set_stats_period(d, launch::STATS_INTERVAL_S)
             .await?;
         let stats = libvirt.memory_stats(d).await?;
-        // As for an attached QEMU, the balloon is taken as found.
-        let actual = stats.actual.unwrap_or(info.memory);
+        domain.virtio_mem = libvirt.virtio_mem(d).await?;
+        // libvirt's maximum counts the virtio-mem device whole; the balloon covers the boot
+        // memory only.
+        let (pluggable, requested, plugged) = domain
+            .virtio_mem
+            .as_ref()
+            .map_or((Size::ZERO, Size::ZERO, Size::ZERO), |m| {
+                (m.size, m.requested, m.current)
+            });
+        let boot = Size::bytes(info.max.as_bytes().saturating_sub(pluggable.as_bytes()));
+        // As for an attached QEMU, the balloon and the device are taken as found.
+        let actual = stats.actual.unwrap_or(boot);
         self.balloon_target = Some(actual);
         self.balloon_actual = Some(actual);
-        self.config.memory = info.max;
+        self.plug_requested = requested;
+        self.plugged = plugged;
+        self.config.memory = boot;
         self.config.max = Some(info.max);
-        self.boot_memory = info.max;
+        self.boot_memory = boot;
         self.pid = libvirt.pid(d);
         self.cgroup_found = Some(match found {
             Some(found) => found,
@@ -647,7 +659,7 @@ impl Vm {
         let boot = self.boot_memory;
         let extra = Size::bytes(target.as_bytes().saturating_sub(boot.as_bytes()));
         if self.config.can_grow() && extra != self.plug_requested {
-            memvisor_qemu::virtio_mem::request(self.qmp().await?, extra).await?;
+            self.request_plug(extra).await?;
             self.plug_requested = extra;
         }
         let balloon = target.min(boot);
@@ -656,6 +668,32 @@ impl Vm {
             self.balloon_target = Some(balloon);
         }
         Ok(())
+    }
+
+    /// Asks the virtio-mem device to plug `extra` in all, through libvirt for a domain.
+    async fn request_plug(&mut self, extra: Size) -> Result<(), DaemonError> {
+        if let Some(domain) = &self.domain {
+            let device = domain.virtio_mem.as_ref().ok_or_else(|| {
+                DaemonError::Conflict(format!("{} has no virtio-mem device", self.name()))
+            })?;
+            let libvirt = domain.libvirt()?;
+            return Ok(libvirt
+                .request_virtio_mem(&domain.domain, device, extra)
+                .await?);
+        }
+        Ok(memvisor_qemu::virtio_mem::request(self.qmp().await?, extra).await?)
+    }
+
+    /// What the virtio-mem device has plugged now; None where QEMU's monitor is not open.
+    async fn plugged_now(&mut self) -> Result<Option<Size>, DaemonError> {
+        if let Some(domain) = &self.domain {
+            let device = domain.libvirt()?.virtio_mem(&domain.domain).await?;
+            return Ok(device.map(|m| m.current));
+        }
+        match self.qmp.as_mut() {
+            Some(qmp) => Ok(Some(memvisor_qemu::virtio_mem::plugged(qmp).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Asks QEMU for a balloon target, through libvirt for a domain.
@@ -772,11 +810,10 @@ impl Vm {
             Err(e) => self.last_error = Some(e.to_string()),
         }
         if self.config.can_grow() && qmp_answers {
-            if let Some(qmp) = self.qmp.as_mut() {
-                match memvisor_qemu::virtio_mem::plugged(qmp).await {
-                    Ok(size) => self.plugged = size,
-                    Err(e) => self.last_error = Some(e.to_string()),
-                }
+            match self.plugged_now().await {
+                Ok(Some(size)) => self.plugged = size,
+                Ok(None) => {}
+                Err(e) => self.last_error = Some(e.to_string()),
             }
         }
         let mut happened = Vec::new();

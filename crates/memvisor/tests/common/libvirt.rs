@@ -153,6 +153,12 @@ pub struct TestDomain {
 
 impl TestDomain {
     pub fn start(name: &str, memory_mib: u64, guest: Guest) -> TestDomain {
+        TestDomain::start_growable(name, memory_mib, 0, guest)
+    }
+
+    /// A domain that boots with `memory_mib` and may grow by `plug_mib` through a virtio-mem
+    /// device (none when 0).
+    pub fn start_growable(name: &str, memory_mib: u64, plug_mib: u64, guest: Guest) -> TestDomain {
         let dir = PathBuf::from(IMAGES).join(format!("memvisor-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -160,7 +166,7 @@ impl TestDomain {
             name: name.to_string(),
             dir,
         };
-        let xml = domain.xml(memory_mib, guest);
+        let xml = domain.xml(memory_mib, plug_mib, guest);
         let file = domain.dir.join("domain.xml");
         std::fs::write(&file, xml).unwrap();
         virsh_ok(&["define", file.to_str().unwrap()]);
@@ -180,7 +186,7 @@ impl TestDomain {
         std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
     }
 
-    fn xml(&self, memory_mib: u64, guest: Guest) -> String {
+    fn xml(&self, memory_mib: u64, plug_mib: u64, guest: Guest) -> String {
         let dir = self.dir.display();
         let (os, devices) = match guest {
             Guest::Busybox => {
@@ -193,7 +199,7 @@ impl TestDomain {
                     std::fs::copy(image.join(file), self.dir.join(file)).unwrap();
                 }
                 (
-                    format!("<kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.cpio</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline>"),
+                    format!("<kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.cpio</initrd><cmdline>console=ttyS0 quiet panic=-1 memhp_default_state=online_movable</cmdline>"),
                     format!("<channel type='unix'><source mode='bind' path='{dir}/agent.sock'/><target type='virtio' name='org.memvisor.agent'/></channel>"),
                 )
             }
@@ -220,14 +226,25 @@ impl TestDomain {
                 )
             }
         };
+        // Memory devices need a guest NUMA cell, and a slot for each.
+        let (max, numa, plug) = if plug_mib == 0 {
+            (String::new(), String::new(), String::new())
+        } else {
+            (
+                format!("<maxMemory slots='1' unit='MiB'>{}</maxMemory>", memory_mib + plug_mib),
+                format!("<cpu><numa><cell id='0' cpus='0' memory='{memory_mib}' unit='MiB'/></numa></cpu>"),
+                format!("<memory model='virtio-mem'><target><size unit='MiB'>{plug_mib}</size><node>0</node><block unit='KiB'>2048</block><requested unit='KiB'>0</requested></target></memory>"),
+            )
+        };
+        let total_mib = memory_mib + plug_mib;
         format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>{memory_mib}</memory><currentMemory unit='MiB'>{memory_mib}</currentMemory><vcpu>1</vcpu>\
+            "<domain type='qemu'><name>{name}</name>{max}<memory unit='MiB'>{total_mib}</memory><currentMemory unit='MiB'>{memory_mib}</currentMemory><vcpu>1</vcpu>{numa}\
              <os><type arch='x86_64' machine='pc'>hvm</type>{os}</os>\
              <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\
              <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
              <serial type='file'><source path='{dir}/console.log'/><target port='0'/></serial>\
              <memballoon model='virtio' autodeflate='on' freePageReporting='on'><stats period='1'/></memballoon>\
-             {devices}</devices></domain>",
+             {devices}{plug}</devices></domain>",
             name = self.name
         )
     }

@@ -436,6 +436,20 @@ pub fn restart_daemon(host: &Host) {
     ok(host.path(), &["up", "-f", config.to_str().unwrap()]);
 }
 
+/// The seed's figures on one line, the same in every run of it, so that runs on different
+/// kinds of VM can be set side by side (the CI log keeps these tests' output).
+pub fn print_seed_figures(
+    kind: &str,
+    booted_s: f64,
+    reclaim_s: f64,
+    settled: &[u64],
+    host_swap_mib: u64,
+) {
+    println!(
+        "seed figures, {kind}: booted in {booted_s:.0} s; vm1 ballooned {reclaim_s:.0} s after vm3's peak; balloons settled at {settled:?} MiB; host swap {host_swap_mib} MiB; guest OOM kills 0"
+    );
+}
+
 /// The VMs' balloon sizes once they have settled: two readings 10 s apart within 16 MiB.
 pub fn settled_balloons(host: &Host, vms: &[&str]) -> Vec<u64> {
     let read = || -> Vec<u64> {

@@ -2,7 +2,7 @@
 //! which is replaced when libvirtd restarts and is missing while it is away.
 
 use super::super::DaemonError;
-use memvisor_libvirt::{DomainRef, Libvirt};
+use memvisor_libvirt::{DomainRef, Libvirt, VirtioMem};
 use std::sync::{Arc, Mutex};
 
 /// The daemon's connection to libvirtd, shared with every domain's task.
@@ -38,12 +38,14 @@ impl Connection {
     }
 }
 
-/// One domain on that connection, and whether `translate` may use its monitor.
+/// One domain on that connection, whether `translate` may use its monitor, and its virtio-mem
+/// device as libvirt showed it when memvisor took the domain up.
 #[derive(Clone)]
 pub struct Domain {
     pub connection: Connection,
     pub domain: DomainRef,
     pub monitor: bool,
+    pub virtio_mem: Option<VirtioMem>,
 }
 
 impl Domain {
