@@ -113,12 +113,14 @@ impl Daemon {
             return;
         }
         if let Ok(vm) = self.vm(&name) {
-            let origin = vm.view().origin;
-            if origin != Origin::Libvirt {
-                self.note(EventKind::Fault, Some(&name), format!(
-                    "libvirt domain {name} is not managed: a VM named {name} is already managed ({origin:?}); exclude the domain in [libvirt], or rename one of them"
-                ));
-            }
+            let what = match vm.view().origin {
+                Origin::Libvirt => return,
+                Origin::Launched => "one memvisor launches from its config",
+                Origin::Attached => "an attached QEMU",
+            };
+            self.note(EventKind::Fault, Some(&name), format!(
+                "libvirt domain {name} is not managed: a VM named {name} is already managed ({what}); exclude the domain in [libvirt], or rename one of them"
+            ));
             return;
         }
         if let Err(e) = check_name(&name) {
