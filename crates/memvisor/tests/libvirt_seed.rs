@@ -67,10 +67,7 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
     let booted_s = started.elapsed().as_secs_f64();
     println!("{booted_s:.0} s: three Debian domains up");
 
-    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
-    let ballast_mib = meminfo_mib("MemAvailable").saturating_sub(ROOM_FOR_VMS_MIB);
-    let _ballast = ballast(ballast_mib);
-    let swap_used_before = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
+    let scarce = scarce_host(ROOM_FOR_VMS_MIB);
     let mut host = Host::new();
     host.host_keys = "swap = \"2G\"".into();
     host.up_with(
@@ -88,51 +85,16 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
         std::thread::sleep(Duration::from_secs(1));
     }
 
-    // vm1 and vm2 fill their page cache and leave it; vm3 then needs 800 MiB of its 1 GiB.
-    for agent in &mut agents[..2] {
-        let filled = agent.sh(
-            "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
-            Duration::from_secs(400),
-        );
-        assert_eq!(filled.code, 0, "{filled:?}");
-    }
-    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 800 << 20; sleep 900' >/dev/null 2>&1 &");
-    let (vm3, _) = host.wait_for(DOMAINS[2], Duration::from_secs(180), "800 MiB used", |v| {
-        let total = v["guest_total_mib"].as_u64();
-        let available = v["guest_available_mib"].as_u64();
-        total
-            .zip(available)
-            .is_some_and(|(t, a)| t.saturating_sub(a) > 750)
-    });
-    println!("vm3 at its peak: {vm3:#}");
-    let (vm1, reclaim_s) = host.wait_for(DOMAINS[0], Duration::from_secs(120), "ballooned", |v| {
-        v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
-    });
-    println!(
-        "{:.0} s: vm1 ballooned: {vm1:#}",
-        started.elapsed().as_secs_f64()
-    );
-    for agent in &mut agents {
-        let kills = agent.ok("dmesg | grep -c 'Out of memory' || true");
-        assert_eq!(kills.trim(), "0", "a guest's OOM killer ran");
-    }
-    let swap_used = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
-    assert!(
-        swap_used <= swap_used_before + 16,
-        "the host swapped {} MiB while ballooning sufficed",
-        swap_used - swap_used_before
+    let before = run_seed(
+        &host,
+        &mut agents,
+        &DOMAINS,
+        "libvirt domains",
+        (booted_s, scarce.swap_used_before),
     );
 
-    // Once the balloons settle, libvirtd restarts: memvisor keeps the last figures, reconnects,
-    // and no balloon jumps. libvirt saw what memvisor set.
-    let before = settled_balloons(&host, &DOMAINS);
-    print_seed_figures(
-        "libvirt domains",
-        booted_s,
-        reclaim_s,
-        &before,
-        swap_used.saturating_sub(swap_used_before),
-    );
+    // Once the balloons settled, libvirtd restarts: memvisor keeps the last figures,
+    // reconnects, and no balloon jumps. libvirt saw what memvisor set.
     let target = mib(&host.vm(DOMAINS[0]), "balloon_target_mib");
     assert!(
         (dominfo_kib(DOMAINS[0], "Used memory") >> 10).abs_diff(target) <= 16,

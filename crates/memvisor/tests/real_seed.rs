@@ -4,7 +4,8 @@
 //! is ballooned away and the busy one keeps what it needs, without a guest OOM kill; a daemon
 //! killed and started again finds the VMs again and moves no balloon. Then the host is made
 //! short beyond what balloons can give: memvisor caps a VM in the cgroup its "manager" (the
-//! test) made, and puts the group's limit back when it lets go.
+//! test) made, and puts the group's limit back when it lets go. The same seed runs on three
+//! VMs memvisor launches from the same disk, for its figures beside the others.
 
 mod common;
 use common::qga::GuestAgent;
@@ -140,16 +141,9 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
     let booted_s = started.elapsed().as_secs_f64();
     println!("{booted_s:.0} s: three Debian guests up");
     // The rest of the machine is taken, as other host processes would take it. The daemon adds
-    // a swap file, so the host could swap if ballooning did not suffice.
-    // Free memory that is page cache (a build's, say) has the kernel reclaiming, and swapping
-    // cold anonymous pages, long before MemAvailable nears memvisor's soft threshold: the test
-    // measures memvisor from a host whose free memory is free. The guests' disks bypass the
-    // host's page cache (cache=none, as Proxmox's default) for the same reason.
-    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
-    let available = meminfo_mib("MemAvailable");
-    let ballast_mib = available.saturating_sub(ROOM_FOR_VMS_MIB);
-    let _ballast = ballast(ballast_mib);
-    let swap_used_before = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
+    // a swap file, so the host could swap if ballooning did not suffice. The guests' disks bypass
+    // the host's page cache (cache=none, as Proxmox's default).
+    let scarce = scarce_host(ROOM_FOR_VMS_MIB);
     host.host_keys = "swap = \"2G\"".into();
     host.up_with(
         "auto",
@@ -173,62 +167,19 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
     assert!(
         status["other_used_mib"]
             .as_u64()
-            .is_some_and(|other| other >= ballast_mib),
-        "the ballast's {ballast_mib} MiB are not counted as the host's own: {status:#}"
+            .is_some_and(|other| other >= scarce.ballast_mib),
+        "the ballast's {} MiB are not counted as the host's own: {status:#}",
+        scarce.ballast_mib
     );
-    // vm1 and vm2 fill their page cache with 500 MiB of data they then leave alone; vm3 then
-    // needs 800 MiB of its 1 GiB for itself.
-    for agent in &mut agents[..2] {
-        let filled = agent.sh(
-            "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
-            Duration::from_secs(400),
-        );
-        assert_eq!(filled.code, 0, "{filled:?}");
-    }
-    println!(
-        "{:.0} s: vm1 and vm2 filled their cache",
-        started.elapsed().as_secs_f64()
-    );
-    // Grown in place, so the guest never holds two copies.
-    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 800 << 20; sleep 600' >/dev/null 2>&1 &");
-    let (vm3, _) = host.wait_for("vm3", Duration::from_secs(180), "vm3 to use 800 MiB", |v| {
-        let total = v["guest_total_mib"].as_u64();
-        let available = v["guest_available_mib"].as_u64();
-        total
-            .zip(available)
-            .is_some_and(|(t, a)| t.saturating_sub(a) > 750)
-    });
-    println!("vm3 at its peak: {vm3:#}");
-
-    // The idle VMs are ballooned, the busy one keeps what it needs.
-    let (vm1, reclaim_s) = host.wait_for("vm1", Duration::from_secs(120), "vm1 ballooned", |v| {
-        v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
-    });
-    println!("vm1 ballooned: {vm1:#}");
-    for agent in &mut agents {
-        let kills = agent.ok("dmesg | grep -c 'Out of memory' || true");
-        assert_eq!(kills.trim(), "0", "a guest's OOM killer ran");
-    }
-    assert!(
-        agents[2].ok("pgrep -c perl").trim() == "1",
-        "vm3's memory holder lives"
-    );
-    let swap_used = meminfo_mib("SwapTotal") - meminfo_mib("SwapFree");
-    assert!(
-        swap_used <= swap_used_before + 16,
-        "the host swapped {} MiB while ballooning sufficed",
-        swap_used - swap_used_before
+    let before = run_seed(
+        &host,
+        &mut agents,
+        &VMS,
+        "QEMUs started by hand",
+        (booted_s, scarce.swap_used_before),
     );
 
     // A daemon killed and started again finds the same VMs, and no balloon moves.
-    let before = settled_balloons(&host, &VMS);
-    print_seed_figures(
-        "QEMUs started by hand",
-        booted_s,
-        reclaim_s,
-        &before,
-        swap_used.saturating_sub(swap_used_before),
-    );
     restart_daemon(&host);
     let deadline = Instant::now() + Duration::from_secs(60);
     while host.ps().len() < 3 {
@@ -284,4 +235,48 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
             "{name}'s QEMU ended when memvisor let go"
         );
     }
+}
+
+/// The same seed on three VMs that memvisor launches from the same Debian disk: its figures
+/// beside those of the QEMUs started by hand and of the libvirt domains (libvirt_seed.rs).
+#[test]
+fn the_seed_holds_on_debian_guests_memvisor_launches() {
+    let started = Instant::now();
+    let disk = debian_disk();
+    let mut host = Host::new();
+    host.host_keys = "swap = \"2G\"".into();
+    host.boot_timeout = BOOT_LIMIT;
+    let vms: String = VMS
+        .iter()
+        .map(|name| {
+            format!(
+                "[[vm]]\nname = \"{name}\"\nmemory = \"1G\"\ndisk = \"{}\"\nsnapshot = true\nswap = \"256M\"\n",
+                disk.display()
+            )
+        })
+        .collect();
+    // The host is not short yet while they boot, as for the other two kinds.
+    host.up_with("auto", &vms, "[scheduler]\npolicy = \"ours\"\n");
+    let mut agents: Vec<GuestAgent> = VMS
+        .iter()
+        .map(|name| {
+            GuestAgent::connect(
+                &host.path().join(format!("vms/{name}/qga.sock")),
+                BOOT_LIMIT,
+            )
+        })
+        .collect();
+    for agent in &mut agents {
+        agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
+    }
+    let booted_s = started.elapsed().as_secs_f64();
+    println!("{booted_s:.0} s: three Debian guests up");
+    let scarce = scarce_host(ROOM_FOR_VMS_MIB);
+    run_seed(
+        &host,
+        &mut agents,
+        &VMS,
+        "VMs memvisor launches",
+        (booted_s, scarce.swap_used_before),
+    );
 }

@@ -78,6 +78,8 @@ pub struct Host {
     pub cgroup: String,
     /// More keys of the [host] table, e.g. `swap = "128M"`.
     pub host_keys: String,
+    /// How long `up` waits for the VMs it launches to boot.
+    pub boot_timeout: Duration,
     up: bool,
 }
 
@@ -99,6 +101,7 @@ impl Host {
             dir,
             cgroup,
             host_keys: String::new(),
+            boot_timeout: Duration::from_secs(180),
             up: false,
         }
     }
@@ -130,7 +133,11 @@ impl Host {
         let file = self.path().join("config.toml");
         std::fs::write(&file, config).unwrap();
         self.up = true;
-        ok(self.path(), &["up", "-f", file.to_str().unwrap()]);
+        let timeout = self.boot_timeout.as_secs().to_string();
+        ok(
+            self.path(),
+            &["up", "-f", file.to_str().unwrap(), "--timeout", &timeout],
+        );
     }
 
     pub fn vm(&self, name: &str) -> Value {
@@ -436,18 +443,85 @@ pub fn restart_daemon(host: &Host) {
     ok(host.path(), &["up", "-f", config.to_str().unwrap()]);
 }
 
-/// The seed's figures on one line, the same in every run of it, so that runs on different
-/// kinds of VM can be set side by side (the CI log keeps these tests' output).
-pub fn print_seed_figures(
+/// What a real-host seed test starts from: the machine made short by a ballast and the host's
+/// swap in use before memvisor does anything.
+pub struct SeedHost {
+    _ballast: Vec<u8>,
+    pub ballast_mib: u64,
+    pub swap_used_before: u64,
+}
+
+/// Makes the rest of the machine scarce, as other host processes would: all but `room_mib` of
+/// what is available is held by a ballast. Free memory that is page cache has the kernel
+/// reclaiming, and swapping cold anonymous pages, long before MemAvailable nears memvisor's
+/// soft threshold: the tests measure memvisor from a host whose free memory is free.
+pub fn scarce_host(room_mib: u64) -> SeedHost {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let ballast_mib = meminfo_mib("MemAvailable").saturating_sub(room_mib);
+    SeedHost {
+        _ballast: ballast(ballast_mib),
+        ballast_mib,
+        swap_used_before: host_swap_used_mib(),
+    }
+}
+
+pub fn host_swap_used_mib() -> u64 {
+    meminfo_mib("SwapTotal") - meminfo_mib("SwapFree")
+}
+
+/// The seed on three Debian guests reached through qemu-guest-agent: the first two fill 500 MiB
+/// of page cache and leave it, then the third holds 800 MiB of its 1 GiB. The idle ones are
+/// ballooned with no guest OOM kill, and the host swaps nothing while ballooning suffices. Once
+/// the balloons settle, prints the seed's figures on one line, the same for every kind of VM so
+/// that runs can be set side by side (the CI log keeps these tests' output), and returns the
+/// balloons' sizes.
+pub fn run_seed(
+    host: &Host,
+    agents: &mut [qga::GuestAgent],
+    names: &[&str; 3],
     kind: &str,
-    booted_s: f64,
-    reclaim_s: f64,
-    settled: &[u64],
-    host_swap_mib: u64,
-) {
-    println!(
-        "seed figures, {kind}: booted in {booted_s:.0} s; vm1 ballooned {reclaim_s:.0} s after vm3's peak; balloons settled at {settled:?} MiB; host swap {host_swap_mib} MiB; guest OOM kills 0"
+    (booted_s, swap_used_before): (f64, u64),
+) -> Vec<u64> {
+    for agent in &mut agents[..2] {
+        let filled = agent.sh(
+            "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
+            Duration::from_secs(400),
+        );
+        assert_eq!(filled.code, 0, "{filled:?}");
+    }
+    // Grown in place, so the guest never holds two copies.
+    agents[2].ok("nohup perl -e '$x = \"a\"; $x x= 800 << 20; sleep 900' >/dev/null 2>&1 &");
+    let (vm3, _) = host.wait_for(names[2], Duration::from_secs(180), "800 MiB used", |v| {
+        let total = v["guest_total_mib"].as_u64();
+        let available = v["guest_available_mib"].as_u64();
+        total
+            .zip(available)
+            .is_some_and(|(t, a)| t.saturating_sub(a) > 750)
+    });
+    println!("vm3 at its peak: {vm3:#}");
+    let (vm1, reclaim_s) = host.wait_for(names[0], Duration::from_secs(120), "ballooned", |v| {
+        v["balloon_target_mib"].as_u64().is_some_and(|t| t < 900)
+    });
+    println!("vm1 ballooned: {vm1:#}");
+    for agent in agents.iter_mut() {
+        let kills = agent.ok("dmesg | grep -c 'Out of memory' || true");
+        assert_eq!(kills.trim(), "0", "a guest's OOM killer ran");
+    }
+    assert_eq!(
+        agents[2].ok("pgrep -c perl").trim(),
+        "1",
+        "vm3's memory holder died"
     );
+    let swapped = host_swap_used_mib().saturating_sub(swap_used_before);
+    assert!(
+        swapped <= 16,
+        "the host swapped {swapped} MiB while ballooning sufficed"
+    );
+    let settled = settled_balloons(host, names);
+    println!(
+        "seed figures, {kind}: booted in {booted_s:.0} s; vm1 ballooned {reclaim_s:.0} s after vm3's peak; balloons settled at {settled:?} MiB; host swap {swapped} MiB; guest OOM kills 0"
+    );
+    settled
 }
 
 /// The VMs' balloon sizes once they have settled: two readings 10 s apart within 16 MiB.
