@@ -47,7 +47,7 @@ impl Change {
         config.shares = self.shares.unwrap_or(config.shares);
         config.memory = self.memory.unwrap_or(config.memory);
         let mut problems = config.problems();
-        if config.memory > boot_memory && !current.can_grow() {
+        if config.memory > boot_memory && !current.can_grow_past(boot_memory) {
             problems.push(format!(
                 "{} booted with {boot_memory} and has no virtio-mem device: set max in its config and restart it to grow it live",
                 current.name
@@ -153,6 +153,20 @@ mod tests {
             (a.reservation, a.shares, a.memory),
             (Size::mib(256), 2000, Size::mib(1280))
         );
+        // Grown to its max, it still has its virtio-mem device: another size is taken too.
+        let at_max = Change {
+            memory: Some(Size::mib(1536)),
+            ..Change::default()
+        }
+        .applied_to(&a, Size::mib(1024), HOST, others)
+        .unwrap();
+        let back = Change {
+            memory: Some(Size::mib(1200)),
+            ..Change::default()
+        }
+        .applied_to(&at_max, Size::mib(1024), HOST, others)
+        .unwrap();
+        assert_eq!(back.memory, Size::mib(1200));
     }
 
     #[test]

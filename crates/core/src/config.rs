@@ -358,8 +358,10 @@ impl VmConfig {
         self.limit.unwrap_or_else(|| self.max_memory())
     }
 
-    pub fn can_grow(&self) -> bool {
-        self.max_memory() > self.memory
+    /// Whether a VM that booted with `boot` has a virtio-mem device to grow past it (its size
+    /// may since have been set to its max).
+    pub fn can_grow_past(&self, boot: Size) -> bool {
+        self.max_memory() > boot
     }
 
     pub fn swap(&self) -> Size {
@@ -834,7 +836,7 @@ mod tests {
         assert_eq!(c.host.cgroup, "memvisor");
         assert_eq!(c.host.accel, Accel::Auto);
         let vm1 = c.vm("vm1").unwrap();
-        assert!(vm1.can_grow());
+        assert!(vm1.can_grow_past(vm1.memory));
         assert_eq!(vm1.effective_limit(), Size::mib(1536));
         let vm2 = c.vm("vm2").unwrap();
         assert_eq!(
@@ -1034,7 +1036,8 @@ mod tests {
     fn a_vm_that_can_grow_may_hold_more_than_it_boots_with() {
         // The demo's config: vm3 boots with 1 GiB, may grow to 1.5 GiB and writes 1.2 GiB.
         let demo = Config::parse(include_str!("../../../examples/seed.toml")).unwrap();
-        assert!(demo.vm("vm3").unwrap().can_grow());
+        let vm3 = demo.vm("vm3").unwrap();
+        assert!(vm3.can_grow_past(vm3.memory));
         let p = problems(
             r#"[host]
             budget = "4G"

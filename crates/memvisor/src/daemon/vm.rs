@@ -658,7 +658,7 @@ impl Vm {
         }
         let boot = self.boot_memory;
         let extra = Size::bytes(target.as_bytes().saturating_sub(boot.as_bytes()));
-        if self.config.can_grow() && extra != self.plug_requested {
+        if self.config.can_grow_past(self.boot_memory) && extra != self.plug_requested {
             self.request_plug(extra).await?;
             self.plug_requested = extra;
         }
@@ -809,7 +809,7 @@ impl Vm {
             }
             Err(e) => self.last_error = Some(e.to_string()),
         }
-        if self.config.can_grow() && qmp_answers {
+        if self.config.can_grow_past(self.boot_memory) && qmp_answers {
             match self.plugged_now().await {
                 Ok(Some(size)) => self.plugged = size,
                 Ok(None) => {}

@@ -171,7 +171,10 @@ impl Vm {
             guest_major_faults: g.major_faults,
             host_rss_mib: self.host_rss.map(mib),
             allocation_mib: self.allocation().map(mib),
-            plugged_mib: self.config.can_grow().then_some(mib(self.plugged)),
+            plugged_mib: self
+                .config
+                .can_grow_past(self.boot_memory)
+                .then_some(mib(self.plugged)),
             shared_mib: self.shared.map(mib),
             host_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map(mib),
