@@ -61,11 +61,7 @@ fn the_seed_holds_on_libvirt_domains_through_a_libvirtd_restart() {
         .iter()
         .map(|name| GuestAgent::through_libvirt(name, BOOT_LIMIT))
         .collect();
-    for agent in &mut agents {
-        agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
-    }
-    let booted_s = started.elapsed().as_secs_f64();
-    println!("{booted_s:.0} s: three Debian domains up");
+    let booted_s = wait_systemd(&mut agents, BOOT_LIMIT, started);
 
     let scarce = scarce_host(ROOM_FOR_VMS_MIB);
     let mut host = Host::new();

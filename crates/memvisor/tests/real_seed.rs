@@ -134,12 +134,7 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         .iter()
         .map(|vm| GuestAgent::connect(&vm.qga, BOOT_LIMIT))
         .collect();
-    for agent in &mut agents {
-        agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
-    }
-
-    let booted_s = started.elapsed().as_secs_f64();
-    println!("{booted_s:.0} s: three Debian guests up");
+    let booted_s = wait_systemd(&mut agents, BOOT_LIMIT, started);
     // The rest of the machine is taken, as other host processes would take it. The daemon adds
     // a swap file, so the host could swap if ballooning did not suffice. The guests' disks bypass
     // the host's page cache (cache=none, as Proxmox's default).
@@ -266,11 +261,7 @@ fn the_seed_holds_on_debian_guests_memvisor_launches() {
             )
         })
         .collect();
-    for agent in &mut agents {
-        agent.sh("systemctl is-system-running --wait", BOOT_LIMIT);
-    }
-    let booted_s = started.elapsed().as_secs_f64();
-    println!("{booted_s:.0} s: three Debian guests up");
+    let booted_s = wait_systemd(&mut agents, BOOT_LIMIT, started);
     let scarce = scarce_host(ROOM_FOR_VMS_MIB);
     run_seed(
         &host,

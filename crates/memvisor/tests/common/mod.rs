@@ -469,6 +469,17 @@ pub fn host_swap_used_mib() -> u64 {
     meminfo_mib("SwapTotal") - meminfo_mib("SwapFree")
 }
 
+/// Waits until systemd in every guest has started all it starts; returns the seconds since
+/// `started`.
+pub fn wait_systemd(agents: &mut [qga::GuestAgent], limit: Duration, started: Instant) -> f64 {
+    for agent in agents.iter_mut() {
+        agent.sh("systemctl is-system-running --wait", limit);
+    }
+    let booted_s = started.elapsed().as_secs_f64();
+    println!("{booted_s:.0} s: {} Debian guests up", agents.len());
+    booted_s
+}
+
 /// The seed on three Debian guests reached through qemu-guest-agent: the first two fill 500 MiB
 /// of page cache and leave it, then the third holds 800 MiB of its 1 GiB. The idle ones are
 /// ballooned with no guest OOM kill, and the host swaps nothing while ballooning suffices. Once
