@@ -166,7 +166,7 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         "the ballast's {} MiB are not counted as the host's own: {status:#}",
         scarce.ballast_mib
     );
-    let before = run_seed(
+    run_seed(
         &host,
         &mut agents,
         &VMS,
@@ -174,7 +174,8 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         (booted_s, scarce.swap_used_before),
     );
 
-    // A daemon killed and started again finds the same VMs, and no balloon moves.
+    // A daemon killed and started again finds the same VMs, and lets out no balloon.
+    let before = balloons(&host, &VMS);
     restart_daemon(&host);
     let deadline = Instant::now() + Duration::from_secs(60);
     while host.ps().len() < 3 {
@@ -186,16 +187,7 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(10));
-    let after: Vec<u64> = VMS
-        .iter()
-        .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
-        .collect();
-    for ((name, b), a) in VMS.iter().zip(&before).zip(&after) {
-        assert!(
-            b.abs_diff(*a) <= 16,
-            "{name}'s balloon moved from {b} to {a} MiB across the restart"
-        );
-    }
+    assert_no_balloon_let_out(&host, &VMS, &before, "the daemon's restart");
 
     println!("{:.0} s: restarted", started.elapsed().as_secs_f64());
 

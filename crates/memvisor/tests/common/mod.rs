@@ -484,15 +484,14 @@ pub fn wait_systemd(agents: &mut [qga::GuestAgent], limit: Duration, started: In
 /// of page cache and leave it, then the third holds 800 MiB of its 1 GiB. The idle ones are
 /// ballooned with no guest OOM kill, and the host swaps nothing while ballooning suffices. Once
 /// the balloons settle, prints the seed's figures on one line, the same for every kind of VM so
-/// that runs can be set side by side (the CI log keeps these tests' output), and returns the
-/// balloons' sizes.
+/// that runs can be set side by side (the CI log keeps these tests' output).
 pub fn run_seed(
     host: &Host,
     agents: &mut [qga::GuestAgent],
     names: &[&str; 3],
     kind: &str,
     (booted_s, swap_used_before): (f64, u64),
-) -> Vec<u64> {
+) {
     for agent in &mut agents[..2] {
         let filled = agent.sh(
             "head -c 500M /dev/urandom > /var/tmp/data && cat /var/tmp/data > /dev/null",
@@ -532,21 +531,22 @@ pub fn run_seed(
     println!(
         "seed figures, {kind}: booted in {booted_s:.0} s; vm1 ballooned {reclaim_s:.0} s after vm3's peak; balloons settled at {settled:?} MiB; host swap {swapped} MiB; guest OOM kills 0"
     );
-    settled
+}
+
+/// The VMs' balloon sizes, MiB.
+pub fn balloons(host: &Host, vms: &[&str]) -> Vec<u64> {
+    vms.iter()
+        .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
+        .collect()
 }
 
 /// The VMs' balloon sizes once they have settled: two readings 10 s apart within 16 MiB.
 pub fn settled_balloons(host: &Host, vms: &[&str]) -> Vec<u64> {
-    let read = || -> Vec<u64> {
-        vms.iter()
-            .map(|name| mib(&host.vm(name), "balloon_actual_mib"))
-            .collect()
-    };
-    let mut before = read();
+    let mut before = balloons(host, vms);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         std::thread::sleep(Duration::from_secs(10));
-        let now = read();
+        let now = balloons(host, vms);
         let settled = now.iter().zip(&before).all(|(a, b)| a.abs_diff(*b) <= 16);
         before = now;
         if settled {
@@ -579,5 +579,20 @@ pub fn press_until_capped(host: &Host) -> (Value, Vec<Vec<u8>>) {
             more_ballast.push(ballast(32));
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// After a restart (of the daemon, or of what it talks to), no balloon was let out. The host is
+/// still short, so the policy may go on reclaiming; a daemon that lost track of a balloon would
+/// start again from the boot size and deflate it.
+pub fn assert_no_balloon_let_out(host: &Host, vms: &[&str], before: &[u64], restart: &str) {
+    let after = balloons(host, vms);
+    println!("balloons across {restart}: {before:?} -> {after:?} MiB");
+    for ((name, b), a) in vms.iter().zip(before).zip(&after) {
+        assert!(
+            *a <= b + 16,
+            "{name}'s balloon was let out from {b} to {a} MiB across {restart}; events:\n{}",
+            ok(host.path(), &["events"])
+        );
     }
 }
