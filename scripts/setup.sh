@@ -7,9 +7,10 @@ packages=(qemu-system-x86 kmod ksmtuned)
 # What the tests drive: top in tmux, promtool on /metrics, the dashboard in headless Chromium.
 # The Debian guest disk the tests boot is built with mmdebstrap and file-only tools (no loop mount).
 # libvirt's daemon and virsh: the tests start libvirtd themselves (PID 1 may not be systemd).
+# redis-benchmark and pgbench drive the servers in the Debian guest.
 [ "${WITH_TEST_TOOLS:-0}" = 1 ] && packages+=(tmux prometheus chromium chromium-driver
   mmdebstrap e2fsprogs dosfstools mtools syslinux syslinux-common fdisk
-  libvirt-daemon-system libvirt-clients)
+  libvirt-daemon-system libvirt-clients redis-tools postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,7 +19,7 @@ use crate::reservation::{self, GUEST_FLOOR};
 use crate::size::Size;
 use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -37,6 +37,36 @@ impl DiskFormat {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Raw => "raw",
         }
+    }
+}
+
+/// A TCP port of a disk guest reached from the host: connections to `host` on the host's
+/// loopback go to `guest` in the VM, over QEMU's user-mode network (the guest is 10.0.2.15 and
+/// sees them come from 10.0.2.2). Written "HOST:GUEST", as in `forward = ["16379:6379"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortForward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl TryFrom<String> for PortForward {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let port = |part: &str| part.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        text.split_once(':')
+            .and_then(|(host, guest)| Some((port(host)?, port(guest)?)))
+            .map(|(host, guest)| PortForward { host, guest })
+            .ok_or_else(|| {
+                format!("forward '{text}' must be \"HOST:GUEST\", two TCP ports from 1 to 65535, e.g. \"16379:6379\"")
+            })
+    }
+}
+
+impl From<PortForward> for String {
+    fn from(f: PortForward) -> String {
+        format!("{}:{}", f.host, f.guest)
     }
 }
 
@@ -338,6 +368,10 @@ pub struct VmConfig {
     /// e.g. "root=/dev/vda1 console=ttyS0").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<String>,
+    /// With `disk`: TCP ports forwarded from the host's loopback into the guest, "HOST:GUEST",
+    /// over a user-mode network card (the guest needs a DHCP client). None: no network card.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<PortForward>,
 }
 
 fn default_shares() -> u32 {
@@ -390,6 +424,7 @@ impl VmConfig {
             kernel: None,
             initrd: None,
             append: None,
+            forward: Vec::new(),
         }
     }
 
@@ -479,6 +514,7 @@ impl VmConfig {
                     ("kernel", self.kernel.is_some()),
                     ("initrd", self.initrd.is_some()),
                     ("append", self.append.is_some()),
+                    ("forward", !self.forward.is_empty()),
                 ];
                 for (field, _) in only_with_disk.iter().filter(|(_, set)| *set) {
                     out.push(format!("vm {name}: {field} applies only to a VM with a disk; add disk = \"PATH\" or drop {field}"));
@@ -623,6 +659,22 @@ impl Config {
                     "vm {} and vm {} boot the same disk and one of them keeps its writes; give each its own disk, or set snapshot = true on both",
                     other.name, vm.name
                 ));
+            }
+        }
+        let mut forwarded = HashMap::new();
+        for vm in &self.vms {
+            for f in &vm.forward {
+                if let Some(other) = forwarded.insert(f.host, &vm.name) {
+                    let who = if *other == vm.name {
+                        format!("vm {other} forwards")
+                    } else {
+                        format!("vm {other} and vm {} both forward", vm.name)
+                    };
+                    problems.push(format!(
+                        "{who} host port {}; give each forward its own host port",
+                        f.host
+                    ));
+                }
             }
         }
         for a in &self.attached {
@@ -812,6 +864,60 @@ mod tests {
             "{text}"
         );
         assert_eq!(p.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn forwarded_ports_need_a_disk_guest_and_a_host_port_of_their_own() {
+        let disk = |name: &str, forward: &str| {
+            format!("[[vm]]\nname = \"{name}\"\nmemory = \"512M\"\ndisk = \"/img/{name}.qcow2\"\nforward = [{forward}]\n")
+        };
+        let host = "[host]\nbudget = \"2G\"\n";
+        let c = Config::parse(&format!(
+            "{host}{}",
+            disk("a", r#""16379:6379", "15432:5432""#)
+        ))
+        .unwrap();
+        assert_eq!(
+            c.vms[0].forward,
+            [
+                PortForward {
+                    host: 16379,
+                    guest: 6379
+                },
+                PortForward {
+                    host: 15432,
+                    guest: 5432
+                }
+            ]
+        );
+        let p = problems(&format!(
+            "{host}{}{}[[vm]]\nname = \"c\"\nmemory = \"512M\"\nforward = [\"8080:80\"]\n",
+            disk("a", r#""16379:6379", "16379:6380""#),
+            disk("b", r#""16379:6379""#)
+        ));
+        let text = p.join("\n");
+        assert!(
+            text.contains("vm a forwards host port 16379; give each forward its own host port"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vm a and vm b both forward host port 16379"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vm c: forward applies only to a VM with a disk"),
+            "{text}"
+        );
+        assert_eq!(p.len(), 3, "{text}");
+        for bad in ["6379", "0:6379", "16379:70000", "redis:6379"] {
+            let e = Config::parse(&format!("{host}{}", disk("a", &format!("\"{bad}\""))))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("forward '{bad}' must be \"HOST:GUEST\"")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

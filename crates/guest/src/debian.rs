@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Bumped when the disk's layout or its files change in a way the package list does not show.
-const LAYOUT_VERSION: &str = "3";
+const LAYOUT_VERSION: &str = "4";
 const SUITE: &str = "bookworm";
 /// What the guest runs: an init, the kernel, the host's way in (qemu-guest-agent), a DHCP
 /// client for user networking (systemd-networkd), and the servers the benchmarks drive.
@@ -255,7 +255,30 @@ pub fn guest_files() -> Vec<(&'static str, String)> {
             "etc/systemd/network/20-wired.network",
             "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n".into(),
         ),
+        // PostgreSQL answers the host's forwarded port too (its cluster's postgresql.conf
+        // includes conf.d).
+        (
+            "etc/postgresql/15/main/conf.d/memvisor.conf",
+            "listen_addresses = '*'\n".into(),
+        ),
         ("boot/syslinux.cfg", syslinux_cfg()),
+    ]
+}
+
+/// Lines appended to the packages' own configuration files, as (path in the root, lines). The
+/// servers answer clients on the host, whose connections arrive from user networking's
+/// gateway, 10.0.2.2; nothing but the host reaches that network.
+pub fn guest_appends() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // The data set lives in memory only: a snapshot's fork would copy it on write.
+        (
+            "etc/redis/redis.conf",
+            "\n# memvisor: reached from the host's forwarded port\nbind 0.0.0.0\nprotected-mode no\nsave \"\"\n",
+        ),
+        (
+            "etc/postgresql/15/main/pg_hba.conf",
+            "\n# memvisor: the host's benchmark clients\nhost all all 10.0.2.2/32 trust\n",
+        ),
     ]
 }
 
@@ -359,6 +382,11 @@ fn configure(root: &Path) -> Result<(), DebianError> {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
         std::fs::write(&file, content).map_err(io(&file))?;
+    }
+    for (path, lines) in guest_appends() {
+        let file = root.join(path);
+        let text = std::fs::read_to_string(&file).map_err(io(&file))?;
+        std::fs::write(&file, text + lines).map_err(io(&file))?;
     }
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants).map_err(io(&wants))?;

@@ -10,12 +10,15 @@ use std::time::Duration;
 #[test]
 fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
     require_tool("qemu-system-x86_64", "qemu-system-x86");
+    require_tool("redis-benchmark", "redis-tools");
+    require_tool("pgbench", "postgresql-15");
     let disk = debian_disk();
     let mut host = Host::new();
+    let (redis_port, pg_port) = (free_port(), free_port());
     host.up(
         "3G",
         &format!(
-            "[[vm]]\nname = \"deb\"\nmemory = \"1G\"\ndisk = \"{}\"\nsnapshot = true\nswap = \"256M\"\n",
+            "[[vm]]\nname = \"deb\"\nmemory = \"1G\"\ndisk = \"{}\"\nsnapshot = true\nswap = \"256M\"\nforward = [\"{redis_port}:6379\", \"{pg_port}:5432\"]\n",
             disk.display()
         ),
     );
@@ -66,6 +69,43 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
         ["active", "active"],
         "{active}"
     );
+    // The servers answer clients on the host through the forwarded ports: redis-benchmark and
+    // pgbench, as the benchmarks drive them. A few clients each: user networking reset most of
+    // redis-benchmark's default 50 connections at once here, and delayed some of 16 by 3 s.
+    println!(
+        "the guest's network: {}\nlistening: {}",
+        guest.ok("ip -br addr"),
+        guest.ok("ss -ltn")
+    );
+    let redis = client(&format!(
+        "redis-benchmark -h 127.0.0.1 -p {redis_port} -t set,get -c 4 -n 20000 -r 10000 -d 1024 --csv"
+    ));
+    let rps: Vec<f64> = redis
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+        .collect();
+    assert!(rps.len() == 2 && rps.iter().all(|r| *r > 0.0), "{redis}");
+    let keys = client(&format!("redis-cli -p {redis_port} dbsize"));
+    assert!(
+        keys.trim().parse::<u64>().is_ok_and(|k| k > 5000),
+        "the SETs are kept in the guest's redis: {keys}"
+    );
+    let pg = format!("pgbench -h 127.0.0.1 -p {pg_port} -U postgres");
+    client(&format!("{pg} -i -s 1 -q postgres"));
+    let run = client(&format!("{pg} -c 2 -T 15 postgres"));
+    let tps: f64 = run
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        tps > 0.0 && run.contains("number of failed transactions: 0 "),
+        "{run}"
+    );
+    println!(
+        "through the forwarded ports: redis-benchmark SET and GET at {rps:?} requests/s, pgbench at {tps:.0} TPS"
+    );
+
     // The balloon takes memory back from Debian's stock virtio_balloon.
     let available_before = mib(&host.vm("deb"), "guest_available_mib");
     host.balloon("deb", 640);
@@ -122,6 +162,32 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
     // A workload needs memvisor's agent, which this guest does not have.
     let refused = fails(host.path(), &["workload", "deb", "hold:100M"]);
     assert!(refused.contains("has no memvisor guest agent"), "{refused}");
+}
+
+/// A TCP port nothing on the host listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A client tool's output, which must succeed. Debian's PostgreSQL offers TLS with a snakeoil
+/// certificate; the forwarded port is the host's own loopback, so it is left off.
+fn client(command: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "'{command}' failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// The host crate's real-cgroup test binary, as cargo built it for this test run (static, so it

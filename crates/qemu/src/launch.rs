@@ -3,6 +3,7 @@
 
 use crate::disk::DiskFormat;
 use crate::QEMU_BINARY;
+use memvisor_core::config::PortForward;
 use memvisor_core::status::Accelerator;
 use memvisor_core::Size;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,8 @@ pub enum Boot {
         snapshot: bool,
         kernel: Option<DirectKernel>,
         guest_agent_socket: PathBuf,
+        /// TCP ports from the host's loopback into the guest, over a user-mode network card.
+        forward: Vec<PortForward>,
     },
 }
 
@@ -156,6 +159,16 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     ]);
     for (drive, device) in drives(spec) {
         push(&["-drive", &drive, "-device", &device]);
+    }
+    if let Boot::Disk { forward, .. } = &spec.boot {
+        if !forward.is_empty() {
+            let rules: String = forward
+                .iter()
+                .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+                .collect();
+            push(&["-netdev", &format!("user,id=net0{rules}")]);
+            push(&["-device", "virtio-net-pci,netdev=net0"]);
+        }
     }
     let (socket, port) = match &spec.boot {
         Boot::Image { agent_socket, .. } => (agent_socket, memvisor_core::agent::PORT_NAME),
@@ -399,9 +412,24 @@ mod tests {
             snapshot: true,
             kernel: None,
             guest_agent_socket: "/vm/qga.sock".into(),
+            forward: vec![
+                PortForward {
+                    host: 16379,
+                    guest: 6379,
+                },
+                PortForward {
+                    host: 15432,
+                    guest: 5432,
+                },
+            ],
         };
         let args = qemu_args(&s);
         assert!(after(&args, "-kernel").is_empty() && after(&args, "-append").is_empty());
+        assert_eq!(
+            after(&args, "-netdev"),
+            ["user,id=net0,hostfwd=tcp:127.0.0.1:16379-:6379,hostfwd=tcp:127.0.0.1:15432-:5432"]
+        );
+        assert!(after(&args, "-device").contains(&"virtio-net-pci,netdev=net0"));
         assert!(
             !args.contains(&"-no-reboot".to_string()),
             "it reboots as a machine does"
@@ -433,8 +461,13 @@ mod tests {
                 append: "root=/dev/vda1 console=ttyS0".into(),
             }),
             guest_agent_socket: "/vm/qga.sock".into(),
+            forward: Vec::new(),
         };
         let args = qemu_args(&s);
+        assert!(
+            after(&args, "-netdev").is_empty(),
+            "no forward, no network card"
+        );
         assert_eq!(after(&args, "-kernel"), ["/boot/vmlinuz"]);
         assert_eq!(after(&args, "-initrd"), ["/boot/initrd.img"]);
         assert_eq!(after(&args, "-append"), ["root=/dev/vda1 console=ttyS0"]);

@@ -201,6 +201,7 @@ impl Vm {
                         .unwrap_or_else(|| "console=ttyS0".into()),
                 }),
                 guest_agent_socket: dir.join("qga.sock"),
+                forward: config.forward.clone(),
             },
         };
         Ok(LaunchSpec {
