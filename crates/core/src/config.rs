@@ -369,7 +369,7 @@ pub struct VmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<String>,
     /// With `disk`: TCP ports forwarded from the host's loopback into the guest, "HOST:GUEST",
-    /// over a user-mode network card (the guest needs a DHCP client). None: no network card.
+    /// over a user-mode network card (the guest needs a DHCP client). Empty: no network card.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward: Vec<PortForward>,
 }

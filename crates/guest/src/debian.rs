@@ -268,7 +268,7 @@ pub fn guest_files() -> Vec<(&'static str, String)> {
 /// Lines appended to the packages' own configuration files, as (path in the root, lines). The
 /// servers answer clients on the host, whose connections arrive from user networking's
 /// gateway, 10.0.2.2; nothing but the host reaches that network.
-pub fn guest_appends() -> Vec<(&'static str, &'static str)> {
+fn guest_appends() -> Vec<(&'static str, &'static str)> {
     vec![
         // The data set lives in memory only: a snapshot's fork would copy it on write.
         (
