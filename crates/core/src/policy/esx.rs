@@ -335,7 +335,9 @@ impl Esx {
             floor
         } else {
             vm.target_mib
-        };
+        }
+        // A limit holds whatever the host has free: a VM booted above it comes down to it.
+        .min(vm.limit_mib.max(ballooned_to));
         Reclaim {
             floor: balloon_floor,
             // Below the guest floor only what the guest holds can be owed to the host.
@@ -1565,6 +1567,14 @@ mod tests {
         let idle = vec![vm("a", 512, 100), vm("c", 512, 100), booting];
         let plan = ours().decide(&snapshot(0.0, 1536, 900, idle.clone()));
         assert!(allocations(&plan).iter().all(|(n, _)| n != "b"), "{plan:?}");
+        // A limit below its boot size holds at once, room or not.
+        let mut limited = idle.clone();
+        limited[2].limit_mib = 512;
+        let plan = ours().decide(&snapshot(0.0, 1536, 900, limited));
+        assert!(
+            allocations(&plan).contains(&("b".to_string(), 512)),
+            "{plan:?}"
+        );
         // Once the host is short, it goes to its entitlement like any other.
         let plan = ours().decide(&snapshot(0.0, 1536, 1500, idle));
         assert!(
