@@ -92,7 +92,7 @@ fn causes(vm: &VmObservation, before: Option<&VmObservation>, elapsed_s: f64) ->
         hint(
             Cause::HostSwap,
             format!(
-                "{} is slowed by host swap: {} MiB of its memory is on the host's swap disk (+{swapped_more} MiB in {elapsed_s:.0} s); \
+                "{} is slowed by host swap: the host swapped out {} MiB of its memory, to zswap or to disk (+{swapped_more} MiB in {elapsed_s:.0} s); \
                  its guest cannot see this and reports the memory as its own{}",
                 vm.name,
                 vm.host_swapped_mib,

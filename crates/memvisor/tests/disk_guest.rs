@@ -48,10 +48,11 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
     assert_eq!(guest.ok("cat /proc/1/comm").trim(), "systemd");
     assert!(guest.ok("uname -v").contains("Debian"));
     assert_eq!(guest.ok("stat -fc %T /sys/fs/cgroup").trim(), "cgroup2fs");
-    // The balloon driver reports well before systemd has started everything.
+    // The balloon driver reports well before systemd has started everything (under heavy
+    // steal, userspace took 3 min 41 s here).
     let state = guest.sh(
         "systemctl is-system-running --wait",
-        Duration::from_secs(180),
+        Duration::from_secs(300),
     );
     println!(
         "systemd: {} {}",

@@ -57,6 +57,13 @@ impl GuestAgent {
         let sync = json!({"execute": "guest-sync", "arguments": {"id": id}});
         agent.send(&sync)?;
         while agent.read_return(&sync)? != json!(id) {}
+        // A short wait finds an agent that is not up yet; once it is, a guest still booting
+        // under emulation can take longer to fork a command (CI saw more than 5 s).
+        if let GuestAgent::Socket { writer, .. } = &agent {
+            writer
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .ok()?;
+        }
         Some(agent)
     }
 
