@@ -132,6 +132,9 @@ impl GuestAgent {
                 "path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}))
             .expect("guest-exec answers");
         let pid = started_reply["pid"].clone();
+        // The agent logs every status request, and journald takes about 25 ms of the guest's
+        // one emulated CPU for each line: a long wait polls less and less often.
+        let mut poll = Duration::from_millis(100);
         assert!(
             pid.is_u64(),
             "guest-exec answered {started_reply} to '{script}'"
@@ -158,7 +161,8 @@ impl GuestAgent {
                 started.elapsed() < limit,
                 "'{script}' did not finish in the guest within {limit:?}"
             );
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(Duration::from_secs(2));
         }
     }
 
