@@ -5,16 +5,6 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn meminfo_mib(key: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"));
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
-}
-
 fn cgroup_file(cgroup: &str, file: &str) -> u64 {
     let path = format!("/sys/fs/cgroup/memory/{cgroup}/{file}");
     std::fs::read_to_string(&path)

@@ -415,7 +415,7 @@ pub fn status_mib(path: &str, key: &str) -> u64 {
     let line = text
         .lines()
         .find(|l| l.starts_with(&format!("{key}:")))
-        .unwrap();
+        .unwrap_or_else(|| panic!("no {key} in {path}"));
     line.split_whitespace()
         .nth(1)
         .unwrap()
