@@ -75,6 +75,10 @@ pub struct VmObservation {
     /// MiB/s the guest pages in from and out to its own swap disk.
     pub guest_swap_in_rate: f64,
     pub guest_swap_out_rate: f64,
+    /// MiB/s its QEMU reads from storage: the guest's disks (its own swap included), and
+    /// QEMU's memory coming back from the host's swap.
+    #[serde(default)]
+    pub disk_read_rate: f64,
     pub host_rss_mib: u64,
     /// QEMU's own memory outside guest RAM, if measured.
     pub qemu_overhead_mib: Option<u64>,
@@ -129,6 +133,12 @@ impl VmObservation {
     /// available while it runs well.)
     pub fn is_hungry(&self) -> bool {
         pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
+    }
+
+    /// MiB/s the guest reads from its disks beyond its own swap: files, among them page cache
+    /// it lost and reads again.
+    pub fn file_read_rate(&self) -> f64 {
+        (self.disk_read_rate - self.guest_swap_in_rate).max(0.0)
     }
 
     /// A guest that has not reported yet is booting: it has touched little so far, and its

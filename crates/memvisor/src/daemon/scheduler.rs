@@ -313,6 +313,7 @@ mod tests {
             guest_available_mib: Some(1024 - used),
             guest_swap_in_rate: paging,
             guest_swap_out_rate: paging,
+            disk_read_rate: 0.0,
             host_rss_mib: resident + 60,
             qemu_overhead_mib: Some(60),
             shared_mib: 0,

@@ -79,10 +79,12 @@ pub struct Vm {
     working_set: WorkingSet,
     /// Guest RAM DAMON saw accessed during the last second; None where DAMON does not watch.
     accessed: Option<Size>,
-    /// QEMU's CPU seconds and major faults when last read, and when.
-    activity_seen: Option<(Instant, f64, u64)>,
+    /// QEMU's CPU seconds, major faults and storage reads when last read, and when.
+    activity_seen: Option<(Instant, f64, u64, Option<u64>)>,
     /// The share of its used memory the guest is taken to touch (working_set::busy_share).
     busy_share: f64,
+    /// MiB/s QEMU read from storage since the last round.
+    disk_read_mib_s: f64,
     shared: Option<Size>,
     cgroup_limit: Option<Size>,
     /// An attached QEMU's own group's limit before memvisor capped it, put back on release.
@@ -133,6 +135,7 @@ impl Vm {
             accessed: None,
             activity_seen: None,
             busy_share: 1.0,
+            disk_read_mib_s: 0.0,
             shared: None,
             cgroup_limit: None,
             cgroup_found: None,
@@ -921,13 +924,15 @@ impl Vm {
         }
     }
 
-    /// Reads how busy QEMU was since the last round: its CPU and its major faults.
+    /// Reads how busy QEMU was since the last round: its CPU, its major faults and what it
+    /// read from storage.
     fn note_activity(&mut self, pid: u32) {
         let Ok((cpu_s, faults)) = memvisor_host::process::cpu_and_major_faults(pid) else {
             return;
         };
+        let read_bytes = memvisor_host::process::storage_read_bytes(pid).ok();
         let now = Instant::now();
-        if let Some((then, last_cpu_s, last_faults)) = self.activity_seen {
+        if let Some((then, last_cpu_s, last_faults, last_read)) = self.activity_seen {
             let seconds = now.duration_since(then).as_secs_f64();
             if seconds < 0.5 {
                 return;
@@ -936,8 +941,11 @@ impl Vm {
                 100.0 * (cpu_s - last_cpu_s) / seconds,
                 faults.saturating_sub(last_faults) as f64 / seconds,
             );
+            if let (Some(read), Some(last_read)) = (read_bytes, last_read) {
+                self.disk_read_mib_s = read.saturating_sub(last_read) as f64 / seconds / 1048576.0;
+            }
         }
-        self.activity_seen = Some((now, cpu_s, faults));
+        self.activity_seen = Some((now, cpu_s, faults, read_bytes));
     }
 
     /// Takes a new guest report: swap rates and the working set move only when the guest
@@ -1054,6 +1062,7 @@ impl Vm {
         self.accessed = None;
         self.activity_seen = None;
         self.busy_share = 1.0;
+        self.disk_read_mib_s = 0.0;
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
