@@ -174,6 +174,20 @@ impl Esx {
         }
     }
 
+    /// Notes a balloon step ahead of need: the window for its re-reads starts again, and the
+    /// first step of a series keeps what the VM held before it.
+    fn note_step_ahead(&mut self, vm: &VmObservation, at_s: f64) {
+        let taken = self
+            .taken_ahead
+            .entry(vm.name.clone())
+            .or_insert(TakenAhead {
+                held_mib: (held_mib(vm) + guest_slack_mib(vm)).min(vm.allocation_mib),
+                at_s,
+                read_rate: vm.file_read_rate(),
+            });
+        taken.at_s = at_s;
+    }
+
     /// Gives a VM that reads again the cache a step ahead of need took what it held before,
     /// from half the free memory above the high threshold, in a round that needs nothing: giving back
     /// must not itself make the host short (measured: seed, give-back and need-driven reclaim
@@ -538,15 +552,7 @@ impl Esx {
             }
             .min(growth_ceiling_mib(vm));
             if !need && !vm.is_booting() {
-                let taken = self
-                    .taken_ahead
-                    .entry(vm.name.clone())
-                    .or_insert(TakenAhead {
-                        held_mib: (held_mib(vm) + guest_slack_mib(vm)).min(vm.allocation_mib),
-                        at_s: s.at_s,
-                        read_rate: vm.file_read_rate(),
-                    });
-                taken.at_s = s.at_s;
+                self.note_step_ahead(vm, s.at_s);
             }
             plan.push(
                 Action::Allocate {
