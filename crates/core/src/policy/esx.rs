@@ -492,7 +492,8 @@ impl Esx {
             .iter()
             .map(|vm| self.recent_peak_mib(vm, s.at_s))
             .collect();
-        s.vms
+        let mut bounds: Vec<Option<Reclaim>> = s
+            .vms
             .iter()
             .zip(&r.entitled)
             .zip(backing_off.iter().zip(&r.growing))
@@ -505,7 +506,28 @@ impl Esx {
                 (!off && !grows && !vm.is_hungry() && !keeps_cache)
                     .then(|| Esx::reclaim_bounds(vm, e, (need, r.floors_fit), peak))
             })
-            .collect()
+            .collect();
+        // Host swap costs a VM that owes anonymous memory more than page cache costs the VMs
+        // with no more shares: their balloons take it below their entitlement first (measured:
+        // CI's seed, vm3 capped 31 MiB beyond its entitlement and 33 MiB of it swapped while vm1
+        // and vm2, entitled to a little more than they held, kept 400 MiB of cache each).
+        let owing_shares = s
+            .vms
+            .iter()
+            .zip(&bounds)
+            .filter(|(_, b)| b.as_ref().is_some_and(|b| b.anonymous_owed > DEAD_BAND_MIB))
+            .map(|(vm, _)| vm.shares)
+            .max();
+        if let Some(shares) = owing_shares {
+            for (vm, b) in s.vms.iter().zip(&mut bounds) {
+                if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0) {
+                    if vm.shares <= shares && !vm.is_booting() {
+                        b.floor = b.floor.min(cache_floor_mib(vm));
+                    }
+                }
+            }
+        }
+        bounds
     }
 
     /// Balloons VMs towards their bounds, paced; returns what each VM owes that only the host
@@ -560,7 +582,7 @@ impl Esx {
                     target_mib: target,
                 },
                 format!(
-                    "{} balloon {} -> {target} MiB: {why}; entitled to {e} MiB ({}, idle memory taxed {:.0}%)",
+                    "{} balloon {} -> {target} MiB: {why}; entitled to {e} MiB ({}, idle memory taxed {:.0}%){}",
                     vm.name,
                     vm.allocation_mib,
                     if vm.is_booting() {
@@ -573,7 +595,13 @@ impl Esx {
                             100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
                         )
                     },
-                    self.settings.idle_tax * 100.0
+                    self.settings.idle_tax * 100.0,
+                    if target < e {
+                        "; page cache below its entitlement goes before the host swaps the \
+                         anonymous memory a VM owes"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -764,6 +792,13 @@ fn held_mib(vm: &VmObservation) -> u64 {
     let resident = vm.guest_resident_mib.unwrap_or(vm.allocation_mib);
     let on_host = vm.host_rss_mib.saturating_sub(vm.overhead_mib());
     resident.max(on_host).min(vm.allocation_mib)
+}
+
+/// The lowest a balloon goes taking only page cache: what the guest uses and its slack, never
+/// below its reservation's floor.
+fn cache_floor_mib(vm: &VmObservation) -> u64 {
+    let uses = vm.guest_used_mib.unwrap_or(vm.target_mib) + guest_slack_mib(vm);
+    floor_mib(vm).max(uses.min(vm.target_mib))
 }
 
 /// A guest filling its memory: its use rose since the last round and reaches its allocation
@@ -1315,6 +1350,47 @@ mod tests {
                 .any(|(n, t)| n == "vm1" && *t < 1024),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn with_equal_shares_the_host_swaps_nothing_while_balloons_can_still_free_page_cache() {
+        // CI's seed in soft: vm1 and vm2, near their entitlement (they just read their cache),
+        // still hold 420 MiB of page cache each; vm3 stopped growing at 900 MiB, beyond its own.
+        let cache = |name: &str| {
+            let mut v = vm(name, 660, 200);
+            v.guest_resident_mib = Some(620);
+            v.working_set_mib = Some(600);
+            v.host_rss_mib = 720;
+            v
+        };
+        let mut s = snapshot(
+            0.0,
+            2600,
+            2522,
+            vec![cache("vm1"), cache("vm2"), vm("vm3", 1024, 900)],
+        );
+        s.host.other_used_mib = 200;
+        let plan = ours().decide(&s);
+        assert!(
+            !plan.decisions.iter().any(|d| matches!(
+                d.action,
+                Action::CgroupLimit {
+                    limit_mib: Some(_),
+                    ..
+                }
+            )),
+            "{plan:?}"
+        );
+        let below_entitlement: Vec<&str> = plan
+            .decisions
+            .iter()
+            .filter(|d| d.reason.contains("page cache below its entitlement"))
+            .filter_map(|d| match &d.action {
+                Action::Allocate { vm, target_mib } if *target_mib < 652 => Some(vm.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(below_entitlement, ["vm1", "vm2"], "{plan:?}");
     }
 
     #[test]

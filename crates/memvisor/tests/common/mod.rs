@@ -544,7 +544,8 @@ pub fn run_seed(
     assert!(
         swapped <= 16,
         "the host swapped {vms_swapped:?} MiB of the VMs' memory while ballooning sufficed \
-         ({host_wide} MiB host-wide, {ballast} MiB of it the test's ballast)"
+         ({host_wide} MiB host-wide, {ballast} MiB of it the test's ballast); events:\n{}",
+        ok(host.path(), &["events"])
     );
     let settled = settled_balloons(host, names);
     println!(
