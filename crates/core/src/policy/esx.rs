@@ -520,10 +520,9 @@ impl Esx {
             .max();
         if let Some(shares) = owing_shares {
             for (vm, b) in s.vms.iter().zip(&mut bounds) {
-                if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0) {
-                    if vm.shares <= shares && !vm.is_booting() {
-                        b.floor = b.floor.min(cache_floor_mib(vm));
-                    }
+                let gives_cache = vm.shares <= shares && !vm.is_booting();
+                if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0 && gives_cache) {
+                    b.floor = b.floor.min(cache_floor_mib(vm));
                 }
             }
         }
@@ -974,6 +973,17 @@ mod tests {
         Esx::new(Settings::default())
     }
 
+    /// A decision that puts a host limit on a VM.
+    fn is_cap(d: &crate::plan::Decision) -> bool {
+        matches!(
+            d.action,
+            Action::CgroupLimit {
+                limit_mib: Some(_),
+                ..
+            }
+        )
+    }
+
     fn allocations(plan: &Plan) -> Vec<(String, u64)> {
         plan.decisions
             .iter()
@@ -1334,16 +1344,7 @@ mod tests {
         vm3.shares = 2000;
         let s = snapshot(0.0, 1536, 1500, vec![cache("vm1"), cache("vm2"), vm3]);
         let plan = ours().decide(&s);
-        assert!(
-            !plan.decisions.iter().any(|d| matches!(
-                d.action,
-                Action::CgroupLimit {
-                    limit_mib: Some(_),
-                    ..
-                }
-            )),
-            "{plan:?}"
-        );
+        assert!(!plan.decisions.iter().any(is_cap), "{plan:?}");
         assert!(
             allocations(&plan)
                 .iter()
@@ -1371,16 +1372,7 @@ mod tests {
         );
         s.host.other_used_mib = 200;
         let plan = ours().decide(&s);
-        assert!(
-            !plan.decisions.iter().any(|d| matches!(
-                d.action,
-                Action::CgroupLimit {
-                    limit_mib: Some(_),
-                    ..
-                }
-            )),
-            "{plan:?}"
-        );
+        assert!(!plan.decisions.iter().any(is_cap), "{plan:?}");
         let below_entitlement: Vec<&str> = plan
             .decisions
             .iter()
@@ -1480,15 +1472,7 @@ mod tests {
             .decisions
             .iter()
             .position(|d| d.action == Action::Zswap { enabled: true });
-        let first_cap = plan.decisions.iter().position(|d| {
-            matches!(
-                d.action,
-                Action::CgroupLimit {
-                    limit_mib: Some(_),
-                    ..
-                }
-            )
-        });
+        let first_cap = plan.decisions.iter().position(is_cap);
         assert!(
             zswap.is_some() && first_cap.is_some() && zswap < first_cap,
             "{plan:?}"
