@@ -107,12 +107,22 @@ pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 pub fn print_table(vms: &[VmStatus]) {
     println!(
-        "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  WORKLOAD",
-        "NAME", "STATE", "MEM", "TARGET", "ACTUAL", "FREE", "AVAIL", "SWAPOUT", "RSS", "PAGES/S"
+        "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7}  {:>8}  WORKLOAD",
+        "NAME",
+        "STATE",
+        "MEM",
+        "TARGET",
+        "ACTUAL",
+        "FREE",
+        "AVAIL",
+        "SWAPOUT",
+        "RSS",
+        "DREAD/s",
+        "PAGES/S"
     );
     for v in vms {
         println!(
-            "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}  {:>8}  {}",
+            "{:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7}  {:>8}  {}",
             v.name,
             v.state,
             v.memory_mib,
@@ -122,11 +132,13 @@ pub fn print_table(vms: &[VmStatus]) {
             opt(v.guest_available_mib),
             opt(v.guest_swap_out_mib),
             opt(v.host_rss_mib),
+            v.disk_read_mib_s
+                .map_or_else(|| "-".into(), |r| format!("{r:.1}")),
             opt(v.workload_pages_per_sec.map(|p| p as u64)),
             v.workload.clone().unwrap_or_else(|| "(attached)".into()),
         );
     }
-    println!("(MiB; TARGET/ACTUAL: balloon, what the guest keeps; RSS: its QEMU's anonymous memory on the host, shared files excluded)");
+    println!("(MiB; TARGET/ACTUAL: balloon, what the guest keeps; RSS: its QEMU's anonymous memory on the host, shared files excluded; DREAD/s: what QEMU reads from the VM's disks, MiB/s)");
 }
 
 pub fn print_stats(v: &VmStatus) {

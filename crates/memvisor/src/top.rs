@@ -30,6 +30,7 @@ const COLUMNS: &[(&str, u16, Figure)] = &[
     ("GAVAIL", 6, |v| v.guest_available_mib.map(|m| m as f64)),
     ("SWIN/s", 6, |v| v.guest_swap_in_mib_s),
     ("SWOUT/s", 7, |v| v.guest_swap_out_mib_s),
+    ("DREAD/s", 7, |v| v.disk_read_mib_s),
     ("OVHD", 5, |v| v.overhead_mib.map(|m| m as f64)),
 ];
 

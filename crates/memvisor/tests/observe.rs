@@ -214,6 +214,11 @@ memory = "512M"
             "metric {name} is declared but never set\n{metrics}"
         );
     }
+    // What QEMU read from storage, from its /proc/PID/io, for the disk reads a balloon causes.
+    assert!(
+        metrics.contains("memvisor_vm_disk_read_bytes_total{vm=\"a\"} "),
+        "{metrics}"
+    );
     let balloon_line = format!("memvisor_vm_balloon_bytes{{vm=\"a\"}} {}", 128u64 << 20);
     assert!(metrics.contains(&balloon_line), "{metrics}");
 

@@ -142,6 +142,12 @@ const VM_FAMILIES: &[(&str, &str, bool, VmFigure)] = &[
         |v| mib(v.guest_swap_out_mib),
     ),
     (
+        "memvisor_vm_disk_read_bytes_total",
+        "What QEMU read from storage since it started: the guest's reads that missed its page cache.",
+        true,
+        |v| mib(v.disk_read_mib),
+    ),
+    (
         "memvisor_vm_guest_oom_kills_total",
         "Processes the guest's OOM killer ended since boot.",
         true,

@@ -140,6 +140,11 @@ impl Vm {
         })
     }
 
+    /// What QEMU has read from storage, once a round has read its I/O counters.
+    fn storage_read_bytes(&self) -> Option<u64> {
+        self.activity_seen.and_then(|(_, _, _, read)| read)
+    }
+
     fn status(&self) -> VmStatus {
         let mib = |s: Size| s.as_mib();
         let g = &self.guest;
@@ -190,6 +195,8 @@ impl Vm {
             }),
             guest_swap_in_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.0),
             guest_swap_out_mib_s: self.swap_seen.map(|_| self.swap_rates_mib_s.1),
+            disk_read_mib: self.storage_read_bytes().map(|b| b >> 20),
+            disk_read_mib_s: self.storage_read_bytes().map(|_| self.disk_read_mib_s),
             guest_oom_kills: None,
             workload: (self.origin == Origin::Launched && self.config.has_agent())
                 .then(|| self.workload.lock().expect("workload lock").to_string()),
