@@ -771,8 +771,8 @@ impl Esx {
 
     /// zswap goes on before any cap: a lowered cap reclaims at once, and without zswap its
     /// pages would go straight to the disk. On an overcommitted host the kernel may also swap
-    /// between two rounds: CI's seed went from high to hard within a round and sent 10 MiB to
-    /// the disk while zswap was off.
+    /// between two rounds: in CI's lab seed the host reached hard between rounds, and 10 MiB
+    /// went to the disk before zswap was on.
     fn switch_zswap(&self, r: &Round, plan: &mut Plan) {
         let s = r.s;
         let hard = r.state >= FreeState::Hard;
