@@ -112,11 +112,11 @@ pub struct VmStatus {
     /// What the working set is estimated from.
     pub working_set_from: Option<WorkingSetSource>,
     pub guest_swap_in_mib_s: Option<f64>,
+    pub guest_swap_out_mib_s: Option<f64>,
     /// What QEMU read from storage since it started: the guest's reads that missed its page
     /// cache, such as cache a balloon took and the guest reads again.
     pub disk_read_mib: Option<u64>,
     pub disk_read_mib_s: Option<f64>,
-    pub guest_swap_out_mib_s: Option<f64>,
     pub guest_oom_kills: Option<u64>,
     pub workload: Option<String>,
     pub workload_phase: Option<String>,

@@ -132,8 +132,7 @@ pub fn print_table(vms: &[VmStatus]) {
             opt(v.guest_available_mib),
             opt(v.guest_swap_out_mib),
             opt(v.host_rss_mib),
-            v.disk_read_mib_s
-                .map_or_else(|| "-".into(), |r| format!("{r:.1}")),
+            opt(v.disk_read_mib_s.map(|r| format!("{r:.1}"))),
             opt(v.workload_pages_per_sec.map(|p| p as u64)),
             v.workload.clone().unwrap_or_else(|| "(attached)".into()),
         );
