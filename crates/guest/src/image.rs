@@ -169,6 +169,13 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, ImageError> {
     })
 }
 
+/// A kernel ready to boot: its file, its modules' tree (if any) and where it came from.
+struct Kernel {
+    file: PathBuf,
+    modules_root: Option<PathBuf>,
+    source: String,
+}
+
 fn assemble(
     options: &BuildOptions,
     source: &KernelSource,
@@ -183,12 +190,31 @@ fn assemble(
     std::fs::create_dir_all(&work).map_err(io(&work))?;
 
     apt::extract(&apt::fetch(busybox, &debs)?, &work.join("busybox"))?;
-    let (kernel_file, modules_root, kernel_source) = match source {
+    let kernel = unpack_kernel(source, &debs, &work)?;
+    let module_paths = match &kernel.modules_root {
+        Some(root) => {
+            let dep_file = root.join("modules.dep");
+            let dep =
+                modules::parse_dep(&std::fs::read_to_string(&dep_file).map_err(io(&dep_file))?)?;
+            let builtin = std::fs::read_to_string(root.join("modules.builtin")).unwrap_or_default();
+            modules::load_order(GUEST_MODULES, &dep, &builtin)?
+        }
+        None => Vec::new(),
+    };
+    let entries = initrd_entries(options, &work, &kernel, &module_paths)?;
+    let image = install(dir, key, &kernel, &module_paths, &entries)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(image)
+}
+
+/// Debian's kernel package unpacked under `work`, with its modules indexed; or the user's own.
+fn unpack_kernel(source: &KernelSource, debs: &Path, work: &Path) -> Result<Kernel, ImageError> {
+    match source {
         KernelSource::Debian(package) => {
             let root = work.join("kernel");
-            apt::extract(&apt::fetch(package, &debs)?, &root)?;
+            apt::extract(&apt::fetch(package, debs)?, &root)?;
             let boot = root.join("boot");
-            let vmlinuz = std::fs::read_dir(&boot)
+            let file = std::fs::read_dir(&boot)
                 .map_err(io(&boot))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
@@ -199,30 +225,27 @@ fn assemble(
                 .ok_or_else(|| ImageError::NoKernel(boot.clone()))?;
             let release = single_release(&root.join("lib/modules"))?;
             depmod(&root, &release)?;
-            (
-                vmlinuz,
-                Some(root.join("lib/modules").join(release)),
-                format!("{} {}", package.name, package.version),
-            )
+            Ok(Kernel {
+                file,
+                modules_root: Some(root.join("lib/modules").join(release)),
+                source: format!("{} {}", package.name, package.version),
+            })
         }
-        KernelSource::Own { kernel, modules } => (
-            kernel.clone(),
-            modules.clone(),
-            kernel.display().to_string(),
-        ),
-    };
+        KernelSource::Own { kernel, modules } => Ok(Kernel {
+            file: kernel.clone(),
+            modules_root: modules.clone(),
+            source: kernel.display().to_string(),
+        }),
+    }
+}
 
-    let module_paths = match &modules_root {
-        Some(root) => {
-            let dep_file = root.join("modules.dep");
-            let dep =
-                modules::parse_dep(&std::fs::read_to_string(&dep_file).map_err(io(&dep_file))?)?;
-            let builtin = std::fs::read_to_string(root.join("modules.builtin")).unwrap_or_default();
-            modules::load_order(GUEST_MODULES, &dep, &builtin)?
-        }
-        None => Vec::new(),
-    };
-
+/// What the initramfs holds: busybox, the agent, the modules in load order and the init script.
+fn initrd_entries(
+    options: &BuildOptions,
+    work: &Path,
+    kernel: &Kernel,
+    module_paths: &[String],
+) -> Result<Vec<Entry>, ImageError> {
     let read = |p: &Path| std::fs::read(p).map_err(io(p));
     let mut entries: Vec<Entry> = [
         "bin",
@@ -248,36 +271,47 @@ fn assemble(
         true,
     ));
     entries.push(Entry::file(AGENT_PATH, read(&options.agent)?, true));
-    if let Some(root) = &modules_root {
-        for m in &module_paths {
+    if let Some(root) = &kernel.modules_root {
+        for m in module_paths {
             let name = format!("lib/modules/{}.ko", modules::module_name(m));
             entries.push(Entry::file(&name, read(&root.join(m))?, false));
         }
     }
     entries.push(Entry::file(
         "init",
-        initramfs::init_script(&module_paths, SWAP_SERIAL).into_bytes(),
+        initramfs::init_script(module_paths, SWAP_SERIAL).into_bytes(),
         true,
     ));
+    Ok(entries)
+}
 
+/// Writes the image into a staging directory and renames it into place, so that a build cut
+/// short never leaves a half-written image under its key.
+fn install(
+    dir: &Path,
+    key: &str,
+    kernel: &Kernel,
+    module_paths: &[String],
+    entries: &[Entry],
+) -> Result<Image, ImageError> {
     let staging = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let initrd_tmp = staging.join("initrd.cpio");
     let file = std::fs::File::create(&initrd_tmp).map_err(io(&initrd_tmp))?;
-    let out = initramfs::write_archive(&entries, std::io::BufWriter::new(file))
+    let out = initramfs::write_archive(entries, std::io::BufWriter::new(file))
         .map_err(io(&initrd_tmp))?;
     out.into_inner().map_err(|e| ImageError::Io {
         path: initrd_tmp.clone(),
         source: e.into_error(),
     })?;
-    std::fs::copy(&kernel_file, staging.join("vmlinuz")).map_err(io(&kernel_file))?;
+    std::fs::copy(&kernel.file, staging.join("vmlinuz")).map_err(io(&kernel.file))?;
 
     let image = Image {
         key: key.to_string(),
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd.cpio"),
-        kernel_source,
+        kernel_source: kernel.source.clone(),
         modules: module_paths
             .iter()
             .map(|m| modules::module_name(m))
@@ -290,7 +324,6 @@ fn assemble(
     std::fs::write(staging.join("manifest.json"), manifest).map_err(io(&staging))?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&staging, dir).map_err(io(dir))?;
-    let _ = std::fs::remove_dir_all(&work);
     Ok(image)
 }
 

@@ -26,7 +26,7 @@ struct Family<'a> {
     name: &'static str,
     help: &'static str,
     kind: Kind,
-    samples: Vec<(Option<(&'static str, &'a str)>, f64)>,
+    samples: Vec<Sample<'a>>,
 }
 
 const MIB: f64 = 1048576.0;
@@ -161,101 +161,34 @@ const VM_FAMILIES: &[(&str, &str, bool, VmFigure)] = &[
     ),
 ];
 
-pub fn render(host: &HostStatus, vms: &[VmStatus], counters: &Counters) -> String {
-    let one = |v: Option<f64>| v.map(|v| (None, v)).into_iter().collect::<Vec<_>>();
-    let gauge = |name, help, samples| Family {
-        name,
-        help,
-        kind: Kind::Gauge,
-        samples,
-    };
-    let counter = |name, help, samples| Family {
-        name,
-        help,
-        kind: Kind::Counter,
-        samples,
-    };
-    let state = host.state;
-    let mut families = vec![
-        gauge(
-            "memvisor_host_budget_bytes",
-            "Memory all VMs together may use (the parent cgroup's limit).",
-            one(mib(Some(host.budget_mib))),
-        ),
-        gauge(
-            "memvisor_host_used_bytes",
-            "Memory all VMs together use (the parent cgroup's usage).",
-            one(mib(host.used_mib)),
-        ),
-        gauge(
-            "memvisor_host_free_bytes",
-            "Budget minus used.",
-            one(mib(host.free_mib)),
-        ),
-        gauge(
-            "memvisor_host_state",
-            "1 for the host's free-memory state (high, soft, hard, low), 0 for the others.",
-            if state.is_some() {
-                FreeState::ALL
-                    .iter()
-                    .map(|&s| {
-                        let on = f64::from(u8::from(state == Some(s)));
-                        (Some(("state", s.name())), on)
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-        ),
-        gauge(
-            "memvisor_host_ksm_saved_bytes",
-            "Memory KSM saves by merging identical pages.",
-            one(mib(host.ksm_saved_mib)),
-        ),
-        gauge(
-            "memvisor_host_swap_used_bytes",
-            "Host swap in use.",
-            one(mib(Some(host.swap_used_mib))),
-        ),
-        counter(
-            "memvisor_host_swap_out_bytes_total",
-            "Memory the host moved out to swap (disk and zswap) since boot.",
-            one(counters.host_swap_out_bytes_total.map(|b| b as f64)),
-        ),
-        gauge(
-            "memvisor_host_memory_pressure_ratio",
-            "Share of the last 10 s some task waited for memory (PSI some avg10).",
-            one(host.psi_some_avg10.map(|p| p / 100.0)),
-        ),
-        counter(
-            "memvisor_events_total",
-            "Events the daemon recorded, by kind.",
-            counters
-                .events_total
-                .iter()
-                .map(|(k, &n)| (Some(("kind", k.name())), n as f64))
-                .collect(),
-        ),
-        counter(
-            "memvisor_scheduler_rounds_total",
-            "Rounds of observe, decide, act.",
-            one(Some(counters.rounds_total as f64)),
-        ),
-    ];
-    for &(name, help, is_counter, figure) in VM_FAMILIES {
-        let samples = vms
-            .iter()
-            .filter_map(|v| figure(v).map(|x| (Some(("vm", v.name.as_str())), x)))
-            .collect();
-        families.push(if is_counter {
-            counter(name, help, samples)
-        } else {
-            gauge(name, help, samples)
-        });
+type Sample<'a> = (Option<(&'static str, &'a str)>, f64);
+
+impl<'a> Family<'a> {
+    fn gauge(name: &'static str, help: &'static str, samples: Vec<Sample<'a>>) -> Family<'a> {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+            samples,
+        }
     }
 
+    fn counter(name: &'static str, help: &'static str, samples: Vec<Sample<'a>>) -> Family<'a> {
+        Family {
+            name,
+            help,
+            kind: Kind::Counter,
+            samples,
+        }
+    }
+}
+
+pub fn render(host: &HostStatus, vms: &[VmStatus], counters: &Counters) -> String {
     let mut out = String::new();
-    for f in families {
+    for f in host_families(host, counters)
+        .into_iter()
+        .chain(vm_families(vms))
+    {
         let kind = match f.kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -274,6 +207,94 @@ pub fn render(host: &HostStatus, vms: &[VmStatus], counters: &Counters) -> Strin
         }
     }
     out
+}
+
+fn host_families<'a>(host: &HostStatus, counters: &'a Counters) -> Vec<Family<'a>> {
+    let one = |v: Option<f64>| v.map(|v| (None, v)).into_iter().collect::<Vec<_>>();
+    let state = host.state;
+    vec![
+        Family::gauge(
+            "memvisor_host_budget_bytes",
+            "Memory all VMs together may use (the parent cgroup's limit).",
+            one(mib(Some(host.budget_mib))),
+        ),
+        Family::gauge(
+            "memvisor_host_used_bytes",
+            "Memory all VMs together use (the parent cgroup's usage).",
+            one(mib(host.used_mib)),
+        ),
+        Family::gauge(
+            "memvisor_host_free_bytes",
+            "Budget minus used.",
+            one(mib(host.free_mib)),
+        ),
+        Family::gauge(
+            "memvisor_host_state",
+            "1 for the host's free-memory state (high, soft, hard, low), 0 for the others.",
+            if state.is_some() {
+                FreeState::ALL
+                    .iter()
+                    .map(|&s| {
+                        let on = f64::from(u8::from(state == Some(s)));
+                        (Some(("state", s.name())), on)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        ),
+        Family::gauge(
+            "memvisor_host_ksm_saved_bytes",
+            "Memory KSM saves by merging identical pages.",
+            one(mib(host.ksm_saved_mib)),
+        ),
+        Family::gauge(
+            "memvisor_host_swap_used_bytes",
+            "Host swap in use.",
+            one(mib(Some(host.swap_used_mib))),
+        ),
+        Family::counter(
+            "memvisor_host_swap_out_bytes_total",
+            "Memory the host moved out to swap (disk and zswap) since boot.",
+            one(counters.host_swap_out_bytes_total.map(|b| b as f64)),
+        ),
+        Family::gauge(
+            "memvisor_host_memory_pressure_ratio",
+            "Share of the last 10 s some task waited for memory (PSI some avg10).",
+            one(host.psi_some_avg10.map(|p| p / 100.0)),
+        ),
+        Family::counter(
+            "memvisor_events_total",
+            "Events the daemon recorded, by kind.",
+            counters
+                .events_total
+                .iter()
+                .map(|(k, &n)| (Some(("kind", k.name())), n as f64))
+                .collect(),
+        ),
+        Family::counter(
+            "memvisor_scheduler_rounds_total",
+            "Rounds of observe, decide, act.",
+            one(Some(counters.rounds_total as f64)),
+        ),
+    ]
+}
+
+fn vm_families(vms: &[VmStatus]) -> Vec<Family<'_>> {
+    VM_FAMILIES
+        .iter()
+        .map(|&(name, help, is_counter, figure)| {
+            let samples = vms
+                .iter()
+                .filter_map(|v| figure(v).map(|x| (Some(("vm", v.name.as_str())), x)))
+                .collect();
+            if is_counter {
+                Family::counter(name, help, samples)
+            } else {
+                Family::gauge(name, help, samples)
+            }
+        })
+        .collect()
 }
 
 fn escape(label: &str) -> String {

@@ -118,6 +118,42 @@ pub struct Daemon {
     pub shutdown: Notify,
 }
 
+/// A memory manager the OOM killer takes first is worse than none; its QEMUs stay killable
+/// (launch resets theirs).
+fn protect_from_oom(startup_faults: &mut Vec<String>) {
+    match memvisor_host::process::protect_from_oom(OOM_SCORE_ADJ) {
+        Ok(adj) => tracing::info!("oom_score_adj {adj}: the OOM killer takes other processes first"),
+        Err(e) => startup_faults.push(format!(
+            "the daemon is not protected from the OOM killer: lowering its oom_score_adj to {OOM_SCORE_ADJ} failed ({e}; it needs CAP_SYS_RESOURCE); run it from memvisor.service, whose OOMScoreAdjust does it"
+        )),
+    }
+}
+
+/// The host swap file [host] swap asks for. Without it the VMs still run: the ladder's hard
+/// rung then only compresses.
+fn enable_host_swap(
+    config: &Config,
+    dir: &Path,
+    startup_faults: &mut Vec<String>,
+) -> Result<Option<SwapFile>, DaemonError> {
+    if config.host.swap == Size::ZERO {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    match SwapFile::enable(&dir.join("host-swap.img"), config.host.swap) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) => {
+            startup_faults.push(format!(
+                "host swap of {} not enabled: {e}; free space in {} or lower [host] swap",
+                config.host.swap,
+                dir.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
 impl Daemon {
     /// Prepares the host side (accelerator, parent cgroup with the budget) without starting VMs.
     pub async fn new(
@@ -152,32 +188,8 @@ impl Daemon {
             Budget::Auto => None,
         })?;
         let mut startup_faults = Vec::new();
-        // A memory manager the OOM killer takes first is worse than none; its QEMUs stay
-        // killable (launch resets theirs).
-        match memvisor_host::process::protect_from_oom(OOM_SCORE_ADJ) {
-            Ok(adj) => tracing::info!("oom_score_adj {adj}: the OOM killer takes other processes first"),
-            Err(e) => startup_faults.push(format!(
-                "the daemon is not protected from the OOM killer: lowering its oom_score_adj to {OOM_SCORE_ADJ} failed ({e}; it needs CAP_SYS_RESOURCE); run it from memvisor.service, whose OOMScoreAdjust does it"
-            )),
-        }
-        let host_swap = if config.host.swap > Size::ZERO {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| DaemonError::Io(format!("cannot create {}: {e}", dir.display())))?;
-            // Without host swap the VMs still run: the ladder's hard rung then only compresses.
-            match SwapFile::enable(&dir.join("host-swap.img"), config.host.swap) {
-                Ok(file) => Some(file),
-                Err(e) => {
-                    startup_faults.push(format!(
-                        "host swap of {} not enabled: {e}; free space in {} or lower [host] swap",
-                        config.host.swap,
-                        dir.display()
-                    ));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        protect_from_oom(&mut startup_faults);
+        let host_swap = enable_host_swap(&config, &dir, &mut startup_faults)?;
         let policy = memvisor_core::policy::from_settings(&config.scheduler);
         let vms = config
             .vms

@@ -761,39 +761,11 @@ impl Vm {
     /// `accessed`: guest RAM DAMON saw accessed during the last second, where it watches.
     pub async fn observe(&mut self, accessed: Option<Size>) -> Vec<(EventKind, String)> {
         self.accessed = accessed;
-        let name = self.name().to_string();
         if let Some(pid) = self.pid {
             if !memvisor_host::process::is_alive(pid) {
-                let mut lost = Vec::new();
-                if matches!(self.state, VmState::Running | VmState::Starting) {
-                    self.state = VmState::Lost;
-                    let why = format!(
-                        "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {name}'"
-                    );
-                    // A guest panic ends QEMU too: it runs with -no-reboot.
-                    lost.push((
-                        EventKind::Fault,
-                        format!("{name} lost: {why}{}", self.console_panic()),
-                    ));
-                    self.last_error = Some(why);
-                }
-                self.qmp = None;
-                self.agent = None;
-                self.host_rss = None;
-                self.host_swapped = None;
-                return lost;
+                return self.lose(pid);
             }
-            self.host_rss = memvisor_host::process::anon_rss(pid).ok();
-            self.host_swapped = memvisor_host::process::swapped(pid).ok();
-            self.note_activity(pid);
-            if self
-                .qemu_overhead_at
-                .is_none_or(|t| t.elapsed() >= OVERHEAD_EVERY)
-            {
-                self.qemu_overhead = self.measure_overhead(pid);
-                self.qemu_overhead_at = Some(Instant::now());
-            }
-            self.shared = memvisor_host::ksm::process_merged(pid);
+            self.observe_process(pid);
         }
         if self.qmp.is_none() && !self.calls_in() && self.domain.is_none() {
             return Vec::new();
@@ -820,6 +792,50 @@ impl Vm {
                 Err(e) => self.last_error = Some(e.to_string()),
             }
         }
+        self.progress(qmp_answers)
+    }
+
+    /// The VM's QEMU is gone: it is lost unless it was asked to stop.
+    fn lose(&mut self, pid: u32) -> Vec<(EventKind, String)> {
+        let name = self.name().to_string();
+        let mut lost = Vec::new();
+        if matches!(self.state, VmState::Running | VmState::Starting) {
+            self.state = VmState::Lost;
+            let why = format!(
+                "QEMU (pid {pid}) exited without being asked to; see 'memvisor logs {name}'"
+            );
+            // A guest panic ends QEMU too: it runs with -no-reboot.
+            lost.push((
+                EventKind::Fault,
+                format!("{name} lost: {why}{}", self.console_panic()),
+            ));
+            self.last_error = Some(why);
+        }
+        self.qmp = None;
+        self.agent = None;
+        self.host_rss = None;
+        self.host_swapped = None;
+        lost
+    }
+
+    /// What the host sees of the VM's QEMU: its memory, its swap, its activity.
+    fn observe_process(&mut self, pid: u32) {
+        self.host_rss = memvisor_host::process::anon_rss(pid).ok();
+        self.host_swapped = memvisor_host::process::swapped(pid).ok();
+        self.note_activity(pid);
+        if self
+            .qemu_overhead_at
+            .is_none_or(|t| t.elapsed() >= OVERHEAD_EVERY)
+        {
+            self.qemu_overhead = self.measure_overhead(pid);
+            self.qemu_overhead_at = Some(Instant::now());
+        }
+        self.shared = memvisor_host::ksm::process_merged(pid);
+    }
+
+    /// Boot completion and faults, from what was just observed.
+    fn progress(&mut self, qmp_answers: bool) -> Vec<(EventKind, String)> {
+        let name = self.name().to_string();
         let mut happened = Vec::new();
         if self.state == VmState::Starting {
             let up = match &self.agent {
