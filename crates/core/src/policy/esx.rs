@@ -580,28 +580,7 @@ impl Esx {
                     vm: vm.name.clone(),
                     target_mib: target,
                 },
-                format!(
-                    "{} balloon {} -> {target} MiB: {why}; entitled to {e} MiB ({}, idle memory taxed {:.0}%){}",
-                    vm.name,
-                    vm.allocation_mib,
-                    if vm.is_booting() {
-                        "booting".to_string()
-                    } else {
-                        let active = vm.active_mib().min(vm.allocation_mib);
-                        format!(
-                            "{} idle {:.0}%",
-                            vm.name,
-                            100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
-                        )
-                    },
-                    self.settings.idle_tax * 100.0,
-                    if target < e {
-                        "; page cache below its entitlement goes before the host swaps the \
-                         anonymous memory a VM owes"
-                    } else {
-                        ""
-                    }
-                ),
+                self.balloon_why(vm, target, e, &why),
             );
         }
         // Only memory the host holds counts (what a guest freed is back already), and only what
@@ -623,6 +602,32 @@ impl Esx {
             .map(|b| b.as_ref().map_or(0, |b| b.anonymous_owed))
             .collect();
         (owed, deliverable)
+    }
+
+    /// Why a balloon moves: the host's state, and the VM's entitlement and idleness.
+    fn balloon_why(&self, vm: &VmObservation, target: u64, entitled: u64, why: &str) -> String {
+        let idle = if vm.is_booting() {
+            "booting".to_string()
+        } else {
+            let active = vm.active_mib().min(vm.allocation_mib);
+            format!(
+                "{} idle {:.0}%",
+                vm.name,
+                100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
+            )
+        };
+        let before_swap = if target < entitled {
+            "; page cache below its entitlement goes before the host swaps the anonymous memory a \
+             VM owes"
+        } else {
+            ""
+        };
+        format!(
+            "{} balloon {} -> {target} MiB: {why}; entitled to {entitled} MiB ({idle}, idle memory taxed {:.0}%){before_swap}",
+            vm.name,
+            vm.allocation_mib,
+            self.settings.idle_tax * 100.0,
+        )
     }
 
     /// The host takes what a VM owes that its balloon cannot: anonymous memory beyond its
