@@ -79,6 +79,9 @@ pub struct Esx {
     taken_ahead: BTreeMap<String, TakenAhead>,
     /// VMs seen reading again what a step took.
     rereading: BTreeMap<String, Rereading>,
+    /// When each VM's balloon was last lowered: its use rises for a few seconds after as the
+    /// guest reclaims, which is the balloon's doing, not the guest filling its memory.
+    lowered_at: BTreeMap<String, f64>,
 }
 
 /// A balloon step ahead of need, as its VM was before the first one of a series.
@@ -111,8 +114,11 @@ struct Round<'a> {
     boot_room: u64,
     /// Each VM's entitlement, in the snapshot's order.
     entitled: Vec<u64>,
-    /// Each VM's guest uses more than at the last round: it is filling its memory.
+    /// Each VM's guest uses more than at the last round: its balloon leaves it alone.
     growing: Vec<bool>,
+    /// Each VM growing up to its allocation, unless its balloon was just lowered: it is
+    /// entitled and granted all it may have.
+    filling: Vec<bool>,
     /// Every VM's guest floor fits in host memory. Where they do not, a VM without a
     /// reservation is guaranteed no host memory, as in ESX: its balloon stops at the floor and
     /// the host offloads what it holds beyond its entitlement (measured: many-small, ten floors
@@ -144,6 +150,7 @@ impl Esx {
             waiting_since: BTreeMap::new(),
             taken_ahead: BTreeMap::new(),
             rereading: BTreeMap::new(),
+            lowered_at: BTreeMap::new(),
         }
     }
 
@@ -335,11 +342,27 @@ impl Esx {
                 s.at_s - *rose_at <= GROWTH_HOLD_S
             })
             .collect();
-        let claims: Vec<Claim> = s
+        // A guest reclaiming under a balloon just lowered uses more for a few seconds; that is
+        // not the guest filling its memory (measured: libvirt seed, vm1 ballooned 356 -> 285
+        // MiB in soft was granted 508 MiB back a round later, its balloon let out past where it
+        // stood before).
+        let filling: Vec<bool> = s
             .vms
             .iter()
             .zip(&growing)
-            .map(|(vm, &grows)| Esx::claim(vm, is_filling(vm, grows), floors_fit))
+            .map(|(vm, &grows)| {
+                let squeezed = self
+                    .lowered_at
+                    .get(&vm.name)
+                    .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
+                is_filling(vm, grows) && !squeezed
+            })
+            .collect();
+        let claims: Vec<Claim> = s
+            .vms
+            .iter()
+            .zip(&filling)
+            .map(|(vm, &fills)| Esx::claim(vm, fills, floors_fit))
             .collect();
         Round {
             s,
@@ -349,6 +372,7 @@ impl Esx {
             boot_room,
             entitled: allocate(&claims, usable, self.settings.idle_tax),
             growing,
+            filling,
             floors_fit,
         }
     }
@@ -392,10 +416,10 @@ impl Esx {
         let mut unmet = r
             .boot_room
             .saturating_sub(s.host.free_mib().saturating_sub(r.kept_free));
-        for ((vm, &entitled), &growing) in s.vms.iter().zip(&r.entitled).zip(&r.growing) {
+        for ((vm, &entitled), &filling) in s.vms.iter().zip(&r.entitled).zip(&r.filling) {
             let base = vm.allocation_mib.max(vm.target_mib);
             // An idle guest would only fill a grant with page cache.
-            let due = if is_filling(vm, growing) {
+            let due = if filling {
                 entitled
             } else {
                 entitled.min(demand_mib(vm).max(base))
@@ -574,6 +598,9 @@ impl Esx {
             .min(growth_ceiling_mib(vm));
             if !need && !vm.is_booting() {
                 self.note_step_ahead(vm, s.at_s);
+            }
+            if target < vm.target_mib {
+                self.lowered_at.insert(vm.name.clone(), s.at_s);
             }
             plan.push(
                 Action::Allocate {
@@ -1201,6 +1228,38 @@ mod tests {
         let a = allocations(&ours().decide(&s));
         let target = a.iter().find(|(n, _)| n == "filling").map(|(_, t)| *t);
         assert!(target.is_some_and(|t| t >= 700 + 128), "{a:?}");
+    }
+
+    #[test]
+    fn a_guest_whose_use_rises_as_its_balloon_inflates_is_not_granted_it_back() {
+        let squeezed = |allocation, used| {
+            let mut v = vm("squeezed", allocation, used);
+            v.working_set_mib = Some(170);
+            v.host_rss_mib = allocation + 60;
+            v
+        };
+        let mut p = ours();
+        // Soft: the idle VM's balloon comes down.
+        let a = allocations(&p.decide(&snapshot(
+            0.0,
+            1536,
+            1480,
+            vec![squeezed(612, 200), vm("busy", 1024, 1000)],
+        )));
+        let lowered = a.iter().find(|(n, _)| n == "squeezed").map(|(_, t)| *t);
+        assert!(lowered.is_some_and(|t| t < 612), "{a:?}");
+        // A round later the host has room again and the guest, reclaiming, uses 40 MiB more.
+        let a = allocations(&p.decide(&snapshot(
+            1.5,
+            1536,
+            1000,
+            vec![squeezed(lowered.unwrap(), 240), vm("busy", 1024, 1000)],
+        )));
+        // At most what it uses and a balloon's slack; not all it may have.
+        assert!(
+            !a.iter().any(|(n, t)| n == "squeezed" && *t > 240 + 128),
+            "{a:?}"
+        );
     }
 
     #[test]
