@@ -94,9 +94,8 @@ impl Default for KsmPacer {
 
 impl KsmPacer {
     /// The scan for this round, and why. `starting`: a VM that is booting and writing pages KSM
-    /// has not seen yet, worth the soft state's rate unless the last window showed that pages
-    /// do not merge here (measured: turns, unique guests, 500 MiB/s for the first 10 s of every
-    /// workload took the CPU the guests started with, 0.90 of unconstrained against 0.98).
+    /// has not seen yet, worth the soft state's rate (the caller judges whether starting
+    /// guests' pages merge here).
     pub fn pace(
         &mut self,
         at_s: f64,
@@ -122,7 +121,6 @@ impl KsmPacer {
         }
         let top = max_scan_rate_mib_s(state);
         self.rate_mib_s = self.rate_mib_s.clamp(MIN_SCAN_MIB_S, top);
-        let starting = starting.filter(|_| self.last_yield.is_none_or(|w| w >= WORTH_SLOWER));
         let rate = match starting {
             Some(_) => self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft)),
             None => self.rate_mib_s,
@@ -230,15 +228,5 @@ mod tests {
         assert!(max_scan_rate_mib_s(FreeState::High) < max_scan_rate_mib_s(FreeState::Soft));
         assert!(max_scan_rate_mib_s(FreeState::Soft) < max_scan_rate_mib_s(FreeState::Hard));
         assert_eq!(scan_rate_mib_s(5000, 20), 976);
-    }
-
-    #[test]
-    fn a_starting_vm_gets_no_faster_scan_where_pages_do_not_merge() {
-        let mut pacer = KsmPacer::default();
-        pacer.pace(0.0, 100, FreeState::High, None);
-        // Ten seconds at 20 MiB/s merged nothing: unique guests.
-        let (action, why) = pacer.pace(10.0, 100, FreeState::High, Some("c"));
-        assert!(rate(&action) < 20, "{why}");
-        assert!(!why.contains("while c starts"), "{why}");
     }
 }
