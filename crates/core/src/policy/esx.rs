@@ -14,7 +14,7 @@ use crate::plan::{Action, Admission, Plan};
 use crate::reservation::{self, GUEST_FLOOR};
 use crate::sharing::KsmPacer;
 use crate::size::Size;
-use crate::snapshot::{PendingVm, Snapshot, VmObservation};
+use crate::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
 use crate::working_set::HUNGRY_GROWTH_MIB;
 use std::collections::BTreeMap;
 
@@ -1011,6 +1011,31 @@ fn reserved_in_use_mib(vm: &VmObservation) -> u64 {
         .min(held_mib(vm) + guest_slack_mib(vm))
 }
 
+/// Why a VM starts: it fits, or it has waited long enough on a host short of memory or room.
+fn start_reason(
+    vm: &str,
+    r: &Round,
+    overcommitted: bool,
+    (room, room_needed): (u64, u64),
+    reserved: u64,
+) -> String {
+    if overcommitted && room < room_needed {
+        format!(
+            "{vm} starts with {room} of the {room_needed} MiB the last VM took as it started, once it has waited {WAIT_LIMIT_S:.0} s"
+        )
+    } else if overcommitted && r.state >= FreeState::Soft {
+        format!(
+            "{vm} starts on a host short of memory ({}) once it has waited {WAIT_LIMIT_S:.0} s: the others' balloons and the host's swap make room as it boots",
+            r.why_state
+        )
+    } else {
+        format!(
+            "{vm} fits: reservations with it {reserved} of {} MiB",
+            r.s.host.budget_mib
+        )
+    }
+}
+
 /// What a VM waiting to start takes as its guest boots: its reservation, at least the guest
 /// floor (its balloon takes the rest back while it boots).
 fn boot_room_mib(p: &PendingVm) -> u64 {
@@ -1043,10 +1068,11 @@ impl Esx {
         self.waiting_since
             .retain(|name, _| s.pending.iter().any(|p| &p.name == name));
         let room = host.free_mib().saturating_sub(r.kept_free);
-        let room_needed = match &self.last_start {
-            Some(w) if w.merged() => w.growth_mib,
-            _ => 0,
-        };
+        let room_needed = self
+            .last_start
+            .as_ref()
+            .filter(|w| w.merged())
+            .map_or(0, |w| w.growth_mib);
         let mut reserving: Vec<(&str, Size)> = s
             .vms
             .iter()
@@ -1109,34 +1135,10 @@ impl Esx {
                 configured += p.memory_mib;
                 settling = Some(p.name.clone());
                 if overcommitted {
-                    let watch = StartWatch {
-                        vm: p.name.clone(),
-                        used_then: host.used_mib,
-                        saved_then: host.ksm_saved_mib,
-                        growth_mib: 0,
-                        merged_mib: 0,
-                    };
-                    if let Some(last) = self.last_start.replace(watch) {
-                        self.starts_merged = Some(last.merged());
-                    }
+                    self.watch_start(&p.name, host);
                 }
                 let reserved = fits.map_or(0, Size::as_mib);
-                let why = if overcommitted && room < room_needed {
-                    format!(
-                        "{} starts with {room} of the {room_needed} MiB the last VM took as it started, once it has waited {WAIT_LIMIT_S:.0} s",
-                        p.name
-                    )
-                } else if overcommitted && state >= FreeState::Soft {
-                    format!(
-                        "{} starts on a host short of memory ({why_state}) once it has waited {WAIT_LIMIT_S:.0} s: the others' balloons and the host's swap make room as it boots",
-                        p.name
-                    )
-                } else {
-                    format!(
-                        "{} fits: reservations with it {reserved} of {} MiB",
-                        p.name, host.budget_mib
-                    )
-                };
+                let why = start_reason(&p.name, r, overcommitted, (room, room_needed), reserved);
                 (Admission::Start, why)
             };
             plan.push(
@@ -1146,6 +1148,21 @@ impl Esx {
                 },
                 reason,
             );
+        }
+    }
+
+    /// Watches a VM starting on an overcommitted host; the start before it is judged by what
+    /// KSM merged of it.
+    fn watch_start(&mut self, vm: &str, host: &HostObservation) {
+        let watch = StartWatch {
+            vm: vm.to_string(),
+            used_then: host.used_mib,
+            saved_then: host.ksm_saved_mib,
+            growth_mib: 0,
+            merged_mib: 0,
+        };
+        if let Some(last) = self.last_start.replace(watch) {
+            self.starts_merged = Some(last.merged());
         }
     }
 }
