@@ -1197,6 +1197,20 @@ mod tests {
             .collect()
     }
 
+    /// The cgroup limits a plan lowers, per VM.
+    fn caps(plan: &Plan) -> Vec<(String, u64)> {
+        plan.decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::CgroupLimit {
+                    vm,
+                    limit_mib: Some(limit),
+                } => Some((vm.clone(), *limit)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn plenty_of_free_memory_reclaims_nothing() {
         let s = snapshot(
@@ -1590,18 +1604,7 @@ mod tests {
         last.host_rss_mib = 360;
         s.vms.push(last);
         let plan = ours().decide(&s);
-        let capped: Vec<_> = plan
-            .decisions
-            .iter()
-            .filter_map(|d| match &d.action {
-                Action::CgroupLimit {
-                    vm,
-                    limit_mib: Some(_),
-                } => Some(vm.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert!(capped.iter().all(|vm| *vm == "d8"), "{plan:?}");
+        assert!(caps(&plan).iter().all(|(vm, _)| vm == "d8"), "{plan:?}");
         // Nor does d8 give page cache below its entitlement as if the desktops owed the host.
         let cache_floor = cache_floor_mib(&s.vms[7]);
         let d8: Vec<u64> = allocations(&plan)
@@ -1910,17 +1913,7 @@ mod tests {
             round.entitled
         );
         let plan = p.decide(&s);
-        let caps: Vec<(String, u64)> = plan
-            .decisions
-            .iter()
-            .filter_map(|d| match &d.action {
-                Action::CgroupLimit {
-                    vm,
-                    limit_mib: Some(limit),
-                } => Some((vm.clone(), *limit)),
-                _ => None,
-            })
-            .collect();
+        let caps = caps(&plan);
         // The quiet VMs' cold pages go to the host, below the guest floor but never below QEMU's
         // own (in hard, the working set is not spared); no balloon goes below the floor, and the
         // busy VMs keep all they hold.
