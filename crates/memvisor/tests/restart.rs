@@ -1,6 +1,6 @@
 //! A daemon killed with SIGKILL leaves its VMs running; a restarted one takes them over from
 //! its state directory without moving a balloon or losing a setting; SIGTERM then leaves
-//! nothing behind: no QEMU, no cgroup, KSM and swap as they were.
+//! nothing behind: no QEMU, no cgroup, KSM and swap as they were, even while VMs still start.
 
 mod common;
 use common::*;
@@ -138,4 +138,56 @@ workload = "hold:64M"
         "state left after a clean stop"
     );
     assert!(!host.path().join("memvisor.sock").exists());
+}
+
+#[test]
+fn sigterm_while_vms_still_start_stops_those_started_and_leaves_nothing() {
+    require_vm_prerequisites();
+    let ksm_before = ksm_settings();
+    let mut host = Host::new();
+    // Overcommitted: under our policy b waits for a to boot and settle, which takes a TCG
+    // guest 15 s or more.
+    let vms =
+        "[[vm]]\nname = \"a\"\nmemory = \"384M\"\n\n[[vm]]\nname = \"b\"\nmemory = \"384M\"\n";
+    let mut daemon = host.run_daemon("512M", vms, "[scheduler]\npolicy = \"ours\"\n");
+    wait_event(&host, &["b waits for a"], Duration::from_secs(60));
+    let qemu = host.vm("a")["pid"].as_u64().expect("a's QEMU runs");
+    let b = host.vm("b");
+    assert_eq!(
+        b["state"], "stopped",
+        "b started too soon for this test: {b:#}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still runs 60 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.success(),
+        "the daemon exited with {status} after SIGTERM"
+    );
+    wait_gone(qemu, "a's QEMU after SIGTERM");
+    let events = std::fs::read_to_string(host.path().join("events.jsonl")).unwrap();
+    assert!(!events.contains("b started"), "{events}");
+    for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+        assert!(
+            !Path::new(root).join(&host.cgroup).exists(),
+            "cgroup {} left behind",
+            host.cgroup
+        );
+    }
+    assert_eq!(ksm_settings(), ksm_before, "KSM settings not restored");
+    assert!(!host.path().join("state.json").exists());
 }

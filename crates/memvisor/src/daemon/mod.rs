@@ -585,8 +585,11 @@ impl Daemon {
         for vm in self.all() {
             let view = vm.view();
             let done = match view.origin {
-                Origin::Launched if view.state != VmState::Stopped => vm.stop().await,
-                Origin::Launched => Ok(()),
+                // A launch still queued in the VM's task runs before this stop.
+                Origin::Launched => match vm.stop().await {
+                    Err(DaemonError::Conflict(_)) if view.state == VmState::Stopped => Ok(()),
+                    done => done,
+                },
                 Origin::Attached | Origin::Libvirt => vm.release().await,
             };
             if let Err(e) = done {
@@ -745,15 +748,24 @@ pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(
         .expect("libvirt events lock")
         .take();
     let libvirt = libvirt_events.map(|events| tokio::spawn(daemon.clone().follow_libvirt(events)));
-    daemon.start_all().await;
-
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io(format!("cannot watch SIGTERM: {e}")))?;
-    tokio::select! {
-        _ = daemon.shutdown.notified() => tracing::info!("shutting down: asked through the API"),
-        _ = term.recv() => tracing::info!("shutting down: SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down: SIGINT"),
-    }
+    let stop = async {
+        tokio::select! {
+            _ = daemon.shutdown.notified() => "asked through the API",
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    };
+    tokio::pin!(stop);
+    // VMs of an overcommitted host start one at a time, for minutes: a stop asked meanwhile
+    // ends the starting. A launch under way finishes in its VM's task, and shutting down
+    // stops what it launched.
+    let why = tokio::select! {
+        why = &mut stop => why,
+        () = daemon.start_all() => stop.await,
+    };
+    tracing::info!("shutting down: {why}");
     observer.abort();
     discoverer.abort();
     if let Some(libvirt) = libvirt {

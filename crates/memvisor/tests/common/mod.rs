@@ -126,6 +126,39 @@ impl Host {
 
     /// `up` with more tables after the VMs ([scheduler], [api]).
     pub fn up_with(&mut self, budget: &str, vms: &str, tables: &str) {
+        let file = self.write_config(budget, vms, tables);
+        let timeout = self.boot_timeout.as_secs().to_string();
+        ok(
+            self.path(),
+            &["up", "-f", file.to_str().unwrap(), "--timeout", &timeout],
+        );
+    }
+
+    /// Runs the daemon in the foreground, as a service manager does, without waiting for
+    /// anything; returns once its API answers.
+    pub fn run_daemon(&mut self, budget: &str, vms: &str, tables: &str) -> std::process::Child {
+        let file = self.write_config(budget, vms, tables);
+        let daemon = Command::new(BIN)
+            .arg("--dir")
+            .arg(self.path())
+            .args(["daemon", "-f"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the daemon runs");
+        let started = Instant::now();
+        while !memvisor(self.path(), &["ps"]).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the daemon's API did not answer within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        daemon
+    }
+
+    fn write_config(&mut self, budget: &str, vms: &str, tables: &str) -> PathBuf {
         let config = format!(
             "[host]\nbudget = \"{budget}\"\ncgroup = \"{}\"\n{}\n\n{vms}\n{tables}",
             self.cgroup, self.host_keys
@@ -133,11 +166,7 @@ impl Host {
         let file = self.path().join("config.toml");
         std::fs::write(&file, config).unwrap();
         self.up = true;
-        let timeout = self.boot_timeout.as_secs().to_string();
-        ok(
-            self.path(),
-            &["up", "-f", file.to_str().unwrap(), "--timeout", &timeout],
-        );
+        file
     }
 
     pub fn vm(&self, name: &str) -> Value {
