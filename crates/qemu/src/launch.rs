@@ -99,93 +99,140 @@ fn path(p: &Path) -> String {
 /// The full QEMU argument list for `spec`.
 pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
-    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-    let mib = spec.memory.as_mib();
-    push(&[
-        "-name",
-        &format!("memvisor-{},process=memvisor-{}", spec.name, spec.name),
-    ]);
-    push(&["-machine", "pc,mem-merge=on"]);
-    match spec.accel {
-        Accelerator::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        // A bounded translation cache keeps TCG's own memory (QEMU overhead) small.
-        Accelerator::Tcg => push(&["-accel", "tcg,tb-size=16"]),
-    }
-    push(&["-smp", &spec.cpus.to_string()]);
-    if spec.max_memory > spec.memory {
-        let extra = Size::bytes(spec.max_memory.as_bytes() - spec.memory.as_bytes());
-        push(&[
-            "-m",
-            &format!("{mib}M,slots=1,maxmem={}M", spec.max_memory.as_mib()),
-        ]);
-        push(&[
-            "-object",
-            &format!(
-                "memory-backend-ram,id={VIRTIO_MEM_ID}-ram,size={}M",
-                extra.as_mib()
-            ),
-        ]);
-        push(&[
-            "-device",
-            &format!(
-                "virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-ram,requested-size=0"
-            ),
-        ]);
-    } else {
-        push(&["-m", &format!("{mib}M")]);
-    }
     push(
-        &boot_args(&spec.boot)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &mut args,
+        &[
+            "-name",
+            &format!("memvisor-{},process=memvisor-{}", spec.name, spec.name),
+        ],
     );
-    push(&["-nodefaults", "-display", "none"]);
+    push(&mut args, &["-machine", "pc,mem-merge=on"]);
+    match spec.accel {
+        Accelerator::Kvm => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
+        // A bounded translation cache keeps TCG's own memory (QEMU overhead) small.
+        Accelerator::Tcg => push(&mut args, &["-accel", "tcg,tb-size=16"]),
+    }
+    push(&mut args, &["-smp", &spec.cpus.to_string()]);
+    args.extend(memory_args(spec));
+    args.extend(boot_args(&spec.boot));
+    push(&mut args, &["-nodefaults", "-display", "none"]);
     // memvisor's image reboots only on a panic, which memvisor reports as the VM's loss; a
     // disk guest reboots as an installed system does, when its operator says so.
     if matches!(spec.boot, Boot::Image { .. }) {
-        push(&["-no-reboot"]);
+        push(&mut args, &["-no-reboot"]);
     }
-    push(&["-serial", &format!("file:{}", path(&spec.serial_log))]);
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", path(&spec.qmp_socket)),
-    ]);
-    push(&[
+    push(
+        &mut args,
+        &["-serial", &format!("file:{}", path(&spec.serial_log))],
+    );
+    push(
+        &mut args,
+        &[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", path(&spec.qmp_socket)),
+        ],
+    );
+    push(&mut args, &[
         "-device",
         &format!(
             "virtio-balloon-pci,id={BALLOON_ID},free-page-reporting=on,deflate-on-oom=on,guest-stats-polling-interval={STATS_INTERVAL_S}"
         ),
     ]);
     for (drive, device) in drives(spec) {
-        push(&["-drive", &drive, "-device", &device]);
+        push(&mut args, &["-drive", &drive, "-device", &device]);
     }
-    if let Boot::Disk { forward, .. } = &spec.boot {
+    args.extend(network_args(&spec.boot));
+    args.extend(agent_args(&spec.boot));
+    push(
+        &mut args,
+        &["-daemonize", "-pidfile", &path(&spec.pid_file)],
+    );
+    args
+}
+
+fn push(args: &mut Vec<String>, items: &[&str]) {
+    args.extend(items.iter().map(|s| s.to_string()));
+}
+
+/// Guest RAM: its boot size, and past it up to its maximum a virtio-mem device that starts
+/// empty.
+fn memory_args(spec: &LaunchSpec) -> Vec<String> {
+    let mut args = Vec::new();
+    let mib = spec.memory.as_mib();
+    if spec.max_memory > spec.memory {
+        let extra = Size::bytes(spec.max_memory.as_bytes() - spec.memory.as_bytes());
+        push(
+            &mut args,
+            &[
+                "-m",
+                &format!("{mib}M,slots=1,maxmem={}M", spec.max_memory.as_mib()),
+            ],
+        );
+        push(
+            &mut args,
+            &[
+                "-object",
+                &format!(
+                    "memory-backend-ram,id={VIRTIO_MEM_ID}-ram,size={}M",
+                    extra.as_mib()
+                ),
+            ],
+        );
+        push(
+            &mut args,
+            &[
+                "-device",
+                &format!(
+                    "virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-ram,requested-size=0"
+                ),
+            ],
+        );
+    } else {
+        push(&mut args, &["-m", &format!("{mib}M")]);
+    }
+    args
+}
+
+/// A disk guest's user-mode network, with the ports forwarded from the host's loopback.
+fn network_args(boot: &Boot) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Boot::Disk { forward, .. } = boot {
         if !forward.is_empty() {
             let rules: String = forward
                 .iter()
                 .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
                 .collect();
-            push(&["-netdev", &format!("user,id=net0{rules}")]);
-            push(&["-device", "virtio-net-pci,netdev=net0"]);
+            push(&mut args, &["-netdev", &format!("user,id=net0{rules}")]);
+            push(&mut args, &["-device", "virtio-net-pci,netdev=net0"]);
         }
     }
-    let (socket, port) = match &spec.boot {
+    args
+}
+
+/// The virtio-serial port memvisor's agent, or a disk guest's qemu-guest-agent, answers on.
+fn agent_args(boot: &Boot) -> Vec<String> {
+    let mut args = Vec::new();
+    let (socket, port) = match boot {
         Boot::Image { agent_socket, .. } => (agent_socket, memvisor_core::agent::PORT_NAME),
         Boot::Disk {
             guest_agent_socket, ..
         } => (guest_agent_socket, GUEST_AGENT_PORT),
     };
-    push(&["-device", "virtio-serial-pci"]);
-    push(&[
-        "-chardev",
-        &format!("socket,id=agent,path={},server=on,wait=off", path(socket)),
-    ]);
-    push(&[
-        "-device",
-        &format!("virtserialport,chardev=agent,name={port}"),
-    ]);
-    push(&["-daemonize", "-pidfile", &path(&spec.pid_file)]);
+    push(&mut args, &["-device", "virtio-serial-pci"]);
+    push(
+        &mut args,
+        &[
+            "-chardev",
+            &format!("socket,id=agent,path={},server=on,wait=off", path(socket)),
+        ],
+    );
+    push(
+        &mut args,
+        &[
+            "-device",
+            &format!("virtserialport,chardev=agent,name={port}"),
+        ],
+    );
     args
 }
 

@@ -412,21 +412,24 @@ impl Esx {
         }
     }
 
-    /// KSM at the rate its merging is worth; at the soft state's rate while a VM starts, unless
-    /// the last start showed that starting guests' pages do not merge here (measured: turns,
-    /// unique guests, 500 MiB/s for the first 10 s of every workload took the CPU the guests
-    /// started with, 0.90 of unconstrained against 0.98). A start is judged as a whole, by what
-    /// KSM merged of what it took: a 10 s window of it may merge nothing while the guest boots
-    /// (measured: vdi, such a window cut the scan to 10 MiB/s as d7 wrote its 200 MiB, and the
-    /// host reached low).
+    /// KSM at the rate its merging is worth; at the soft state's rate while a VM starts on a
+    /// host its VMs could fill (the most each may have exceeds the budget; where all of it fits,
+    /// no start can fill the host), unless the last start showed that starting guests' pages do
+    /// not merge here (measured: turns, unique guests, 500 MiB/s for the first 10 s of every
+    /// workload took the CPU the guests started with, 0.90 of unconstrained against 0.98). A
+    /// start is judged as a whole, by what KSM merged of what it took: a 10 s window of it may
+    /// merge nothing while the guest boots (measured: vdi, such a window cut the scan to 10
+    /// MiB/s as d7 wrote its 200 MiB, and the host reached low).
     fn share(&mut self, r: &Round, plan: &mut Plan) {
         let merges = self.starts_merged.unwrap_or(true);
+        let most: u64 = r.s.vms.iter().map(|v| v.max_mib).sum();
+        let overcommitted = most > r.s.host.budget_mib;
         let starting =
             r.s.vms
                 .iter()
                 .find(|v| v.is_settling())
                 .map(|v| v.name.as_str())
-                .filter(|_| merges);
+                .filter(|_| merges && overcommitted);
         let (ksm, why) = self
             .ksm
             .pace(r.s.at_s, r.s.host.ksm_saved_mib, r.state, starting);
@@ -1801,10 +1804,10 @@ mod tests {
     }
 
     #[test]
-    fn ksm_scans_harder_while_a_vm_starts() {
-        let scan = |vms| {
+    fn ksm_scans_harder_while_a_vm_starts_on_an_overcommitted_host() {
+        let scan = |budget, vms| {
             ours()
-                .decide(&snapshot(0.0, 4096, 1000, vms))
+                .decide(&snapshot(0.0, budget, 1000, vms))
                 .decisions
                 .into_iter()
                 .find_map(|d| match d.action {
@@ -1813,12 +1816,15 @@ mod tests {
                 })
                 .unwrap()
         };
-        let (calm, _) = scan(vec![vm("a", 512, 200)]);
+        let (calm, _) = scan(2000, vec![vm("a", 512, 200)]);
         let mut starting = vm("b", 512, 200);
         starting.launched_s_ago = Some(8.0);
-        let (busy, why) = scan(vec![vm("a", 512, 200), starting]);
+        let (busy, why) = scan(2000, vec![vm("a", 512, 200), starting.clone()]);
         assert!(busy > calm, "{why}");
         assert!(why.contains("while b starts"), "{why}");
+        // Where every VM's memory fits the budget, no start can fill the host.
+        let (roomy, why) = scan(4096, vec![vm("a", 512, 200), starting]);
+        assert_eq!(roomy, calm, "{why}");
     }
 
     #[test]

@@ -521,28 +521,11 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
             if !bench.needy.contains(&vm.name) {
                 continue;
             }
-            let in_step = vm.workload_phase.as_deref() == Some(bench.measure.as_str());
-            let pages = match (in_step, vm.workload_pages) {
-                (_, Some(pages)) => pages,
-                (false, None) => 0,
-                (true, None) => return Err(BenchError::OldImage(vm.name.clone())),
-            };
             let seen = samples.entry(vm.name.clone()).or_default();
-            // A report not renewed since the last sample is a guest that sent none: no progress.
-            let fresh = seen.last().is_none_or(|last| last.pages != pages);
-            if in_step {
-                needy_rate += if fresh {
-                    vm.workload_pages_per_sec.unwrap_or(0.0)
-                } else {
-                    0.0
-                };
+            if let Some(rate) = sample_needy(vm, &bench.measure, seen, now)? {
+                needy_rate += rate;
                 measuring = true;
             }
-            seen.push(WorkSample {
-                at_s: now,
-                in_step,
-                pages,
-            });
         }
         if measuring && onset.is_none() {
             onset = Some(now);
@@ -570,6 +553,34 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
         .filter(|r| r.needy_throughput > 0.0)
         .map(|r| out.needy_throughput / r.needy_throughput);
     Ok(out)
+}
+
+/// Records a needy VM's progress; its pages per second now while it is in the measured step.
+fn sample_needy(
+    vm: &VmStatus,
+    measure: &str,
+    seen: &mut Vec<WorkSample>,
+    now: f64,
+) -> Result<Option<f64>, BenchError> {
+    let in_step = vm.workload_phase.as_deref() == Some(measure);
+    let pages = match (in_step, vm.workload_pages) {
+        (_, Some(pages)) => pages,
+        (false, None) => 0,
+        (true, None) => return Err(BenchError::OldImage(vm.name.clone())),
+    };
+    // A report not renewed since the last sample is a guest that sent none: no progress.
+    let fresh = seen.last().is_none_or(|last| last.pages != pages);
+    seen.push(WorkSample {
+        at_s: now,
+        in_step,
+        pages,
+    });
+    let rate = if fresh {
+        vm.workload_pages_per_sec.unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    Ok(in_step.then_some(rate))
 }
 
 /// Every VM's progress and its paging over one measurement, a reading a second.

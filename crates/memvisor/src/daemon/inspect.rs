@@ -25,6 +25,65 @@ pub fn parse_gva2gpa(reply: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// The guest's side of a translation: its agent resolves the address; a VM without one (an
+/// attached VM) can only be followed from a guest physical address.
+async fn resolve_in_guest(
+    vm: &VmHandle,
+    name: &str,
+    guest_asks: GuestAddress,
+) -> Result<GuestPage, DaemonError> {
+    Ok(match vm.agent_translate(guest_asks).await? {
+        Some(reply) => {
+            match tokio::time::timeout(AGENT_TIMEOUT, reply).await {
+                Ok(Ok(Ok(page))) => page,
+                Ok(Ok(Err(why))) => {
+                    return Err(DaemonError::BadRequest(format!("{name}'s agent: {why}")))
+                }
+                _ => return Err(DaemonError::AgentTimeout(name.to_string(), AGENT_TIMEOUT)),
+            }
+        }
+        // An attached VM has no agent: only physical and kernel addresses can be followed.
+        None => match guest_asks {
+            GuestAddress::Physical { address } => GuestPage {
+                virtual_address: None,
+                physical_address: Some(address),
+                mapping: None,
+                flags: None,
+            },
+            _ => {
+                return Err(DaemonError::Conflict(format!(
+                    "{name} has no memvisor agent to resolve guest user addresses; give a kernel address or gpa:ADDRESS"
+                )))
+            }
+        },
+    })
+}
+
+/// The host's side: where QEMU maps guest physical `gpa`, and the frame behind it.
+fn host_page(
+    name: &str,
+    pid: u32,
+    ram: memvisor_core::Size,
+    gpa: u64,
+) -> Result<HostPage, DaemonError> {
+    let offset = ram_offset(gpa, ram.as_bytes()).ok_or_else(|| {
+        DaemonError::BadRequest(format!(
+            "guest physical {gpa:#x} is outside {name}'s boot RAM ({ram}); memory plugged by virtio-mem is not followed"
+        ))
+    })?;
+    let hva = pagemap::guest_ram_start(pid, ram)? + offset;
+    let mapping = pagemap::mapping(pid, hva)?;
+    let flags = mapping.frame.map(pagemap::frame_flags).transpose()?;
+    let map_count = mapping.frame.map(pagemap::map_count).transpose()?;
+    Ok(HostPage {
+        virtual_address: hva,
+        physical_address: mapping.frame.map(|f| f * PAGE + hva % PAGE),
+        mapping,
+        flags,
+        map_count,
+    })
+}
+
 impl Daemon {
     pub async fn translate(
         &self,
@@ -57,31 +116,7 @@ impl Daemon {
             }
             other => (other, "guest agent", None),
         };
-        let guest = match vm.agent_translate(guest_asks).await? {
-            Some(reply) => {
-                match tokio::time::timeout(AGENT_TIMEOUT, reply).await {
-                    Ok(Ok(Ok(page))) => page,
-                    Ok(Ok(Err(why))) => {
-                        return Err(DaemonError::BadRequest(format!("{name}'s agent: {why}")))
-                    }
-                    _ => return Err(DaemonError::AgentTimeout(name.to_string(), AGENT_TIMEOUT)),
-                }
-            }
-            // An attached VM has no agent: only physical and kernel addresses can be followed.
-            None => match guest_asks {
-                GuestAddress::Physical { address } => GuestPage {
-                    virtual_address: None,
-                    physical_address: Some(address),
-                    mapping: None,
-                    flags: None,
-                },
-                _ => {
-                    return Err(DaemonError::Conflict(format!(
-                        "{name} has no memvisor agent to resolve guest user addresses; give a kernel address or gpa:ADDRESS"
-                    )))
-                }
-            },
-        };
+        let guest = resolve_in_guest(&vm, name, guest_asks).await?;
         let guest = GuestPage {
             virtual_address: kernel_virtual.or(guest.virtual_address),
             ..guest
@@ -89,24 +124,7 @@ impl Daemon {
 
         let host = match guest.physical_address {
             None => None,
-            Some(gpa) => {
-                let offset = ram_offset(gpa, ram.as_bytes()).ok_or_else(|| {
-                    DaemonError::BadRequest(format!(
-                        "guest physical {gpa:#x} is outside {name}'s boot RAM ({ram}); memory plugged by virtio-mem is not followed"
-                    ))
-                })?;
-                let hva = pagemap::guest_ram_start(pid, ram)? + offset;
-                let mapping = pagemap::mapping(pid, hva)?;
-                let flags = mapping.frame.map(pagemap::frame_flags).transpose()?;
-                let map_count = mapping.frame.map(pagemap::map_count).transpose()?;
-                Some(HostPage {
-                    virtual_address: hva,
-                    physical_address: mapping.frame.map(|f| f * PAGE + hva % PAGE),
-                    mapping,
-                    flags,
-                    map_count,
-                })
-            }
+            Some(gpa) => Some(host_page(name, pid, ram, gpa)?),
         };
         Ok(Translation {
             vm: name.to_string(),
