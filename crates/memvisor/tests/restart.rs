@@ -26,6 +26,18 @@ fn swap_active(path: &Path) -> bool {
         .contains(&*path.to_string_lossy())
 }
 
+/// No cgroup of the daemon's is left, and KSM is as it was found.
+fn assert_put_back(host: &Host, ksm_before: &[String]) {
+    for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+        assert!(
+            !Path::new(root).join(&host.cgroup).exists(),
+            "cgroup {} left behind",
+            host.cgroup
+        );
+    }
+    assert_eq!(ksm_settings(), ksm_before, "KSM settings not restored");
+}
+
 #[test]
 fn a_killed_daemon_is_replaced_without_harm_and_sigterm_leaves_nothing() {
     require_vm_prerequisites();
@@ -121,14 +133,7 @@ workload = "hold:64M"
     .unwrap();
     wait_gone(daemon as u64, "the daemon after SIGTERM");
     assert!(!alive(qemu), "QEMU still runs after SIGTERM");
-    for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
-        assert!(
-            !Path::new(root).join(&host.cgroup).exists(),
-            "cgroup {} left behind",
-            host.cgroup
-        );
-    }
-    assert_eq!(ksm_settings(), ksm_before, "KSM settings not restored");
+    assert_put_back(&host, &ksm_before);
     assert!(
         !swap_active(&swap_file) && !swap_file.exists(),
         "host swap left on"
@@ -181,13 +186,6 @@ fn sigterm_while_vms_still_start_stops_those_started_and_leaves_nothing() {
     wait_gone(qemu, "a's QEMU after SIGTERM");
     let events = std::fs::read_to_string(host.path().join("events.jsonl")).unwrap();
     assert!(!events.contains("b started"), "{events}");
-    for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
-        assert!(
-            !Path::new(root).join(&host.cgroup).exists(),
-            "cgroup {} left behind",
-            host.cgroup
-        );
-    }
-    assert_eq!(ksm_settings(), ksm_before, "KSM settings not restored");
+    assert_put_back(&host, &ksm_before);
     assert!(!host.path().join("state.json").exists());
 }

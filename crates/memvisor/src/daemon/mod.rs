@@ -696,6 +696,15 @@ fn api_token(dir: &Path) -> Result<String, DaemonError> {
     Ok(token)
 }
 
+/// Waits until the daemon is asked to stop; says by what.
+async fn stop_asked(daemon: &Daemon, term: &mut tokio::signal::unix::Signal) -> &'static str {
+    tokio::select! {
+        _ = daemon.shutdown.notified() => "asked through the API",
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
 /// Runs the daemon until `down` or SIGTERM/SIGINT: serve the API, start the VMs, observe.
 pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(), DaemonError> {
     let socket = dir.join(SOCKET_NAME);
@@ -750,13 +759,7 @@ pub async fn run(config: Config, dir: PathBuf, image: Option<Image>) -> Result<(
     let libvirt = libvirt_events.map(|events| tokio::spawn(daemon.clone().follow_libvirt(events)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io(format!("cannot watch SIGTERM: {e}")))?;
-    let stop = async {
-        tokio::select! {
-            _ = daemon.shutdown.notified() => "asked through the API",
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-        }
-    };
+    let stop = stop_asked(&daemon, &mut term);
     tokio::pin!(stop);
     // VMs of an overcommitted host start one at a time, for minutes: a stop asked meanwhile
     // ends the starting. A launch under way finishes in its VM's task, and shutting down
