@@ -150,8 +150,12 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
     args
 }
 
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 fn push(args: &mut Vec<String>, items: &[&str]) {
-    args.extend(items.iter().map(|s| s.to_string()));
+    args.extend(strings(items));
 }
 
 /// Guest RAM: its boot size, and past it up to its maximum a virtio-mem device that starts
@@ -239,7 +243,6 @@ fn agent_args(boot: &Boot) -> Vec<String> {
 /// What boots: memvisor's kernel and initramfs, a kernel given for a disk guest, or (nothing
 /// here) the disk's own bootloader.
 fn boot_args(boot: &Boot) -> Vec<String> {
-    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match boot {
         Boot::Image { kernel, initrd, .. } => strings(&[
             "-kernel",
