@@ -15,6 +15,12 @@ pub enum Action {
         vm: String,
         limit_mib: Option<u64>,
     },
+    /// Hold the VM's QEMU to this share of one CPU, in percent (None lifts the hold): a start
+    /// paced to what KSM merges.
+    CpuLimit {
+        vm: String,
+        percent: Option<u32>,
+    },
     Ksm {
         run: bool,
         pages_to_scan: u32,
@@ -35,6 +41,7 @@ impl Action {
         match self {
             Action::Allocate { vm, .. }
             | Action::CgroupLimit { vm, .. }
+            | Action::CpuLimit { vm, .. }
             | Action::Admit { vm, .. } => Some(vm),
             Action::Ksm { .. } | Action::Zswap { .. } => None,
         }

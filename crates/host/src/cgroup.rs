@@ -279,22 +279,59 @@ impl Group {
             .map_err(|_| CgroupError::Parse { path, content })
     }
 
-    /// Holds the group's processes to `cores` CPUs' worth of time per period.
-    pub fn set_cpu_quota(&self, cores: f64) -> Result<(), CgroupError> {
-        let quota = cpu_quota_us(cores);
+    /// Holds the group's processes to `cores` CPUs' worth of time per period (None: no hold).
+    pub fn set_cpu_quota(&self, cores: Option<f64>) -> Result<(), CgroupError> {
+        let quota = cores.map(cpu_quota_us);
         match self.version {
             CgroupVersion::V1 => {
                 write(
                     &self.path.join("cpu.cfs_period_us"),
                     &CPU_PERIOD_US.to_string(),
                 )?;
-                write(&self.path.join("cpu.cfs_quota_us"), &quota.to_string())
+                let quota = quota.map_or("-1".to_string(), |q| q.to_string());
+                write(&self.path.join("cpu.cfs_quota_us"), &quota)
             }
-            CgroupVersion::V2 => write(
-                &self.path.join("cpu.max"),
-                &format!("{quota} {CPU_PERIOD_US}"),
-            ),
+            CgroupVersion::V2 => {
+                let quota = quota.map_or("max".to_string(), |q| q.to_string());
+                write(
+                    &self.path.join("cpu.max"),
+                    &format!("{quota} {CPU_PERIOD_US}"),
+                )
+            }
         }
+    }
+
+    /// The CPUs' worth of time the group's processes may use per period (None: no hold).
+    pub fn cpu_quota(&self) -> Result<Option<f64>, CgroupError> {
+        let (quota, period, path) = match self.version {
+            CgroupVersion::V1 => {
+                let path = self.path.join("cpu.cfs_quota_us");
+                let period = read_trimmed(&self.path.join("cpu.cfs_period_us"))?;
+                (read_trimmed(&path)?, period, path)
+            }
+            CgroupVersion::V2 => {
+                let path = self.path.join("cpu.max");
+                let content = read_trimmed(&path)?;
+                let (quota, period) = content.split_once(' ').unwrap_or((&content, ""));
+                (quota.to_string(), period.to_string(), path)
+            }
+        };
+        if quota == "max" || quota == "-1" {
+            return Ok(None);
+        }
+        match (quota.parse::<f64>(), period.parse::<f64>()) {
+            (Ok(q), Ok(p)) if p > 0.0 => Ok(Some(q / p)),
+            _ => Err(CgroupError::Parse {
+                path,
+                content: format!("{quota} {period}"),
+            }),
+        }
+    }
+
+    /// The group at the same place in another controller's hierarchy.
+    pub fn in_hierarchy(&self, hierarchy: &Hierarchy) -> Group {
+        let relative = self.path.strip_prefix(&self.root).unwrap_or(&self.path);
+        hierarchy.group(&relative.to_string_lossy())
     }
 
     /// The file a process writes its PID to in order to join this group.
@@ -523,7 +560,7 @@ mod tests {
             .group("memvisor/vm1");
         assert_eq!(vm.path, tree.path().join("cpu/memvisor/vm1"));
         vm.create().unwrap();
-        vm.set_cpu_quota(1.5).unwrap();
+        vm.set_cpu_quota(Some(1.5)).unwrap();
         assert_eq!(
             fs::read_to_string(vm.path.join("cpu.cfs_quota_us")).unwrap(),
             "150000"
@@ -532,6 +569,13 @@ mod tests {
             fs::read_to_string(vm.path.join("cpu.cfs_period_us")).unwrap(),
             "100000"
         );
+        assert_eq!(vm.cpu_quota().unwrap(), Some(1.5));
+        vm.set_cpu_quota(None).unwrap();
+        assert_eq!(vm.cpu_quota().unwrap(), None);
+        // A VM's memory group names its group in the cpu hierarchy.
+        let memory = Hierarchy::detect_at(tree.path(), Controller::Memory).unwrap();
+        let cpu = Hierarchy::detect_at(tree.path(), Controller::Cpu).unwrap();
+        assert_eq!(memory.group("memvisor/vm1").in_hierarchy(&cpu), vm);
 
         let tree = fixture(&[
             ("cgroup.controllers", "cpu memory"),
@@ -546,11 +590,16 @@ mod tests {
             fs::read_to_string(tree.path().join("cgroup.subtree_control")).unwrap(),
             "+cpu"
         );
-        vm.set_cpu_quota(0.25).unwrap();
+        vm.set_cpu_quota(Some(0.25)).unwrap();
         assert_eq!(
             fs::read_to_string(vm.path.join("cpu.max")).unwrap(),
             "25000 100000"
         );
+        assert_eq!(vm.cpu_quota().unwrap(), Some(0.25));
+        vm.set_cpu_quota(None).unwrap();
+        assert_eq!(vm.cpu_quota().unwrap(), None);
+        fs::write(vm.path.join("cpu.max"), "lots 100000").unwrap();
+        assert!(vm.cpu_quota().unwrap_err().to_string().contains("lots"));
     }
 
     #[test]

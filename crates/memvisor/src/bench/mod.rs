@@ -467,7 +467,7 @@ fn hold_cpu(vms: &[&VmStatus], parent: &Group, cores: f64) -> Result<(), BenchEr
         let Some(pid) = vm.pid else { continue };
         let group = parent.child(&vm.name);
         group.create()?;
-        group.set_cpu_quota(cores)?;
+        group.set_cpu_quota(Some(cores))?;
         group.add_process(pid)?;
     }
     Ok(())

@@ -179,6 +179,8 @@ impl Daemon {
 pub trait Actuators {
     async fn allocate(&self, vm: &str, target: Size) -> Result<(), DaemonError>;
     async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError>;
+    /// Holds a VM's CPU; true when that changed it.
+    async fn hold_cpu(&self, vm: &str, percent: Option<u32>) -> Result<bool, DaemonError>;
     /// Sets KSM or zswap; true when that changed the host's setting.
     async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError>;
 }
@@ -190,6 +192,10 @@ impl Actuators for Daemon {
 
     async fn cap(&self, vm: &str, limit: Option<Size>) -> Result<(), DaemonError> {
         self.vm(vm)?.cap(limit).await
+    }
+
+    async fn hold_cpu(&self, vm: &str, percent: Option<u32>) -> Result<bool, DaemonError> {
+        self.vm(vm)?.hold_cpu(percent).await
     }
 
     async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
@@ -211,6 +217,7 @@ pub async fn carry_out<'p>(plan: &'p Plan, act: &impl Actuators) -> Vec<&'p Deci
             Action::CgroupLimit { vm, limit_mib } => {
                 act.cap(vm, limit_mib.map(Size::mib)).await.map(|()| true)
             }
+            Action::CpuLimit { vm, percent } => act.hold_cpu(vm, *percent).await,
             Action::Ksm { .. } | Action::Zswap { .. } => act.host_knob(&d.action).await,
             // Waiting is told once by the VM that waits, not every round.
             Action::Admit { verdict, .. } => Ok(*verdict != Admission::Wait),
@@ -253,6 +260,14 @@ mod tests {
                 .unwrap()
                 .push(format!("cap {vm} {limit:?}"));
             Ok(())
+        }
+
+        async fn hold_cpu(&self, vm: &str, percent: Option<u32>) -> Result<bool, DaemonError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("hold {vm} {percent:?}"));
+            Ok(percent.is_some())
         }
 
         async fn host_knob(&self, action: &Action) -> Result<bool, DaemonError> {
@@ -412,6 +427,12 @@ mod tests {
             },
             "offload b",
         );
+        let hold = |percent| Action::CpuLimit {
+            vm: "c".into(),
+            percent,
+        };
+        plan.push(hold(Some(25)), "pace c");
+        plan.push(hold(None), "c was not held");
         plan.push(admit(Admission::Wait), "new waits");
         plan.push(admit(Admission::Start), "new starts");
         let act = Recorder::default();
@@ -422,12 +443,18 @@ mod tests {
             .collect();
         assert_eq!(
             changed,
-            ["a gives memory back", "compress", "offload b", "new starts"]
+            [
+                "a gives memory back",
+                "compress",
+                "offload b",
+                "pace c",
+                "new starts"
+            ]
         );
         let asked = act.asked.lock().unwrap();
         assert_eq!(
             asked.len(),
-            5,
+            7,
             "every action after the failed one ran: {asked:?}"
         );
         assert_eq!(asked[1], "allocate a 512MiB");

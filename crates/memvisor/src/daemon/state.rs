@@ -51,6 +51,17 @@ pub struct SavedVm {
     /// An attached QEMU's group's limit before memvisor capped it.
     #[serde(default)]
     pub host_limit_found: Option<FoundLimit>,
+    /// The CPU hold on a paced start, lifted by the daemon that takes the VM over.
+    #[serde(default)]
+    pub cpu_hold: Option<CpuHold>,
+}
+
+/// A hold on a launched VM's CPU: the share of a core it may use, and the quota (in CPUs;
+/// None: none) its group had before.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuHold {
+    pub percent: u32,
+    pub found_cores: Option<f64>,
 }
 
 /// A cgroup's limit as memvisor found it (None inside: unlimited), kept apart from "not known".
@@ -122,6 +133,10 @@ mod tests {
                 cgroup_limit: None,
                 workload: Some("hold:64M".parse().unwrap()),
                 host_limit_found: Some(FoundLimit { limit: None }),
+                cpu_hold: Some(CpuHold {
+                    percent: 25,
+                    found_cores: None,
+                }),
             },
         );
         save(dir.path(), &saved).unwrap();

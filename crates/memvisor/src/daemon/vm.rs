@@ -10,7 +10,7 @@ pub use handle::{Place, VmHandle};
 pub use view::VmView;
 
 use super::agent::{AgentLink, Translated};
-use super::state::SavedVm;
+use super::state::{CpuHold, SavedVm};
 use super::DaemonError;
 use memvisor_core::api::Change;
 use memvisor_core::config::{workload_problems, VmConfig};
@@ -23,11 +23,11 @@ use memvisor_core::translation::GuestAddress;
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
-use memvisor_host::cgroup::{Group, Hierarchy};
+use memvisor_host::cgroup::{Controller, Group, Hierarchy, DEFAULT_MOUNT};
 use memvisor_qemu::balloon::{self, GuestStats};
 use memvisor_qemu::launch::{self, Boot, DirectKernel, LaunchSpec, BALLOON_ID};
 use memvisor_qemu::qmp::{self, Qmp};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -91,6 +91,8 @@ pub struct Vm {
     cgroup_found: Option<Option<Size>>,
     /// Why an attached QEMU cannot be host-swapped (its group is not its own).
     no_host_swap: Option<String>,
+    /// The hold on a paced start's CPU.
+    cpu_hold: Option<CpuHold>,
     /// Faults told apart over time (faults.rs), on a clock that starts with this value.
     watch: Watch,
     /// Until then the scheduler leaves the balloon to whatever else moved it.
@@ -140,6 +142,7 @@ impl Vm {
             cgroup_limit: None,
             cgroup_found: None,
             no_host_swap: None,
+            cpu_hold: None,
             watch: Watch::default(),
             hands_off_until: None,
             born: Instant::now(),
@@ -320,6 +323,7 @@ impl Vm {
         self.plug_requested = saved.plug_requested;
         self.cgroup_limit = saved.cgroup_limit;
         self.cgroup = Some(cgroup);
+        self.cpu_hold = saved.cpu_hold;
         self.accel = Some(accel);
         self.agent = self
             .config
@@ -327,6 +331,10 @@ impl Vm {
             .then(|| AgentLink::start(dir.join("agent.sock"), self.workload.clone()));
         self.dir = Some(dir);
         self.state = VmState::Running;
+        // The pace was the last daemon's decision; this one starts without it.
+        if let Err(e) = self.hold_cpu(None) {
+            tracing::error!("{name}: letting go of the last daemon's CPU hold: {e}");
+        }
         Ok(())
     }
 
@@ -739,6 +747,55 @@ impl Vm {
         Ok(())
     }
 
+    /// Holds a launched VM's QEMU to `percent` of a core (None lets it go), in the group of
+    /// the cpu hierarchy named as its memory group; returns whether that changed anything. A
+    /// quota changed since memvisor set it is whoever changed it's, and is left as it is.
+    pub fn hold_cpu(&mut self, percent: Option<u32>) -> Result<bool, DaemonError> {
+        let name = self.name().to_string();
+        if self.origin != Origin::Launched {
+            return Err(DaemonError::Conflict(format!(
+                "{name}'s CPU is its manager's: memvisor holds only the VMs it launched"
+            )));
+        }
+        if self.cpu_hold.map(|h| h.percent) == percent {
+            return Ok(false);
+        }
+        let (Some(memory), Some(pid)) = (&self.cgroup, self.pid) else {
+            return Err(DaemonError::NotRunning(name));
+        };
+        let cpu = Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)?;
+        let group = memory.in_hierarchy(&cpu);
+        let cores = |percent: u32| f64::from(percent) / 100.0;
+        match (percent, self.cpu_hold) {
+            (Some(percent), held) => {
+                let found_cores = match held {
+                    Some(h) => h.found_cores,
+                    None => {
+                        group.create()?;
+                        group.cpu_quota()?
+                    }
+                };
+                group.set_cpu_quota(Some(cores(percent)))?;
+                group.add_process(pid)?;
+                self.cpu_hold = Some(CpuHold {
+                    percent,
+                    found_cores,
+                });
+            }
+            (None, Some(held)) => {
+                let ours = group
+                    .cpu_quota()
+                    .is_ok_and(|q| q.is_some_and(|q| (q - cores(held.percent)).abs() < 0.005));
+                if ours {
+                    group.set_cpu_quota(held.found_cores)?;
+                }
+                self.cpu_hold = None;
+            }
+            (None, None) => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Guest figures without the balloon, MiB: (memory it cannot drop, memory holding data).
     /// With deflate-on-oom the balloon's pages stay in the guest's total as used pages, so they
     /// come off the total but are already missing from free and available.
@@ -1041,6 +1098,12 @@ impl Vm {
         }
         self.forget_process();
         if let Some(group) = self.cgroup.take() {
+            // A paced start's group, or the bench's, holds no process once QEMU is gone.
+            if let Ok(cpu) = Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu) {
+                if let Err(e) = group.in_hierarchy(&cpu).remove() {
+                    tracing::error!("{e}");
+                }
+            }
             group.remove()?;
         }
         Ok(())
@@ -1082,6 +1145,7 @@ impl Vm {
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;
+        self.cpu_hold = None;
         self.watch = Watch::default();
         self.hands_off_until = None;
         self.state = VmState::Stopped;

@@ -51,6 +51,10 @@ enum Command {
         limit: Option<Size>,
         reply: Reply<()>,
     },
+    HoldCpu {
+        percent: Option<u32>,
+        reply: Reply<bool>,
+    },
     Balloon {
         target: Size,
         reply: Reply<Size>,
@@ -159,6 +163,12 @@ impl VmHandle {
         self.ask(|reply| Command::Cap { limit, reply }).await?
     }
 
+    /// Holds its QEMU to `percent` of a core (None lets it go); true when that changed it.
+    pub async fn hold_cpu(&self, percent: Option<u32>) -> Result<bool, DaemonError> {
+        self.ask(|reply| Command::HoldCpu { percent, reply })
+            .await?
+    }
+
     /// A manual balloon target, checked against the VM's settings; returns the target before.
     pub async fn set_balloon(&self, target: Size) -> Result<Size, DaemonError> {
         self.ask(|reply| Command::Balloon { target, reply }).await?
@@ -256,6 +266,7 @@ async fn execute(vm: &mut Vm, command: Command) -> Answer {
         Command::Observe { accessed, reply } => answer(reply, vm.observe(accessed).await),
         Command::Allocate { target, reply } => answer(reply, vm.set_allocation(target).await),
         Command::Cap { limit, reply } => answer(reply, vm.set_cgroup_limit(limit).await),
+        Command::HoldCpu { percent, reply } => answer(reply, vm.hold_cpu(percent)),
         Command::Balloon { target, reply } => {
             let before = vm.target();
             answer(reply, vm.set_balloon(target).await.map(|()| before))

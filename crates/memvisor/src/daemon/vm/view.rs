@@ -86,6 +86,7 @@ impl Vm {
             workload: (self.origin == Origin::Launched)
                 .then(|| self.workload.lock().expect("workload lock").clone()),
             host_limit_found: self.cgroup_found.map(|limit| FoundLimit { limit }),
+            cpu_hold: self.cpu_hold,
         })
     }
 
