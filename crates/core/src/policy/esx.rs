@@ -2006,8 +2006,7 @@ mod tests {
         let caps = caps(&plan);
         // The quiet VMs' cold pages go to the host, below the guest floor but never below QEMU's
         // own and what a guest's kernel touches (in hard, the working set is not spared); no
-        // balloon goes below the floor, and the
-        // busy VMs keep all they hold.
+        // balloon goes below the floor, and the busy VMs keep all they hold.
         assert!(
             caps.iter()
                 .any(|(vm, limit)| vm.starts_with("quiet") && *limit < 30 + 128),
