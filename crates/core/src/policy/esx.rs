@@ -1203,8 +1203,9 @@ impl Esx {
 
     /// Holds a VM that started short of room to PACE_PERCENT of a core while it boots and
     /// settles: what it writes before KSM merges it then comes slower than KSM scans, instead
-    /// of all in the seconds after its boot. Asked every round, so that a daemon restarted
-    /// mid-start holds it too; lifted once it has settled.
+    /// of all in the seconds after its boot. Asked every round (the VM runs only a round or
+    /// so after its admission, and a write that failed is tried again); lifted once it has
+    /// settled.
     fn pace_start(&mut self, s: &Snapshot, plan: &mut Plan) {
         let Some((name, why)) = self.paced.clone() else {
             return;
