@@ -921,11 +921,12 @@ impl Policy for Esx {
     fn decide(&mut self, s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
         self.notice_rereads(s);
-        if let Some(vm) = self.last_start.as_ref().map(|w| w.vm.clone()) {
-            let starting = s.vms.iter().any(|v| v.name == vm && self.is_starting(v));
-            if let Some(watch) = &mut self.last_start {
-                watch.update(s, starting);
-            }
+        let last_starting = self
+            .last_start
+            .as_ref()
+            .is_some_and(|w| s.vms.iter().any(|v| v.name == w.vm && self.is_starting(v)));
+        if let Some(watch) = &mut self.last_start {
+            watch.update(s, last_starting);
         }
         let round = self.entitle(s);
         self.share(&round, &mut plan);
@@ -1100,7 +1101,7 @@ impl Esx {
     /// reclaimed for it. In low no VM starts; in soft or hard, or short of that room, one starts
     /// once it has waited WAIT_LIMIT_S.
     fn admit(&mut self, r: &Round, plan: &mut Plan) {
-        let (s, state, why_state) = (r.s, r.state, r.why_state.as_str());
+        let s = r.s;
         let host = &s.host;
         self.waiting_since
             .retain(|name, _| s.pending.iter().any(|p| &p.name == name));
@@ -1133,40 +1134,21 @@ impl Esx {
                 Size::mib(host.reserve_mib),
                 with_it,
             );
+            let waits = self.wait_reason(
+                p,
+                r,
+                configured + p.memory_mib,
+                settling.as_deref(),
+                waited,
+                (room, room_needed),
+            );
             let (verdict, reason) = if let Err(e) = &fits {
                 (
                     Admission::Refuse,
                     format!("{}'s reservation does not fit: {e}", p.name),
                 )
-            } else if state >= FreeState::Low {
-                (
-                    Admission::Wait,
-                    format!(
-                        "{} waits: {why_state}; no VM starts until memory is freed",
-                        p.name
-                    ),
-                )
-            } else if let (true, Some(other)) = (overcommitted, &settling) {
-                (
-                    Admission::Wait,
-                    format!(
-                        "{} waits for {other} to boot and settle: on an overcommitted host ({} of {} MiB configured) VMs start one at a time",
-                        p.name,
-                        configured + p.memory_mib,
-                        host.budget_mib
-                    ),
-                )
-            } else if overcommitted && state >= FreeState::Soft && waited < WAIT_LIMIT_S {
-                (Admission::Wait, format!("{} waits: {why_state}", p.name))
-            } else if overcommitted && room < room_needed && waited < WAIT_LIMIT_S {
-                let last = self.last_start.as_ref().map_or("", |w| w.vm.as_str());
-                (
-                    Admission::Wait,
-                    format!(
-                        "{} waits for room: {last} took {room_needed} MiB of the host as it started, before KSM merged it, and {room} MiB are free beyond the {} kept free",
-                        p.name, r.kept_free
-                    ),
-                )
+            } else if let Some(why) = waits {
+                (Admission::Wait, why)
             } else {
                 reserving.push((p.name.as_str(), Size::mib(p.reservation_mib)));
                 configured += p.memory_mib;
@@ -1189,6 +1171,47 @@ impl Esx {
                 reason,
             );
         }
+    }
+
+    /// Why `p`, whose reservation fits, must wait, if it must: `configured` is what all VMs are
+    /// configured with once it runs, `settling` the VM still starting, `room` the free memory
+    /// beyond what is kept free and the room the last start took.
+    fn wait_reason(
+        &self,
+        p: &PendingVm,
+        r: &Round,
+        configured: u64,
+        settling: Option<&str>,
+        waited: f64,
+        (room, room_needed): (u64, u64),
+    ) -> Option<String> {
+        let (state, why_state, budget) = (r.state, r.why_state.as_str(), r.s.host.budget_mib);
+        let overcommitted = configured > budget;
+        if state >= FreeState::Low {
+            return Some(format!(
+                "{} waits: {why_state}; no VM starts until memory is freed",
+                p.name
+            ));
+        }
+        if let (true, Some(other)) = (overcommitted, settling) {
+            return Some(format!(
+                "{} waits for {other} to boot and settle: on an overcommitted host ({configured} of {budget} MiB configured) VMs start one at a time",
+                p.name
+            ));
+        }
+        if !overcommitted || waited >= WAIT_LIMIT_S {
+            return None;
+        }
+        if state >= FreeState::Soft {
+            return Some(format!("{} waits: {why_state}", p.name));
+        }
+        (room < room_needed).then(|| {
+            let last = self.last_start.as_ref().map_or("", |w| w.vm.as_str());
+            format!(
+                "{} waits for room: {last} took {room_needed} MiB of the host as it started, before KSM merged it, and {room} MiB are free beyond the {} kept free",
+                p.name, r.kept_free
+            )
+        })
     }
 
     /// A VM that settles after its boot, or whose start runs paced.
