@@ -60,11 +60,15 @@ const WAIT_LIMIT_S: f64 = 60.0;
 /// 384 MiB VMs on 384 MiB with a 128 MiB reserve, b capped to 39 MiB as it booted was killed).
 const GUEST_HOT_MIB: u64 = 64;
 
-/// A start that began short of the room the last one took runs on this share of a core (%)
-/// until it has settled, so that it writes no faster than KSM merges what it writes (measured:
-/// vdi, d8's QEMU held by hand to a quarter of a core booted in 80 s instead of 16, and the
-/// host swapped 29 MiB as it filled instead of 103).
+/// A start that began short of the room the last one took runs on at most this share of a core
+/// (%) until it has settled, so that it writes no faster than KSM merges what it writes
+/// (measured: vdi, d8's QEMU held by hand to a quarter of a core booted in 80 s instead of 16,
+/// and the host swapped 29 MiB as it filled instead of 103).
 const PACE_PERCENT: u32 = 25;
+/// The least share of a core (%) a paced start runs on, however short of room: a TCG guest
+/// booted in 27 to 30 s on a quarter of a core, so on a tenth it still boots well within
+/// PACE_LIMIT_S.
+const PACE_MIN_PERCENT: u32 = 10;
 /// A paced guest's workload takes its memory over this long after its boot (s): the first
 /// seconds of its work, stretched by the pace.
 const PACED_SETTLE_S: f64 = 40.0;
@@ -103,8 +107,16 @@ pub struct Esx {
     last_start: Option<StartWatch>,
     /// Whether KSM merged the pages of the start before the last one; None before two starts.
     starts_merged: Option<bool>,
-    /// The VM whose start is paced, and why.
-    paced: Option<(String, String)>,
+    /// The start that runs paced.
+    paced: Option<Paced>,
+}
+
+/// A start short of room, held to part of a core.
+#[derive(Clone)]
+struct Paced {
+    vm: String,
+    percent: u32,
+    why: String,
 }
 
 /// How much host memory a starting VM took, and how much of it KSM merged since it started.
@@ -1074,6 +1086,17 @@ fn still_paced(vm: &VmObservation) -> bool {
         && vm.booted_s_ago.is_none_or(|s| s < PACED_SETTLE_S)
 }
 
+/// The share of a core a start short of room runs on: PACE_PERCENT where it has almost the
+/// room the last start took, less in proportion to the room it lacks (measured: vdi, d8 paced
+/// to a quarter of a core with 151 of the 284 MiB d7 took still wrote faster than KSM merged,
+/// and the host swapped 59 MiB), never below PACE_MIN_PERCENT.
+fn pace_percent(room: u64, room_needed: u64) -> u32 {
+    let scaled = u64::from(PACE_PERCENT) * room / room_needed.max(1);
+    u32::try_from(scaled)
+        .unwrap_or(PACE_PERCENT)
+        .clamp(PACE_MIN_PERCENT, PACE_PERCENT)
+}
+
 /// What a VM waiting to start takes as its guest boots: its reservation, at least the guest
 /// floor (its balloon takes the rest back while it boots).
 fn boot_room_mib(p: &PendingVm) -> u64 {
@@ -1159,7 +1182,11 @@ impl Esx {
                 let reserved = fits.map_or(0, Size::as_mib);
                 let why = start_reason(&p.name, r, overcommitted, (room, room_needed), reserved);
                 if overcommitted && room < room_needed {
-                    self.paced = Some((p.name.clone(), why.clone()));
+                    self.paced = Some(Paced {
+                        vm: p.name.clone(),
+                        percent: pace_percent(room, room_needed),
+                        why: why.clone(),
+                    });
                 }
                 (Admission::Start, why)
             };
@@ -1217,20 +1244,20 @@ impl Esx {
     /// A VM that settles after its boot, or whose start runs paced.
     fn is_starting(&self, vm: &VmObservation) -> bool {
         vm.is_settling()
-            || self
-                .paced
-                .as_ref()
-                .is_some_and(|(name, _)| *name == vm.name)
-                && still_paced(vm)
+            || self.paced.as_ref().is_some_and(|paced| paced.vm == vm.name) && still_paced(vm)
     }
 
-    /// Holds a VM that started short of room to PACE_PERCENT of a core while it boots and
-    /// settles: what it writes before KSM merges it then comes slower than KSM scans, instead
-    /// of all in the seconds after its boot. Asked every round (the VM runs only a round or
-    /// so after its admission, and a write that failed is tried again); lifted once it has
-    /// settled.
+    /// Holds a VM that started short of room to part of a core while it boots and settles:
+    /// what it writes before KSM merges it then comes slower than KSM scans, instead of all in
+    /// the seconds after its boot. Asked every round (the VM runs only a round or so after its
+    /// admission, and a write that failed is tried again); lifted once it has settled.
     fn pace_start(&mut self, s: &Snapshot, plan: &mut Plan) {
-        let Some((name, why)) = self.paced.clone() else {
+        let Some(Paced {
+            vm: name,
+            percent,
+            why,
+        }) = self.paced.clone()
+        else {
             return;
         };
         if s.pending.iter().any(|p| p.name == name) {
@@ -1242,9 +1269,9 @@ impl Esx {
         };
         let (percent, reason) = if still_paced(vm) {
             (
-                Some(PACE_PERCENT),
+                Some(percent),
                 format!(
-                    "{name} runs on {PACE_PERCENT}% of a core while it starts: it started with less room than the last start took, and KSM merges what it writes only as fast as it scans ({why})"
+                    "{name} runs on {percent}% of a core while it starts: it started with less room than the last start took, and KSM merges what it writes only as fast as it scans ({why})"
                 ),
             )
         } else {
@@ -2530,7 +2557,8 @@ mod tests {
             let plan = with_b(since, booted);
             let held = holds(&plan);
             assert_eq!(held.len(), 1, "at {since} s: {plan:?}");
-            assert_eq!(held[0].0, Some(PACE_PERCENT));
+            // With a third of the room the last start took, the least share of a core.
+            assert_eq!(held[0].0, Some(PACE_MIN_PERCENT));
             assert!(held[0].1.contains("84 of the 262 MiB"), "{}", held[0].1);
             assert!(ksm(&plan).contains("while b starts"), "{}", ksm(&plan));
             let waits = &admissions(&plan)[0];
@@ -2540,6 +2568,15 @@ mod tests {
         let plan = with_b(82.0, Some(41.0));
         assert_eq!(holds(&plan)[0].0, None, "{plan:?}");
         assert!(holds(&with_b(84.0, Some(43.0))).is_empty());
+    }
+
+    #[test]
+    fn the_shorter_of_room_a_start_is_the_smaller_share_of_a_core_it_runs_on() {
+        let shares: Vec<u32> = [(280, 284), (151, 284), (84, 262), (0, 284)]
+            .into_iter()
+            .map(|(room, needed)| pace_percent(room, needed))
+            .collect();
+        assert_eq!(shares, [24, 13, PACE_MIN_PERCENT, PACE_MIN_PERCENT]);
     }
 
     #[test]

@@ -227,6 +227,7 @@ fn with_report(status: &mut VmStatus, report: Option<&AgentReport>) {
 mod tests {
     use super::*;
     use memvisor_core::policy;
+    use memvisor_qemu::balloon::GuestStats;
 
     #[test]
     fn a_balloon_something_else_manages_is_held_where_it_is_for_the_policy() {
@@ -258,5 +259,34 @@ mod tests {
                 "{held:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_balloon_that_moved_since_the_guest_last_reported_reads_as_use_not_as_free_memory() {
+        let config: VmConfig = toml::from_str("name = \"c\"\nmemory = \"1G\"").unwrap();
+        let mut vm = Vm::new(config, Origin::Launched, "/run/c.qmp".into());
+        vm.state = VmState::Running;
+        // The guest reported 124 MiB used with its balloon empty.
+        vm.balloon_before_report = Some(Size::mib(1024));
+        vm.guest = GuestStats {
+            total: Some(Size::mib(1024)),
+            available: Some(Size::mib(900)),
+            free: Some(Size::mib(850)),
+            last_update: 1,
+            ..GuestStats::default()
+        };
+        vm.balloon_actual = Some(Size::mib(1024));
+        assert_eq!(vm.observation().unwrap().guest_used_mib, Some(124));
+        // The balloon took 416 MiB before the next report: still 124, not 0.
+        vm.balloon_actual = Some(Size::mib(608));
+        assert_eq!(vm.observation().unwrap().guest_used_mib, Some(124));
+        // The next report counts the balloon's pages as used: 124 once they come off.
+        vm.balloon_before_report = Some(Size::mib(608));
+        vm.guest.available = Some(Size::mib(484));
+        vm.guest.free = Some(Size::mib(434));
+        assert_eq!(vm.observation().unwrap().guest_used_mib, Some(124));
+        // A balloon let out since the report reads as more use too, never less.
+        vm.balloon_actual = Some(Size::mib(1024));
+        assert_eq!(vm.observation().unwrap().guest_used_mib, Some(124 + 416));
     }
 }
