@@ -106,6 +106,9 @@ pub struct VmStatus {
     pub host_limit_mib: Option<u64>,
     /// QEMU's memory the host swapped out (VmSwap): the guest cannot see it.
     pub host_swapped_mib: Option<u64>,
+    /// The share of a core (%) memvisor holds the VM's QEMU to while its start runs paced;
+    /// None while its CPU is its own.
+    pub cpu_limit_percent: Option<u32>,
     /// QEMU's own anonymous memory beyond guest RAM (translation cache, devices, heap).
     pub overhead_mib: Option<u64>,
     pub working_set_mib: Option<u64>,

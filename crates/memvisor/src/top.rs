@@ -26,6 +26,7 @@ const COLUMNS: &[(&str, u16, Figure)] = &[
     ("BALLOON", 7, |v| v.ballooned_mib.map(|m| m as f64)),
     ("SHARED", 6, |v| v.shared_mib.map(|m| m as f64)),
     ("HSWAPPED", 8, |v| v.host_swapped_mib.map(|m| m as f64)),
+    ("PACE%", 5, |v| v.cpu_limit_percent.map(f64::from)),
     ("GFREE", 5, |v| v.guest_free_mib.map(|m| m as f64)),
     ("GAVAIL", 6, |v| v.guest_available_mib.map(|m| m as f64)),
     ("SWIN/s", 6, |v| v.guest_swap_in_mib_s),

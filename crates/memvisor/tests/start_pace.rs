@@ -63,9 +63,13 @@ fn a_start_short_of_room_is_paced_and_the_next_daemon_lets_it_go() {
         (10..=25).contains(&percent),
         "a paced start runs on a tenth to a quarter of a core: {reason}"
     );
-    let qemu = host.vm(&vm)["pid"]
-        .as_u64()
-        .expect("the paced VM's QEMU runs");
+    let status = host.vm(&vm);
+    let qemu = status["pid"].as_u64().expect("the paced VM's QEMU runs");
+    assert_eq!(
+        status["cpu_limit_percent"].as_u64(),
+        Some(percent),
+        "its status shows the pace: {status}"
+    );
     // The cpu controller's period is 100 ms: a percent of a core is 1000 µs of it.
     assert_eq!(
         quota(&host, &vm),

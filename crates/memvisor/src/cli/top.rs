@@ -6,8 +6,8 @@ use std::time::Duration;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Column to sort by: NAME, MEMSZ, RESV, LIMIT, SHARES, TARGET, CONSUMED, ACTIVE,
-    /// BALLOON, SHARED, HSWAPPED, GFREE, GAVAIL, SWIN/s, SWOUT/s, DREAD/s (what QEMU reads
-    /// from the VM's disks), OVHD.
+    /// BALLOON, SHARED, HSWAPPED, PACE% (the share of a core a paced start runs on), GFREE,
+    /// GAVAIL, SWIN/s, SWOUT/s, DREAD/s (what QEMU reads from the VM's disks), OVHD.
     #[arg(long, default_value = "CONSUMED", value_parser = Sort::by)]
     sort: Sort,
     /// Seconds between refreshes, from 0.1 to 3600.

@@ -185,6 +185,7 @@ impl Vm {
             shared_mib: self.shared.map(mib),
             host_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map(mib),
+            cpu_limit_percent: self.cpu_hold.map(|hold| hold.percent),
             overhead_mib: self.qemu_overhead.map(mib),
             working_set_mib: self.working_set.estimate_mib(),
             working_set_from: self.working_set.estimate_mib().map(|_| {
