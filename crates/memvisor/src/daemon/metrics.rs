@@ -112,12 +112,6 @@ const VM_FAMILIES: &[(&str, &str, bool, VmFigure)] = &[
         |v| mib(v.host_swapped_mib),
     ),
     (
-        "memvisor_vm_cpu_limit_cores",
-        "Cores the VM's QEMU is held to while its start runs paced; absent while its CPU is its own.",
-        false,
-        |v| v.cpu_limit_percent.map(|p| f64::from(p) / 100.0),
-    ),
-    (
         "memvisor_vm_overhead_bytes",
         "The QEMU process's own anonymous memory beyond guest RAM.",
         false,
