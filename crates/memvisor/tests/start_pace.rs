@@ -1,5 +1,5 @@
 //! A VM that starts on an overcommitted host with less room than the start before it took runs
-//! on a quarter of a core while it boots and settles, so that what it writes comes no faster
+//! on a tenth to a quarter of a core while it boots and settles, so that what it writes comes no faster
 //! than KSM merges it. The hold lives in the cpu hierarchy's group named as the VM's memory
 //! group; a daemon that takes the VM over after a crash lets it go, and `down` leaves no group.
 

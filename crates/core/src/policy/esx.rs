@@ -518,21 +518,23 @@ impl Esx {
             }
             let grant = (wanted - base).min(grantable);
             // Beyond free memory, a guest paging to its disk what it uses is lent the idle
-            // memory others hold beyond their entitlements, where the host can take back from
-            // it what it then holds beyond its own: the host compresses its coldest pages, and
-            // that costs it less than its own swap disk (measured: turns, c paged at its
-            // entitlement, 670 of 1024 MiB, for 10 s of its 30 s turn while b beside it was
-            // capped by the host; 0.71 of unconstrained, 1.01 under static).
+            // memory others hold beyond their entitlements: the host pages it, compressed,
+            // instead of the guest paging to its own disk, and once the guest no longer pages
+            // the host takes back what it holds beyond its entitlement as from any VM
+            // (measured: turns, c paged at its entitlement, 670 of 1024 MiB, for 10 s of its
+            // 30 s turn while b beside it was capped by the host; 0.71 of unconstrained, 1.01
+            // under static).
             let lent = if pages_what_it_uses && host_may_cap(vm) {
                 (wanted - base - grant).min(lendable)
             } else {
                 0
             };
-            lendable -= lent;
-            unmet += due.saturating_sub(base + grant).max(lent);
             if grant + lent < DEAD_BAND_MIB {
+                unmet += due.saturating_sub(base + grant);
                 continue;
             }
+            lendable -= lent;
+            unmet += due.saturating_sub(base + grant).max(lent);
             grantable -= grant;
             let lent_why = if lent > 0 {
                 format!(
@@ -1000,19 +1002,26 @@ fn held_mib(vm: &VmObservation) -> u64 {
 }
 
 /// Idle memory the VMs hold beyond their entitlements that may be lent to a guest paging to its
-/// disk: none in hard, where the host already swaps blindly, or without host swap to take what
-/// the borrower then owes; none while a VM waits to start, whose boot comes first; none from a
-/// guest that pages itself.
+/// disk, less what paging guests hold beyond theirs already (lent in earlier rounds, not all
+/// given back yet): none in hard, where the host already swaps blindly, or without host swap
+/// to take it back; none while a VM waits to start, whose boot comes first. Only from a VM
+/// the host may cap and whose use does not grow: reclaim leaves the others alone.
 fn lendable_mib(r: &Round) -> u64 {
     if r.state >= FreeState::Hard || r.s.host.swap_total_mib == 0 || r.boot_room > 0 {
         return 0;
     }
-    r.s.vms
-        .iter()
-        .zip(&r.entitled)
-        .filter(|(vm, _)| !vm.is_hungry())
-        .map(|(vm, &entitled)| held_mib(vm).saturating_sub(entitled.max(floor_mib(vm))))
-        .sum()
+    let beyond = |vm: &VmObservation, held: u64, entitled: u64| {
+        held.saturating_sub(entitled.max(floor_mib(vm)))
+    };
+    let (mut idle, mut lent) = (0, 0);
+    for ((vm, &entitled), &grows) in r.s.vms.iter().zip(&r.entitled).zip(&r.growing) {
+        if vm.is_hungry() {
+            lent += beyond(vm, vm.allocation_mib.max(vm.target_mib), entitled);
+        } else if host_may_cap(vm) && !grows {
+            idle += beyond(vm, held_mib(vm), entitled);
+        }
+    }
+    idle.saturating_sub(lent)
 }
 
 /// Whether the host may take a VM's memory through its cgroup. Not an attached QEMU's group
@@ -1123,15 +1132,13 @@ fn still_paced(vm: &VmObservation) -> bool {
         && vm.booted_s_ago.is_none_or(|s| s < PACED_SETTLE_S)
 }
 
-/// The share of a core a start short of room runs on: PACE_PERCENT where it has almost the
-/// room the last start took, less in proportion to the room it lacks (measured: vdi, d8 paced
-/// to a quarter of a core with 151 of the 284 MiB d7 took still wrote faster than KSM merged,
-/// and the host swapped 59 MiB), never below PACE_MIN_PERCENT.
+/// The share of a core a start short of room runs on: PACE_PERCENT in proportion to the room
+/// it has of what the last start took (measured: vdi, d8 paced to a quarter of a core with 151
+/// of the 284 MiB d7 took still wrote faster than KSM merged, and the host swapped 59 MiB),
+/// never below PACE_MIN_PERCENT.
 fn pace_percent(room: u64, room_needed: u64) -> u32 {
-    let scaled = u64::from(PACE_PERCENT) * room / room_needed.max(1);
-    u32::try_from(scaled)
-        .unwrap_or(PACE_PERCENT)
-        .clamp(PACE_MIN_PERCENT, PACE_PERCENT)
+    let scaled = (u64::from(PACE_PERCENT) * room / room_needed.max(1)).min(PACE_PERCENT.into());
+    (scaled as u32).max(PACE_MIN_PERCENT)
 }
 
 /// What a VM waiting to start takes as its guest boots: its reservation, at least the guest
@@ -2209,9 +2216,12 @@ mod tests {
             lent.reason.contains("MiB lent from idle memory"),
             "{lent:?}"
         );
-        // b gives it back: its balloon or its host limit moves in the same round.
+        // b gives it back: its host limit comes down in the same round (b's memory is
+        // anonymous, so its balloon stays).
         assert!(
-            plan.decisions.iter().any(|d| d.action.vm() == Some("b")),
+            caps(&plan)
+                .iter()
+                .any(|(vm, limit)| vm == "b" && *limit < 1024 + 60),
             "{plan:?}"
         );
         // Nothing is lent where the host could not take it back: in hard, or without swap.
@@ -2226,6 +2236,37 @@ mod tests {
                 "{plan:?}"
             );
         }
+    }
+
+    #[test]
+    fn memory_lent_is_not_lent_twice_nor_taken_from_a_vm_whose_use_grows() {
+        let snapshot_with = |c_allocation: u64, b_used: u64| {
+            let mut c = vm("c", c_allocation, 600);
+            c.working_set_mib = Some(808);
+            c.guest_swap_in_rate = 20.0;
+            let mut b = vm("b", 1024, b_used);
+            b.working_set_mib = Some(600);
+            snapshot(0.0, 1536, 1400, vec![vm("a", 300, 250), b, c])
+        };
+        let mut ours = ours();
+        let s = snapshot_with(647, 950);
+        let round = ours.entitle(&s);
+        let (first, c_entitled) = (lendable_mib(&round), round.entitled[2]);
+        assert!(first > 363, "{first}");
+        // A round later c holds 1010 MiB, 363 more, its loan not given back yet: only the rest
+        // is lent.
+        let s = snapshot_with(1010, 950);
+        let round = ours.entitle(&s);
+        assert_eq!(round.entitled[2], c_entitled);
+        assert_eq!(
+            lendable_mib(&round),
+            first.saturating_sub(1010 - c_entitled.max(647))
+        );
+        // b's use grows: reclaim leaves it alone, so only a may lend.
+        let s = snapshot_with(647, 1000);
+        let round = ours.entitle(&s);
+        let a_beyond = 250u64.saturating_sub(round.entitled[0].max(128));
+        assert_eq!(lendable_mib(&round), a_beyond);
     }
 
     #[test]
