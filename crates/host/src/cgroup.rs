@@ -149,6 +149,11 @@ impl Hierarchy {
         Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Memory)
     }
 
+    /// The cpu controller's hierarchy on this machine.
+    pub fn detect_cpu() -> Result<Hierarchy, CgroupError> {
+        Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)
+    }
+
     /// Unified v2 when it has the controller, else the controller's v1 hierarchy, else the v2
     /// tree of a hybrid layout.
     pub fn detect_at(mount: &Path, controller: Controller) -> Result<Hierarchy, CgroupError> {

@@ -13,7 +13,7 @@ use memvisor_core::status::{VmState, VmStatus};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
 use memvisor_guest::image::ImageError;
-use memvisor_host::cgroup::{CgroupError, Controller, Group, Hierarchy, DEFAULT_MOUNT};
+use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -458,7 +458,7 @@ async fn interrupted() -> &'static str {
 
 /// The CPU group the run's VMs go in; on cgroup v2 it is the memory group the daemon makes.
 fn cpu_parent(name: &str) -> Result<Group, BenchError> {
-    Ok(Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)?.group(name))
+    Ok(Hierarchy::detect_cpu()?.group(name))
 }
 
 /// Puts each VM's QEMU in a CPU group of its own that holds it to `cores` CPUs.

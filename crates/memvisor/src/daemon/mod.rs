@@ -22,7 +22,7 @@ use memvisor_core::status::Accelerator;
 use memvisor_core::status::{EventKind, HostStatus, Origin, VmState, VmStatus};
 use memvisor_core::Size;
 use memvisor_guest::image::Image;
-use memvisor_host::cgroup::{CgroupError, Controller, Group, Hierarchy, DEFAULT_MOUNT};
+use memvisor_host::cgroup::{CgroupError, Group, Hierarchy};
 use memvisor_host::meminfo::HostMemory;
 use memvisor_host::swap::SwapFile;
 use std::collections::BTreeMap;
@@ -597,7 +597,7 @@ impl Daemon {
             }
         }
         // Paced starts' groups in the cpu hierarchy sit where the memory groups do.
-        let cpu = Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu);
+        let cpu = Hierarchy::detect_cpu();
         let groups = cpu.iter().map(|cpu| self.parent.in_hierarchy(cpu));
         for group in groups.chain([self.parent.clone()]) {
             if let Err(e) = group.remove() {

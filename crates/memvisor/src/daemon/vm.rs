@@ -23,11 +23,11 @@ use memvisor_core::translation::GuestAddress;
 use memvisor_core::working_set::{self, WorkingSet};
 use memvisor_core::workload::Workload;
 use memvisor_core::Size;
-use memvisor_host::cgroup::{Controller, Group, Hierarchy, DEFAULT_MOUNT};
+use memvisor_host::cgroup::{Group, Hierarchy};
 use memvisor_qemu::balloon::{self, GuestStats};
 use memvisor_qemu::launch::{self, Boot, DirectKernel, LaunchSpec, BALLOON_ID};
 use memvisor_qemu::qmp::{self, Qmp};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -767,7 +767,7 @@ impl Vm {
         let (Some(memory), Some(pid)) = (&self.cgroup, self.pid) else {
             return Err(DaemonError::NotRunning(name));
         };
-        let cpu = Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu)?;
+        let cpu = Hierarchy::detect_cpu()?;
         let group = memory.in_hierarchy(&cpu);
         let cores = |percent: u32| f64::from(percent) / 100.0;
         match (percent, self.cpu_hold) {
@@ -1109,7 +1109,7 @@ impl Vm {
         self.forget_process();
         if let Some(group) = self.cgroup.take() {
             // A paced start's group, or the bench's, holds no process once QEMU is gone.
-            if let Ok(cpu) = Hierarchy::detect_at(Path::new(DEFAULT_MOUNT), Controller::Cpu) {
+            if let Ok(cpu) = Hierarchy::detect_cpu() {
                 if let Err(e) = group.in_hierarchy(&cpu).remove() {
                     tracing::error!("{e}");
                 }
