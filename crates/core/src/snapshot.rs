@@ -94,6 +94,10 @@ pub struct VmObservation {
     /// QEMU's memory in host swap.
     #[serde(default)]
     pub host_swapped_mib: u64,
+    /// Its QEMU waits at its cgroup limit: the kernel found nothing there to reclaim that the
+    /// VM does not touch again at once (v1 only; it would have been killed there).
+    #[serde(default)]
+    pub stalled_at_host_limit: bool,
     /// Processes the guest's OOM killer ended since boot.
     #[serde(default)]
     pub guest_oom_kills: u64,

@@ -64,6 +64,27 @@ fn limit_file(version: CgroupVersion) -> &'static str {
     }
 }
 
+/// Where a VM's cap goes. On v2 memory.high, which throttles and reclaims past it but never
+/// calls the OOM killer; v1 has only the hard limit, so its groups wait at it instead (see
+/// `wait_at_limit`).
+fn cap_file(version: CgroupVersion) -> &'static str {
+    match version {
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.high",
+    }
+}
+
+/// Whether a v1 `memory.oom_control` says the group's tasks wait at its limit for memory the
+/// kernel could not reclaim.
+pub fn parse_under_oom(content: &str) -> Option<bool> {
+    content
+        .lines()
+        .find_map(|line| match line.split_once(' ')? {
+            ("under_oom", value) => Some(value.trim() == "1"),
+            _ => None,
+        })
+}
+
 fn usage_file(version: CgroupVersion) -> &'static str {
     match version {
         CgroupVersion::V1 => "memory.usage_in_bytes",
@@ -273,6 +294,43 @@ impl Group {
         let path = self.path.join(limit_file(self.version));
         let content = read_trimmed(&path)?;
         parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+    }
+
+    /// Caps the group's memory (None: no cap), past which the kernel reclaims and swaps its
+    /// coldest pages.
+    pub fn set_cap(&self, cap: Option<Size>) -> Result<(), CgroupError> {
+        let value = match (cap, self.version) {
+            (Some(size), _) => size.as_bytes().to_string(),
+            (None, CgroupVersion::V1) => "-1".to_string(),
+            (None, CgroupVersion::V2) => "max".to_string(),
+        };
+        write(&self.path.join(cap_file(self.version)), &value)
+    }
+
+    pub fn cap(&self) -> Result<Option<Size>, CgroupError> {
+        let path = self.path.join(cap_file(self.version));
+        let content = read_trimmed(&path)?;
+        parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+    }
+
+    /// On v1, the group's tasks wait at its limit, where they would be killed, until it is
+    /// raised: a VM thrashing under a cap below what it touches (the kernel reclaims nothing
+    /// it does not need again at once) stalls instead of being lost. v2's caps never kill.
+    pub fn wait_at_limit(&self) -> Result<(), CgroupError> {
+        match self.version {
+            CgroupVersion::V1 => write(&self.path.join("memory.oom_control"), "1"),
+            CgroupVersion::V2 => Ok(()),
+        }
+    }
+
+    /// Whether the group's tasks wait at its v1 limit now (never on v2).
+    pub fn stalled_at_limit(&self) -> Result<bool, CgroupError> {
+        if self.version == CgroupVersion::V2 {
+            return Ok(false);
+        }
+        let path = self.path.join("memory.oom_control");
+        let content = read_trimmed(&path)?;
+        parse_under_oom(&content).ok_or(CgroupError::Parse { path, content })
     }
 
     pub fn usage(&self) -> Result<Size, CgroupError> {
@@ -529,6 +587,18 @@ mod tests {
         vm.set_limit(None).unwrap();
         assert_eq!(vm.limit().unwrap(), None);
 
+        // A VM's cap is memory.high, which never calls the OOM killer: nothing to wait at.
+        vm.set_cap(Some(Size::mib(300))).unwrap();
+        assert_eq!(
+            fs::read_to_string(vm.path.join("memory.high")).unwrap(),
+            "314572800"
+        );
+        assert_eq!(vm.cap().unwrap(), Some(Size::mib(300)));
+        assert_eq!(vm.limit().unwrap(), None, "the hard limit is left alone");
+        vm.wait_at_limit().unwrap();
+        assert!(!vm.path.join("memory.oom_control").exists());
+        assert!(!vm.stalled_at_limit().unwrap());
+
         fs::write(vm.path.join("memory.current"), "4096\n").unwrap();
         assert_eq!(vm.usage().unwrap(), Size::bytes(4096));
         fs::write(vm.procs_file(), "12\n34\n").unwrap();
@@ -547,6 +617,29 @@ mod tests {
             fs::read_to_string(vm.path.join("memory.limit_in_bytes")).unwrap(),
             "-1"
         );
+        vm.set_cap(Some(Size::mib(300))).unwrap();
+        assert_eq!(
+            vm.limit().unwrap(),
+            Some(Size::mib(300)),
+            "v1 caps are the limit"
+        );
+        vm.wait_at_limit().unwrap();
+        assert_eq!(
+            fs::read_to_string(vm.path.join("memory.oom_control")).unwrap(),
+            "1"
+        );
+        // What the kernel shows in place of what was written.
+        fs::write(
+            vm.path.join("memory.oom_control"),
+            "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(vm.stalled_at_limit().unwrap());
+        assert_eq!(
+            parse_under_oom("oom_kill_disable 0\nunder_oom 0\n"),
+            Some(false)
+        );
+        assert_eq!(parse_under_oom("oom_kill_disable 0\n"), None);
         fs::write(vm.path.join("memory.usage_in_bytes"), "8192").unwrap();
         assert_eq!(vm.usage().unwrap(), Size::bytes(8192));
     }

@@ -39,12 +39,15 @@ fn creates_limits_fills_and_removes_a_real_group() {
         rolled
     });
     assert!(rolls_up, "the parent's usage never covered its child's");
-    // A cap on the process's own group, then put back as it was found.
-    let found = group.limit().unwrap();
-    group.set_limit(Some(Size::mib(128))).unwrap();
-    assert_eq!(group.limit().unwrap(), Some(Size::mib(128)));
-    group.set_limit(found).unwrap();
-    assert_eq!(group.limit().unwrap(), found);
+    // A cap on the process's own group, then put back as it was found; its tasks wait at it
+    // instead of being killed (v1), and the shell, far below it, does not wait.
+    let found = group.cap().unwrap();
+    group.wait_at_limit().unwrap();
+    group.set_cap(Some(Size::mib(128))).unwrap();
+    assert_eq!(group.cap().unwrap(), Some(Size::mib(128)));
+    assert!(!group.stalled_at_limit().unwrap());
+    group.set_cap(found).unwrap();
+    assert_eq!(group.cap().unwrap(), found);
 
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();

@@ -133,3 +133,70 @@ fn a_host_swap_that_does_not_fit_is_reported_and_the_daemon_runs_without_it() {
     assert!(!Path::new(&host.path().join("host-swap.img")).exists());
     ok(host.path(), &["ps"]);
 }
+
+#[test]
+fn a_vm_stalled_at_a_host_limit_below_what_it_touches_waits_and_is_let_go() {
+    require_vm_prerequisites();
+    let mut host = Host::new();
+    host.up_with_policy(
+        "1536M",
+        "[[vm]]\nname = \"x\"\nmemory = \"512M\"\nworkload = \"hold:64M\"\n",
+        "ours",
+    );
+    // This machine's memory controller is v1, where a limit is hard and kills what it cannot
+    // reclaim; v2's caps (memory.high) never kill, which the cgroup module's fixtures cover.
+    let group = Path::new("/sys/fs/cgroup/memory")
+        .join(&host.cgroup)
+        .join("x");
+    assert!(
+        group.join("memory.oom_control").exists(),
+        "no v1 memory group at {}",
+        group.display()
+    );
+    let read = |file: &str| std::fs::read_to_string(group.join(file)).unwrap();
+    assert!(
+        read("memory.oom_control").contains("oom_kill_disable 1"),
+        "x's group kills at its limit: {}",
+        read("memory.oom_control")
+    );
+    let pid = host.vm("x")["pid"].as_u64().unwrap();
+
+    // A cap 64 MiB above what x holds, with no anonymous memory reclaimable (swappiness 0, as
+    // if swap were full), then x touches 400 MiB: as a cap set while a VM idled meets the VM
+    // waking up.
+    std::fs::write(group.join("memory.swappiness"), "0").unwrap();
+    let usage: u64 = read("memory.usage_in_bytes").trim().parse().unwrap();
+    let cap_mib = (usage >> 20) + 64;
+    std::fs::write(
+        group.join("memory.limit_in_bytes"),
+        (cap_mib << 20).to_string(),
+    )
+    .unwrap();
+    ok(host.path(), &["workload", "x", "touch:400M:400M"]);
+
+    let lifted = wait_event(
+        &host,
+        &["x stalls at its host limit", "lifted"],
+        Duration::from_secs(60),
+    );
+    println!("cap {cap_mib} MiB: {}", lifted["reason"]);
+    assert_eq!(
+        read("memory.limit_in_bytes").trim(),
+        "9223372036854771712",
+        "x's limit is not lifted"
+    );
+    host.wait_for("x", Duration::from_secs(60), "x touching again", |v| {
+        v["workload_phase"] == "touch" && v["host_rss_mib"].as_u64().is_some_and(|r| r > cap_mib)
+    });
+    let x = host.vm("x");
+    assert_eq!(
+        (x["state"].as_str(), x["pid"].as_u64()),
+        (Some("running"), Some(pid)),
+        "x was lost at its limit: {x:#}"
+    );
+    assert!(
+        read("memory.oom_control").contains("oom_kill 0"),
+        "{}",
+        read("memory.oom_control")
+    );
+}

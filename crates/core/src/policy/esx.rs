@@ -86,6 +86,9 @@ pub struct Esx {
     ksm: KsmPacer,
     /// VMs whose cgroup limit we lowered to make the host offload them, with that limit.
     offloaded: BTreeMap<String, u64>,
+    /// VMs that stalled at a cap, with the highest cap they stalled at: until they are quiet
+    /// again, a cap stays above it.
+    stalled_at: BTreeMap<String, u64>,
     /// Each VM's guest OOM kills when last seen, and until when its balloon is left alone.
     oom: BTreeMap<String, (u64, f64)>,
     /// What each VM's guest used at the last round, and when its use last rose: one that
@@ -208,6 +211,7 @@ impl Esx {
             settings,
             ksm: KsmPacer::default(),
             offloaded: BTreeMap::new(),
+            stalled_at: BTreeMap::new(),
             oom: BTreeMap::new(),
             used_before: BTreeMap::new(),
             recent_peak: BTreeMap::new(),
@@ -809,6 +813,29 @@ impl Esx {
         let mut owing = Vec::new();
         let mut lifted = Vec::new();
         for ((vm, &e), &anonymous) in s.vms.iter().zip(&r.entitled).zip(anonymous_owed) {
+            if is_quiet(vm) {
+                self.stalled_at.remove(&vm.name);
+            }
+            if vm.stalled_at_host_limit {
+                // Whoever set it: the VM's group is memvisor's own where it can stall.
+                let cap = vm.cgroup_limit_mib.unwrap_or(vm.host_rss_mib);
+                self.offloaded.remove(&vm.name);
+                let highest = self.stalled_at.entry(vm.name.clone()).or_default();
+                *highest = (*highest).max(cap);
+                lifted.push((
+                    Action::CgroupLimit {
+                        vm: vm.name.clone(),
+                        limit_mib: None,
+                    },
+                    format!(
+                        "{}; {} stalls at its host limit of {cap} MiB, which is below what it \
+                         touches: the limit is lifted, and no cap goes that low again while it \
+                         is busy",
+                        r.why_state, vm.name
+                    ),
+                ));
+                continue;
+            }
             let undelivered = if hard {
                 vm.allocation_mib.saturating_sub(vm.target_mib.max(e))
             } else {
@@ -864,10 +891,15 @@ impl Esx {
                 .get(&vm.name)
                 .copied()
                 .unwrap_or(vm.host_rss_mib);
-            let goal =
-                vm.host_rss_mib
-                    .saturating_sub(owes)
-                    .max(host_floor_mib(vm, hard, r.floors_fit));
+            let stalled_floor = self
+                .stalled_at
+                .get(&vm.name)
+                .map_or(0, |cap| cap + OFFLOAD_STEP_MIB);
+            let goal = vm
+                .host_rss_mib
+                .saturating_sub(owes)
+                .max(host_floor_mib(vm, hard, r.floors_fit))
+                .max(stalled_floor);
             // In hard the host is about to swap blindly and the VMs that need memory grow
             // faster than a step a round (measured: idle-anon's needy VM filled the host in 4 s):
             // a quiet VM's cap goes where it must at once.
@@ -1754,6 +1786,70 @@ mod tests {
                 .iter()
                 .any(|d| matches!(d.action, Action::CgroupLimit { .. })),
             "{held:?}"
+        );
+    }
+
+    #[test]
+    fn a_vm_stalled_at_its_host_limit_is_let_go_and_not_capped_as_low_while_busy() {
+        // As in the test above: two VMs hold anonymous memory the host is short of.
+        let idle = |name: &str| {
+            let mut v = vm(name, 1024, 450);
+            v.host_rss_mib = 510;
+            v
+        };
+        let mut needy = vm("needy", 1024, 900);
+        needy.shares = 2000;
+        needy.host_rss_mib = 960;
+        let mut s = snapshot(0.0, 1536, 1490, vec![idle("vm1"), idle("vm2"), needy]);
+        let mut p = ours();
+        let capped = caps(&p.decide(&s));
+        let &(_, cap) = capped
+            .iter()
+            .find(|(vm, _)| vm == "vm1")
+            .expect("vm1 capped");
+
+        // vm1 touches all it holds again: the kernel reclaims nothing it does not need at
+        // once, and on v1 its QEMU waits at the limit.
+        s.at_s += 1.0;
+        s.vms[0].cgroup_limit_mib = Some(cap);
+        s.vms[0].stalled_at_host_limit = true;
+        let plan = p.decide(&s);
+        let lift = plan
+            .decisions
+            .iter()
+            .find(|d| {
+                d.action
+                    == Action::CgroupLimit {
+                        vm: "vm1".into(),
+                        limit_mib: None,
+                    }
+            })
+            .unwrap_or_else(|| panic!("vm1's limit is not lifted: {plan:?}"));
+        assert!(lift.reason.contains("stalls at its host limit"), "{lift:?}");
+        assert!(caps(&plan).iter().all(|(vm, _)| vm != "vm1"), "{plan:?}");
+
+        // Let go, it runs; the host is still short, and vm1 busy: it is capped no lower
+        // than a step above where it stalled.
+        s.at_s += 1.0;
+        s.vms[0].cgroup_limit_mib = None;
+        s.vms[0].stalled_at_host_limit = false;
+        let plan = p.decide(&s);
+        assert!(
+            caps(&plan)
+                .iter()
+                .all(|&(ref vm, limit)| vm != "vm1" || limit >= cap + OFFLOAD_STEP_MIB),
+            "{cap} {plan:?}"
+        );
+
+        // Quiet again, it may be capped as low as before.
+        s.at_s += 1.0;
+        s.vms[0].working_set_mib = Some(50);
+        let plan = p.decide(&s);
+        assert!(
+            caps(&plan)
+                .iter()
+                .any(|&(ref vm, limit)| vm == "vm1" && limit < cap + OFFLOAD_STEP_MIB),
+            "{cap} {plan:?}"
         );
     }
 

@@ -64,6 +64,8 @@ pub struct Vm {
     guest: GuestStats,
     host_rss: Option<Size>,
     host_swapped: Option<Size>,
+    /// Whether its QEMU waits at its cgroup's limit for memory the kernel could not reclaim.
+    stalled_at_host_limit: bool,
     /// QEMU's anonymous memory outside guest RAM (translation cache, device state, heap).
     qemu_overhead: Option<Size>,
     qemu_overhead_at: Option<Instant>,
@@ -125,6 +127,7 @@ impl Vm {
             guest: GuestStats::default(),
             host_rss: None,
             host_swapped: None,
+            stalled_at_host_limit: false,
             qemu_overhead: None,
             qemu_overhead_at: None,
             workload,
@@ -268,6 +271,7 @@ impl Vm {
             launch::create_disk(scratch_disk, self.config.memory)?;
         }
         cgroup.create()?;
+        cgroup.wait_at_limit()?;
         let pid = match launch::spawn(&spec, Some(&cgroup.procs_file())).await {
             Ok(pid) => pid,
             Err(e) => {
@@ -382,7 +386,7 @@ impl Vm {
             Ok(pid) => match own_group(hierarchy, pid).and_then(|group| {
                 let found = match found {
                     Some(found) => found,
-                    None => group.limit().map_err(|e| e.to_string())?,
+                    None => group.cap().map_err(|e| e.to_string())?,
                 };
                 Ok((group, found))
             }) {
@@ -467,8 +471,8 @@ impl Vm {
         if let (Origin::Attached, Some(group), Some(found)) =
             (self.origin, &self.cgroup, self.cgroup_found)
         {
-            if group.exists() && group.limit()? != found {
-                group.set_limit(found)?;
+            if group.exists() && group.cap()? != found {
+                group.set_cap(found)?;
             }
             self.cgroup_limit = None;
         }
@@ -746,7 +750,7 @@ impl Vm {
             )));
         }
         let group = self.cgroup.as_ref().ok_or(DaemonError::NotRunning(name))?;
-        group.set_limit(written)?;
+        group.set_cap(written)?;
         self.cgroup_limit = limit;
         Ok(())
     }
@@ -889,6 +893,10 @@ impl Vm {
     fn observe_process(&mut self, pid: u32) {
         self.host_rss = memvisor_host::process::anon_rss(pid).ok();
         self.host_swapped = memvisor_host::process::swapped(pid).ok();
+        self.stalled_at_host_limit = self
+            .cgroup
+            .as_ref()
+            .is_some_and(|g| g.stalled_at_limit().unwrap_or(false));
         self.note_activity(pid);
         if self
             .qemu_overhead_at
