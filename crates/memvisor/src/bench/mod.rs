@@ -119,7 +119,8 @@ pub struct Options {
     /// A shipped scenario's name or a scenario file.
     pub scenario: String,
     pub peers: Vec<Peer>,
-    /// Rounds of every peer beside the reference; each peer's median round is shown.
+    /// Rounds of every peer beside the reference; each peer's median round is shown, with its
+    /// worst round's losses.
     pub runs: usize,
     pub json: bool,
     /// Where SVG timelines and their index go.
@@ -285,13 +286,20 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
 }
 
 /// The outcome of the median round by all VMs' throughput ratio (by throughput for the
-/// reference, which has no ratio).
+/// reference, which has no ratio), with the most guest OOM kills and VMs lost of any round:
+/// a loss in another round must not hide behind the median.
 fn median(mut outcomes: Vec<Outcome>) -> Outcome {
+    let worst = |count: fn(&Outcome) -> u64| outcomes.iter().map(count).max().unwrap_or(0);
+    let (oom_kills, lost) = (worst(|o| o.guest_oom_kills), worst(|o| o.vms_lost));
     outcomes.sort_by(|a, b| {
         let key = |o: &Outcome| o.total_throughput_ratio.unwrap_or(o.total_throughput);
         key(a).total_cmp(&key(b))
     });
-    outcomes.swap_remove(outcomes.len() / 2)
+    Outcome {
+        guest_oom_kills: oom_kills,
+        vms_lost: lost,
+        ..outcomes.swap_remove(outcomes.len() / 2)
+    }
 }
 
 /// One run: a peer measured against the reference's outcome, or (None) the reference itself.
@@ -849,13 +857,19 @@ mod tests {
     }
 
     #[test]
-    fn the_median_round_is_the_one_shown() {
+    fn the_median_round_is_shown_with_the_worst_round_s_losses() {
         let round = |ratio: f64| Outcome {
             total_throughput_ratio: Some(ratio),
             ..Outcome::default()
         };
-        let shown = median(vec![round(0.9), round(0.2), round(0.5)]);
+        let lost = Outcome {
+            vms_lost: 1,
+            ..round(0.9)
+        };
+        let shown = median(vec![lost, round(0.2), round(0.5)]);
         assert_eq!(shown.total_throughput_ratio, Some(0.5));
+        assert_eq!(shown.vms_lost, 1, "a VM lost in any round shows");
+        assert_eq!(shown.guest_oom_kills, 0);
         assert_eq!(median(vec![round(0.7)]).total_throughput_ratio, Some(0.7));
     }
 

@@ -16,7 +16,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     policy: Vec<Peer>,
-    /// Rounds of every policy beside the reference; each policy's median round is shown.
+    /// Rounds of every policy beside the reference; each policy's median round is shown, with
+    /// the guest OOM kills and VMs lost of its worst round.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = rounds)]
     runs: usize,
     #[arg(long)]

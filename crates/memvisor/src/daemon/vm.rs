@@ -837,6 +837,11 @@ impl Vm {
             }
             self.observe_process(pid);
         }
+        // A QEMU waiting at its cgroup limit answers nothing until the limit is lifted: asking
+        // would hold up the round, and with it the lift.
+        if self.stalled_at_host_limit {
+            return Vec::new();
+        }
         if self.qmp.is_none() && !self.calls_in() && self.domain.is_none() {
             return Vec::new();
         }
