@@ -281,36 +281,38 @@ impl Group {
         })
     }
 
-    pub fn set_limit(&self, limit: Option<Size>) -> Result<(), CgroupError> {
+    /// Writes a memory limit file (None: unlimited, as each version spells it).
+    fn write_limit(&self, file: &str, limit: Option<Size>) -> Result<(), CgroupError> {
         let value = match (limit, self.version) {
             (Some(size), _) => size.as_bytes().to_string(),
             (None, CgroupVersion::V1) => "-1".to_string(),
             (None, CgroupVersion::V2) => "max".to_string(),
         };
-        write(&self.path.join(limit_file(self.version)), &value)
+        write(&self.path.join(file), &value)
+    }
+
+    fn read_limit(&self, file: &str) -> Result<Option<Size>, CgroupError> {
+        let path = self.path.join(file);
+        let content = read_trimmed(&path)?;
+        parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+    }
+
+    pub fn set_limit(&self, limit: Option<Size>) -> Result<(), CgroupError> {
+        self.write_limit(limit_file(self.version), limit)
     }
 
     pub fn limit(&self) -> Result<Option<Size>, CgroupError> {
-        let path = self.path.join(limit_file(self.version));
-        let content = read_trimmed(&path)?;
-        parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+        self.read_limit(limit_file(self.version))
     }
 
     /// Caps the group's memory (None: no cap), past which the kernel reclaims and swaps its
     /// coldest pages.
     pub fn set_cap(&self, cap: Option<Size>) -> Result<(), CgroupError> {
-        let value = match (cap, self.version) {
-            (Some(size), _) => size.as_bytes().to_string(),
-            (None, CgroupVersion::V1) => "-1".to_string(),
-            (None, CgroupVersion::V2) => "max".to_string(),
-        };
-        write(&self.path.join(cap_file(self.version)), &value)
+        self.write_limit(cap_file(self.version), cap)
     }
 
     pub fn cap(&self) -> Result<Option<Size>, CgroupError> {
-        let path = self.path.join(cap_file(self.version));
-        let content = read_trimmed(&path)?;
-        parse_limit(&content).ok_or(CgroupError::Parse { path, content })
+        self.read_limit(cap_file(self.version))
     }
 
     /// On v1, the group's tasks wait at its limit, where they would be killed, until it is

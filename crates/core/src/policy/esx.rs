@@ -1736,9 +1736,8 @@ mod tests {
         assert!(target(&plan, "cache").is_some_and(|t| t < 828), "{plan:?}");
     }
 
-    #[test]
-    fn anonymous_memory_owed_is_offloaded_by_the_host_not_ballooned_into_guest_swap() {
-        // Soft: two VMs hold 450 MiB of heap each they no longer touch, the third needs memory.
+    /// Soft: two VMs hold 450 MiB of heap each they no longer touch, the third needs memory.
+    fn two_vms_owe_anonymous_memory() -> Snapshot {
         let idle = |name: &str| {
             let mut v = vm(name, 1024, 450);
             v.host_rss_mib = 510;
@@ -1747,7 +1746,12 @@ mod tests {
         let mut needy = vm("needy", 1024, 900);
         needy.shares = 2000;
         needy.host_rss_mib = 960;
-        let s = snapshot(0.0, 1536, 1490, vec![idle("vm1"), idle("vm2"), needy]);
+        snapshot(0.0, 1536, 1490, vec![idle("vm1"), idle("vm2"), needy])
+    }
+
+    #[test]
+    fn anonymous_memory_owed_is_offloaded_by_the_host_not_ballooned_into_guest_swap() {
+        let s = two_vms_owe_anonymous_memory();
         let mut p = ours();
         let plan = p.decide(&s);
         for (n, t) in allocations(&plan) {
@@ -1796,16 +1800,7 @@ mod tests {
 
     #[test]
     fn a_vm_stalled_at_its_host_limit_is_let_go_and_not_capped_as_low_while_busy() {
-        // As in the test above: two VMs hold anonymous memory the host is short of.
-        let idle = |name: &str| {
-            let mut v = vm(name, 1024, 450);
-            v.host_rss_mib = 510;
-            v
-        };
-        let mut needy = vm("needy", 1024, 900);
-        needy.shares = 2000;
-        needy.host_rss_mib = 960;
-        let mut s = snapshot(0.0, 1536, 1490, vec![idle("vm1"), idle("vm2"), needy]);
+        let mut s = two_vms_owe_anonymous_memory();
         let mut p = ours();
         let capped = caps(&p.decide(&s));
         let &(_, cap) = capped
