@@ -76,7 +76,7 @@ fn cap_file(version: CgroupVersion) -> &'static str {
 
 /// Whether a v1 `memory.oom_control` says the group's tasks wait at its limit for memory the
 /// kernel could not reclaim.
-pub fn parse_under_oom(content: &str) -> Option<bool> {
+fn parse_under_oom(content: &str) -> Option<bool> {
     content
         .lines()
         .find_map(|line| match line.split_once(' ')? {
