@@ -3,6 +3,7 @@
 //! throughput there is what every policy's needy throughput is measured against.
 
 mod ksmtuned;
+mod tools;
 
 use crate::client::{Client, ClientError};
 use crate::launcher::{self, LauncherError};
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [(&str, &str); 10] = [
+const SCENARIOS: [(&str, &str); 11] = [
     ("seed", include_str!("../../../../scenarios/seed.toml")),
     ("vdi", include_str!("../../../../scenarios/vdi.toml")),
     ("burst", include_str!("../../../../scenarios/burst.toml")),
@@ -39,6 +40,10 @@ const SCENARIOS: [(&str, &str); 10] = [
         include_str!("../../../../scenarios/many-small.toml"),
     ),
     ("two-vm", include_str!("../../../../scenarios/two-vm.toml")),
+    (
+        "seed-redis",
+        include_str!("../../../../scenarios/seed-redis.toml"),
+    ),
 ];
 const REFERENCE: &str = "unconstrained";
 
@@ -70,6 +75,8 @@ pub enum BenchError {
     OldImage(String),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Tool(#[from] tools::ToolError),
     #[error("bench ksmtuned: {0}")]
     Ksmtuned(String),
     #[error(
@@ -144,8 +151,10 @@ struct BenchSection {
     duration_s: u64,
     /// The VMs whose throughput counts.
     needy: Vec<String>,
-    /// The workload step whose pages/s is the throughput (e.g. `touch`).
-    measure: String,
+    /// The workload step whose pages/s is the throughput of a VM with memvisor's agent (e.g.
+    /// `touch`); a disk guest's throughput is its client's.
+    #[serde(default)]
+    measure: Option<String>,
     /// CPUs each VM's QEMU may use, the same under every policy: otherwise a VM the host's
     /// OOM killer ends, or one stalled on host swap, hands its CPU time to the needy VM and
     /// the throughput measures CPU instead of memory.
@@ -155,6 +164,26 @@ struct BenchSection {
     /// shifted one VM's turns into the other's).
     #[serde(default)]
     start_together: bool,
+    /// Real client tools driving real servers in disk guests, from the host.
+    #[serde(default)]
+    client: Vec<tools::ClientSpec>,
+}
+
+/// The VM name a scenario's `disk = "debian"` stands for: the project's Debian disk
+/// (`memvisor image debian`), wherever the cache keeps it.
+const DEBIAN_DISK: &str = "debian";
+
+/// Seconds of each client window: short enough to see a server slow down and recover.
+const WINDOW_S: u64 = 5;
+
+/// A client's run, in its own units, and against the same client on the unconstrained host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientOutcome {
+    pub tool: String,
+    pub summary: tools::Summary,
+    pub requests_ratio: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    pub windows: Vec<tools::Window>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -190,6 +219,8 @@ pub struct Outcome {
     /// took from the cores the guests share, in % of one core.
     pub ksmd_cpu_pct: f64,
     pub kswapd_cpu_pct: f64,
+    /// Each client's run, by the VM whose server it drove.
+    pub clients: BTreeMap<String, ClientOutcome>,
     /// Every scheduling round of the run, for the report's charts.
     #[serde(skip)]
     history: Vec<HistorySample>,
@@ -198,7 +229,9 @@ pub struct Outcome {
     measured_from_s: f64,
 }
 
-fn load(scenario: &str) -> Result<(BenchSection, Config), BenchError> {
+/// The scenario's `[bench]` table and the config it runs; `debian`: the project's Debian disk,
+/// if built, for VMs whose `disk` is "debian".
+fn load(scenario: &str, debian: Option<&Path>) -> Result<(BenchSection, Config), BenchError> {
     let text = match SCENARIOS.iter().find(|(n, _)| *n == scenario) {
         Some((_, text)) => text.to_string(),
         None => std::fs::read_to_string(scenario).map_err(|source| BenchError::NoScenario {
@@ -220,8 +253,10 @@ fn load(scenario: &str) -> Result<(BenchSection, Config), BenchError> {
             "[bench] cpu_per_vm must be a positive number of CPUs, e.g. 0.5; got {cores}"
         )));
     }
+    resolve_debian_disk(&mut table, debian).map_err(bad)?;
     let config = Config::parse(&toml::to_string(&table).expect("a table serializes"))
         .map_err(|e| bad(e.to_string()))?;
+    check_clients(&bench, &config).map_err(bad)?;
     if config.host.budget == Budget::Auto {
         return Err(bad(
             "[host] budget = \"auto\" measures the machine, not a host of the scenario's size; give the budget a size, e.g. \"1.5G\"".into(),
@@ -232,7 +267,10 @@ fn load(scenario: &str) -> Result<(BenchSection, Config), BenchError> {
 
 pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), BenchError> {
     let scenario = options.scenario.as_str();
-    let (bench, config) = load(scenario)?;
+    let debian = memvisor_guest::debian::current(cache_dir)
+        .ok()
+        .map(|d| d.disk);
+    let (bench, config) = load(scenario, debian.as_deref())?;
     memvisor_guest::image::current(cache_dir)?;
     // Each round runs the reference and every peer once, side by side; with several rounds
     // each peer's median round by all VMs' ratio is shown (these machines are noisy).
@@ -302,6 +340,75 @@ fn median(mut outcomes: Vec<Outcome>) -> Outcome {
     }
 }
 
+/// Puts the project's Debian disk where a VM's `disk` says "debian".
+fn resolve_debian_disk(table: &mut toml::Table, debian: Option<&Path>) -> Result<(), String> {
+    let Some(vms) = table.get_mut("vm").and_then(|v| v.as_array_mut()) else {
+        return Ok(());
+    };
+    for vm in vms.iter_mut().filter_map(|v| v.as_table_mut()) {
+        if vm.get("disk").and_then(|d| d.as_str()) != Some(DEBIAN_DISK) {
+            continue;
+        }
+        let disk = debian.ok_or(
+            "a VM boots disk = \"debian\", the project's Debian disk, which is not built: run 'memvisor image debian' (a few minutes), then bench again",
+        )?;
+        vm.insert("disk".into(), disk.to_string_lossy().into_owned().into());
+    }
+    Ok(())
+}
+
+/// Every client drives a disk guest through one of its forwarded ports, one client a VM, and
+/// every needy VM is measured: by its agent's step or by its client.
+fn check_clients(bench: &BenchSection, config: &Config) -> Result<(), String> {
+    for (i, spec) in bench.client.iter().enumerate() {
+        host_port(config, spec)?;
+        if bench.client[..i].iter().any(|c| c.vm == spec.vm) {
+            return Err(format!(
+                "[[bench.client]]: vm {} has two clients; give each VM one",
+                spec.vm
+            ));
+        }
+        if spec.from_s >= bench.duration_s {
+            return Err(format!(
+                "[[bench.client]] of vm {}: from_s = {} is past the measurement's {} s",
+                spec.vm, spec.from_s, bench.duration_s
+            ));
+        }
+    }
+    if bench.measure.is_none() {
+        if let Some(vm) = bench
+            .needy
+            .iter()
+            .find(|vm| !bench.client.iter().any(|c| &c.vm == *vm))
+        {
+            return Err(format!(
+                "needy vm {vm} is measured by nothing: give [bench] measure = \"STEP\" (a step of its workload, e.g. \"touch\"), or a [[bench.client]] with vm = \"{vm}\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host port that reaches a client's server.
+fn host_port(config: &Config, spec: &tools::ClientSpec) -> Result<u16, String> {
+    let vm = config
+        .vms
+        .iter()
+        .find(|v| v.name == spec.vm)
+        .ok_or(format!(
+            "[[bench.client]]: no vm {} in the scenario",
+            spec.vm
+        ))?;
+    vm.forward
+        .iter()
+        .find(|f| f.guest == spec.port)
+        .map(|f| f.host)
+        .ok_or(format!(
+            "[[bench.client]] of vm {}: its server's port {} is not forwarded; add forward = [\"HOST:{}\"] to vm {} (a free port of the host)",
+            spec.vm, spec.port, spec.port, spec.vm
+        ))
+}
+
 /// One run: a peer measured against the reference's outcome, or (None) the reference itself.
 async fn run_one(
     dir: &Path,
@@ -341,12 +448,22 @@ async fn run_one(
             true,
         )
         .await?;
+        let clients = bench
+            .client
+            .iter()
+            .map(|spec| Ok((spec.clone(), host_port(&config, spec)?)))
+            .collect::<Result<_, String>>()
+            .map_err(|problem| BenchError::BadScenario {
+                scenario: run_dir.display().to_string(),
+                problem,
+            })?;
         let run = Run {
             dir: &run_dir,
             bench,
             daemon,
             reserve_mib: config.host.reserve.as_mib(),
             reference: peer.map(|(_, r)| r),
+            clients,
         };
         drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await
     };
@@ -415,6 +532,8 @@ struct Run<'a> {
     daemon: u32,
     reserve_mib: u64,
     reference: Option<&'a Outcome>,
+    /// Each client with the host port that reaches its server.
+    clients: Vec<(tools::ClientSpec, u16)>,
 }
 
 /// Holds each VM to its CPU, starts the peer beside the daemon and the workloads, measures.
@@ -442,11 +561,66 @@ async fn drive(
     {
         client.workload(vm, workload).await?;
     }
-    let measured = measure(run).await;
+    let measured = match prepare_clients(&run.clients).await {
+        Ok(()) => measure(run).await,
+        Err(e) => Err(e),
+    };
     if let Some(ksmtuned) = ksmtuned {
         ksmtuned.stop()?;
     }
     measured
+}
+
+/// Waits for every client's server to answer (a disk guest's init starts it well after its
+/// balloon driver reports), then loads its data set.
+async fn prepare_clients(clients: &[(tools::ClientSpec, u16)]) -> Result<(), BenchError> {
+    for (spec, port) in clients {
+        let deadline = Instant::now() + SERVER_START;
+        loop {
+            match tools::check(spec, *port).await {
+                Ok(()) => break,
+                Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e.into()),
+                Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+        eprintln!("bench: {}: loading {}'s data set", spec.tool, spec.vm);
+        tools::load(spec, *port).await?;
+    }
+    Ok(())
+}
+
+/// How long a disk guest's server may take to answer after its balloon driver reported
+/// (measured: systemd's user space took 3 min 41 s under heavy CPU steal).
+const SERVER_START: Duration = Duration::from_secs(600);
+
+/// A client's windows from `from_s` until its `for_s` or the measurement's end.
+async fn run_client(
+    spec: tools::ClientSpec,
+    run: String,
+    port: u16,
+    duration_s: u64,
+    scratch: PathBuf,
+) -> Result<Vec<tools::Window>, BenchError> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(spec.from_s)).await;
+    let end_s = spec
+        .for_s
+        .map_or(duration_s, |f| (spec.from_s + f).min(duration_s)) as f64;
+    let mut windows = Vec::new();
+    // redis-benchmark runs a count of requests: sized to last a window at the last rate.
+    let mut requests = 20_000;
+    while started.elapsed().as_secs_f64() + 1.0 < end_s {
+        let at_s = started.elapsed().as_secs_f64();
+        let seconds = WINDOW_S.min((end_s - at_s).ceil() as u64);
+        let got = tools::window(&spec, &run, port, at_s, seconds, requests, &scratch).await?;
+        if let Some(last) = got.last().filter(|w| w.seconds > 0.0) {
+            let rate = last.requests as f64 / last.seconds;
+            requests = ((rate * WINDOW_S as f64) as u64).clamp(1_000, 1_000_000);
+        }
+        windows.extend(got);
+    }
+    Ok(windows)
 }
 
 /// Resolves when the bench is asked to stop, with the signal's name.
@@ -496,9 +670,27 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
         daemon,
         reserve_mib,
         reference,
+        ..
     } = *run;
     let client = Client::new(dir);
     let started = Instant::now();
+    // A client with no run only loaded the data set its VM holds.
+    let clients: Vec<_> = run
+        .clients
+        .iter()
+        .filter_map(|(spec, port)| Some((spec, spec.run.clone()?, port)))
+        .map(|(spec, args, port)| {
+            let name = spec.vm.clone();
+            let task = tokio::spawn(run_client(
+                spec.clone(),
+                args,
+                *port,
+                bench.duration_s,
+                dir.to_path_buf(),
+            ));
+            (name, spec.tool, task)
+        })
+        .collect();
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
     let ksmd_before = kernel_cpu_seconds("ksmd");
     let kswapd_before = kernel_cpu_seconds("kswapd");
@@ -526,11 +718,14 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
             out.guest_swap_out_mib = out
                 .guest_swap_out_mib
                 .max(vm.guest_swap_out_mib.unwrap_or(0));
+            let Some(step) = bench.measure.as_deref() else {
+                continue;
+            };
             if !bench.needy.contains(&vm.name) {
                 continue;
             }
             let seen = samples.entry(vm.name.clone()).or_default();
-            if let Some(rate) = sample_needy(vm, &bench.measure, seen, now)? {
+            if let Some(rate) = sample_needy(vm, step, seen, now)? {
                 needy_rate += rate;
                 measuring = true;
             }
@@ -549,6 +744,20 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     let seconds = started.elapsed().as_secs_f64();
     out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
     out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
+    for (vm, tool, task) in clients {
+        let windows = task
+            .await
+            .map_err(|e| BenchError::Host(format!("{vm}'s client: {e}")))??;
+        out.clients.insert(
+            vm,
+            ClientOutcome {
+                tool: tool.to_string(),
+                summary: tools::summarize(&windows),
+                windows,
+                ..ClientOutcome::default()
+            },
+        );
+    }
     tally.finish(seconds, reference, &mut out);
     out.history = client.history().await?;
     // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
@@ -556,7 +765,13 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     let sharing = client.sharing().await?;
     out.ksm_saved_mib = sharing.saved_mib.round() as u64;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / seconds;
-    out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum();
+    out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum::<f64>()
+        + bench
+            .needy
+            .iter()
+            .filter_map(|vm| out.clients.get(vm))
+            .map(|c| c.summary.requests_per_s)
+            .sum::<f64>();
     out.needy_throughput_ratio = reference
         .filter(|r| r.needy_throughput > 0.0)
         .map(|r| out.needy_throughput / r.needy_throughput);
@@ -622,16 +837,30 @@ impl Tally {
         }
     }
 
-    /// Every VM's throughput over the `seconds` measured, and its ratio to the reference.
+    /// Every VM's throughput over the `seconds` measured (a disk guest's: its client's
+    /// requests per second), and its ratio to the reference.
     fn finish(self, seconds: f64, reference: Option<&Outcome>, out: &mut Outcome) {
         out.paging_with_room_s = self.paging_with_room_s;
         out.vm_throughput = self
             .pages
             .into_iter()
             .map(|(vm, (first, last))| (vm, last.saturating_sub(first) as f64 / seconds))
+            .chain(
+                out.clients
+                    .iter()
+                    .map(|(vm, c)| (vm.clone(), c.summary.requests_per_s)),
+            )
             .collect();
         out.total_throughput = out.vm_throughput.values().sum();
         if let Some(reference) = reference {
+            for (vm, c) in &mut out.clients {
+                let Some(base) = reference.clients.get(vm) else {
+                    continue;
+                };
+                let over = |now: f64, then: f64| (then > 0.0).then(|| now / then);
+                c.requests_ratio = over(c.summary.requests_per_s, base.summary.requests_per_s);
+                c.p99_ratio = over(c.summary.p99_ms, base.summary.p99_ms);
+            }
             out.vm_throughput_ratio = out
                 .vm_throughput
                 .iter()
@@ -747,6 +976,34 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
         }
         println!();
     }
+    print_clients(order, results);
+}
+
+/// Each client's run in its own units, and as ratios to the unconstrained host's.
+fn print_clients(order: &[String], results: &BTreeMap<String, Outcome>) {
+    if results.values().all(|o| o.clients.is_empty()) {
+        return;
+    }
+    println!("each client: requests (or transactions) per second and latency, and their ratios to unconstrained");
+    println!(
+        "{:<14} {:<8} {:<16} {:>10} {:>6} {:>8} {:>8} {:>9}",
+        "POLICY", "VM", "CLIENT", "REQ/S", "RATIO", "P50_MS", "P99_MS", "P99_RATIO"
+    );
+    for name in order {
+        for (vm, c) in &results[name].clients {
+            println!(
+                "{:<14} {:<8} {:<16} {:>10.0} {:>6} {:>8.2} {:>8.2} {:>9}",
+                name,
+                vm,
+                c.tool,
+                c.summary.requests_per_s,
+                ratio(c.requests_ratio),
+                c.summary.p50_ms,
+                c.summary.p99_ms,
+                ratio(c.p99_ratio)
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -755,7 +1012,7 @@ mod tests {
 
     #[test]
     fn each_peer_runs_the_scenario_as_it_would_on_a_host_of_its_own() {
-        let (_, config) = load("two-vm").unwrap();
+        let (_, config) = load("two-vm", None).unwrap();
         let whole_machine = Size::mib(24 * 1024);
         let reference = run_config(&config, None, whole_machine);
         assert_eq!(reference.scheduler.policy, PolicyName::Static);
@@ -873,21 +1130,49 @@ mod tests {
         assert_eq!(median(vec![round(0.7)]).total_throughput_ratio, Some(0.7));
     }
 
+    const BUILT_DEBIAN: &str = "/var/cache/memvisor/debian/debian.qcow2";
+
     #[test]
     fn shipped_scenarios_load_and_a_bad_cpu_quota_is_named() {
         for (name, _) in SCENARIOS {
-            load(name).unwrap();
+            load(name, Some(Path::new(BUILT_DEBIAN))).unwrap();
         }
+        let err = load("seed-redis", None).unwrap_err().to_string();
+        assert!(err.contains("run 'memvisor image debian'"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         let seed = SCENARIOS[0]
             .1
             .replace("cpu_per_vm = 0.6", "cpu_per_vm = -1");
         std::fs::write(&file, seed).unwrap();
-        let err = load(file.to_str().unwrap()).unwrap_err().to_string();
+        let err = load(file.to_str().unwrap(), Some(Path::new(BUILT_DEBIAN)))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cpu_per_vm must be a positive number"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_client_that_cannot_reach_its_server_or_measures_nothing_is_named() {
+        let (bench, config) = load("seed-redis", Some(Path::new(BUILT_DEBIAN))).unwrap();
+        assert_eq!(host_port(&config, &bench.client[0]), Ok(26379));
+        assert_eq!(config.vms[2].disk.as_deref(), Some(Path::new(BUILT_DEBIAN)));
+        let broken = |edit: &dyn Fn(&mut BenchSection, &mut Config)| {
+            let (mut bench, mut config) = (bench.clone(), config.clone());
+            edit(&mut bench, &mut config);
+            check_clients(&bench, &config).unwrap_err()
+        };
+        let err = broken(&|_, c| c.vms[2].forward.clear());
+        assert!(err.contains("port 6379 is not forwarded"), "{err}");
+        let err = broken(&|b, _| b.client[0].vm = "vm9".into());
+        assert!(err.contains("no vm vm9"), "{err}");
+        let err = broken(&|b, _| b.client.retain(|c| c.vm != "vm3"));
+        assert!(err.contains("needy vm vm3 is measured by nothing"), "{err}");
+        let err = broken(&|b, _| b.client[1] = b.client[0].clone());
+        assert!(err.contains("two clients"), "{err}");
+        let err = broken(&|b, _| b.client[0].from_s = 500);
+        assert!(err.contains("past the measurement"), "{err}");
     }
 }

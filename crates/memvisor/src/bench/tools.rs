@@ -1,0 +1,497 @@
+//! Real clients of real servers: redis-benchmark and pgbench, run from the host against a disk
+//! guest's forwarded port, read in the units operators use (requests per second, and p50 and
+//! p99 latency in milliseconds). A run is cut into windows of a few seconds, each its own
+//! client process, so that the bench sees the server slow down and recover over time.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool} is not installed on the host: apt-get install {package}")]
+    NotInstalled {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error("{vm}'s {tool} server does not answer on 127.0.0.1:{port}: {detail}; is the port forwarded (forward = [\"{port}:GUEST\"]) and its server started by the guest's init?")]
+    NoServer {
+        vm: String,
+        tool: &'static str,
+        port: u16,
+        detail: String,
+    },
+    #[error("{vm}: `{command}` failed: {detail}")]
+    Failed {
+        vm: String,
+        command: String,
+        detail: String,
+    },
+    #[error("{vm}: `{command}` printed nothing the bench can read: {detail}")]
+    Unreadable {
+        vm: String,
+        command: String,
+        detail: String,
+    },
+}
+
+/// The client tool, which also says how its output is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    RedisBenchmark,
+    Pgbench,
+}
+
+impl Tool {
+    pub fn command(self) -> &'static str {
+        match self {
+            Tool::RedisBenchmark => "redis-benchmark",
+            Tool::Pgbench => "pgbench",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Tool::RedisBenchmark => "redis-tools",
+            Tool::Pgbench => "postgresql-client",
+        }
+    }
+}
+
+impl std::fmt::Display for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.command())
+    }
+}
+
+/// One `[[bench.client]]` of a scenario: a client tool driving the server of one VM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The VM whose server it drives; one of its `forward` ports reaches `port`.
+    pub vm: String,
+    pub tool: Tool,
+    /// The server's port inside the guest (6379 for redis, 5432 for PostgreSQL).
+    pub port: u16,
+    /// Arguments of a run made once after boot, before measuring, that loads the data set:
+    /// `-t set -n 400000 -r 400000 -d 1024 -P 16` for redis, `-i -s 40` for pgbench.
+    #[serde(default)]
+    pub load: Option<String>,
+    /// Arguments of every measured window; the bench adds the server's address, the output
+    /// format, and (pgbench) the window's duration: `-t get -r 400000 -c 4` for redis, `-c 2`
+    /// for pgbench. None: the client only loads a data set, which the VM then holds idle.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Seconds into the measurement when the client begins (0: at once).
+    #[serde(default)]
+    pub from_s: u64,
+    /// Seconds it runs (None: to the end of the measurement).
+    #[serde(default)]
+    pub for_s: Option<u64>,
+}
+
+/// What a client did in one window and how fast the server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Window {
+    /// Seconds into the measurement when the window began.
+    pub at_s: f64,
+    pub seconds: f64,
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// A client's whole run in the operator's units.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Summary {
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Requests per second over every window, and the latency percentiles of all their requests.
+/// A window says only its own p50 and p99: its latencies are taken to spread evenly up to its
+/// p50, from there to its p99, and from there to twice its p99, so that a slow window weighs
+/// by its requests, and a stall (a window whose every request is slow) shows in the run's p99.
+pub fn summarize(windows: &[Window]) -> Summary {
+    let requests: u64 = windows.iter().map(|w| w.requests).sum();
+    let seconds: f64 = windows.iter().map(|w| w.seconds).sum();
+    if requests == 0 || seconds <= 0.0 {
+        return Summary::default();
+    }
+    let below = |x: f64| -> f64 {
+        windows
+            .iter()
+            .map(|w| w.requests as f64 * share_below(w, x))
+            .sum()
+    };
+    let highest = windows.iter().map(|w| 2.0 * w.p99_ms).fold(0.0, f64::max);
+    let quantile = |q: f64| {
+        let wanted = q * requests as f64;
+        let (mut low, mut high) = (0.0, highest);
+        for _ in 0..60 {
+            let mid = (low + high) / 2.0;
+            if below(mid) >= wanted {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        high
+    };
+    Summary {
+        requests_per_s: requests as f64 / seconds,
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+    }
+}
+
+/// The share of a window's requests that took at most `x` ms (see `summarize`).
+fn share_below(w: &Window, x: f64) -> f64 {
+    let (p50, p99) = (w.p50_ms, w.p99_ms.max(w.p50_ms));
+    if x < p50 {
+        0.5 * x / p50
+    } else if x < p99 {
+        0.5 + 0.49 * (x - p50) / (p99 - p50)
+    } else if p99 > 0.0 {
+        (0.99 + 0.01 * (x - p99) / p99).min(1.0)
+    } else {
+        1.0
+    }
+}
+
+/// The rows of `redis-benchmark --csv`: one per test, with its requests per second, p50 and
+/// p99 in ms (redis-benchmark 7.0's header names its columns).
+pub fn parse_redis_csv(text: &str) -> Result<Vec<(f64, f64, f64)>, String> {
+    let mut lines = text.lines().filter(|l| l.starts_with('"'));
+    let header = lines.next().ok_or("no CSV header")?;
+    let columns: Vec<&str> = fields(header);
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or(format!("no {name} column in {header}"))
+    };
+    let (rps, p50, p99) = (
+        column("rps")?,
+        column("p50_latency_ms")?,
+        column("p99_latency_ms")?,
+    );
+    let rows: Vec<(f64, f64, f64)> = lines
+        .map(|line| {
+            let values = fields(line);
+            let number = |i: usize| {
+                values
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or(format!("unreadable row {line}"))
+            };
+            Ok((number(rps)?, number(p50)?, number(p99)?))
+        })
+        .collect::<Result<_, String>>()?;
+    if rows.is_empty() {
+        return Err("a header and no result".into());
+    }
+    Ok(rows)
+}
+
+fn fields(line: &str) -> Vec<&str> {
+    line.split(',')
+        .map(|f| f.trim().trim_matches('"'))
+        .collect()
+}
+
+/// Latencies in ms of the transactions in pgbench's per-transaction log (`-l`): lines of
+/// `client_id txn_no time_us script_no epoch_s epoch_us`; failed and skipped ones say so in
+/// the third field and are left out.
+pub fn pgbench_latencies(log: &str) -> Result<Vec<f64>, String> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|line| match line.split_whitespace().nth(2) {
+            Some("failed" | "skipped" | "serialization" | "deadlock") => None,
+            Some(us) => Some(
+                us.parse::<f64>()
+                    .map(|us| us / 1000.0)
+                    .map_err(|_| format!("unreadable line {line}")),
+            ),
+            None => Some(Err(format!("unreadable line {line}"))),
+        })
+        .collect()
+}
+
+/// The `q` quantile of `values` (sorted in place), nearest rank.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// The arguments that reach `host_port`'s server, before the spec's own.
+fn address(tool: Tool, host_port: u16) -> Vec<String> {
+    let mut args = vec![
+        "-h".to_string(),
+        "127.0.0.1".to_string(),
+        "-p".to_string(),
+        host_port.to_string(),
+    ];
+    if tool == Tool::Pgbench {
+        args.extend(["-U".to_string(), "postgres".to_string()]);
+    }
+    args
+}
+
+/// Runs `program` with `args`, killed past `limit`: redis-benchmark 7.0 spins forever on a
+/// refused connection.
+async fn run_for(
+    vm: &str,
+    program: &str,
+    args: &[String],
+    limit: Duration,
+) -> Result<String, ToolError> {
+    let command = format!("{program} {}", args.join(" "));
+    let failed = |detail: String| ToolError::Failed {
+        vm: vm.to_string(),
+        command: command.clone(),
+        detail,
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| failed(format!("no end within {limit:?}")))?
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Checks the tool is installed and the server answers through `host_port`.
+pub async fn check(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
+    let (probe, args) = match spec.tool {
+        Tool::RedisBenchmark => ("redis-cli", vec!["ping".to_string()]),
+        Tool::Pgbench => ("pg_isready", Vec::new()),
+    };
+    if which(spec.tool.command()).is_none() || which(probe).is_none() {
+        return Err(ToolError::NotInstalled {
+            tool: spec.tool.command(),
+            package: spec.tool.package(),
+        });
+    }
+    let mut full = address(spec.tool, host_port);
+    full.extend(args);
+    run_for(&spec.vm, probe, &full, Duration::from_secs(10))
+        .await
+        .map(drop)
+        .map_err(|e| ToolError::NoServer {
+            vm: spec.vm.clone(),
+            tool: spec.tool.command(),
+            port: host_port,
+            detail: e.to_string(),
+        })
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Loads the spec's data set, if it has one.
+pub async fn load(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
+    let Some(load) = &spec.load else {
+        return Ok(());
+    };
+    let mut args = address(spec.tool, host_port);
+    args.extend(load.split_whitespace().map(str::to_string));
+    if spec.tool == Tool::Pgbench {
+        args.push("postgres".into());
+    }
+    // A data set larger than the VM's share loads through its guest's swap under TCG.
+    run_for(
+        &spec.vm,
+        spec.tool.command(),
+        &args,
+        Duration::from_secs(1800),
+    )
+    .await
+    .map(drop)
+}
+
+/// Runs one window of about `seconds` with the arguments `run` and reads it. redis-benchmark
+/// runs a number of requests, not a time: `requests` is sized from the last window's rate.
+pub async fn window(
+    spec: &ClientSpec,
+    run: &str,
+    host_port: u16,
+    at_s: f64,
+    seconds: u64,
+    requests: u64,
+    scratch: &Path,
+) -> Result<Vec<Window>, ToolError> {
+    let mut args = address(spec.tool, host_port);
+    let unreadable = |command: String, detail: String| ToolError::Unreadable {
+        vm: spec.vm.clone(),
+        command,
+        detail,
+    };
+    let started = Instant::now();
+    match spec.tool {
+        Tool::RedisBenchmark => {
+            args.extend(["--csv".into(), "-n".into(), requests.to_string()]);
+            args.extend(run.split_whitespace().map(str::to_string));
+            let limit = Duration::from_secs(seconds * 10 + 30);
+            let text = run_for(&spec.vm, "redis-benchmark", &args, limit).await?;
+            let rows = parse_redis_csv(&text)
+                .map_err(|e| unreadable(format!("redis-benchmark {}", args.join(" ")), e))?;
+            let mut begins = at_s;
+            Ok(rows
+                .into_iter()
+                .map(|(rps, p50_ms, p99_ms)| {
+                    let seconds = if rps > 0.0 {
+                        requests as f64 / rps
+                    } else {
+                        0.0
+                    };
+                    let w = Window {
+                        at_s: begins,
+                        seconds,
+                        requests,
+                        p50_ms,
+                        p99_ms,
+                    };
+                    begins += seconds;
+                    w
+                })
+                .collect())
+        }
+        Tool::Pgbench => {
+            let prefix = scratch.join(format!("pgbench-{}", spec.vm));
+            args.extend([
+                "-T".into(),
+                seconds.to_string(),
+                "-l".into(),
+                format!("--log-prefix={}", prefix.display()),
+            ]);
+            args.extend(run.split_whitespace().map(str::to_string));
+            args.push("postgres".into());
+            let limit = Duration::from_secs(seconds * 10 + 30);
+            run_for(&spec.vm, "pgbench", &args, limit).await?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut latencies = Vec::new();
+            for log in logs_with_prefix(&prefix) {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                latencies.extend(
+                    pgbench_latencies(&text)
+                        .map_err(|e| unreadable(format!("pgbench {}", args.join(" ")), e))?,
+                );
+            }
+            let requests = latencies.len() as u64;
+            Ok(vec![Window {
+                at_s,
+                seconds: elapsed.min(seconds as f64).max(1.0),
+                requests,
+                p50_ms: percentile(&mut latencies, 0.5),
+                p99_ms: percentile(&mut latencies, 0.99),
+            }])
+        }
+    }
+}
+
+/// pgbench writes one log per thread: PREFIX.PID, and PREFIX.PID.N for the others.
+fn logs_with_prefix(prefix: &Path) -> Vec<std::path::PathBuf> {
+    let (Some(dir), Some(name)) = (prefix.parent(), prefix.file_name()) else {
+        return Vec::new();
+    };
+    let start = format!("{}.", name.to_string_lossy());
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&start))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_benchmark_csv_is_read_by_its_header() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
+                    \"SET\",\"40000.00\",\"0.400\",\"0.080\",\"0.350\",\"0.600\",\"0.900\",\"3.000\"\n\
+                    \"GET\",\"81234.57\",\"0.320\",\"0.080\",\"0.303\",\"0.519\",\"0.711\",\"2.103\"\n";
+        assert_eq!(
+            parse_redis_csv(text).unwrap(),
+            vec![(40000.0, 0.35, 0.9), (81234.57, 0.303, 0.711)]
+        );
+        assert!(parse_redis_csv("").unwrap_err().contains("no CSV header"));
+        let header_only = text.lines().next().unwrap();
+        assert!(parse_redis_csv(header_only).is_err());
+    }
+
+    #[test]
+    fn pgbench_logs_give_latencies_and_leave_out_failures() {
+        let log = "0 199 2241 0 1175850568 995598\n1 7 failed 0 1175850569 100\n0 200 1500 0 1175850569 2000\n";
+        assert_eq!(pgbench_latencies(log).unwrap(), vec![2.241, 1.5]);
+        assert!(pgbench_latencies("0 1\n").is_err());
+        let mut values = vec![5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(percentile(&mut values, 0.5), 3.0);
+        assert_eq!(percentile(&mut values, 0.99), 5.0);
+        assert_eq!(percentile(&mut [], 0.99), 0.0);
+    }
+
+    #[test]
+    fn a_stalled_window_shows_in_the_run_s_p99() {
+        let steady = |at_s: f64| Window {
+            at_s,
+            seconds: 5.0,
+            requests: 10_000,
+            p50_ms: 0.3,
+            p99_ms: 0.7,
+        };
+        let windows: Vec<Window> = (0..10).map(|i| steady(5.0 * i as f64)).collect();
+        let calm = summarize(&windows);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert_eq!(calm.requests_per_s, 2000.0);
+        assert!(near(calm.p50_ms, 0.3) && near(calm.p99_ms, 0.7), "{calm:?}");
+        // A window where the server stalled: few requests, all of them slow.
+        let mut stalled = windows.clone();
+        stalled.push(Window {
+            at_s: 50.0,
+            seconds: 5.0,
+            requests: 2_000,
+            p50_ms: 40.0,
+            p99_ms: 300.0,
+        });
+        let slow = summarize(&stalled);
+        assert!(slow.requests_per_s < 2000.0);
+        assert!(slow.p50_ms < 0.31, "{slow:?}");
+        assert!(slow.p99_ms > 30.0, "{slow:?}");
+        assert_eq!(summarize(&[]), Summary::default());
+    }
+}
