@@ -2,7 +2,7 @@
 //! within a fraction of a second, and counts pages for the throughput report.
 
 use crate::memory::{self, Content, Held, CHUNK, PAGE};
-use memvisor_core::agent::{AgentReport, FromGuest};
+use memvisor_core::agent::{oom_kills_in_vmstat, AgentReport, FromGuest};
 use memvisor_core::workload::{Load, Workload};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -244,9 +244,6 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
 fn oom_kills() -> u64 {
     std::fs::read_to_string("/proc/vmstat")
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-        })
+        .and_then(|t| oom_kills_in_vmstat(&t))
         .unwrap_or(0)
 }

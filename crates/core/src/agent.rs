@@ -58,9 +58,26 @@ pub struct AgentReport {
     pub uptime_s: f64,
 }
 
+/// The processes a guest kernel's OOM killer ended since boot, from its `/proc/vmstat`: read by
+/// memvisor's agent, and through qemu-guest-agent in a disk guest that has no agent of ours.
+pub fn oom_kills_in_vmstat(vmstat: &str) -> Option<u64> {
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_come_from_vmstat() {
+        assert_eq!(
+            oom_kills_in_vmstat("pgfault 10\noom_kill 3\nswap_ra 0\n"),
+            Some(3)
+        );
+        assert_eq!(oom_kills_in_vmstat("pgfault 10\n"), None);
+    }
 
     #[test]
     fn messages_have_a_stable_wire_form() {

@@ -1,6 +1,7 @@
 //! `memvisor bench --report DIR`: timelines of a benchmark run as SVG, so that policies can be
 //! compared by eye. Per policy, the host (used against the budget, KSM savings, host swap)
-//! and each VM (its memory stacked by layer); across policies, the needy VMs' throughput.
+//! and each VM (its memory stacked by layer); across policies, lines over time such as the needy
+//! VMs' throughput, or a real client's requests per second and p99 latency.
 
 use memvisor_core::history::{HistorySample, Layers};
 use plotters::coord::types::RangedCoordf64;
@@ -183,32 +184,39 @@ pub fn vm_chart(
     })
 }
 
-/// The needy VMs' summed throughput over time, one line per policy, on a common clock that
-/// starts when each run's measurement began.
-pub fn throughput_chart(
-    path: &Path,
-    title: &str,
-    runs: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), ReportError> {
-    let end = runs
+/// A chart across policies: one line each, on a common clock that starts when each run's
+/// measurement began.
+pub struct Lines {
+    /// The file's name without `.svg`.
+    pub file: String,
+    pub title: String,
+    pub y_desc: &'static str,
+    /// Each policy's points (seconds since measuring began, value).
+    pub runs: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+fn lines_chart(path: &Path, lines: &Lines) -> Result<(), ReportError> {
+    let end = lines
+        .runs
         .iter()
         .flat_map(|(_, s)| s.last().map(|p| p.0))
         .fold(1.0, f64::max);
-    let top = runs
+    let top = lines
+        .runs
         .iter()
         .flat_map(|(_, s)| s.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
     let frame = Frame {
-        title,
+        title: &lines.title,
         x: 0.0..end,
         top,
         x_desc: "seconds since measuring began",
-        y_desc: "pages/s",
+        y_desc: lines.y_desc,
         legend: SeriesLabelPosition::UpperLeft,
     };
     draw(path, frame, |chart| {
-        for (i, (policy, series)) in runs.iter().enumerate() {
+        for (i, (policy, series)) in lines.runs.iter().enumerate() {
             line(
                 chart,
                 policy,
@@ -237,28 +245,24 @@ pub fn needy_series(history: &[HistorySample], needy: &[String], since_s: f64) -
         .collect()
 }
 
-/// Writes every chart and an index.html that shows them, policies side by side.
+/// Writes every chart and an index.html that shows them: the charts across policies first,
+/// then each policy's host and VMs side by side.
 pub fn write(
     dir: &Path,
     scenario: &str,
-    needy: &[String],
-    runs: &[(String, Vec<HistorySample>, f64)],
+    across: &[Lines],
+    runs: &[(String, Vec<HistorySample>)],
 ) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Write(dir.into(), e.to_string()))?;
     let mut written = Vec::new();
     let mut rows: Vec<String> = Vec::new();
-    let throughput = dir.join("throughput.svg");
-    let series: Vec<(String, Vec<(f64, f64)>)> = runs
-        .iter()
-        .map(|(policy, history, since)| (policy.clone(), needy_series(history, needy, *since)))
-        .collect();
-    throughput_chart(
-        &throughput,
-        &format!("{scenario}: needy VMs' throughput"),
-        &series,
-    )?;
-    written.push(throughput);
-    for (policy, history, _) in runs {
+    for lines in across {
+        let file = dir.join(format!("{}.svg", lines.file));
+        lines_chart(&file, lines)?;
+        written.push(file);
+    }
+    let top = written.clone();
+    for (policy, history) in runs {
         let mut cells = Vec::new();
         let host = dir.join(format!("{policy}-host.svg"));
         host_chart(&host, &format!("{scenario} / {policy}: host"), history)?;
@@ -290,7 +294,13 @@ pub fn write(
     let html = format!(
         "<!doctype html><meta charset=\"utf-8\"><title>memvisor bench {scenario}</title>\
          <style>img{{width:32%;margin:0 .5% .5% 0}}</style>\
-         <h1>memvisor bench {scenario}</h1><img src=\"throughput.svg\" style=\"width:64%\">\n{}\n",
+         <h1>memvisor bench {scenario}</h1>{}\n{}\n",
+        top.iter()
+            .map(|f| format!(
+                "<img src=\"{}\" style=\"width:64%\">",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            ))
+            .collect::<String>(),
         rows.join("\n")
     );
     std::fs::write(&index, html).map_err(|e| ReportError::Write(index.clone(), e.to_string()))?;
@@ -331,14 +341,23 @@ mod tests {
     fn writes_svg_charts_and_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let history: Vec<_> = (0..30).map(|i| sample(i as f64, 200 + i * 5)).collect();
+        let throughput = Lines {
+            file: "throughput".into(),
+            title: "seed: needy VMs' throughput".into(),
+            y_desc: "pages/s",
+            runs: vec![
+                ("ours".into(), needy_series(&history, &["vm1".into()], 5.0)),
+                (
+                    "static".into(),
+                    needy_series(&history, &["vm1".into()], 0.0),
+                ),
+            ],
+        };
         let files = write(
             dir.path(),
             "seed",
-            &["vm1".to_string()],
-            &[
-                ("ours".into(), history.clone(), 5.0),
-                ("static".into(), history, 0.0),
-            ],
+            &[throughput],
+            &[("ours".into(), history.clone()), ("static".into(), history)],
         )
         .unwrap();
         let names: Vec<String> = files
@@ -363,6 +382,12 @@ mod tests {
         );
         let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
         assert!(index.contains("<img src=\"static-vm1.svg\">"));
+        assert!(index.contains("<img src=\"throughput.svg\" style=\"width:64%\">"));
+        let chart = std::fs::read_to_string(dir.path().join("throughput.svg")).unwrap();
+        assert!(
+            chart.contains("pages/s") && chart.contains("static"),
+            "{chart}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod accel;
 pub mod balloon;
 pub mod disk;
+pub mod guest_agent;
 pub mod launch;
 pub mod qmp;
 pub mod virtio_mem;

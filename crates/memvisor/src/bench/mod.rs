@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [(&str, &str); 11] = [
+const SCENARIOS: [(&str, &str); 14] = [
     ("seed", include_str!("../../../../scenarios/seed.toml")),
     ("vdi", include_str!("../../../../scenarios/vdi.toml")),
     ("burst", include_str!("../../../../scenarios/burst.toml")),
@@ -43,6 +43,18 @@ const SCENARIOS: [(&str, &str); 11] = [
     (
         "seed-redis",
         include_str!("../../../../scenarios/seed-redis.toml"),
+    ),
+    (
+        "seed-pg",
+        include_str!("../../../../scenarios/seed-pg.toml"),
+    ),
+    (
+        "wake-up",
+        include_str!("../../../../scenarios/wake-up.toml"),
+    ),
+    (
+        "vdi-debian",
+        include_str!("../../../../scenarios/vdi-debian.toml"),
     ),
 ];
 const REFERENCE: &str = "unconstrained";
@@ -184,6 +196,9 @@ pub struct ClientOutcome {
     pub requests_ratio: Option<f64>,
     pub p99_ratio: Option<f64>,
     pub windows: Vec<tools::Window>,
+    /// Windows in which the client got no answer (each counts its time, with no request).
+    pub failed_windows: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -201,6 +216,9 @@ pub struct Outcome {
     pub reaction_s: Option<f64>,
     /// What KSM saves across the run's VMs when measuring ends, from their page maps.
     pub ksm_saved_mib: u64,
+    /// The KSM saving as a share of the VMs' configured memory, in % (ESX reports over 30% on
+    /// near-identical VMs).
+    pub ksm_saved_pct: f64,
     pub peak_host_used_mib: u64,
     pub daemon_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
@@ -221,6 +239,9 @@ pub struct Outcome {
     pub kswapd_cpu_pct: f64,
     /// Each client's run, by the VM whose server it drove.
     pub clients: BTreeMap<String, ClientOutcome>,
+    /// OOM kills since boot of each disk guest, read through its qemu-guest-agent (a VM with
+    /// memvisor's agent reports its own; both count in `guest_oom_kills`).
+    pub disk_guest_oom_kills: BTreeMap<String, u64>,
     /// Every scheduling round of the run, for the report's charts.
     #[serde(skip)]
     history: Vec<HistorySample>,
@@ -297,15 +318,13 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
     if let Some(dir) = &options.report {
         let runs: Vec<_> = order
             .iter()
-            .map(|p| {
-                let o = &results[p];
-                (p.clone(), o.history.clone(), o.measured_from_s)
-            })
+            .map(|p| (p.clone(), results[p].history.clone()))
             .collect();
         let name = Path::new(scenario)
             .file_stem()
             .map_or(scenario.into(), |s| s.to_string_lossy());
-        let files = crate::report::write(dir, &name, &bench.needy, &runs)?;
+        let across = charts_across_policies(&name, &bench, &order, &results);
+        let files = crate::report::write(dir, &name, &across, &runs)?;
         eprintln!(
             "bench: report: {} charts, open {}",
             files.len() - 1,
@@ -318,7 +337,13 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
             serde_json::to_string_pretty(&results).expect("serializes")
         );
     } else {
-        print_table(scenario, &order, &results);
+        // Needy VMs measured by their clients count requests, by memvisor's agent pages.
+        let unit = if bench.measure.is_some() {
+            "NEEDY_PG/S"
+        } else {
+            "NEEDY_REQ/S"
+        };
+        print_table(scenario, unit, &order, &results);
     }
     Ok(())
 }
@@ -338,6 +363,58 @@ fn median(mut outcomes: Vec<Outcome>) -> Outcome {
         vms_lost: lost,
         ..outcomes.swap_remove(outcomes.len() / 2)
     }
+}
+
+/// The report's charts across policies: the needy VMs' pages/s where memvisor's agent measures
+/// them, and each client's requests per second and p99 latency, window by window.
+fn charts_across_policies(
+    scenario: &str,
+    bench: &BenchSection,
+    order: &[String],
+    results: &BTreeMap<String, Outcome>,
+) -> Vec<crate::report::Lines> {
+    use crate::report::{needy_series, Lines};
+    let mut charts = Vec::new();
+    if bench.measure.is_some() {
+        charts.push(Lines {
+            file: "throughput".into(),
+            title: format!("{scenario}: needy VMs' throughput"),
+            y_desc: "pages/s",
+            runs: order
+                .iter()
+                .map(|p| {
+                    let o = &results[p];
+                    let series = needy_series(&o.history, &bench.needy, o.measured_from_s);
+                    (p.clone(), series)
+                })
+                .collect(),
+        });
+    }
+    type Figure = fn(&tools::Window) -> f64;
+    let figures: [(&str, &str, &'static str, Figure); 2] = [
+        ("requests", "requests per second", "requests/s", |w| {
+            w.requests as f64 / w.seconds.max(f64::EPSILON)
+        }),
+        ("p99", "p99 latency", "ms", |w| w.p99_ms),
+    ];
+    for spec in bench.client.iter().filter(|c| c.run.is_some()) {
+        for (file, what, unit, figure) in figures {
+            charts.push(Lines {
+                file: format!("{}-{file}", spec.vm),
+                title: format!("{scenario}: {}'s {} {what}", spec.vm, spec.tool),
+                y_desc: unit,
+                runs: order
+                    .iter()
+                    .filter_map(|p| {
+                        let windows = &results[p].clients.get(&spec.vm)?.windows;
+                        let series = windows.iter().map(|w| (w.at_s, figure(w))).collect();
+                        Some((p.clone(), series))
+                    })
+                    .collect(),
+            });
+        }
+    }
+    charts
 }
 
 /// Puts the project's Debian disk where a VM's `disk` says "debian".
@@ -464,6 +541,13 @@ async fn run_one(
             reserve_mib: config.host.reserve.as_mib(),
             reference: peer.map(|(_, r)| r),
             clients,
+            disk_guests: config
+                .vms
+                .iter()
+                .filter(|vm| vm.disk.is_some())
+                .map(|vm| vm.name.clone())
+                .collect(),
+            guest_memory_mib: config.vms.iter().map(|vm| vm.memory.as_mib()).sum(),
         };
         drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await
     };
@@ -534,6 +618,10 @@ struct Run<'a> {
     reference: Option<&'a Outcome>,
     /// Each client with the host port that reaches its server.
     clients: Vec<(tools::ClientSpec, u16)>,
+    /// VMs that boot a disk: their own OS, with qemu-guest-agent and no agent of ours.
+    disk_guests: Vec<String>,
+    /// The VMs' configured memory together.
+    guest_memory_mib: u64,
 }
 
 /// Holds each VM to its CPU, starts the peer beside the daemon and the workloads, measures.
@@ -572,55 +660,104 @@ async fn drive(
 }
 
 /// Waits for every client's server to answer (a disk guest's init starts it well after its
-/// balloon driver reports), then loads its data set.
+/// balloon driver reports), then loads its data set; the VMs load theirs at the same time.
 async fn prepare_clients(clients: &[(tools::ClientSpec, u16)]) -> Result<(), BenchError> {
-    for (spec, port) in clients {
-        let deadline = Instant::now() + SERVER_START;
-        loop {
-            match tools::check(spec, *port).await {
-                Ok(()) => break,
-                Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e.into()),
-                Err(e) if Instant::now() >= deadline => return Err(e.into()),
-                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
-            }
-        }
-        eprintln!("bench: {}: loading {}'s data set", spec.tool, spec.vm);
-        tools::load(spec, *port).await?;
+    let mut preparing = tokio::task::JoinSet::new();
+    for (spec, port) in clients.iter().cloned() {
+        preparing.spawn(prepare_client(spec, port));
+    }
+    while let Some(done) = preparing.join_next().await {
+        done.map_err(|e| BenchError::Host(format!("a client's preparation: {e}")))??;
     }
     Ok(())
+}
+
+async fn prepare_client(spec: tools::ClientSpec, port: u16) -> Result<(), BenchError> {
+    let deadline = Instant::now() + SERVER_START;
+    loop {
+        match tools::check(&spec, port).await {
+            Ok(()) => break,
+            Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e.into()),
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+    eprintln!("bench: {}: loading {}'s data set", spec.tool, spec.vm);
+    Ok(tools::load(&spec, port).await?)
 }
 
 /// How long a disk guest's server may take to answer after its balloon driver reported
 /// (measured: systemd's user space took 3 min 41 s under heavy CPU steal).
 const SERVER_START: Duration = Duration::from_secs(600);
 
-/// A client's windows from `from_s` until its `for_s` or the measurement's end.
+/// A client's windows from `from_s` until its `for_s` or the measurement's end. A window that
+/// fails (the server stopped answering, or its guest killed it) counts as that much time with
+/// no request served, and the client tries again: a policy that starves a server is measured,
+/// not aborted.
 async fn run_client(
     spec: tools::ClientSpec,
     run: String,
     port: u16,
     duration_s: u64,
     scratch: PathBuf,
-) -> Result<Vec<tools::Window>, BenchError> {
+) -> ClientRun {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(spec.from_s)).await;
     let end_s = spec
         .for_s
         .map_or(duration_s, |f| (spec.from_s + f).min(duration_s)) as f64;
-    let mut windows = Vec::new();
+    let mut done = ClientRun::default();
     // redis-benchmark runs a count of requests: sized to last a window at the last rate.
-    let mut requests = 20_000;
+    let mut requests = 5_000;
     while started.elapsed().as_secs_f64() + 1.0 < end_s {
         let at_s = started.elapsed().as_secs_f64();
         let seconds = WINDOW_S.min((end_s - at_s).ceil() as u64);
-        let got = tools::window(&spec, &run, port, at_s, seconds, requests, &scratch).await?;
-        if let Some(last) = got.last().filter(|w| w.seconds > 0.0) {
-            let rate = last.requests as f64 / last.seconds;
-            requests = ((rate * WINDOW_S as f64) as u64).clamp(1_000, 1_000_000);
+        match tools::window(&spec, &run, port, at_s, seconds, requests, &scratch).await {
+            Ok(got) => {
+                if let Some(last) = got.last().filter(|w| w.seconds > 0.0) {
+                    let rate = last.requests as f64 / last.seconds;
+                    requests = ((rate * WINDOW_S as f64) as u64).clamp(1_000, 1_000_000);
+                }
+                done.windows.extend(got);
+            }
+            Err(e) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                done.windows.push(tools::Window {
+                    at_s,
+                    seconds: started.elapsed().as_secs_f64() - at_s,
+                    requests: 0,
+                    p50_ms: 0.0,
+                    p99_ms: 0.0,
+                });
+                done.failed_windows += 1;
+                done.last_error = Some(e.to_string());
+            }
         }
-        windows.extend(got);
     }
-    Ok(windows)
+    done
+}
+
+/// The OOM kills of a disk guest since its boot, from its `/proc/vmstat` read through its
+/// qemu-guest-agent: it has no agent of ours to report them.
+async fn disk_guest_oom_kills(socket: &Path) -> Result<u64, String> {
+    use memvisor_qemu::guest_agent::GuestAgent;
+    let mut agent = GuestAgent::connect(socket, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let vmstat = agent
+        .read_file("/proc/vmstat")
+        .await
+        .map_err(|e| e.to_string())?;
+    memvisor_core::agent::oom_kills_in_vmstat(&vmstat)
+        .ok_or("the guest's /proc/vmstat has no oom_kill line".into())
+}
+
+/// What a client's measured run gave.
+#[derive(Debug, Default)]
+struct ClientRun {
+    windows: Vec<tools::Window>,
+    failed_windows: u64,
+    last_error: Option<String>,
 }
 
 /// Resolves when the bench is asked to stop, with the signal's name.
@@ -745,18 +882,35 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
     out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
     for (vm, tool, task) in clients {
-        let windows = task
+        let run = task
             .await
-            .map_err(|e| BenchError::Host(format!("{vm}'s client: {e}")))??;
+            .map_err(|e| BenchError::Host(format!("{vm}'s client: {e}")))?;
+        if let Some(error) = &run.last_error {
+            eprintln!(
+                "bench: {vm}'s {tool}: {} windows failed, the last with: {error}",
+                run.failed_windows
+            );
+        }
         out.clients.insert(
             vm,
             ClientOutcome {
                 tool: tool.to_string(),
-                summary: tools::summarize(&windows),
-                windows,
+                summary: tools::summarize(&run.windows),
+                windows: run.windows,
+                failed_windows: run.failed_windows,
+                last_error: run.last_error,
                 ..ClientOutcome::default()
             },
         );
+    }
+    for vm in &run.disk_guests {
+        match disk_guest_oom_kills(&dir.join("vms").join(vm).join("qga.sock")).await {
+            Ok(kills) => {
+                out.guest_oom_kills = out.guest_oom_kills.max(kills);
+                out.disk_guest_oom_kills.insert(vm.clone(), kills);
+            }
+            Err(e) => eprintln!("bench: {vm}'s guest OOM kills are unknown: {e}"),
+        }
     }
     tally.finish(seconds, reference, &mut out);
     out.history = client.history().await?;
@@ -764,6 +918,7 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     // earlier run's QEMUs until KSM scans again.
     let sharing = client.sharing().await?;
     out.ksm_saved_mib = sharing.saved_mib.round() as u64;
+    out.ksm_saved_pct = 100.0 * sharing.saved_mib / run.guest_memory_mib.max(1) as f64;
     out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / seconds;
     out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum::<f64>()
         + bench
@@ -909,12 +1064,12 @@ fn ratio(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}"))
 }
 
-fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
+fn print_table(scenario: &str, unit: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
     println!("scenario {scenario}");
     println!(
-        "{:<14} {:>10} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
+        "{:<14} {:>11} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
         "POLICY",
-        "NEEDY_PG/S",
+        unit,
         "RATIO",
         "ALL_RATIO",
         "HOSTSWAP",
@@ -924,6 +1079,7 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
         "LOST",
         "REACT_S",
         "KSM_MIB",
+        "KSM%",
         "PEAK_MIB",
         "PAGING_S",
         "KSMD%",
@@ -934,7 +1090,7 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
     for name in order {
         let o = &results[name];
         println!(
-            "{:<14} {:>10.0} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
+            "{:<14} {:>11.0} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5.1} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
             name,
             o.needy_throughput,
             ratio(o.needy_throughput_ratio),
@@ -948,6 +1104,7 @@ fn print_table(scenario: &str, order: &[String], results: &BTreeMap<String, Outc
                 .map(|r| format!("{r:.0}"))
                 .unwrap_or("never".into()),
             o.ksm_saved_mib,
+            o.ksm_saved_pct,
             o.peak_host_used_mib,
             o.paging_with_room_s.values().sum::<f64>(),
             o.ksmd_cpu_pct,
@@ -986,13 +1143,13 @@ fn print_clients(order: &[String], results: &BTreeMap<String, Outcome>) {
     }
     println!("each client: requests (or transactions) per second and latency, and their ratios to unconstrained");
     println!(
-        "{:<14} {:<8} {:<16} {:>10} {:>6} {:>8} {:>8} {:>9}",
-        "POLICY", "VM", "CLIENT", "REQ/S", "RATIO", "P50_MS", "P99_MS", "P99_RATIO"
+        "{:<14} {:<8} {:<16} {:>10} {:>6} {:>8} {:>8} {:>9} {:>6}",
+        "POLICY", "VM", "CLIENT", "REQ/S", "RATIO", "P50_MS", "P99_MS", "P99_RATIO", "FAILED"
     );
     for name in order {
         for (vm, c) in &results[name].clients {
             println!(
-                "{:<14} {:<8} {:<16} {:>10.0} {:>6} {:>8.2} {:>8.2} {:>9}",
+                "{:<14} {:<8} {:<16} {:>10.0} {:>6} {:>8.2} {:>8.2} {:>9} {:>6}",
                 name,
                 vm,
                 c.tool,
@@ -1000,7 +1157,8 @@ fn print_clients(order: &[String], results: &BTreeMap<String, Outcome>) {
                 ratio(c.requests_ratio),
                 c.summary.p50_ms,
                 c.summary.p99_ms,
-                ratio(c.p99_ratio)
+                ratio(c.p99_ratio),
+                c.failed_windows
             );
         }
     }
@@ -1152,6 +1310,49 @@ mod tests {
             err.contains("cpu_per_vm must be a positive number"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_report_draws_each_measured_client_s_requests_and_p99_per_policy() {
+        let (bench, _) = load("seed-redis", Some(Path::new(BUILT_DEBIAN))).unwrap();
+        let window = |at_s: f64, requests: u64, p99_ms: f64| tools::Window {
+            at_s,
+            seconds: 5.0,
+            requests,
+            p50_ms: 0.5,
+            p99_ms,
+        };
+        let with_client = |windows: Vec<tools::Window>| Outcome {
+            clients: BTreeMap::from([(
+                "vm3".to_string(),
+                ClientOutcome {
+                    windows,
+                    ..ClientOutcome::default()
+                },
+            )]),
+            ..Outcome::default()
+        };
+        let results = BTreeMap::from([
+            (
+                REFERENCE.to_string(),
+                with_client(vec![window(0.0, 15_000, 1.0)]),
+            ),
+            (
+                "ours".to_string(),
+                with_client(vec![window(0.0, 10_000, 2.0), window(5.0, 5_000, 40.0)]),
+            ),
+        ]);
+        let order = vec![REFERENCE.to_string(), "ours".to_string()];
+        let charts = charts_across_policies("seed-redis", &bench, &order, &results);
+        // Pages/s only where memvisor's agent measures; vm1's and vm2's clients only loaded.
+        let files: Vec<&str> = charts.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(files, ["vm3-requests", "vm3-p99"]);
+        assert_eq!(charts[0].runs[0], (REFERENCE.into(), vec![(0.0, 3000.0)]));
+        assert_eq!(
+            charts[1].runs[1],
+            ("ours".into(), vec![(0.0, 2.0), (5.0, 40.0)])
+        );
+        assert_eq!(charts[1].y_desc, "ms");
     }
 
     #[test]
