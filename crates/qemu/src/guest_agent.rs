@@ -11,6 +11,8 @@ use tokio::net::UnixStream;
 
 /// A reply line longer than this is not the agent's; refusing it keeps memory bounded.
 const MAX_LINE: usize = 1 << 20;
+/// The largest file `read_file` reads: it is for the guest's small status files.
+const MAX_FILE: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestAgentError {
@@ -41,9 +43,9 @@ pub struct GuestAgent {
 }
 
 impl GuestAgent {
-    /// Connects, and reads past whatever an earlier client left unread on the port (the agent
-    /// answers in order and echoes no ids, so everything before the reply to our own
-    /// `guest-sync` is someone else's).
+    /// Connects, and clears whatever an earlier client left on the port: a 0xFF byte resets the
+    /// agent's parser from a request left half-written, and the agent answers in order and
+    /// echoes no ids, so every line before the reply to our own `guest-sync` is someone else's.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<GuestAgent, GuestAgentError> {
         let connect_failed = |source| GuestAgentError::Connect {
             path: path.into(),
@@ -62,9 +64,17 @@ impl GuestAgent {
         let id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
+        agent
+            .writer
+            .write_all(&[0xFF])
+            .await
+            .map_err(|source| GuestAgentError::Io {
+                command: "guest-sync".into(),
+                source,
+            })?;
         let sync = json!({"execute": "guest-sync", "arguments": {"id": id}});
         agent
-            .exchange("guest-sync", &sync, |reply| reply == &json!(id))
+            .exchange("guest-sync", &sync, |reply| reply == Some(&json!(id)))
             .await?;
         Ok(agent)
     }
@@ -75,12 +85,13 @@ impl GuestAgent {
         self.exchange(command, &request, |_| true).await
     }
 
-    /// Sends `request`, then reads replies until one that `ours` accepts.
+    /// Sends `request`, then reads lines until one that `ours` accepts: a return value, or None
+    /// for an error or a line that is no reply. What it does not accept is skipped.
     async fn exchange(
         &mut self,
         command: &str,
         request: &Value,
-        ours: impl Fn(&Value) -> bool,
+        ours: impl Fn(Option<&Value>) -> bool,
     ) -> Result<Value, GuestAgentError> {
         let timeout = self.timeout;
         let io = |source| GuestAgentError::Io {
@@ -102,9 +113,16 @@ impl GuestAgent {
                     return Err(GuestAgentError::Closed(command.into()));
                 }
                 let line = String::from_utf8_lossy(&line).trim().to_string();
-                match reply(&line) {
-                    Some(Ok(value)) if ours(&value) => return Ok(value),
-                    Some(Ok(_)) => continue,
+                let reply = reply(&line);
+                let value = match &reply {
+                    Some(Ok(value)) => Some(value),
+                    _ => None,
+                };
+                if !ours(value) {
+                    continue;
+                }
+                match reply {
+                    Some(Ok(value)) => return Ok(value),
                     Some(Err(desc)) => {
                         return Err(GuestAgentError::Refused {
                             command: command.into(),
@@ -128,28 +146,40 @@ impl GuestAgent {
             })?
     }
 
-    /// The whole content of a file in the guest.
+    /// The content of a small file in the guest (up to `MAX_FILE`).
     pub async fn read_file(&mut self, path: &str) -> Result<String, GuestAgentError> {
         let handle = self
             .execute("guest-file-open", json!({"path": path, "mode": "r"}))
             .await?;
+        let content = self.read_open(&handle).await;
+        // Closed whatever the read gave: the agent keeps open handles until it restarts.
+        let closed = self
+            .execute("guest-file-close", json!({"handle": handle}))
+            .await;
+        let content = content?;
+        closed?;
+        Ok(String::from_utf8_lossy(&content).into_owned())
+    }
+
+    async fn read_open(&mut self, handle: &Value) -> Result<Vec<u8>, GuestAgentError> {
         let mut content = Vec::new();
         loop {
             let chunk = self
                 .execute("guest-file-read", json!({"handle": handle, "count": 65536}))
                 .await?;
-            let (bytes, eof) = file_chunk(&chunk).ok_or_else(|| GuestAgentError::BadReply {
+            let bad = || GuestAgentError::BadReply {
                 command: "guest-file-read".into(),
                 line: chunk.to_string(),
-            })?;
+            };
+            let (bytes, eof) = file_chunk(&chunk).ok_or_else(bad)?;
+            if bytes.is_empty() && !eof || content.len() + bytes.len() > MAX_FILE {
+                return Err(bad());
+            }
             content.extend(bytes);
             if eof {
-                break;
+                return Ok(content);
             }
         }
-        self.execute("guest-file-close", json!({"handle": handle}))
-            .await?;
-        Ok(String::from_utf8_lossy(&content).into_owned())
     }
 }
 

@@ -199,6 +199,8 @@ pub struct ClientOutcome {
     /// Windows in which the client got no answer (each counts its time, with no request).
     pub failed_windows: u64,
     pub last_error: Option<String>,
+    /// Why its data set did not load, under a policy that starved its server meanwhile.
+    pub load_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -337,13 +339,7 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
             serde_json::to_string_pretty(&results).expect("serializes")
         );
     } else {
-        // Needy VMs measured by their clients count requests, by memvisor's agent pages.
-        let unit = if bench.measure.is_some() {
-            "NEEDY_PG/S"
-        } else {
-            "NEEDY_REQ/S"
-        };
-        print_table(scenario, unit, &order, &results);
+        print_table(scenario, bench.measure.is_some(), &order, &results);
     }
     Ok(())
 }
@@ -452,14 +448,19 @@ fn check_clients(bench: &BenchSection, config: &Config) -> Result<(), String> {
             ));
         }
     }
+    if bench.measure.is_some() && !bench.client.is_empty() {
+        return Err(
+            "[bench] measure counts pages of memvisor's agent, [[bench.client]] requests: a scenario measures by one of them; drop measure, or the clients".into(),
+        );
+    }
     if bench.measure.is_none() {
         if let Some(vm) = bench
             .needy
             .iter()
-            .find(|vm| !bench.client.iter().any(|c| &c.vm == *vm))
+            .find(|vm| !bench.client.iter().any(|c| &c.vm == *vm && c.run.is_some()))
         {
             return Err(format!(
-                "needy vm {vm} is measured by nothing: give [bench] measure = \"STEP\" (a step of its workload, e.g. \"touch\"), or a [[bench.client]] with vm = \"{vm}\""
+                "needy vm {vm} is measured by nothing: give [bench] measure = \"STEP\" (a step of its workload, e.g. \"touch\"), or a [[bench.client]] with vm = \"{vm}\" and a run"
             ));
         }
     }
@@ -649,8 +650,8 @@ async fn drive(
     {
         client.workload(vm, workload).await?;
     }
-    let measured = match prepare_clients(&run.clients).await {
-        Ok(()) => measure(run).await,
+    let measured = match prepare_clients(run).await {
+        Ok(load_failures) => measure(run, load_failures).await,
         Err(e) => Err(e),
     };
     if let Some(ksmtuned) = ksmtuned {
@@ -660,47 +661,63 @@ async fn drive(
 }
 
 /// Waits for every client's server to answer (a disk guest's init starts it well after its
-/// balloon driver reports), then loads its data set; the VMs load theirs at the same time.
-async fn prepare_clients(clients: &[(tools::ClientSpec, u16)]) -> Result<(), BenchError> {
+/// balloon driver reports), then loads its data set; the VMs load theirs at the same time. A
+/// server a policy starves while it starts or loads is that policy's result: its error is kept
+/// by VM and the run goes on. On the unconstrained host it is the scenario's fault, and ends
+/// the bench.
+async fn prepare_clients(run: &Run<'_>) -> Result<BTreeMap<String, String>, BenchError> {
     let mut preparing = tokio::task::JoinSet::new();
-    for (spec, port) in clients.iter().cloned() {
-        preparing.spawn(prepare_client(spec, port));
+    for (spec, port) in run.clients.iter().cloned() {
+        preparing.spawn(async move { (spec.vm.clone(), prepare_client(spec, port).await) });
     }
+    let mut failures = BTreeMap::new();
     while let Some(done) = preparing.join_next().await {
-        done.map_err(|e| BenchError::Host(format!("a client's preparation: {e}")))??;
+        let (vm, prepared) =
+            done.map_err(|e| BenchError::Host(format!("a client's preparation: {e}")))?;
+        match prepared {
+            Ok(()) => {}
+            Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e.into()),
+            Err(e) if run.reference.is_none() => return Err(e.into()),
+            Err(e) => {
+                eprintln!("bench: {vm}'s data set did not load: {e}");
+                failures.insert(vm, e.to_string());
+            }
+        }
     }
-    Ok(())
+    Ok(failures)
 }
 
-async fn prepare_client(spec: tools::ClientSpec, port: u16) -> Result<(), BenchError> {
+async fn prepare_client(spec: tools::ClientSpec, port: u16) -> Result<(), tools::ToolError> {
     let deadline = Instant::now() + SERVER_START;
     loop {
         match tools::check(&spec, port).await {
             Ok(()) => break,
-            Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e.into()),
-            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(e @ tools::ToolError::NotInstalled { .. }) => return Err(e),
+            Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }
     }
     eprintln!("bench: {}: loading {}'s data set", spec.tool, spec.vm);
-    Ok(tools::load(&spec, port).await?)
+    tools::load(&spec, port).await
 }
 
 /// How long a disk guest's server may take to answer after its balloon driver reported
 /// (measured: systemd's user space took 3 min 41 s under heavy CPU steal).
 const SERVER_START: Duration = Duration::from_secs(600);
 
-/// A client's windows from `from_s` until its `for_s` or the measurement's end. A window that
-/// fails (the server stopped answering, or its guest killed it) counts as that much time with
-/// no request served, and the client tries again: a policy that starves a server is measured,
-/// not aborted.
+/// A client's windows from `from_s` until its `for_s` or the measurement's end. Under a policy,
+/// a window that fails (the server stopped answering in time, or its guest killed it) counts as
+/// that much time with no request served and the client tries again: a policy that starves a
+/// server is measured, not aborted. On the unconstrained host (`must_answer`), or where the
+/// client's output cannot be read, the scenario is at fault and the bench ends.
 async fn run_client(
     spec: tools::ClientSpec,
     run: String,
     port: u16,
     duration_s: u64,
     scratch: PathBuf,
-) -> ClientRun {
+    must_answer: bool,
+) -> Result<ClientRun, BenchError> {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(spec.from_s)).await;
     let end_s = spec
@@ -712,7 +729,15 @@ async fn run_client(
     while started.elapsed().as_secs_f64() + 1.0 < end_s {
         let at_s = started.elapsed().as_secs_f64();
         let seconds = WINDOW_S.min((end_s - at_s).ceil() as u64);
-        match tools::window(&spec, &run, port, at_s, seconds, requests, &scratch).await {
+        // A slow window may not run on past the client's end by more than a little.
+        let limit = Duration::from_secs_f64(end_s - at_s + WINDOW_GRACE_S);
+        let slot = tools::Slot {
+            at_s,
+            seconds,
+            requests,
+            limit,
+        };
+        match tools::window(&spec, &run, port, slot, &scratch).await {
             Ok(got) => {
                 if let Some(last) = got.last().filter(|w| w.seconds > 0.0) {
                     let rate = last.requests as f64 / last.seconds;
@@ -720,22 +745,22 @@ async fn run_client(
                 }
                 done.windows.extend(got);
             }
+            Err(e @ tools::ToolError::Unreadable { .. }) => return Err(e.into()),
+            Err(e) if must_answer => return Err(e.into()),
             Err(e) => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                done.windows.push(tools::Window {
-                    at_s,
-                    seconds: started.elapsed().as_secs_f64() - at_s,
-                    requests: 0,
-                    p50_ms: 0.0,
-                    p99_ms: 0.0,
-                });
+                let seconds = started.elapsed().as_secs_f64() - at_s;
+                done.windows.push(tools::Window::failed(at_s, seconds));
                 done.failed_windows += 1;
                 done.last_error = Some(e.to_string());
             }
         }
     }
-    done
+    Ok(done)
 }
+
+/// Seconds a window may run past its client's end before it is killed and counted as failed.
+const WINDOW_GRACE_S: f64 = 5.0;
 
 /// The OOM kills of a disk guest since its boot, from its `/proc/vmstat` read through its
 /// qemu-guest-agent: it has no agent of ours to report them.
@@ -800,7 +825,11 @@ fn kernel_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
-async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
+/// Measures the run; `load_failures`: the clients whose data set did not load, by VM.
+async fn measure(
+    run: &Run<'_>,
+    load_failures: BTreeMap<String, String>,
+) -> Result<Outcome, BenchError> {
     let Run {
         dir,
         bench,
@@ -811,23 +840,21 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     } = *run;
     let client = Client::new(dir);
     let started = Instant::now();
-    // A client with no run only loaded the data set its VM holds.
-    let clients: Vec<_> = run
-        .clients
-        .iter()
-        .filter_map(|(spec, port)| Some((spec, spec.run.clone()?, port)))
-        .map(|(spec, args, port)| {
-            let name = spec.vm.clone();
-            let task = tokio::spawn(run_client(
-                spec.clone(),
-                args,
-                *port,
-                bench.duration_s,
-                dir.to_path_buf(),
-            ));
-            (name, spec.tool, task)
-        })
-        .collect();
+    // A client with no run only loaded the data set its VM holds. Dropping the set (on an
+    // early return) ends the clients and kills their processes.
+    let mut clients = tokio::task::JoinSet::new();
+    for (spec, port) in &run.clients {
+        let Some(args) = spec.run.clone() else {
+            continue;
+        };
+        let (spec, port, scratch) = (spec.clone(), *port, dir.to_path_buf());
+        let (duration_s, must_answer) = (bench.duration_s, reference.is_none());
+        clients.spawn(async move {
+            let (vm, tool) = (spec.vm.clone(), spec.tool);
+            let done = run_client(spec, args, port, duration_s, scratch, must_answer).await;
+            (vm, tool, done)
+        });
+    }
     let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
     let ksmd_before = kernel_cpu_seconds("ksmd");
     let kswapd_before = kernel_cpu_seconds("kswapd");
@@ -881,27 +908,39 @@ async fn measure(run: &Run<'_>) -> Result<Outcome, BenchError> {
     let seconds = started.elapsed().as_secs_f64();
     out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
     out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
-    for (vm, tool, task) in clients {
-        let run = task
-            .await
-            .map_err(|e| BenchError::Host(format!("{vm}'s client: {e}")))?;
-        if let Some(error) = &run.last_error {
+    while let Some(joined) = clients.join_next().await {
+        let (vm, tool, done) =
+            joined.map_err(|e| BenchError::Host(format!("a client's run: {e}")))?;
+        let done = done?;
+        if let Some(error) = &done.last_error {
             eprintln!(
                 "bench: {vm}'s {tool}: {} windows failed, the last with: {error}",
-                run.failed_windows
+                done.failed_windows
             );
         }
         out.clients.insert(
             vm,
             ClientOutcome {
                 tool: tool.to_string(),
-                summary: tools::summarize(&run.windows),
-                windows: run.windows,
-                failed_windows: run.failed_windows,
-                last_error: run.last_error,
+                summary: tools::summarize(&done.windows),
+                windows: done.windows,
+                failed_windows: done.failed_windows,
+                last_error: done.last_error,
                 ..ClientOutcome::default()
             },
         );
+    }
+    for (vm, error) in load_failures {
+        let tool = run
+            .clients
+            .iter()
+            .find(|(c, _)| c.vm == vm)
+            .map(|(c, _)| c.tool);
+        let outcome = out.clients.entry(vm).or_insert_with(|| ClientOutcome {
+            tool: tool.map(|t| t.to_string()).unwrap_or_default(),
+            ..ClientOutcome::default()
+        });
+        outcome.load_error = Some(error);
     }
     for vm in &run.disk_guests {
         match disk_guest_oom_kills(&dir.join("vms").join(vm).join("qga.sock")).await {
@@ -1064,7 +1103,19 @@ fn ratio(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}"))
 }
 
-fn print_table(scenario: &str, unit: &str, order: &[String], results: &BTreeMap<String, Outcome>) {
+/// `by_agent`: the needy VMs are measured by memvisor's agent (pages, and the reaction to
+/// their need), not by clients (requests).
+fn print_table(
+    scenario: &str,
+    by_agent: bool,
+    order: &[String],
+    results: &BTreeMap<String, Outcome>,
+) {
+    let unit = if by_agent {
+        "NEEDY_PG/S"
+    } else {
+        "NEEDY_REQ/S"
+    };
     println!("scenario {scenario}");
     println!(
         "{:<14} {:>11} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
@@ -1100,9 +1151,11 @@ fn print_table(scenario: &str, unit: &str, order: &[String], results: &BTreeMap<
             o.guest_swap_out_mib,
             o.guest_oom_kills,
             o.vms_lost,
-            o.reaction_s
-                .map(|r| format!("{r:.0}"))
-                .unwrap_or("never".into()),
+            match o.reaction_s {
+                Some(r) => format!("{r:.0}"),
+                None if by_agent => "never".into(),
+                None => "-".into(),
+            },
             o.ksm_saved_mib,
             o.ksm_saved_pct,
             o.peak_host_used_mib,
@@ -1141,7 +1194,7 @@ fn print_clients(order: &[String], results: &BTreeMap<String, Outcome>) {
     if results.values().all(|o| o.clients.is_empty()) {
         return;
     }
-    println!("each client: requests (or transactions) per second and latency, and their ratios to unconstrained");
+    println!("each client: requests (or transactions) per second and latency, their ratios to unconstrained, and its windows with no answer");
     println!(
         "{:<14} {:<8} {:<16} {:>10} {:>6} {:>8} {:>8} {:>9} {:>6}",
         "POLICY", "VM", "CLIENT", "REQ/S", "RATIO", "P50_MS", "P99_MS", "P99_RATIO", "FAILED"
@@ -1160,6 +1213,13 @@ fn print_clients(order: &[String], results: &BTreeMap<String, Outcome>) {
                 ratio(c.p99_ratio),
                 c.failed_windows
             );
+        }
+    }
+    for name in order {
+        for (vm, c) in &results[name].clients {
+            if let Some(error) = &c.load_error {
+                println!("{name}: {vm}'s data set did not load: {error}");
+            }
         }
     }
 }
@@ -1312,6 +1372,41 @@ mod tests {
         );
     }
 
+    /// Runs real redis-benchmark against a port nothing listens on: under a policy the time
+    /// counts as failed windows, on the unconstrained host the bench ends.
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_measured_under_a_policy_and_ends_the_reference() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = tools::ClientSpec {
+            vm: "vm3".into(),
+            tool: tools::Tool::RedisBenchmark,
+            port: 6379,
+            load: None,
+            run: Some("-t get".into()),
+            from_s: 0,
+            for_s: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let run = |must_answer| {
+            let scratch = scratch.path().to_path_buf();
+            run_client(spec.clone(), "-t get".into(), port, 2, scratch, must_answer)
+        };
+        let starved = run(false).await.unwrap();
+        assert!(starved.failed_windows >= 1, "{starved:?}");
+        assert!(starved.windows.iter().all(|w| w.failed && w.requests == 0));
+        let waited: f64 = starved.windows.iter().map(|w| w.seconds).sum();
+        assert!(waited >= 2.0, "{starved:?}");
+        let summary = tools::summarize(&starved.windows);
+        assert_eq!(summary.requests_per_s, 0.0);
+        assert!(summary.p99_ms >= 1000.0, "{summary:?}");
+        let err = run(true).await.unwrap_err().to_string();
+        assert!(err.contains(&format!("-p {port}")), "{err}");
+    }
+
     #[test]
     fn the_report_draws_each_measured_client_s_requests_and_p99_per_policy() {
         let (bench, _) = load("seed-redis", Some(Path::new(BUILT_DEBIAN))).unwrap();
@@ -1321,6 +1416,8 @@ mod tests {
             requests,
             p50_ms: 0.5,
             p99_ms,
+            max_ms: 2.0 * p99_ms,
+            failed: false,
         };
         let with_client = |windows: Vec<tools::Window>| Outcome {
             clients: BTreeMap::from([(
@@ -1373,6 +1470,10 @@ mod tests {
         assert!(err.contains("needy vm vm3 is measured by nothing"), "{err}");
         let err = broken(&|b, _| b.client[1] = b.client[0].clone());
         assert!(err.contains("two clients"), "{err}");
+        let err = broken(&|b, _| b.measure = Some("touch".into()));
+        assert!(err.contains("measures by one of them"), "{err}");
+        let err = broken(&|b, _| b.client[0].run = None);
+        assert!(err.contains("needy vm vm3 is measured by nothing"), "{err}");
         let err = broken(&|b, _| b.client[0].from_s = 500);
         assert!(err.contains("past the measurement"), "{err}");
     }

@@ -76,12 +76,13 @@ pub struct ClientSpec {
     /// The server's port inside the guest (6379 for redis, 5432 for PostgreSQL).
     pub port: u16,
     /// Arguments of a run made once after boot, before measuring, that loads the data set:
-    /// `-t set -n 400000 -r 400000 -d 1024 -P 16` for redis, `-i -s 40` for pgbench.
+    /// `-t set -n 1500000 -r 600000 -d 1024 -P 16` for redis (random keys: about 550,000 of
+    /// the 600,000 get written), `-i -s 40 -I dtGvp` for pgbench.
     #[serde(default)]
     pub load: Option<String>,
     /// Arguments of every measured window; the bench adds the server's address, the output
-    /// format, and (pgbench) the window's duration: `-t get -r 400000 -c 4` for redis, `-c 2`
-    /// for pgbench. None: the client only loads a data set, which the VM then holds idle.
+    /// format, and (pgbench) the window's duration: `-t get -r 600000 -c 4` for redis, `-S -c
+    /// 4` for pgbench. None: the client only loads a data set, which the VM then holds idle.
     #[serde(default)]
     pub run: Option<String>,
     /// Seconds into the measurement when the client begins (0: at once).
@@ -101,6 +102,26 @@ pub struct Window {
     pub requests: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
+    /// The client got no answer in time: the server was stopped, stalled or gone.
+    pub failed: bool,
+}
+
+impl Window {
+    /// A window in which the client got no answer: as long as it lasted, no request served,
+    /// and one request that waited all of it.
+    pub fn failed(at_s: f64, seconds: f64) -> Window {
+        let waited_ms = seconds * 1000.0;
+        Window {
+            at_s,
+            seconds,
+            requests: 0,
+            p50_ms: waited_ms,
+            p99_ms: waited_ms,
+            max_ms: waited_ms,
+            failed: true,
+        }
+    }
 }
 
 /// A client's whole run in the operator's units.
@@ -112,24 +133,22 @@ pub struct Summary {
 }
 
 /// Requests per second over every window, and the latency percentiles of all their requests.
-/// A window says only its own p50 and p99: its latencies are taken to spread evenly up to its
-/// p50, from there to its p99, and from there to twice its p99, so that a slow window weighs
-/// by its requests, and a stall (a window whose every request is slow) shows in the run's p99.
+/// A window says only its p50, p99 and slowest request: its latencies are taken to spread
+/// evenly up to its p50, from there to its p99, and from there to its slowest, so that a slow
+/// window weighs by its requests. A failed window counts as one request that waited all of it,
+/// so that a server that stops answering shows in the run's latency, not only in its rate.
 pub fn summarize(windows: &[Window]) -> Summary {
     let requests: u64 = windows.iter().map(|w| w.requests).sum();
     let seconds: f64 = windows.iter().map(|w| w.seconds).sum();
-    if requests == 0 || seconds <= 0.0 {
+    let weight = |w: &Window| if w.failed { 1.0 } else { w.requests as f64 };
+    let weights: f64 = windows.iter().map(weight).sum();
+    if weights == 0.0 || seconds <= 0.0 {
         return Summary::default();
     }
-    let below = |x: f64| -> f64 {
-        windows
-            .iter()
-            .map(|w| w.requests as f64 * share_below(w, x))
-            .sum()
-    };
-    let highest = windows.iter().map(|w| 2.0 * w.p99_ms).fold(0.0, f64::max);
+    let below = |x: f64| -> f64 { windows.iter().map(|w| weight(w) * share_below(w, x)).sum() };
+    let highest = windows.iter().map(|w| w.max_ms).fold(0.0, f64::max);
     let quantile = |q: f64| {
-        let wanted = q * requests as f64;
+        let wanted = q * weights;
         let (mut low, mut high) = (0.0, highest);
         for _ in 0..60 {
             let mid = (low + high) / 2.0;
@@ -150,23 +169,36 @@ pub fn summarize(windows: &[Window]) -> Summary {
 
 /// The share of a window's requests that took at most `x` ms (see `summarize`).
 fn share_below(w: &Window, x: f64) -> f64 {
-    let (p50, p99) = (w.p50_ms, w.p99_ms.max(w.p50_ms));
-    if x < p50 {
-        0.5 * x / p50
-    } else if x < p99 {
-        0.5 + 0.49 * (x - p50) / (p99 - p50)
-    } else if p99 > 0.0 {
-        (0.99 + 0.01 * (x - p99) / p99).min(1.0)
-    } else {
+    let p50 = w.p50_ms;
+    let p99 = w.p99_ms.max(p50);
+    let max = w.max_ms.max(p99);
+    if x >= max {
         1.0
+    } else if x >= p99 {
+        0.99 + 0.01 * (x - p99) / (max - p99)
+    } else if x >= p50 {
+        0.5 + 0.49 * (x - p50) / (p99 - p50)
+    } else {
+        0.5 * x / p50
     }
 }
 
-/// The rows of `redis-benchmark --csv`: one per test, with its requests per second, p50 and
-/// p99 in ms (redis-benchmark 7.0's header names its columns).
-pub fn parse_redis_csv(text: &str) -> Result<Vec<(f64, f64, f64)>, String> {
+/// One test's row of `redis-benchmark --csv`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedisRow {
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The rows of `redis-benchmark --csv`, one per test, read by the column names of its header
+/// (redis-benchmark 6.2 and later; older ones print no latency percentiles).
+pub fn parse_redis_csv(text: &str) -> Result<Vec<RedisRow>, String> {
     let mut lines = text.lines().filter(|l| l.starts_with('"'));
-    let header = lines.next().ok_or("no CSV header")?;
+    let header = lines
+        .next()
+        .ok_or("no CSV header: redis-benchmark 6.2 or later prints one with --csv")?;
     let columns: Vec<&str> = fields(header);
     let column = |name: &str| {
         columns
@@ -174,12 +206,13 @@ pub fn parse_redis_csv(text: &str) -> Result<Vec<(f64, f64, f64)>, String> {
             .position(|c| *c == name)
             .ok_or(format!("no {name} column in {header}"))
     };
-    let (rps, p50, p99) = (
+    let (rps, p50, p99, max) = (
         column("rps")?,
         column("p50_latency_ms")?,
         column("p99_latency_ms")?,
+        column("max_latency_ms")?,
     );
-    let rows: Vec<(f64, f64, f64)> = lines
+    let rows: Vec<RedisRow> = lines
         .map(|line| {
             let values = fields(line);
             let number = |i: usize| {
@@ -188,7 +221,12 @@ pub fn parse_redis_csv(text: &str) -> Result<Vec<(f64, f64, f64)>, String> {
                     .and_then(|v| v.parse::<f64>().ok())
                     .ok_or(format!("unreadable row {line}"))
             };
-            Ok((number(rps)?, number(p50)?, number(p99)?))
+            Ok(RedisRow {
+                requests_per_s: number(rps)?,
+                p50_ms: number(p50)?,
+                p99_ms: number(p99)?,
+                max_ms: number(max)?,
+            })
         })
         .collect::<Result<_, String>>()?;
     if rows.is_empty() {
@@ -245,11 +283,12 @@ fn address(tool: Tool, host_port: u16) -> Vec<String> {
     args
 }
 
-/// Runs `program` with `args`, killed past `limit`: redis-benchmark 7.0 spins forever on a
-/// refused connection.
+/// Runs `program` (one of `tool`'s package) with `args`, killed past `limit`: redis-benchmark
+/// 7.0 spins forever on a refused connection.
 async fn run_for(
     vm: &str,
-    program: &str,
+    tool: Tool,
+    program: &'static str,
     args: &[String],
     limit: Duration,
 ) -> Result<String, ToolError> {
@@ -266,7 +305,13 @@ async fn run_for(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ToolError::NotInstalled {
+                tool: program,
+                package: tool.package(),
+            },
+            _ => failed(e.to_string()),
+        })?;
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .map_err(|_| failed(format!("no end within {limit:?}")))?
@@ -281,37 +326,24 @@ async fn run_for(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Checks the tool is installed and the server answers through `host_port`.
+/// Checks the server answers through `host_port`.
 pub async fn check(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
     let (probe, args) = match spec.tool {
         Tool::RedisBenchmark => ("redis-cli", vec!["ping".to_string()]),
         Tool::Pgbench => ("pg_isready", Vec::new()),
     };
-    if which(spec.tool.command()).is_none() || which(probe).is_none() {
-        return Err(ToolError::NotInstalled {
-            tool: spec.tool.command(),
-            package: spec.tool.package(),
-        });
-    }
     let mut full = address(spec.tool, host_port);
     full.extend(args);
-    run_for(&spec.vm, probe, &full, Duration::from_secs(10))
-        .await
-        .map(drop)
-        .map_err(|e| ToolError::NoServer {
+    match run_for(&spec.vm, spec.tool, probe, &full, Duration::from_secs(10)).await {
+        Ok(_) => Ok(()),
+        Err(e @ ToolError::NotInstalled { .. }) => Err(e),
+        Err(e) => Err(ToolError::NoServer {
             vm: spec.vm.clone(),
             tool: spec.tool.command(),
             port: host_port,
             detail: e.to_string(),
-        })
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
+        }),
+    }
 }
 
 /// Loads the spec's data set, if it has one.
@@ -325,27 +357,40 @@ pub async fn load(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
         args.push("postgres".into());
     }
     // A data set larger than the VM's share loads through its guest's swap under TCG.
-    run_for(
-        &spec.vm,
-        spec.tool.command(),
-        &args,
-        Duration::from_secs(1800),
-    )
-    .await
-    .map(drop)
+    let limit = Duration::from_secs(1800);
+    run_for(&spec.vm, spec.tool, spec.tool.command(), &args, limit)
+        .await
+        .map(drop)
 }
 
-/// Runs one window of about `seconds` with the arguments `run` and reads it. redis-benchmark
-/// runs a number of requests, not a time: `requests` is sized from the last window's rate.
+/// When a window runs and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    /// Seconds into the measurement.
+    pub at_s: f64,
+    /// How long it should last.
+    pub seconds: u64,
+    /// redis-benchmark runs a number of requests, not a time: sized from the last window's
+    /// rate.
+    pub requests: u64,
+    /// When its client is killed and the window counted as failed.
+    pub limit: Duration,
+}
+
+/// Runs one window with the arguments `run` and reads it.
 pub async fn window(
     spec: &ClientSpec,
     run: &str,
     host_port: u16,
-    at_s: f64,
-    seconds: u64,
-    requests: u64,
+    slot: Slot,
     scratch: &Path,
 ) -> Result<Vec<Window>, ToolError> {
+    let Slot {
+        at_s,
+        seconds,
+        requests,
+        limit,
+    } = slot;
     let mut args = address(spec.tool, host_port);
     let unreadable = |command: String, detail: String| ToolError::Unreadable {
         vm: spec.vm.clone(),
@@ -357,16 +402,15 @@ pub async fn window(
         Tool::RedisBenchmark => {
             args.extend(["--csv".into(), "-n".into(), requests.to_string()]);
             args.extend(run.split_whitespace().map(str::to_string));
-            let limit = Duration::from_secs(seconds * 10 + 30);
-            let text = run_for(&spec.vm, "redis-benchmark", &args, limit).await?;
+            let text = run_for(&spec.vm, spec.tool, "redis-benchmark", &args, limit).await?;
             let rows = parse_redis_csv(&text)
                 .map_err(|e| unreadable(format!("redis-benchmark {}", args.join(" ")), e))?;
             let mut begins = at_s;
             Ok(rows
                 .into_iter()
-                .map(|(rps, p50_ms, p99_ms)| {
-                    let seconds = if rps > 0.0 {
-                        requests as f64 / rps
+                .map(|row| {
+                    let seconds = if row.requests_per_s > 0.0 {
+                        requests as f64 / row.requests_per_s
                     } else {
                         0.0
                     };
@@ -374,8 +418,10 @@ pub async fn window(
                         at_s: begins,
                         seconds,
                         requests,
-                        p50_ms,
-                        p99_ms,
+                        p50_ms: row.p50_ms,
+                        p99_ms: row.p99_ms,
+                        max_ms: row.max_ms,
+                        failed: false,
                     };
                     begins += seconds;
                     w
@@ -384,6 +430,8 @@ pub async fn window(
         }
         Tool::Pgbench => {
             let prefix = scratch.join(format!("pgbench-{}", spec.vm));
+            // A window killed at its limit leaves its logs: they are not the next one's.
+            remove_logs(&prefix);
             args.extend([
                 "-T".into(),
                 seconds.to_string(),
@@ -392,18 +440,17 @@ pub async fn window(
             ]);
             args.extend(run.split_whitespace().map(str::to_string));
             args.push("postgres".into());
-            let limit = Duration::from_secs(seconds * 10 + 30);
-            run_for(&spec.vm, "pgbench", &args, limit).await?;
+            run_for(&spec.vm, spec.tool, "pgbench", &args, limit).await?;
             let elapsed = started.elapsed().as_secs_f64();
             let mut latencies = Vec::new();
             for log in logs_with_prefix(&prefix) {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let _ = std::fs::remove_file(&log);
                 latencies.extend(
                     pgbench_latencies(&text)
                         .map_err(|e| unreadable(format!("pgbench {}", args.join(" ")), e))?,
                 );
             }
+            remove_logs(&prefix);
             let requests = latencies.len() as u64;
             Ok(vec![Window {
                 at_s,
@@ -411,8 +458,16 @@ pub async fn window(
                 requests,
                 p50_ms: percentile(&mut latencies, 0.5),
                 p99_ms: percentile(&mut latencies, 0.99),
+                max_ms: percentile(&mut latencies, 1.0),
+                failed: false,
             }])
         }
+    }
+}
+
+fn remove_logs(prefix: &Path) {
+    for log in logs_with_prefix(prefix) {
+        let _ = std::fs::remove_file(log);
     }
 }
 
@@ -445,9 +500,18 @@ mod tests {
         let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
                     \"SET\",\"40000.00\",\"0.400\",\"0.080\",\"0.350\",\"0.600\",\"0.900\",\"3.000\"\n\
                     \"GET\",\"81234.57\",\"0.320\",\"0.080\",\"0.303\",\"0.519\",\"0.711\",\"2.103\"\n";
+        let row = |requests_per_s, p50_ms, p99_ms, max_ms| RedisRow {
+            requests_per_s,
+            p50_ms,
+            p99_ms,
+            max_ms,
+        };
         assert_eq!(
             parse_redis_csv(text).unwrap(),
-            vec![(40000.0, 0.35, 0.9), (81234.57, 0.303, 0.711)]
+            vec![
+                row(40000.0, 0.35, 0.9, 3.0),
+                row(81234.57, 0.303, 0.711, 2.103)
+            ]
         );
         assert!(parse_redis_csv("").unwrap_err().contains("no CSV header"));
         let header_only = text.lines().next().unwrap();
@@ -473,6 +537,8 @@ mod tests {
             requests: 10_000,
             p50_ms: 0.3,
             p99_ms: 0.7,
+            max_ms: 2.0,
+            failed: false,
         };
         let windows: Vec<Window> = (0..10).map(|i| steady(5.0 * i as f64)).collect();
         let calm = summarize(&windows);
@@ -487,11 +553,35 @@ mod tests {
             requests: 2_000,
             p50_ms: 40.0,
             p99_ms: 300.0,
+            max_ms: 900.0,
+            failed: false,
         });
         let slow = summarize(&stalled);
         assert!(slow.requests_per_s < 2000.0);
         assert!(slow.p50_ms < 0.31, "{slow:?}");
         assert!(slow.p99_ms > 30.0, "{slow:?}");
         assert_eq!(summarize(&[]), Summary::default());
+    }
+
+    #[test]
+    fn a_server_that_stops_answering_shows_in_the_latency_not_only_the_rate() {
+        // Once failed over a run that served nothing: the wait is the latency.
+        let gone = summarize(&[Window::failed(0.0, 80.0)]);
+        assert_eq!(gone.requests_per_s, 0.0);
+        assert!((gone.p99_ms - 80_000.0).abs() < 1.0, "{gone:?}");
+        // Among windows that served thousands, one failure weighs as one request.
+        let mut windows = vec![Window {
+            at_s: 0.0,
+            seconds: 5.0,
+            requests: 10_000,
+            p50_ms: 0.3,
+            p99_ms: 0.7,
+            max_ms: 2.0,
+            failed: false,
+        }];
+        windows.push(Window::failed(5.0, 10.0));
+        let once = summarize(&windows);
+        assert_eq!(once.requests_per_s, 10_000.0 / 15.0);
+        assert!(once.p99_ms < 1.0, "{once:?}");
     }
 }
