@@ -526,29 +526,12 @@ async fn run_one(
             true,
         )
         .await?;
-        let clients = bench
-            .client
-            .iter()
-            .map(|spec| Ok((spec.clone(), host_port(&config, spec)?)))
-            .collect::<Result<_, String>>()
-            .map_err(|problem| BenchError::BadScenario {
-                scenario: run_dir.display().to_string(),
-                problem,
-            })?;
         let run = Run {
             dir: &run_dir,
             bench,
+            config: &config,
             daemon,
-            reserve_mib: config.host.reserve.as_mib(),
             reference: peer.map(|(_, r)| r),
-            clients,
-            disk_guests: config
-                .vms
-                .iter()
-                .filter(|vm| vm.disk.is_some())
-                .map(|vm| vm.name.clone())
-                .collect(),
-            guest_memory_mib: config.vms.iter().map(|vm| vm.memory.as_mib()).sum(),
         };
         drive(&run, peer.map(|(p, _)| p), cpu.as_ref(), &workloads).await
     };
@@ -614,15 +597,28 @@ fn swap_counters() -> Result<memvisor_host::swap::SwapCounters, BenchError> {
 struct Run<'a> {
     dir: &'a Path,
     bench: &'a BenchSection,
+    config: &'a Config,
     daemon: u32,
-    reserve_mib: u64,
     reference: Option<&'a Outcome>,
-    /// Each client with the host port that reaches its server.
-    clients: Vec<(tools::ClientSpec, u16)>,
-    /// VMs that boot a disk: their own OS, with qemu-guest-agent and no agent of ours.
-    disk_guests: Vec<String>,
+}
+
+impl Run<'_> {
     /// The VMs' configured memory together.
-    guest_memory_mib: u64,
+    fn guest_memory_mib(&self) -> u64 {
+        self.config.vms.iter().map(|vm| vm.memory.as_mib()).sum()
+    }
+
+    /// Each client with the host port that reaches its server.
+    fn clients(&self) -> Vec<(tools::ClientSpec, u16)> {
+        self.bench
+            .client
+            .iter()
+            .map(|spec| {
+                let port = host_port(self.config, spec).expect("load() checked every client");
+                (spec.clone(), port)
+            })
+            .collect()
+    }
 }
 
 /// Holds each VM to its CPU, starts the peer beside the daemon and the workloads, measures.
@@ -667,7 +663,7 @@ async fn drive(
 /// the bench.
 async fn prepare_clients(run: &Run<'_>) -> Result<BTreeMap<String, String>, BenchError> {
     let mut preparing = tokio::task::JoinSet::new();
-    for (spec, port) in run.clients.iter().cloned() {
+    for (spec, port) in run.clients() {
         preparing.spawn(async move { (spec.vm.clone(), prepare_client(spec, port).await) });
     }
     let mut failures = BTreeMap::new();
@@ -762,6 +758,21 @@ async fn run_client(
 /// Seconds a window may run past its client's end before it is killed and counted as failed.
 const WINDOW_GRACE_S: f64 = 5.0;
 
+/// Each disk guest's OOM kills since its boot, where its guest agent answers; they count in
+/// the run's guest OOM kills as those memvisor's agent reports do.
+async fn read_disk_guests_oom_kills(run: &Run<'_>, out: &mut Outcome) {
+    for vm in run.config.vms.iter().filter(|vm| vm.disk.is_some()) {
+        let socket = run.dir.join("vms").join(&vm.name).join("qga.sock");
+        match disk_guest_oom_kills(&socket).await {
+            Ok(kills) => {
+                out.guest_oom_kills = out.guest_oom_kills.max(kills);
+                out.disk_guest_oom_kills.insert(vm.name.clone(), kills);
+            }
+            Err(e) => eprintln!("bench: {}'s guest OOM kills are unknown: {e}", vm.name),
+        }
+    }
+}
+
 /// The OOM kills of a disk guest since its boot, from its `/proc/vmstat` read through its
 /// qemu-guest-agent: it has no agent of ours to report them.
 async fn disk_guest_oom_kills(socket: &Path) -> Result<u64, String> {
@@ -825,39 +836,103 @@ fn kernel_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
-/// Measures the run; `load_failures`: the clients whose data set did not load, by VM.
-async fn measure(
-    run: &Run<'_>,
-    load_failures: BTreeMap<String, String>,
-) -> Result<Outcome, BenchError> {
-    let Run {
-        dir,
-        bench,
-        daemon,
-        reserve_mib,
-        reference,
-        ..
-    } = *run;
-    let client = Client::new(dir);
-    let started = Instant::now();
-    // A client with no run only loaded the data set its VM holds. Dropping the set (on an
-    // early return) ends the clients and kills their processes.
+type ClientTasks = tokio::task::JoinSet<(String, tools::Tool, Result<ClientRun, BenchError>)>;
+
+/// Starts every client that has a run; one with none only loaded the data set its VM holds.
+/// Dropping the set (on an early return) ends the clients and kills their processes.
+fn start_clients(run: &Run<'_>) -> ClientTasks {
     let mut clients = tokio::task::JoinSet::new();
-    for (spec, port) in &run.clients {
+    for (spec, port) in run.clients() {
         let Some(args) = spec.run.clone() else {
             continue;
         };
-        let (spec, port, scratch) = (spec.clone(), *port, dir.to_path_buf());
-        let (duration_s, must_answer) = (bench.duration_s, reference.is_none());
+        let scratch = run.dir.to_path_buf();
+        let (duration_s, must_answer) = (run.bench.duration_s, run.reference.is_none());
         clients.spawn(async move {
             let (vm, tool) = (spec.vm.clone(), spec.tool);
             let done = run_client(spec, args, port, duration_s, scratch, must_answer).await;
             (vm, tool, done)
         });
     }
-    let cpu_before = memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0);
-    let ksmd_before = kernel_cpu_seconds("ksmd");
-    let kswapd_before = kernel_cpu_seconds("kswapd");
+    clients
+}
+
+/// Every client's outcome once its run ends, by VM, with the data sets that did not load.
+async fn finish_clients(
+    mut clients: ClientTasks,
+    load_failures: BTreeMap<String, String>,
+    bench: &BenchSection,
+) -> Result<BTreeMap<String, ClientOutcome>, BenchError> {
+    let mut outcomes = BTreeMap::new();
+    while let Some(joined) = clients.join_next().await {
+        let (vm, tool, done) =
+            joined.map_err(|e| BenchError::Host(format!("a client's run: {e}")))?;
+        let done = done?;
+        if let Some(error) = &done.last_error {
+            eprintln!(
+                "bench: {vm}'s {tool}: {} windows failed, the last with: {error}",
+                done.failed_windows
+            );
+        }
+        let outcome = ClientOutcome {
+            tool: tool.to_string(),
+            summary: tools::summarize(&done.windows),
+            windows: done.windows,
+            failed_windows: done.failed_windows,
+            last_error: done.last_error,
+            ..ClientOutcome::default()
+        };
+        outcomes.insert(vm, outcome);
+    }
+    for (vm, error) in load_failures {
+        let tool = bench.client.iter().find(|c| c.vm == vm).map(|c| c.tool);
+        let outcome = outcomes.entry(vm).or_insert_with(|| ClientOutcome {
+            tool: tool.map(|t| t.to_string()).unwrap_or_default(),
+            ..ClientOutcome::default()
+        });
+        outcome.load_error = Some(error);
+    }
+    Ok(outcomes)
+}
+
+/// The CPU the daemon, KSM's scanner and the host's reclaim used: they share the cores with
+/// the guests.
+struct CpuSeconds {
+    daemon: f64,
+    ksmd: f64,
+    kswapd: f64,
+}
+
+impl CpuSeconds {
+    fn read(daemon: u32) -> CpuSeconds {
+        CpuSeconds {
+            daemon: memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0),
+            ksmd: kernel_cpu_seconds("ksmd"),
+            kswapd: kernel_cpu_seconds("kswapd"),
+        }
+    }
+
+    /// What was used since `before`; nothing for a daemon that is gone (it reads 0 then).
+    fn since(&self, before: &CpuSeconds) -> CpuSeconds {
+        CpuSeconds {
+            daemon: (self.daemon - before.daemon).max(0.0),
+            ksmd: self.ksmd - before.ksmd,
+            kswapd: self.kswapd - before.kswapd,
+        }
+    }
+}
+
+/// Measures the run; `load_failures`: the clients whose data set did not load, by VM.
+async fn measure(
+    run: &Run<'_>,
+    load_failures: BTreeMap<String, String>,
+) -> Result<Outcome, BenchError> {
+    let (dir, bench, daemon, reference) = (run.dir, run.bench, run.daemon, run.reference);
+    let reserve_mib = run.config.host.reserve.as_mib();
+    let client = Client::new(dir);
+    let started = Instant::now();
+    let clients = start_clients(run);
+    let cpu_before = CpuSeconds::read(daemon);
     let mut tally = Tally::default();
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
@@ -904,68 +979,24 @@ async fn measure(
         }
         out.vms_lost = vms.iter().filter(|v| v.state == VmState::Lost).count() as u64;
     }
-    let cpu_after = memvisor_host::process::cpu_seconds(daemon).unwrap_or(cpu_before);
     let seconds = started.elapsed().as_secs_f64();
-    out.ksmd_cpu_pct = 100.0 * (kernel_cpu_seconds("ksmd") - ksmd_before) / seconds;
-    out.kswapd_cpu_pct = 100.0 * (kernel_cpu_seconds("kswapd") - kswapd_before) / seconds;
-    while let Some(joined) = clients.join_next().await {
-        let (vm, tool, done) =
-            joined.map_err(|e| BenchError::Host(format!("a client's run: {e}")))?;
-        let done = done?;
-        if let Some(error) = &done.last_error {
-            eprintln!(
-                "bench: {vm}'s {tool}: {} windows failed, the last with: {error}",
-                done.failed_windows
-            );
-        }
-        out.clients.insert(
-            vm,
-            ClientOutcome {
-                tool: tool.to_string(),
-                summary: tools::summarize(&done.windows),
-                windows: done.windows,
-                failed_windows: done.failed_windows,
-                last_error: done.last_error,
-                ..ClientOutcome::default()
-            },
-        );
-    }
-    for (vm, error) in load_failures {
-        let tool = run
-            .clients
-            .iter()
-            .find(|(c, _)| c.vm == vm)
-            .map(|(c, _)| c.tool);
-        let outcome = out.clients.entry(vm).or_insert_with(|| ClientOutcome {
-            tool: tool.map(|t| t.to_string()).unwrap_or_default(),
-            ..ClientOutcome::default()
-        });
-        outcome.load_error = Some(error);
-    }
-    for vm in &run.disk_guests {
-        match disk_guest_oom_kills(&dir.join("vms").join(vm).join("qga.sock")).await {
-            Ok(kills) => {
-                out.guest_oom_kills = out.guest_oom_kills.max(kills);
-                out.disk_guest_oom_kills.insert(vm.clone(), kills);
-            }
-            Err(e) => eprintln!("bench: {vm}'s guest OOM kills are unknown: {e}"),
-        }
-    }
+    let cpu = CpuSeconds::read(daemon).since(&cpu_before);
+    out.daemon_cpu_pct = 100.0 * cpu.daemon / seconds;
+    out.ksmd_cpu_pct = 100.0 * cpu.ksmd / seconds;
+    out.kswapd_cpu_pct = 100.0 * cpu.kswapd / seconds;
+    out.clients = finish_clients(clients, load_failures, bench).await?;
+    read_disk_guests_oom_kills(run, &mut out).await;
     tally.finish(seconds, reference, &mut out);
     out.history = client.history().await?;
     // From this run's VMs' own page maps: KSM's host-wide counter still holds pages of an
     // earlier run's QEMUs until KSM scans again.
     let sharing = client.sharing().await?;
     out.ksm_saved_mib = sharing.saved_mib.round() as u64;
-    out.ksm_saved_pct = 100.0 * sharing.saved_mib / run.guest_memory_mib.max(1) as f64;
-    out.daemon_cpu_pct = 100.0 * (cpu_after - cpu_before) / seconds;
+    out.ksm_saved_pct = 100.0 * sharing.saved_mib / run.guest_memory_mib().max(1) as f64;
+    // Pages of memvisor's agent, or requests of clients: a scenario measures by one of them.
+    let by_clients = bench.needy.iter().filter_map(|vm| out.clients.get(vm));
     out.needy_throughput = samples.values().map(|s| step_throughput(s)).sum::<f64>()
-        + bench
-            .needy
-            .iter()
-            .filter_map(|vm| out.clients.get(vm))
-            .map(|c| c.summary.requests_per_s)
-            .sum::<f64>();
+        + by_clients.map(|c| c.summary.requests_per_s).sum::<f64>();
     out.needy_throughput_ratio = reference
         .filter(|r| r.needy_throughput > 0.0)
         .map(|r| out.needy_throughput / r.needy_throughput);
@@ -1166,6 +1197,12 @@ fn print_table(
             o.daemon_peak_rss_mib
         );
     }
+    print_vm_ratios(order, results);
+    print_clients(order, results);
+}
+
+/// Each VM's throughput as a ratio to the same VM's on the unconstrained host.
+fn print_vm_ratios(order: &[String], results: &BTreeMap<String, Outcome>) {
     let vms: Vec<&String> = results
         .get(REFERENCE)
         .map(|r| r.vm_throughput.keys().collect())
@@ -1186,7 +1223,6 @@ fn print_table(
         }
         println!();
     }
-    print_clients(order, results);
 }
 
 /// Each client's run in its own units, and as ratios to the unconstrained host's.

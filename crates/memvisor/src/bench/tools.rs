@@ -385,84 +385,95 @@ pub async fn window(
     slot: Slot,
     scratch: &Path,
 ) -> Result<Vec<Window>, ToolError> {
-    let Slot {
-        at_s,
-        seconds,
-        requests,
-        limit,
-    } = slot;
     let mut args = address(spec.tool, host_port);
-    let unreadable = |command: String, detail: String| ToolError::Unreadable {
-        vm: spec.vm.clone(),
-        command,
-        detail,
-    };
-    let started = Instant::now();
     match spec.tool {
         Tool::RedisBenchmark => {
-            args.extend(["--csv".into(), "-n".into(), requests.to_string()]);
+            args.extend(["--csv".into(), "-n".into(), slot.requests.to_string()]);
             args.extend(run.split_whitespace().map(str::to_string));
-            let text = run_for(&spec.vm, spec.tool, "redis-benchmark", &args, limit).await?;
-            let rows = parse_redis_csv(&text)
-                .map_err(|e| unreadable(format!("redis-benchmark {}", args.join(" ")), e))?;
-            let mut begins = at_s;
-            Ok(rows
-                .into_iter()
-                .map(|row| {
-                    let seconds = if row.requests_per_s > 0.0 {
-                        requests as f64 / row.requests_per_s
-                    } else {
-                        0.0
-                    };
-                    let w = Window {
-                        at_s: begins,
-                        seconds,
-                        requests,
-                        p50_ms: row.p50_ms,
-                        p99_ms: row.p99_ms,
-                        max_ms: row.max_ms,
-                        failed: false,
-                    };
-                    begins += seconds;
-                    w
-                })
-                .collect())
+            redis_window(spec, &args, slot).await
         }
         Tool::Pgbench => {
             let prefix = scratch.join(format!("pgbench-{}", spec.vm));
-            // A window killed at its limit leaves its logs: they are not the next one's.
-            remove_logs(&prefix);
             args.extend([
                 "-T".into(),
-                seconds.to_string(),
+                slot.seconds.to_string(),
                 "-l".into(),
                 format!("--log-prefix={}", prefix.display()),
             ]);
             args.extend(run.split_whitespace().map(str::to_string));
             args.push("postgres".into());
-            run_for(&spec.vm, spec.tool, "pgbench", &args, limit).await?;
-            let elapsed = started.elapsed().as_secs_f64();
-            let mut latencies = Vec::new();
-            for log in logs_with_prefix(&prefix) {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                latencies.extend(
-                    pgbench_latencies(&text)
-                        .map_err(|e| unreadable(format!("pgbench {}", args.join(" ")), e))?,
-                );
-            }
-            remove_logs(&prefix);
-            let requests = latencies.len() as u64;
-            Ok(vec![Window {
-                at_s,
-                seconds: elapsed.min(seconds as f64).max(1.0),
-                requests,
-                p50_ms: percentile(&mut latencies, 0.5),
-                p99_ms: percentile(&mut latencies, 0.99),
-                max_ms: percentile(&mut latencies, 1.0),
-                failed: false,
-            }])
+            pgbench_window(spec, &args, slot, &prefix).await
         }
     }
+}
+
+fn unreadable(spec: &ClientSpec, args: &[String], detail: String) -> ToolError {
+    ToolError::Unreadable {
+        vm: spec.vm.clone(),
+        command: format!("{} {}", spec.tool, args.join(" ")),
+        detail,
+    }
+}
+
+/// One window per test: redis-benchmark's `-t` may name several, run one after the other.
+async fn redis_window(
+    spec: &ClientSpec,
+    args: &[String],
+    slot: Slot,
+) -> Result<Vec<Window>, ToolError> {
+    let text = run_for(&spec.vm, spec.tool, "redis-benchmark", args, slot.limit).await?;
+    let rows = parse_redis_csv(&text).map_err(|e| unreadable(spec, args, e))?;
+    let mut begins = slot.at_s;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let seconds = if row.requests_per_s > 0.0 {
+                slot.requests as f64 / row.requests_per_s
+            } else {
+                0.0
+            };
+            let w = Window {
+                at_s: begins,
+                seconds,
+                requests: slot.requests,
+                p50_ms: row.p50_ms,
+                p99_ms: row.p99_ms,
+                max_ms: row.max_ms,
+                failed: false,
+            };
+            begins += seconds;
+            w
+        })
+        .collect())
+}
+
+/// One window of `-T` seconds, read from the per-transaction logs under `prefix`.
+async fn pgbench_window(
+    spec: &ClientSpec,
+    args: &[String],
+    slot: Slot,
+    prefix: &Path,
+) -> Result<Vec<Window>, ToolError> {
+    // A window killed at its limit leaves its logs: they are not the next one's.
+    remove_logs(prefix);
+    let started = Instant::now();
+    run_for(&spec.vm, spec.tool, "pgbench", args, slot.limit).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for log in logs_with_prefix(prefix) {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        latencies.extend(pgbench_latencies(&text).map_err(|e| unreadable(spec, args, e))?);
+    }
+    remove_logs(prefix);
+    Ok(vec![Window {
+        at_s: slot.at_s,
+        seconds: elapsed.min(slot.seconds as f64).max(1.0),
+        requests: latencies.len() as u64,
+        p50_ms: percentile(&mut latencies, 0.5),
+        p99_ms: percentile(&mut latencies, 0.99),
+        max_ms: percentile(&mut latencies, 1.0),
+        failed: false,
+    }])
 }
 
 fn remove_logs(prefix: &Path) {
@@ -529,9 +540,9 @@ mod tests {
         assert_eq!(percentile(&mut [], 0.99), 0.0);
     }
 
-    #[test]
-    fn a_stalled_window_shows_in_the_run_s_p99() {
-        let steady = |at_s: f64| Window {
+    /// 5 s in which the server answered 10,000 requests at its usual speed.
+    fn steady(at_s: f64) -> Window {
+        Window {
             at_s,
             seconds: 5.0,
             requests: 10_000,
@@ -539,7 +550,11 @@ mod tests {
             p99_ms: 0.7,
             max_ms: 2.0,
             failed: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_stalled_window_shows_in_the_run_s_p99() {
         let windows: Vec<Window> = (0..10).map(|i| steady(5.0 * i as f64)).collect();
         let calm = summarize(&windows);
         let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
@@ -570,17 +585,7 @@ mod tests {
         assert_eq!(gone.requests_per_s, 0.0);
         assert!((gone.p99_ms - 80_000.0).abs() < 1.0, "{gone:?}");
         // Among windows that served thousands, one failure weighs as one request.
-        let mut windows = vec![Window {
-            at_s: 0.0,
-            seconds: 5.0,
-            requests: 10_000,
-            p50_ms: 0.3,
-            p99_ms: 0.7,
-            max_ms: 2.0,
-            failed: false,
-        }];
-        windows.push(Window::failed(5.0, 10.0));
-        let once = summarize(&windows);
+        let once = summarize(&[steady(0.0), Window::failed(5.0, 10.0)]);
         assert_eq!(once.requests_per_s, 10_000.0 / 15.0);
         assert!(once.p99_ms < 1.0, "{once:?}");
     }
