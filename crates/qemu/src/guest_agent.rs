@@ -1,6 +1,7 @@
 //! A client of qemu-guest-agent, the agent a disk guest's own OS runs (memvisor's agent is not
 //! there): enough to read a file of the guest, such as its `/proc/vmstat`.
 
+use crate::qmp::Message;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -183,14 +184,14 @@ impl GuestAgent {
     }
 }
 
-/// A reply line: its `return` value, or its error's description; None if it is neither.
+/// A reply line: its `return` value, or its error's description; None if it is neither. The
+/// agent's replies are QMP's, read by QMP's own parser.
 fn reply(line: &str) -> Option<Result<Value, String>> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    if let Some(r) = v.get("return") {
-        return Some(Ok(r.clone()));
+    match crate::qmp::parse_message(line)? {
+        Message::Return(value) => Some(Ok(value)),
+        Message::Error { desc, .. } => Some(Err(desc)),
+        Message::Event(_) => None,
     }
-    let desc = v.get("error")?.get("desc")?.as_str()?;
-    Some(Err(desc.to_string()))
 }
 
 /// `guest-file-read`'s return: the bytes read (base64) and whether the file ended.
