@@ -12,7 +12,7 @@ use crate::entitlement::{allocate, Claim};
 use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
 use crate::reservation::{self, GUEST_FLOOR};
-use crate::sharing::KsmPacer;
+use crate::sharing::{KsmPacer, KsmProgress};
 use crate::size::Size;
 use crate::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
 use crate::working_set::HUNGRY_GROWTH_MIB;
@@ -472,7 +472,7 @@ impl Esx {
                 .filter(|_| merges && could_fill);
         let (ksm, why) = self
             .ksm
-            .pace(r.s.at_s, r.s.host.ksm_saved_mib, r.state, starting);
+            .pace(r.s.at_s, KsmProgress::of(host), r.state, starting);
         plan.push(ksm, format!("{}; {why}", r.why_state));
     }
 
@@ -2877,6 +2877,7 @@ mod tests {
         for name in ["a", "b", "c"] {
             let mut s = snapshot(at_s, 1024, used, running.clone());
             s.host.ksm_saved_mib = saved;
+            s.host.ksm_full_scans = at_s as u64;
             s.pending = vec![pending(name, 512, 0)];
             assert_eq!(
                 admissions(&ours.decide(&s))[0].1,
@@ -2896,6 +2897,8 @@ mod tests {
                 }
                 let mut s = snapshot(at_s, 1024, used, running.clone());
                 s.host.ksm_saved_mib = saved;
+                // A few hundred MiB at these rates: a pass a second.
+                s.host.ksm_full_scans = at_s as u64;
                 let plan = ours.decide(&s);
                 if name == "c" && since == 1 {
                     rate = plan

@@ -72,3 +72,7 @@ impl HostKnobs {
 pub fn ksm_saved() -> Option<Size> {
     Ksm::at(Path::new(SYSFS)).saved().ok()
 }
+
+pub fn ksm_full_scans() -> Option<u64> {
+    Ksm::at(Path::new(SYSFS)).full_scans().ok()
+}
