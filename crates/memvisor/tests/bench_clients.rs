@@ -29,7 +29,7 @@ needy = ["db", "pg"]
 vm = "db"
 tool = "redis-benchmark"
 port = 6379
-load = "-t set -n 20000 -r 10000 -d 1024 -c 2 -P 16 -q"
+records = {{ keys = 10000, size = "1K" }}
 run = "-t get -r 10000 -c 2"
 
 [[bench.client]]

@@ -441,6 +441,7 @@ fn check_clients(bench: &BenchSection, config: &Config) -> Result<(), String> {
                 spec.vm
             ));
         }
+        check_data_set(spec)?;
         if spec.from_s >= bench.duration_s {
             return Err(format!(
                 "[[bench.client]] of vm {}: from_s = {} is past the measurement's {} s",
@@ -465,6 +466,34 @@ fn check_clients(bench: &BenchSection, config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A redis data set is the bench's records, a PostgreSQL one pgbench's tables.
+fn check_data_set(spec: &tools::ClientSpec) -> Result<(), String> {
+    let vm = &spec.vm;
+    match (spec.tool, &spec.load, spec.records) {
+        (tools::Tool::RedisBenchmark, Some(_), _) => Err(format!(
+            "[[bench.client]] of vm {vm}: redis-benchmark's SET writes one value under every key, pages KSM merges whole; drop load and give records = {{ keys = N, size = \"1K\" }}, unique values the bench writes"
+        )),
+        (tools::Tool::Pgbench, _, Some(_)) => Err(format!(
+            "[[bench.client]] of vm {vm}: records are a redis data set; pgbench loads its tables with load = \"-i -s SCALE\""
+        )),
+        (_, _, Some(records)) if records.keys == 0 => Err(format!(
+            "[[bench.client]] of vm {vm}: records.keys = 0; give the number of keys to write"
+        )),
+        (_, _, Some(records))
+            if records.size.as_bytes() < memvisor_core::content::HEADER as u64
+                || records.size > tools::Records::MAX_SIZE =>
+        {
+            Err(format!(
+                "[[bench.client]] of vm {vm}: records.size = {} is outside {} B..{}; give each value's size, e.g. \"1K\"",
+                records.size,
+                memvisor_core::content::HEADER,
+                tools::Records::MAX_SIZE
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The host port that reaches a client's server.
@@ -1422,6 +1451,7 @@ mod tests {
             tool: tools::Tool::RedisBenchmark,
             port: 6379,
             load: None,
+            records: None,
             run: Some("-t get".into()),
             from_s: 0,
             for_s: None,
@@ -1512,5 +1542,13 @@ mod tests {
         assert!(err.contains("needy vm vm3 is measured by nothing"), "{err}");
         let err = broken(&|b, _| b.client[0].from_s = 500);
         assert!(err.contains("past the measurement"), "{err}");
+        let err = broken(&|b, _| b.client[0].load = Some("-t set -d 1024".into()));
+        assert!(err.contains("one value under every key"), "{err}");
+        let err = broken(&|b, _| b.client[1].records = b.client[0].records);
+        assert!(err.contains("records are a redis data set"), "{err}");
+        let err = broken(&|b, _| b.client[0].records.as_mut().unwrap().keys = 0);
+        assert!(err.contains("records.keys = 0"), "{err}");
+        let err = broken(&|b, _| b.client[0].records.as_mut().unwrap().size = Size::bytes(8));
+        assert!(err.contains("records.size = 8"), "{err}");
     }
 }

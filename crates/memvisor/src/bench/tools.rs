@@ -3,6 +3,7 @@
 //! p99 latency in milliseconds). A run is cut into windows of a few seconds, each its own
 //! client process, so that the bench sees the server slow down and recover over time.
 
+use memvisor_core::{content, Size};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::Stdio;
@@ -75,11 +76,13 @@ pub struct ClientSpec {
     pub tool: Tool,
     /// The server's port inside the guest (6379 for redis, 5432 for PostgreSQL).
     pub port: u16,
-    /// Arguments of a run made once after boot, before measuring, that loads the data set:
-    /// `-t set -n 1500000 -r 600000 -d 1024 -P 16` for redis (random keys: about 550,000 of
-    /// the 600,000 get written), `-i -s 40 -I dtGvp` for pgbench.
+    /// pgbench's arguments of a run made once after boot, before measuring, that loads the
+    /// data set: `-i -s 40 -I dtGvp`.
     #[serde(default)]
     pub load: Option<String>,
+    /// redis's data set, written once after boot, before measuring.
+    #[serde(default)]
+    pub records: Option<Records>,
     /// Arguments of every measured window; the bench adds the server's address, the output
     /// format, and (pgbench) the window's duration: `-t get -r 600000 -c 4` for redis, `-S -c
     /// 4` for pgbench. None: the client only loads a data set, which the VM then holds idle.
@@ -91,6 +94,42 @@ pub struct ClientSpec {
     /// Seconds it runs (None: to the end of the measurement).
     #[serde(default)]
     pub for_s: Option<u64>,
+}
+
+/// A redis data set the bench writes itself through `redis-cli --pipe`: `keys` values of `size`
+/// bytes under redis-benchmark's own key names (`key:` and 12 digits), so that a run's `-r
+/// KEYS` reads every one of them. Each value is unique and made as `memvisor_core::content`
+/// makes page cache (text, numbers, binary fields), because redis-benchmark's SET writes one
+/// value under every key, pages KSM would merge whole.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Records {
+    pub keys: u64,
+    pub size: Size,
+}
+
+impl Records {
+    /// The largest value `size` may give: redis takes up to 512 MiB, the bench keeps each
+    /// record a fraction of a guest.
+    pub const MAX_SIZE: Size = Size::mib(1);
+
+    /// The name redis-benchmark's `key:__rand_int__` takes for `index`.
+    fn key(index: u64) -> String {
+        format!("key:{index:012}")
+    }
+
+    /// Appends to `out` the SET of record `index` of a data set seeded by `salt`, in RESP.
+    fn append_set(&self, salt: u64, index: u64, out: &mut Vec<u8>) {
+        let key = Self::key(index);
+        let size = self.size.as_bytes() as usize;
+        out.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${size}\r\n", key.len()).as_bytes(),
+        );
+        let start = out.len();
+        out.resize(start + size, 0);
+        content::fill(&mut out[start..], content::tag(salt, index), content::FILES);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// What a client did in one window and how fast the server answered.
@@ -292,38 +331,72 @@ async fn run_for(
     args: &[String],
     limit: Duration,
 ) -> Result<String, ToolError> {
-    let command = format!("{program} {}", args.join(" "));
-    let failed = |detail: String| ToolError::Failed {
-        vm: vm.to_string(),
-        command: command.clone(),
-        detail,
-    };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ToolError::NotInstalled {
-                tool: program,
-                package: tool.package(),
-            },
-            _ => failed(e.to_string()),
-        })?;
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .map_err(|_| failed(format!("no end within {limit:?}")))?
-        .map_err(|e| failed(e.to_string()))?;
-    if !out.status.success() {
-        return Err(failed(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let process = Process::spawn(vm, tool, program, args, Stdio::null())?;
+    process.finish(limit).await
+}
+
+/// A client process and how its failures are named.
+struct Process {
+    vm: String,
+    command: String,
+    child: tokio::process::Child,
+}
+
+impl Process {
+    fn spawn(
+        vm: &str,
+        tool: Tool,
+        program: &'static str,
+        args: &[String],
+        stdin: Stdio,
+    ) -> Result<Process, ToolError> {
+        let command = format!("{program} {}", args.join(" "));
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ToolError::NotInstalled {
+                    tool: program,
+                    package: tool.package(),
+                },
+                _ => ToolError::Failed {
+                    vm: vm.to_string(),
+                    command: command.clone(),
+                    detail: e.to_string(),
+                },
+            })?;
+        Ok(Process {
+            vm: vm.to_string(),
+            command,
+            child,
+        })
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+
+    /// Its standard output once it ends with success, killed past `limit`.
+    async fn finish(self, limit: Duration) -> Result<String, ToolError> {
+        let Process { vm, command, child } = self;
+        let failed = |detail| ToolError::Failed {
+            vm: vm.clone(),
+            command: command.clone(),
+            detail,
+        };
+        let out = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .map_err(|_| failed(format!("no end within {limit:?}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// Checks the server answers through `host_port`.
@@ -346,8 +419,14 @@ pub async fn check(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
     }
 }
 
+/// A data set larger than the VM's share loads through its guest's swap under TCG.
+const LOAD_LIMIT: Duration = Duration::from_secs(1800);
+
 /// Loads the spec's data set, if it has one.
 pub async fn load(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
+    if let Some(records) = spec.records {
+        return load_records(spec, host_port, records).await;
+    }
     let Some(load) = &spec.load else {
         return Ok(());
     };
@@ -356,11 +435,90 @@ pub async fn load(spec: &ClientSpec, host_port: u16) -> Result<(), ToolError> {
     if spec.tool == Tool::Pgbench {
         args.push("postgres".into());
     }
-    // A data set larger than the VM's share loads through its guest's swap under TCG.
-    let limit = Duration::from_secs(1800);
-    run_for(&spec.vm, spec.tool, spec.tool.command(), &args, limit)
+    run_for(&spec.vm, spec.tool, spec.tool.command(), &args, LOAD_LIMIT)
         .await
         .map(drop)
+}
+
+/// Writes `records` into the redis server through `redis-cli --pipe`, redis's own way of mass
+/// insertion, generated as it goes.
+async fn load_records(
+    spec: &ClientSpec,
+    host_port: u16,
+    records: Records,
+) -> Result<(), ToolError> {
+    use tokio::io::AsyncWriteExt;
+    let mut args = address(spec.tool, host_port);
+    args.push("--pipe".into());
+    let mut process = Process::spawn(&spec.vm, spec.tool, "redis-cli", &args, Stdio::piped())?;
+    let mut stdin = process
+        .child
+        .stdin
+        .take()
+        .expect("spawned with a piped stdin");
+    // Seeded by the VM's name, so that two servers hold different data.
+    let salt = spec
+        .vm
+        .bytes()
+        .fold(0u64, |h, b| content::tag(h, u64::from(b)));
+    let feed = async move {
+        const BATCH: u64 = 1024;
+        let mut batch = Vec::new();
+        for first in (0..records.keys).step_by(BATCH as usize) {
+            batch.clear();
+            for index in first..(first + BATCH).min(records.keys) {
+                records.append_set(salt, index, &mut batch);
+            }
+            stdin.write_all(&batch).await?;
+        }
+        stdin.shutdown().await
+    };
+    let fed = feed.await;
+    // A server that closed the pipe says why in redis-cli's output, read first.
+    let out = process.finish(LOAD_LIMIT).await;
+    let command = format!("redis-cli {}", args.join(" "));
+    let failed = |detail: String| ToolError::Failed {
+        vm: spec.vm.clone(),
+        command: command.clone(),
+        detail,
+    };
+    let out = out?;
+    fed.map_err(|e| failed(format!("writing its input: {e}")))?;
+    let replies = pipe_replies(&out).map_err(|detail| ToolError::Unreadable {
+        vm: spec.vm.clone(),
+        command: command.clone(),
+        detail,
+    })?;
+    if replies != records.keys {
+        return Err(failed(format!(
+            "{replies} replies to {} SETs",
+            records.keys
+        )));
+    }
+    Ok(())
+}
+
+/// The replies `redis-cli --pipe` counted, from its last line (`errors: 0, replies: N`); an
+/// error reply is an error.
+fn pipe_replies(out: &str) -> Result<u64, String> {
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("errors:"))
+        .ok_or(format!(
+            "no line `errors: E, replies: R` in {:?}",
+            out.trim()
+        ))?;
+    let field = |name: &str| -> Result<u64, String> {
+        last.split(',')
+            .find_map(|part| part.trim().strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or(format!("no {name} in {last:?}"))
+    };
+    match field("errors:")? {
+        0 => field("replies:"),
+        errors => Err(format!("{errors} error replies: {last}")),
+    }
 }
 
 /// When a window runs and how long it may take.
@@ -505,6 +663,48 @@ fn logs_with_prefix(prefix: &Path) -> Vec<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_sets_of_unique_values_under_redis_benchmark_s_key_names() {
+        let records = Records {
+            keys: 3,
+            size: Size::bytes(1024),
+        };
+        // redis-benchmark writes `key:__rand_int__` as 12 digits, zero-padded
+        // (randomizeClientKey in redis-benchmark.c), so `-r 3` reads these three.
+        assert_eq!(Records::key(7), "key:000000000007");
+        let set = |salt, index| {
+            let mut out = Vec::new();
+            records.append_set(salt, index, &mut out);
+            out
+        };
+        let first = set(1, 0);
+        let head = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000000\r\n$1024\r\n";
+        assert_eq!(&first[..head.len()], head);
+        assert_eq!(first.len(), head.len() + 1024 + 2);
+        assert!(first.ends_with(b"\r\n"));
+        let value = |out: &[u8]| out[head.len()..head.len() + 1024].to_vec();
+        assert_ne!(value(&first), value(&set(1, 1)), "two keys hold one value");
+        assert_ne!(
+            value(&first),
+            value(&set(2, 0)),
+            "two servers hold one value"
+        );
+        assert_eq!(first, set(1, 0), "a data set is the same in every run");
+        // Values are like files' content, not runs of one byte.
+        let distinct: std::collections::BTreeSet<u8> = value(&first).into_iter().collect();
+        assert!(distinct.len() > 64, "{} distinct bytes", distinct.len());
+    }
+
+    #[test]
+    fn redis_cli_pipe_s_count_is_read_and_an_error_reply_refused() {
+        let out = "All data transferred. Waiting for the last reply...\nLast reply received from server.\nerrors: 0, replies: 550000\n";
+        assert_eq!(pipe_replies(out), Ok(550000));
+        let err = pipe_replies("errors: 2, replies: 10\n").unwrap_err();
+        assert!(err.contains("2 error replies"), "{err}");
+        let err = pipe_replies("ERR\n").unwrap_err();
+        assert!(err.contains("no line"), "{err}");
+    }
 
     #[test]
     fn redis_benchmark_csv_is_read_by_its_header() {
