@@ -67,22 +67,26 @@ const MIN_SCAN_MIB_S: f64 = 4.0;
 const FIRST_SCAN_MIB_S: f64 = 20.0;
 /// How long a rate runs before what it merged is weighed, at the least.
 const WINDOW_S: f64 = 10.0;
-/// Passes over the mergeable memory a rate makes before what it merged is weighed: KSM merges a
-/// page only on a later pass than the one that first saw it unchanged, so a window shorter than
-/// two passes reads "nothing merged" on the most identical guests (measured: seed-redis at 20
-/// MiB/s over 3 GiB, a pass of 150 s, read 0.0% every 10 s while the peers' KSM merged 17 to
-/// 27% of guest memory, and the pace fell to its floor).
+/// Passes over the mergeable memory a window must see before it may slow the scan: KSM merges
+/// most pages on a later pass than the one that first saw them unchanged, so a shorter window
+/// reads "nothing merged" on the most identical guests (measured: seed-redis at 20 MiB/s over 3
+/// GiB, a pass of 150 s, read 0.0% every 10 s while the peers' KSM merged 17 to 27% of guest
+/// memory, and the pace fell to its floor). The count starts within a pass: two of them hold
+/// one whole pass and the following one's start.
 const PASSES: u64 = 2;
+/// The longest a window waits for its passes: where ksmd makes none (no mergeable memory, or
+/// its counter unreadable) or takes hours over a large host, the rate is weighed anyway.
+const MAX_WINDOW_S: f64 = 600.0;
 /// Merged MiB per scanned MiB above which scanning faster pays, and below which it does not.
 const WORTH_FASTER: f64 = 0.02;
 const WORTH_SLOWER: f64 = 0.005;
 
 /// What KSM has done so far, as the pacer reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KsmProgress {
     pub saved_mib: u64,
-    /// Passes over the mergeable memory since boot.
-    pub full_scans: u64,
+    /// Passes over the mergeable memory since boot (None: unreadable).
+    pub full_scans: Option<u64>,
 }
 
 impl KsmProgress {
@@ -94,15 +98,24 @@ impl KsmProgress {
     }
 }
 
-/// KSM's scan rate, paced by what it merges: each window (two passes over the mergeable memory,
-/// and 10 s at the least), the MiB it saved over the MiB it scanned doubles the rate when
-/// merging pays and halves it when pages are unique (real heaps and page cache), within the
-/// state's bounds. ksmd shares the cores with the guests.
+/// A rate's run so far: since when, KSM's progress then, and the MiB scanned since.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    since: f64,
+    then: KsmProgress,
+    scanned_mib: f64,
+}
+
+/// KSM's scan rate, paced by what it merges: the MiB it saved over the MiB it scanned doubles
+/// the rate once merging pays (after 10 s at the least) and halves it once two passes over the
+/// mergeable memory show pages unique (real heaps and page cache), within the state's bounds.
+/// ksmd shares the cores with the guests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KsmPacer {
     rate_mib_s: f64,
-    /// When the current window began, and KSM's progress then.
-    window: Option<(f64, KsmProgress)>,
+    window: Option<Window>,
+    /// The rate the last round set, and when: what ksmd scanned at since.
+    applied: Option<(f64, f64)>,
     /// What the last window yielded, merged over scanned, and how long it ran.
     last_yield: Option<(f64, f64)>,
 }
@@ -112,6 +125,7 @@ impl Default for KsmPacer {
         KsmPacer {
             rate_mib_s: FIRST_SCAN_MIB_S,
             window: None,
+            applied: None,
             last_yield: None,
         }
     }
@@ -128,6 +142,17 @@ impl KsmPacer {
         state: FreeState,
         starting: Option<&str>,
     ) -> (Action, String) {
+        let fresh = Window {
+            since: at_s,
+            then: ksm,
+            scanned_mib: 0.0,
+        };
+        if let Some(window) = &mut self.window {
+            if let Some((rate, set_at)) = self.applied {
+                window.scanned_mib += rate * (at_s - set_at).max(0.0);
+            }
+            window.then.full_scans = window.then.full_scans.or(ksm.full_scans);
+        }
         match self.window {
             // A start is not judged by its windows: a booting guest writes pages that merge
             // only once they stop changing. Its rate is where the pace goes on from when the
@@ -136,24 +161,29 @@ impl KsmPacer {
             // left it at as d8's start ended, and the host swapped 29 to 103 MiB as d8 filled).
             _ if starting.is_some() => {
                 self.rate_mib_s = self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft));
-                self.window = Some((at_s, ksm));
+                self.window = Some(fresh);
             }
-            None => self.window = Some((at_s, ksm)),
-            Some((since, then))
-                if at_s - since >= WINDOW_S && ksm.full_scans >= then.full_scans + PASSES =>
-            {
-                let scanned = self.rate_mib_s * (at_s - since);
-                let gained = ksm.saved_mib.saturating_sub(then.saved_mib) as f64;
-                let worth = gained / scanned.max(1.0);
-                if worth >= WORTH_FASTER {
-                    self.rate_mib_s *= 2.0;
-                } else if worth < WORTH_SLOWER {
-                    self.rate_mib_s /= 2.0;
+            Some(w) if at_s - w.since >= WINDOW_S => {
+                let gained = ksm.saved_mib.saturating_sub(w.then.saved_mib) as f64;
+                let worth = gained / w.scanned_mib.max(1.0);
+                let passes_seen = match (w.then.full_scans, ksm.full_scans) {
+                    (Some(then), Some(now)) => now >= then + PASSES,
+                    _ => false,
+                } || at_s - w.since >= MAX_WINDOW_S;
+                let factor = match worth {
+                    y if y >= WORTH_FASTER => Some(2.0),
+                    _ if !passes_seen => None,
+                    y if y < WORTH_SLOWER => Some(0.5),
+                    _ => Some(1.0),
+                };
+                if let Some(factor) = factor {
+                    self.rate_mib_s *= factor;
+                    self.last_yield = Some((worth, at_s - w.since));
+                    self.window = Some(fresh);
                 }
-                self.last_yield = Some((worth, at_s - since));
-                self.window = Some((at_s, ksm));
             }
             Some(_) => {}
+            None => self.window = Some(fresh),
         }
         let top = max_scan_rate_mib_s(state);
         self.rate_mib_s = self.rate_mib_s.clamp(MIN_SCAN_MIB_S, top);
@@ -161,11 +191,12 @@ impl KsmPacer {
             Some(_) => self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft)),
             None => self.rate_mib_s,
         };
+        self.applied = Some((rate, at_s));
         let why = match (starting, self.last_yield) {
             (Some(vm), _) => format!("while {vm} starts and writes pages not merged yet"),
-            (None, None) => "until it has merged something".to_string(),
+            (None, None) => "until two passes show what merging yields".to_string(),
             (None, Some((worth, seconds))) => format!(
-                "its last {PASSES} passes ({seconds:.0} s) merged {:.1}% of what it scanned",
+                "its last {seconds:.0} s merged {:.1}% of what it scanned",
                 100.0 * worth
             ),
         };
@@ -236,7 +267,7 @@ mod tests {
     fn after(passes: u64, saved_mib: u64) -> KsmProgress {
         KsmProgress {
             saved_mib,
-            full_scans: passes,
+            full_scans: Some(passes),
         }
     }
 
@@ -249,7 +280,7 @@ mod tests {
         // to the floor.
         let (slower, why) = pacer.pace(10.0, after(2, 0), FreeState::High, None);
         assert_eq!(rate(&slower), 10, "{why}");
-        assert!(why.contains("last 2 passes (10 s) merged 0.0%"), "{why}");
+        assert!(why.contains("its last 10 s merged 0.0%"), "{why}");
         for (t, passes) in [(20.0, 4), (30.0, 6), (40.0, 8), (50.0, 10)] {
             pacer.pace(t, after(passes, 0), FreeState::High, None);
         }
@@ -282,7 +313,48 @@ mod tests {
         // The second pass merged 600 MiB of the 6 GiB scanned: worth scanning faster.
         let (faster, why) = pacer.pace(300.0, after(9, 600), FreeState::Low, None);
         assert_eq!(rate(&faster), 40, "{why}");
-        assert!(why.contains("last 2 passes (300 s) merged 10.0%"), "{why}");
+        assert!(why.contains("its last 300 s merged 10.0%"), "{why}");
+    }
+
+    #[test]
+    fn merging_speeds_the_scan_up_at_once_and_a_pass_that_never_ends_is_weighed_anyway() {
+        // Within the first pass, 10 s that merged 4 MiB of 200 scanned (2%) already pay.
+        let mut pacer = KsmPacer::default();
+        pacer.pace(0.0, after(3, 0), FreeState::Low, None);
+        assert_eq!(
+            rate(&pacer.pace(10.0, after(3, 4), FreeState::Low, None).0),
+            40
+        );
+        // ksmd makes no pass, or its counter is unreadable: the window is weighed at 600 s.
+        for passes in [Some(5), None] {
+            let mut pacer = KsmPacer::default();
+            let ksm = KsmProgress {
+                saved_mib: 0,
+                full_scans: passes,
+            };
+            for t in (0..60).map(|w| w as f64 * 10.0) {
+                let (action, why) = pacer.pace(t, ksm, FreeState::Low, None);
+                assert_eq!(rate(&action), 19, "at {t} s: {why}");
+            }
+            let (slower, why) = pacer.pace(600.0, ksm, FreeState::Low, None);
+            assert_eq!(rate(&slower), 10, "{why}");
+        }
+        // A window that began on an unreadable counter counts its passes from the next reading.
+        let mut pacer = KsmPacer::default();
+        let unread = KsmProgress {
+            saved_mib: 0,
+            full_scans: None,
+        };
+        pacer.pace(0.0, unread, FreeState::Low, None);
+        pacer.pace(10.0, after(40, 0), FreeState::Low, None);
+        assert_eq!(
+            rate(&pacer.pace(20.0, after(41, 0), FreeState::Low, None).0),
+            19
+        );
+        assert_eq!(
+            rate(&pacer.pace(30.0, after(42, 0), FreeState::Low, None).0),
+            10
+        );
     }
 
     #[test]

@@ -492,7 +492,30 @@ fn check_data_set(spec: &tools::ClientSpec) -> Result<(), String> {
                 tools::Records::MAX_SIZE
             ))
         }
+        (_, _, Some(records)) => check_keyspace(vm, spec.run.as_deref(), records.keys),
         _ => Ok(()),
+    }
+}
+
+/// A run over records reads their keys: redis-benchmark without `-r` reads one key literally
+/// named `key:__rand_int__`, and with one past the records it reads keys that hold nothing.
+fn check_keyspace(vm: &str, run: Option<&str>, keys: u64) -> Result<(), String> {
+    let Some(run) = run else {
+        return Ok(());
+    };
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let keyspace = words
+        .iter()
+        .position(|w| *w == "-r")
+        .and_then(|i| words.get(i + 1)?.parse::<u64>().ok());
+    match keyspace {
+        Some(r) if r <= keys => Ok(()),
+        Some(r) => Err(format!(
+            "[[bench.client]] of vm {vm}: run reads {r} keys (-r {r}) but records write {keys}; give -r {keys}, or more records"
+        )),
+        None => Err(format!(
+            "[[bench.client]] of vm {vm}: run has no -r, so it would read one key that holds nothing; add -r {keys} to read the records"
+        )),
     }
 }
 
@@ -1550,5 +1573,9 @@ mod tests {
         assert!(err.contains("records.keys = 0"), "{err}");
         let err = broken(&|b, _| b.client[0].records.as_mut().unwrap().size = Size::bytes(8));
         assert!(err.contains("records.size = 8"), "{err}");
+        let err = broken(&|b, _| b.client[0].run = Some("-t get -r 600000 -c 4".into()));
+        assert!(err.contains("give -r 550000"), "{err}");
+        let err = broken(&|b, _| b.client[0].run = Some("-t get -c 4".into()));
+        assert!(err.contains("add -r 550000"), "{err}");
     }
 }
