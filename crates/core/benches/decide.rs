@@ -55,7 +55,6 @@ fn snapshot(vms: usize) -> Snapshot {
             swap_total_mib: budget,
             swap_used_mib: 0,
             ksm_saved_mib: budget / 20,
-            ksm_full_scans: None,
             other_used_mib: 0,
         },
         vms: (0..vms).map(vm).collect(),

@@ -4,7 +4,6 @@
 
 use crate::ladder::FreeState;
 use crate::plan::Action;
-use crate::snapshot::HostObservation;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,59 +64,22 @@ pub fn max_scan_rate_mib_s(state: FreeState) -> f64 {
 const MIN_SCAN_MIB_S: f64 = 4.0;
 /// Where the scan starts, before it has merged anything.
 const FIRST_SCAN_MIB_S: f64 = 20.0;
-/// How long a rate runs before what it merged is weighed, at the least.
+/// How long a rate runs before what it merged is weighed.
 const WINDOW_S: f64 = 10.0;
-/// Passes over the mergeable memory a window must see before it may slow the scan: KSM merges
-/// most pages on a later pass than the one that first saw them unchanged, so a shorter window
-/// reads "nothing merged" on the most identical guests (measured: seed-redis at 20 MiB/s over 3
-/// GiB, a pass of 150 s, read 0.0% every 10 s while the peers' KSM merged 17 to 27% of guest
-/// memory, and the pace fell to its floor). The count starts within a pass: two of them hold
-/// one whole pass and the following one's start.
-const PASSES: u64 = 2;
-/// The longest a window waits for its passes: where ksmd makes none (no mergeable memory, or
-/// its counter unreadable) or takes hours over a large host, the rate is weighed anyway.
-const MAX_WINDOW_S: f64 = 600.0;
 /// Merged MiB per scanned MiB above which scanning faster pays, and below which it does not.
 const WORTH_FASTER: f64 = 0.02;
 const WORTH_SLOWER: f64 = 0.005;
 
-/// What KSM has done so far, as the pacer reads it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KsmProgress {
-    pub saved_mib: u64,
-    /// Passes over the mergeable memory since boot (None: unreadable).
-    pub full_scans: Option<u64>,
-}
-
-impl KsmProgress {
-    pub fn of(host: &HostObservation) -> KsmProgress {
-        KsmProgress {
-            saved_mib: host.ksm_saved_mib,
-            full_scans: host.ksm_full_scans,
-        }
-    }
-}
-
-/// A rate's run so far: since when, KSM's progress then, and the MiB scanned since.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Window {
-    since: f64,
-    then: KsmProgress,
-    scanned_mib: f64,
-}
-
-/// KSM's scan rate, paced by what it merges: the MiB it saved over the MiB it scanned doubles
-/// the rate once merging pays (after 10 s at the least) and halves it once two passes over the
-/// mergeable memory show pages unique (real heaps and page cache), within the state's bounds.
-/// ksmd shares the cores with the guests.
+/// KSM's scan rate, paced by what it merges: each window, the MiB it saved over the MiB it
+/// scanned doubles the rate when merging pays and halves it when pages are unique (real heaps
+/// and page cache), within the state's bounds. ksmd shares the cores with the guests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KsmPacer {
     rate_mib_s: f64,
-    window: Option<Window>,
-    /// The rate the last round set, and when: what ksmd scanned at since.
-    applied: Option<(f64, f64)>,
-    /// What the last window yielded, merged over scanned, and how long it ran.
-    last_yield: Option<(f64, f64)>,
+    /// When the current window began, and KSM's saving then.
+    window: Option<(f64, u64)>,
+    /// What the last window yielded, merged over scanned.
+    last_yield: Option<f64>,
 }
 
 impl Default for KsmPacer {
@@ -125,7 +87,6 @@ impl Default for KsmPacer {
         KsmPacer {
             rate_mib_s: FIRST_SCAN_MIB_S,
             window: None,
-            applied: None,
             last_yield: None,
         }
     }
@@ -138,21 +99,10 @@ impl KsmPacer {
     pub fn pace(
         &mut self,
         at_s: f64,
-        ksm: KsmProgress,
+        saved_mib: u64,
         state: FreeState,
         starting: Option<&str>,
     ) -> (Action, String) {
-        let fresh = Window {
-            since: at_s,
-            then: ksm,
-            scanned_mib: 0.0,
-        };
-        if let Some(window) = &mut self.window {
-            if let Some((rate, set_at)) = self.applied {
-                window.scanned_mib += rate * (at_s - set_at).max(0.0);
-            }
-            window.then.full_scans = window.then.full_scans.or(ksm.full_scans);
-        }
         match self.window {
             // A start is not judged by its windows: a booting guest writes pages that merge
             // only once they stop changing. Its rate is where the pace goes on from when the
@@ -161,29 +111,22 @@ impl KsmPacer {
             // left it at as d8's start ended, and the host swapped 29 to 103 MiB as d8 filled).
             _ if starting.is_some() => {
                 self.rate_mib_s = self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft));
-                self.window = Some(fresh);
+                self.window = Some((at_s, saved_mib));
             }
-            Some(w) if at_s - w.since >= WINDOW_S => {
-                let gained = ksm.saved_mib.saturating_sub(w.then.saved_mib) as f64;
-                let worth = gained / w.scanned_mib.max(1.0);
-                let passes_seen = match (w.then.full_scans, ksm.full_scans) {
-                    (Some(then), Some(now)) => now >= then + PASSES,
-                    _ => false,
-                } || at_s - w.since >= MAX_WINDOW_S;
-                let factor = match worth {
-                    y if y >= WORTH_FASTER => Some(2.0),
-                    _ if !passes_seen => None,
-                    y if y < WORTH_SLOWER => Some(0.5),
-                    _ => Some(1.0),
-                };
-                if let Some(factor) = factor {
-                    self.rate_mib_s *= factor;
-                    self.last_yield = Some((worth, at_s - w.since));
-                    self.window = Some(fresh);
+            None => self.window = Some((at_s, saved_mib)),
+            Some((since, saved_then)) if at_s - since >= WINDOW_S => {
+                let scanned = self.rate_mib_s * (at_s - since);
+                let gained = saved_mib.saturating_sub(saved_then) as f64;
+                let worth = gained / scanned.max(1.0);
+                if worth >= WORTH_FASTER {
+                    self.rate_mib_s *= 2.0;
+                } else if worth < WORTH_SLOWER {
+                    self.rate_mib_s /= 2.0;
                 }
+                self.last_yield = Some(worth);
+                self.window = Some((at_s, saved_mib));
             }
             Some(_) => {}
-            None => self.window = Some(fresh),
         }
         let top = max_scan_rate_mib_s(state);
         self.rate_mib_s = self.rate_mib_s.clamp(MIN_SCAN_MIB_S, top);
@@ -191,12 +134,11 @@ impl KsmPacer {
             Some(_) => self.rate_mib_s.max(max_scan_rate_mib_s(FreeState::Soft)),
             None => self.rate_mib_s,
         };
-        self.applied = Some((rate, at_s));
         let why = match (starting, self.last_yield) {
             (Some(vm), _) => format!("while {vm} starts and writes pages not merged yet"),
-            (None, None) => "until two passes show what merging yields".to_string(),
-            (None, Some((worth, seconds))) => format!(
-                "its last {seconds:.0} s merged {:.1}% of what it scanned",
+            (None, None) => "until it has merged something".to_string(),
+            (None, Some(worth)) => format!(
+                "its last {WINDOW_S:.0} s merged {:.1}% of what it scanned",
                 100.0 * worth
             ),
         };
@@ -263,104 +205,33 @@ mod tests {
         }
     }
 
-    /// KSM's progress with `saved_mib` merged after `passes` passes.
-    fn after(passes: u64, saved_mib: u64) -> KsmProgress {
-        KsmProgress {
-            saved_mib,
-            full_scans: Some(passes),
-        }
-    }
-
     #[test]
     fn the_scan_slows_while_pages_are_unique_and_speeds_up_while_they_merge() {
         let mut pacer = KsmPacer::default();
-        let first = rate(&pacer.pace(0.0, after(0, 0), FreeState::High, None).0);
+        let first = rate(&pacer.pace(0.0, 0, FreeState::High, None).0);
         assert_eq!(first, 19);
-        // Two passes in 10 s at 20 MiB/s scanned 200 MiB and merged nothing: half as fast, down
-        // to the floor.
-        let (slower, why) = pacer.pace(10.0, after(2, 0), FreeState::High, None);
+        // 10 s at 20 MiB/s scanned 200 MiB and merged nothing: half as fast, down to the floor.
+        let (slower, why) = pacer.pace(10.0, 0, FreeState::High, None);
         assert_eq!(rate(&slower), 10, "{why}");
-        assert!(why.contains("its last 10 s merged 0.0%"), "{why}");
-        for (t, passes) in [(20.0, 4), (30.0, 6), (40.0, 8), (50.0, 10)] {
-            pacer.pace(t, after(passes, 0), FreeState::High, None);
+        assert!(why.contains("merged 0.0%"), "{why}");
+        for t in [20.0, 30.0, 40.0, 50.0] {
+            pacer.pace(t, 0, FreeState::High, None);
         }
-        assert_eq!(
-            rate(&pacer.pace(51.0, after(10, 0), FreeState::High, None).0),
-            3
-        );
+        assert_eq!(rate(&pacer.pace(51.0, 0, FreeState::High, None).0), 3);
         // Identical guests: 40 MiB merged of 40 scanned doubles it, up to the state's bound.
         let mut saved = 0;
-        for w in 6..30 {
+        for t in (6..30).map(|w| w as f64 * 10.0) {
             saved += 40;
-            pacer.pace(w as f64 * 10.0, after(2 * w, saved), FreeState::High, None);
+            pacer.pace(t, saved, FreeState::High, None);
         }
-        let top = pacer.pace(291.0, after(60, saved), FreeState::High, None).0;
-        assert_eq!(rate(&top), 80);
-        assert!(rate(&pacer.pace(292.0, after(60, saved), FreeState::Hard, None).0) <= 80);
-    }
-
-    #[test]
-    fn a_rate_is_weighed_only_after_two_passes_over_the_mergeable_memory() {
-        // 3 GiB at 20 MiB/s: a pass takes about 150 s. Windows of 10 s would each read "nothing
-        // merged" while the first pass records what it saw.
-        let mut pacer = KsmPacer::default();
-        pacer.pace(0.0, after(7, 0), FreeState::Low, None);
-        for t in (1..=29).map(|w| w as f64 * 10.0) {
-            let passes = 7 + (t / 150.0) as u64;
-            let (action, why) = pacer.pace(t, after(passes, 0), FreeState::Low, None);
-            assert_eq!(rate(&action), 19, "at {t} s: {why}");
-        }
-        // The second pass merged 600 MiB of the 6 GiB scanned: worth scanning faster.
-        let (faster, why) = pacer.pace(300.0, after(9, 600), FreeState::Low, None);
-        assert_eq!(rate(&faster), 40, "{why}");
-        assert!(why.contains("its last 300 s merged 10.0%"), "{why}");
-    }
-
-    #[test]
-    fn merging_speeds_the_scan_up_at_once_and_a_pass_that_never_ends_is_weighed_anyway() {
-        // Within the first pass, 10 s that merged 4 MiB of 200 scanned (2%) already pay.
-        let mut pacer = KsmPacer::default();
-        pacer.pace(0.0, after(3, 0), FreeState::Low, None);
-        assert_eq!(
-            rate(&pacer.pace(10.0, after(3, 4), FreeState::Low, None).0),
-            40
-        );
-        // ksmd makes no pass, or its counter is unreadable: the window is weighed at 600 s.
-        for passes in [Some(5), None] {
-            let mut pacer = KsmPacer::default();
-            let ksm = KsmProgress {
-                saved_mib: 0,
-                full_scans: passes,
-            };
-            for t in (0..60).map(|w| w as f64 * 10.0) {
-                let (action, why) = pacer.pace(t, ksm, FreeState::Low, None);
-                assert_eq!(rate(&action), 19, "at {t} s: {why}");
-            }
-            let (slower, why) = pacer.pace(600.0, ksm, FreeState::Low, None);
-            assert_eq!(rate(&slower), 10, "{why}");
-        }
-        // A window that began on an unreadable counter counts its passes from the next reading.
-        let mut pacer = KsmPacer::default();
-        let unread = KsmProgress {
-            saved_mib: 0,
-            full_scans: None,
-        };
-        pacer.pace(0.0, unread, FreeState::Low, None);
-        pacer.pace(10.0, after(40, 0), FreeState::Low, None);
-        assert_eq!(
-            rate(&pacer.pace(20.0, after(41, 0), FreeState::Low, None).0),
-            19
-        );
-        assert_eq!(
-            rate(&pacer.pace(30.0, after(42, 0), FreeState::Low, None).0),
-            10
-        );
+        assert_eq!(rate(&pacer.pace(291.0, saved, FreeState::High, None).0), 80);
+        assert!(rate(&pacer.pace(292.0, saved, FreeState::Hard, None).0) <= 80);
     }
 
     #[test]
     fn a_starting_vm_scans_at_the_soft_rate_and_pressure_allows_more() {
         let mut pacer = KsmPacer::default();
-        let (boost, why) = pacer.pace(0.0, after(0, 0), FreeState::High, Some("d2"));
+        let (boost, why) = pacer.pace(0.0, 0, FreeState::High, Some("d2"));
         assert_eq!(rate(&boost), 500);
         assert!(why.contains("while d2 starts"), "{why}");
         assert!(max_scan_rate_mib_s(FreeState::High) < max_scan_rate_mib_s(FreeState::Soft));
@@ -371,37 +242,22 @@ mod tests {
     #[test]
     fn after_a_start_the_scan_goes_on_from_the_boost_and_slows_only_as_windows_merge_nothing() {
         let mut pacer = KsmPacer::default();
-        for w in 0..5 {
-            pacer.pace(w as f64 * 10.0, after(2 * w, 0), FreeState::Low, None);
+        for t in 0..5 {
+            pacer.pace(t as f64 * 10.0, 0, FreeState::Low, None);
         }
-        assert_eq!(
-            rate(&pacer.pace(50.0, after(10, 0), FreeState::Low, None).0),
-            3
-        );
+        assert_eq!(rate(&pacer.pace(50.0, 0, FreeState::Low, None).0), 3);
         // 30 s of start merge nothing yet; that is not held against the scan.
-        for (t, passes) in [(60.0, 12), (70.0, 14), (80.0, 16)] {
-            pacer.pace(t, after(passes, 0), FreeState::Low, Some("d8"));
+        for t in [60.0, 70.0, 80.0] {
+            pacer.pace(t, 0, FreeState::Low, Some("d8"));
         }
-        let (started, why) = pacer.pace(85.0, after(16, 0), FreeState::Low, None);
-        assert_eq!(rate(&started), 500, "{why}");
+        let (after, why) = pacer.pace(85.0, 0, FreeState::Low, None);
+        assert_eq!(rate(&after), 500, "{why}");
         // The guest's pages now merge: the scan speeds up within the state's bound.
-        assert_eq!(
-            rate(&pacer.pace(90.0, after(18, 300), FreeState::Low, None).0),
-            1000
-        );
+        assert_eq!(rate(&pacer.pace(90.0, 300, FreeState::Low, None).0), 1000);
         // Nothing more merges: it halves each window, not at once.
-        assert_eq!(
-            rate(&pacer.pace(100.0, after(20, 300), FreeState::Low, None).0),
-            500
-        );
-        assert_eq!(
-            rate(&pacer.pace(110.0, after(22, 300), FreeState::Low, None).0),
-            250
-        );
+        assert_eq!(rate(&pacer.pace(100.0, 300, FreeState::Low, None).0), 500);
+        assert_eq!(rate(&pacer.pace(110.0, 300, FreeState::Low, None).0), 250);
         // On a host with room the state's bound caps it as before.
-        assert_eq!(
-            rate(&pacer.pace(111.0, after(22, 300), FreeState::High, None).0),
-            80
-        );
+        assert_eq!(rate(&pacer.pace(111.0, 300, FreeState::High, None).0), 80);
     }
 }

@@ -34,10 +34,6 @@ pub struct HostObservation {
     pub swap_total_mib: u64,
     pub swap_used_mib: u64,
     pub ksm_saved_mib: u64,
-    /// Passes KSM has made over the memory it may merge since the host booted (None:
-    /// unreadable).
-    #[serde(default)]
-    pub ksm_full_scans: Option<u64>,
     /// Memory in use that no managed VM holds: the host's own processes, on a real host. In a
     /// lab the parent cgroup holds only VMs, and this is 0.
     #[serde(default)]

@@ -111,11 +111,6 @@ impl Ksm {
         }
     }
 
-    /// Passes ksmd has made over all mergeable memory since boot.
-    pub fn full_scans(&self) -> Result<u64, KsmError> {
-        self.read("full_scans")
-    }
-
     /// Memory KSM saves host-wide: every page mapped to a shared page beyond its first user.
     pub fn saved(&self) -> Result<Size, KsmError> {
         Ok(Size::bytes(self.read("pages_sharing")? * PAGE))

@@ -12,7 +12,7 @@ use crate::entitlement::{allocate, Claim};
 use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
 use crate::reservation::{self, GUEST_FLOOR};
-use crate::sharing::{KsmPacer, KsmProgress};
+use crate::sharing::KsmPacer;
 use crate::size::Size;
 use crate::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
 use crate::working_set::HUNGRY_GROWTH_MIB;
@@ -456,7 +456,7 @@ impl Esx {
     /// CPU the guests started with, 0.90 of unconstrained against 0.98). The boost finds what
     /// guests booted from one image share (measured: two-vm without it, KSM saved 1 MiB instead
     /// of 317 and the host swapped 71 MiB instead of none). A start is judged as a whole, by
-    /// what KSM merged of what it took: a window of it may merge nothing while the guest
+    /// what KSM merged of what it took: a 10 s window of it may merge nothing while the guest
     /// boots (measured: vdi, such a window cut the scan to 10 MiB/s as d7 wrote its 200 MiB,
     /// and the host reached low).
     fn share(&mut self, r: &Round, plan: &mut Plan) {
@@ -472,7 +472,7 @@ impl Esx {
                 .filter(|_| merges && could_fill);
         let (ksm, why) = self
             .ksm
-            .pace(r.s.at_s, KsmProgress::of(host), r.state, starting);
+            .pace(r.s.at_s, r.s.host.ksm_saved_mib, r.state, starting);
         plan.push(ksm, format!("{}; {why}", r.why_state));
     }
 
@@ -2877,7 +2877,6 @@ mod tests {
         for name in ["a", "b", "c"] {
             let mut s = snapshot(at_s, 1024, used, running.clone());
             s.host.ksm_saved_mib = saved;
-            s.host.ksm_full_scans = Some(at_s as u64);
             s.pending = vec![pending(name, 512, 0)];
             assert_eq!(
                 admissions(&ours.decide(&s))[0].1,
@@ -2897,8 +2896,6 @@ mod tests {
                 }
                 let mut s = snapshot(at_s, 1024, used, running.clone());
                 s.host.ksm_saved_mib = saved;
-                // A few hundred MiB at these rates: a pass a second.
-                s.host.ksm_full_scans = Some(at_s as u64);
                 let plan = ours.decide(&s);
                 if name == "c" && since == 1 {
                     rate = plan

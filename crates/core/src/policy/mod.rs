@@ -249,7 +249,6 @@ pub(crate) mod fixtures {
                 swap_total_mib: 1024,
                 swap_used_mib: 0,
                 ksm_saved_mib: 0,
-                ksm_full_scans: None,
                 other_used_mib: 0,
             },
             vms,

@@ -72,8 +72,3 @@ impl HostKnobs {
 pub fn ksm_saved() -> Option<Size> {
     Ksm::at(Path::new(SYSFS)).saved().ok()
 }
-
-/// Passes ksmd has made since boot, which pace its scan.
-pub fn ksm_full_scans() -> Option<u64> {
-    Ksm::at(Path::new(SYSFS)).full_scans().ok()
-}

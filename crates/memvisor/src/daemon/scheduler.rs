@@ -104,7 +104,6 @@ impl Sensors for Daemon {
                 .map(|m| (m.swap_total.as_bytes() - m.swap_free.as_bytes()) >> 20)
                 .unwrap_or(0),
             ksm_saved_mib: ksm_saved,
-            ksm_full_scans: super::knobs::ksm_full_scans(),
             other_used_mib: self.other_used_mib(used_mib, ksm_saved).unwrap_or(0),
         }
     }
@@ -293,7 +292,6 @@ mod tests {
                 swap_total_mib: 0,
                 swap_used_mib: 0,
                 ksm_saved_mib: 0,
-                ksm_full_scans: None,
                 other_used_mib: 0,
             },
             vms: Vec::new(),
@@ -360,7 +358,6 @@ mod tests {
                 swap_total_mib: 0,
                 swap_used_mib: 0,
                 ksm_saved_mib: 0,
-                ksm_full_scans: None,
                 other_used_mib: 0,
             }
         }
