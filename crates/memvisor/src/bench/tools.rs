@@ -498,9 +498,9 @@ async fn load_records(
         drop(stdin);
         Ok::<(), std::io::Error>(())
     };
+    let command = process.command.clone();
     // redis-cli ends with failure on any error reply, so what it printed is all replies.
     let out = process.finish_feeding(LOAD_LIMIT, feed).await?;
-    let command = format!("redis-cli {}", args.join(" "));
     match pipe_replies(&out) {
         Some(replies) if replies == records.keys => Ok(()),
         Some(replies) => Err(ToolError::Failed {
