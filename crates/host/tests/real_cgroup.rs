@@ -17,9 +17,15 @@ fn creates_limits_fills_and_removes_a_real_group() {
     parent.set_limit(Some(Size::mib(256))).unwrap();
     assert_eq!(parent.limit().unwrap(), Some(Size::mib(256)));
 
+    // Once told to go, the shell writes 64 MiB to a file: page cache charged to its group.
+    let cache_file =
+        std::env::temp_dir().join(format!("memvisor-test-{}.cache", std::process::id()));
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg("read _")
+        .arg(format!(
+            "read _ && head -c 64M /dev/zero > {}",
+            cache_file.display()
+        ))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -51,8 +57,16 @@ fn creates_limits_fills_and_removes_a_real_group() {
 
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    child.wait().unwrap();
+    assert!(child.wait().unwrap().success());
     assert!(group.pids().unwrap().is_empty());
+    // The file's cache stays charged after the writer is gone, on the inactive list: the
+    // group's usage counts it, what it has in use does not.
+    let cache = (group.usage().unwrap().as_mib()).saturating_sub(group.in_use().unwrap().as_mib());
+    assert!(
+        (32..=64).contains(&cache),
+        "64 MiB written, {cache} MiB of inactive file cache"
+    );
+    std::fs::remove_file(&cache_file).unwrap();
     group.remove().unwrap();
     parent.remove().unwrap();
     assert!(!parent.exists());
