@@ -94,7 +94,7 @@ pub struct Esx {
     /// What each VM's guest used at the last round, and when its use last rose: one that
     /// grows is left its free memory.
     used_before: BTreeMap<String, (u64, f64)>,
-    /// Each VM's peak guest use within the last RECENT_USE_S, and when it was seen.
+    /// Each VM's peak guest use or working set within the last RECENT_USE_S, and when seen.
     recent_peak: BTreeMap<String, (u64, f64)>,
     /// When each VM waiting to start first asked.
     waiting_since: BTreeMap<String, f64>,
@@ -323,9 +323,15 @@ impl Esx {
         }
     }
 
-    /// The most the VM's guest used within the last RECENT_USE_S.
+    /// The most the VM's guest used or touched within the last RECENT_USE_S: its working set
+    /// counts the page cache it served its reads from (measured: seed-pg, vm3 ballooned ahead
+    /// of need from 1,023 to 720 MiB between loading PostgreSQL's tables and serving them
+    /// read them again at 9 MiB/s, 0.74 of unconstrained though it got 948 MiB back).
     fn recent_peak_mib(&mut self, vm: &VmObservation, now_s: f64) -> u64 {
-        let used = vm.guest_used_mib.unwrap_or(0);
+        let used = vm
+            .guest_used_mib
+            .unwrap_or(0)
+            .max(vm.working_set_mib.unwrap_or(0));
         let peak = self
             .recent_peak
             .entry(vm.name.clone())
@@ -1651,6 +1657,44 @@ mod tests {
         assert!(
             taken_below(&plan).is_some_and(|t| t < 750),
             "idle for minutes, its free memory is taken ahead of need: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn ahead_of_need_a_file_server_keeps_the_cache_it_served_reads_from() {
+        // It uses 300 MiB and holds 950 with its cache; it served reads from all of it (its
+        // working set), then paused between two runs of its clients.
+        let server = |working_set| {
+            let mut v = vm("server", 1024, 300);
+            v.guest_resident_mib = Some(950);
+            v.working_set_mib = Some(working_set);
+            v
+        };
+        let at = |at_s, working_set| {
+            snapshot(
+                at_s,
+                1536,
+                1100,
+                vec![server(working_set), vm("other", 512, 100)],
+            )
+        };
+        let server_target = |plan: &Plan| {
+            allocations(plan)
+                .iter()
+                .find(|(n, _)| n == "server")
+                .map(|(_, t)| *t)
+        };
+        let mut p = ours();
+        p.decide(&at(0.0, 950));
+        let plan = p.decide(&at(30.0, 300));
+        assert!(
+            server_target(&plan).is_none_or(|t| t >= 950),
+            "its cache is taken seconds after it served from it: {plan:?}"
+        );
+        let plan = p.decide(&at(200.0, 300));
+        assert!(
+            server_target(&plan).is_some_and(|t| t < 950),
+            "idle for minutes, its cache is taken ahead of need: {plan:?}"
         );
     }
 

@@ -1059,13 +1059,18 @@ impl Vm {
             self.swap_seen = Some((stats.last_update, swap_in, swap_out));
         }
         self.guest = stats;
-        let (Some(used), Some(allocation)) = (self.guest_used_and_resident().0, self.allocation())
-        else {
+        let (used, resident) = self.guest_used_and_resident();
+        let (Some(used), Some(allocation)) = (used, self.allocation()) else {
             return;
         };
-        let paging = snapshot::pages_to_disk(self.swap_rates_mib_s.0, self.swap_rates_mib_s.1);
+        let (swap_in, swap_out) = self.swap_rates_mib_s;
+        let paging = snapshot::pages_to_disk(swap_in, swap_out);
+        let file_reads = (self.disk_read_mib_s - swap_in).max(0.0);
         let active = self.accessed.map_or_else(
-            || (used as f64 * self.busy_share).round() as u64,
+            || {
+                let resident = resident.unwrap_or(used);
+                working_set::touched_mib(used, resident, self.busy_share, file_reads)
+            },
             Size::as_mib,
         );
         let sample = working_set::sample_mib(active, allocation.as_mib(), paging);
