@@ -5,10 +5,10 @@
 //!
 //! A sample is the guest RAM DAMON saw accessed where it watches; elsewhere the guest's memory
 //! that is not available to it (neither free nor cache it can drop, plus its watermarks; while
-//! it reads its files, its page cache too), in the share its vCPUs were busy: a guest touches memory only while its vCPUs run, so one that
-//! holds a heap and idles is sampled near zero, as ESX's sampling of touched pages finds it. A
-//! guest that pages to its own disk needs more than it has, so its sample is its allocation plus
-//! a growth step.
+//! it reads its files, its page cache too), in the share its vCPUs were busy: a guest touches
+//! memory only while its vCPUs run, so one that holds a heap and idles is sampled near zero, as
+//! ESX's sampling of touched pages finds it. A guest that pages to its own disk needs more than
+//! it has, so its sample is its allocation plus a growth step.
 
 /// Seconds for the estimate to fall by a factor of e once the samples drop. Long enough to
 /// ride out a pause; short enough that a VM done with a burst gives its memory to the next

@@ -17,15 +17,12 @@ fn creates_limits_fills_and_removes_a_real_group() {
     parent.set_limit(Some(Size::mib(256))).unwrap();
     assert_eq!(parent.limit().unwrap(), Some(Size::mib(256)));
 
-    // Once told to go, the shell writes 64 MiB to a file: page cache charged to its group.
-    let cache_file =
-        std::env::temp_dir().join(format!("memvisor-test-{}.cache", std::process::id()));
+    // Once told to go, the shell writes 64 MiB to a file on a disk (not a tmpfs, whose pages
+    // are not file cache): page cache charged to its group.
+    let cache_file = format!("/var/tmp/memvisor-test-{}.cache", std::process::id());
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "read _ && head -c 64M /dev/zero > {}",
-            cache_file.display()
-        ))
+        .arg(format!("read _ && head -c 64M /dev/zero > {cache_file}"))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();

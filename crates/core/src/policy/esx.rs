@@ -324,9 +324,9 @@ impl Esx {
     }
 
     /// The most the VM's guest used or touched within the last RECENT_USE_S: its working set
-    /// counts the page cache it served its reads from (measured: seed-pg, vm3 ballooned ahead
-    /// of need from 1,023 to 720 MiB between loading PostgreSQL's tables and serving them
-    /// read them again at 9 MiB/s, 0.74 of unconstrained though it got 948 MiB back).
+    /// counts the page cache it served its reads from (measured: seed-pg, vm3, ballooned ahead
+    /// of need from 1,023 to 720 MiB between loading PostgreSQL's tables and serving them, read
+    /// them again at 9 MiB/s and served 0.74 of unconstrained, though it got 948 MiB back).
     fn recent_peak_mib(&mut self, vm: &VmObservation, now_s: f64) -> u64 {
         let used = vm
             .guest_used_mib
