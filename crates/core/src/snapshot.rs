@@ -11,6 +11,12 @@ pub fn pages_to_disk(swap_in_rate: f64, swap_out_rate: f64) -> bool {
     swap_in_rate + swap_out_rate > HUNGRY_PAGING_MIB_S
 }
 
+/// MiB/s a guest reads from its disks beyond its own swap, from what its QEMU reads from
+/// storage and what the guest swaps in: files, among them page cache it lost and reads again.
+pub fn file_read_rate(disk_read_rate: f64, swap_in_rate: f64) -> f64 {
+    (disk_read_rate - swap_in_rate).max(0.0)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Seconds since the scheduler started; policies pace themselves with it, not with a clock.
@@ -139,10 +145,9 @@ impl VmObservation {
         pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
     }
 
-    /// MiB/s the guest reads from its disks beyond its own swap: files, among them page cache
-    /// it lost and reads again.
+    /// MiB/s the guest reads from its disks beyond its own swap.
     pub fn file_read_rate(&self) -> f64 {
-        (self.disk_read_rate - self.guest_swap_in_rate).max(0.0)
+        file_read_rate(self.disk_read_rate, self.guest_swap_in_rate)
     }
 
     /// A guest that has not reported yet is booting: it has touched little so far, and its

@@ -1065,7 +1065,7 @@ impl Vm {
         };
         let (swap_in, swap_out) = self.swap_rates_mib_s;
         let paging = snapshot::pages_to_disk(swap_in, swap_out);
-        let file_reads = (self.disk_read_mib_s - swap_in).max(0.0);
+        let file_reads = snapshot::file_read_rate(self.disk_read_mib_s, swap_in);
         let active = self.accessed.map_or_else(
             || {
                 let resident = resident.unwrap_or(used);
