@@ -453,17 +453,20 @@ impl Esx {
         // A guest reclaiming under a balloon just lowered uses more for a few seconds; that is
         // not the guest filling its memory (measured: libvirt seed, vm1 ballooned 356 -> 285
         // MiB in soft was granted 508 MiB back a round later, its balloon let out past where it
-        // stood before).
+        // stood before), and so does one whose balloon is still inflating (measured: seed, vm2
+        // ballooned 407 -> 177 MiB still held 242 MiB 3.6 s later, counted as filling, and was
+        // granted 143 MiB while vm3 waited on zswap).
         let filling: Vec<bool> = s
             .vms
             .iter()
             .zip(&growing)
             .map(|(vm, &grows)| {
-                let squeezed = self
+                let just_lowered = self
                     .lowered_at
                     .get(&vm.name)
                     .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
-                is_filling(vm, grows) && !squeezed
+                let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
+                is_filling(vm, grows) && !just_lowered && !inflating
             })
             .collect();
         let claims: Vec<Claim> = s
@@ -2833,6 +2836,29 @@ mod tests {
         let plan = ours().decide(&at_peak(59));
         assert_eq!(lowered(&plan), 2, "{plan:?}");
         assert!(caps(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_guest_whose_balloon_is_still_inflating_is_not_filling() {
+        let filling = |p: &mut Esx, at_s: f64, v: &VmObservation| {
+            p.entitle(&snapshot(at_s, 1536, 1000, vec![v.clone()]))
+                .filling[0]
+        };
+        // Its use rises to its allocation as it reclaims under the balloon.
+        let mut a = vm("a", 375, 100);
+        a.target_mib = 177;
+        let mut p = ours();
+        filling(&mut p, 0.0, &a);
+        a.allocation_mib = 242;
+        a.guest_used_mib = Some(200);
+        assert!(!filling(&mut p, 10.0, &a));
+        // Once it stands at its target, a guest using all of it and more than before fills.
+        a.target_mib = 242;
+        a.guest_used_mib = Some(100);
+        let mut p = ours();
+        filling(&mut p, 0.0, &a);
+        a.guest_used_mib = Some(200);
+        assert!(filling(&mut p, 1.0, &a));
     }
 
     #[test]
