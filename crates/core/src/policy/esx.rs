@@ -954,8 +954,8 @@ impl Esx {
                 ));
                 continue;
             }
-            // A busy VM waits on the host's swap at every access to what it lost: while memory
-            // is still needed its cap rises by what is free, so that it is not held below what
+            // A busy VM waits on the host's swap at every access to what it lost: while its cap
+            // stays on, it rises by what is free, so that the VM is not held below what
             // it touches once the others' balloons have delivered (measured: seed, vm3 capped
             // at 858 MiB with 215 MiB in zswap for the rest of the run while vm1 and vm2 were
             // granted what their balloons returned).
@@ -2781,7 +2781,7 @@ mod tests {
             s.vms[0].working_set_mib = Some(400);
             s
         };
-        // Nor is it granted the cache back while the host is short of it.
+        // While the host is short, it is not granted the cache back, as a fresh policy would.
         let mut with_free = reading(2.0, 1400);
         with_free.vms[0].allocation_mib = 200;
         with_free.vms[0].target_mib = 200;
