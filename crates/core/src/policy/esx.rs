@@ -115,8 +115,11 @@ pub struct Esx {
     /// When each VM's balloon was last lowered: its use rises for a few seconds after as the
     /// guest reclaims, which is the balloon's doing, not the guest filling its memory.
     lowered_at: BTreeMap<String, f64>,
+    /// When each VM's balloon was last lowered from rest: lowering it again on the way does
+    /// not make a balloon that returns nothing count as delivering.
+    delivery_started: BTreeMap<String, f64>,
     /// VMs whose balloon took memory while the host was short, until it has had room for
-    /// ROOM_AGAIN_S.
+    /// ROOM_AGAIN_S since the last of them.
     squeezed: BTreeSet<String>,
     /// Since when the host has been in its high state.
     high_since: Option<f64>,
@@ -234,6 +237,7 @@ impl Esx {
             taken_ahead: BTreeMap::new(),
             rereading: BTreeMap::new(),
             lowered_at: BTreeMap::new(),
+            delivery_started: BTreeMap::new(),
             squeezed: BTreeSet::new(),
             high_since: None,
             last_start: None,
@@ -289,24 +293,10 @@ impl Esx {
     /// took turns on vm1 every few seconds at 5 to 11% free).
     fn give_back(&self, r: &Round, plan: &mut Plan) {
         let s = r.s;
-        let high_margin = (s.host.budget_mib as f64 * self.settings.thresholds.high / 100.0) as u64;
-        // Targets in flight, and what this round already granted.
-        let in_flight: u64 = s
-            .vms
-            .iter()
-            .map(|v| {
-                let target = plan.allocation_for(&v.name).unwrap_or(v.target_mib);
-                target.max(v.target_mib).saturating_sub(v.allocation_mib)
-            })
-            .sum();
         // Half the room stays free: a VM that wakes fills memory faster than balloons take
         // cache back (measured: seed, vm1 and vm2 given back 645 MiB while vm3 idled; when vm3
         // woke the host went from high to hard within a round, and zswap took 921 MiB).
-        let mut room = s
-            .host
-            .free_mib()
-            .saturating_sub(r.kept_free.max(high_margin) + in_flight + r.boot_room)
-            / 2;
+        let mut room = self.unclaimed_free_mib(r, plan) / 2;
         for vm in &s.vms {
             let Some(reread) = self.rereading.get(&vm.name) else {
                 continue;
@@ -392,7 +382,8 @@ impl Esx {
             active_mib: if filling && vm.allocation_mib.max(vm.target_mib) < ceiling {
                 ceiling
             } else if squeezed {
-                vm.active_mib().min(vm.guest_used_mib.unwrap_or(0))
+                let active = vm.active_mib();
+                vm.guest_used_mib.map_or(active, |used| active.min(used))
             } else {
                 vm.active_mib()
             },
@@ -775,8 +766,13 @@ impl Esx {
             }
             if target < vm.target_mib {
                 self.lowered_at.insert(vm.name.clone(), s.at_s);
-                if need {
+                if vm.allocation_mib <= vm.target_mib + DEAD_BAND_MIB {
+                    self.delivery_started.insert(vm.name.clone(), s.at_s);
+                }
+                // A booting guest has no cache to read back.
+                if need && !vm.is_booting() {
                     self.squeezed.insert(vm.name.clone());
+                    self.high_since = None;
                 }
             }
             plan.push(
@@ -808,10 +804,28 @@ impl Esx {
         (owed, deliverable)
     }
 
-    /// What a VM's balloon, lowered within BALLOON_DELIVERY_S, is still returning.
+    /// Free memory above the high threshold that no grant in flight or this round, and no
+    /// VM waiting to start, has claimed.
+    fn unclaimed_free_mib(&self, r: &Round, plan: &Plan) -> u64 {
+        let s = r.s;
+        let high_margin = (s.host.budget_mib as f64 * self.settings.thresholds.high / 100.0) as u64;
+        let in_flight: u64 = s
+            .vms
+            .iter()
+            .map(|v| {
+                let target = plan.allocation_for(&v.name).unwrap_or(v.target_mib);
+                target.max(v.target_mib).saturating_sub(v.allocation_mib)
+            })
+            .sum();
+        s.host
+            .free_mib()
+            .saturating_sub(r.kept_free.max(high_margin) + in_flight + r.boot_room)
+    }
+
+    /// What a VM's balloon, lowered from rest within BALLOON_DELIVERY_S, is still returning.
     fn delivering_mib(&self, vm: &VmObservation, now_s: f64) -> u64 {
         let in_flight = self
-            .lowered_at
+            .delivery_started
             .get(&vm.name)
             .is_some_and(|&at| now_s - at <= BALLOON_DELIVERY_S);
         if in_flight {
@@ -865,7 +879,8 @@ impl Esx {
         let high_free = (r.s.host.budget_mib as f64 * self.settings.thresholds.high / 100.0) as u64;
         let shortfall =
             (high_free.saturating_sub(r.s.host.free_mib()) + unmet).saturating_sub(deliverable);
-        let (mut owing, lifted) = self.lift_caps(r, need, anonymous_owed);
+        let unclaimed = self.unclaimed_free_mib(r, plan);
+        let (mut owing, lifted) = self.lift_caps(r, need, anonymous_owed, unclaimed);
         // Quiet VMs first: what they hold costs them nothing until they wake. Then those whose
         // balloons did not deliver: that memory was judged idle already.
         owing.sort_by(|a, b| {
@@ -888,6 +903,7 @@ impl Esx {
         r: &Round<'a>,
         need: bool,
         anonymous_owed: &[u64],
+        mut unclaimed: u64,
     ) -> (Vec<Owing<'a>>, Vec<(Action, String)>) {
         let s = r.s;
         let hard = r.state >= FreeState::Hard;
@@ -955,18 +971,16 @@ impl Esx {
                 continue;
             }
             // A busy VM waits on the host's swap at every access to what it lost: while its cap
-            // stays on, it rises by what is free, so that the VM is not held below what
-            // it touches once the others' balloons have delivered (measured: seed, vm3 capped
-            // at 858 MiB with 215 MiB in zswap for the rest of the run while vm1 and vm2 were
-            // granted what their balloons returned).
-            let spare = s
-                .host
-                .free_mib()
-                .saturating_sub(r.kept_free + DEAD_BAND_MIB)
-                .min(vm.host_swapped_mib);
-            // Never past all the VM's memory: pages it no longer touches stay in swap.
-            let raised = (cap + spare).min(vm.host_rss_mib + vm.host_swapped_mib);
+            // stays on, it rises by what is free above the high threshold that nothing else
+            // claimed, so that the VM is not held below what it touches once the others'
+            // balloons have delivered (measured: seed, vm3 capped at 858 MiB with 215 MiB in
+            // zswap for the rest of the run while vm1 and vm2 were granted what their balloons
+            // returned). Never past all the VM's memory: pages it no longer touches stay in
+            // swap.
+            let raised = (cap + unclaimed).min(vm.host_rss_mib + vm.host_swapped_mib);
             if !is_quiet(vm) && raised > cap + DEAD_BAND_MIB {
+                let spare = raised - cap;
+                unclaimed -= spare;
                 self.offloaded.insert(vm.name.clone(), raised);
                 lifted.push((
                     Action::CgroupLimit {
@@ -974,7 +988,7 @@ impl Esx {
                         limit_mib: Some(raised),
                     },
                     format!(
-                        "{}; {} owes nothing and is busy: its host limit rises with the {spare} MiB free beyond what is kept free, to {raised} MiB",
+                        "{}; {} owes nothing and is busy: its host limit rises with {spare} MiB free above the high threshold, to {raised} MiB",
                         r.why_state, vm.name
                     ),
                 ));
@@ -2781,14 +2795,15 @@ mod tests {
             s.vms[0].working_set_mib = Some(400);
             s
         };
-        // While the host is short, it is not granted the cache back, as a fresh policy would.
-        let mut with_free = reading(2.0, 1400);
-        with_free.vms[0].allocation_mib = 200;
-        with_free.vms[0].target_mib = 200;
+        // Until the host has had room for a while, it is not granted the cache back, as a fresh
+        // policy would.
+        let mut with_free = reading(2.0, 1000);
+        with_free.vms[0].allocation_mib = 120;
+        with_free.vms[0].target_mib = 120;
         let granted = |plan: &Plan| {
             allocations(plan)
                 .into_iter()
-                .any(|(n, t)| n == "vm1" && t > 200)
+                .any(|(n, t)| n == "vm1" && t > 120)
         };
         assert!(granted(&ours().decide(&with_free)));
         assert!(!granted(&p.decide(&with_free)));
@@ -2802,6 +2817,29 @@ mod tests {
         // Once the host has had room for a while, what the guest reads counts again.
         let later = room(4.0 + ROOM_AGAIN_S);
         assert_eq!(entitled(&mut p, &later), entitled(&mut ours(), &later));
+    }
+
+    #[test]
+    fn a_guest_ballooned_as_it_boots_keeps_its_claim() {
+        let mut booting = vm("boot", 1024, 0);
+        booting.guest_used_mib = None;
+        booting.guest_resident_mib = None;
+        booting.working_set_mib = None;
+        let s = |at_s: f64| {
+            let mut busy = vm("busy", 1024, 400);
+            busy.shares = 2000;
+            snapshot(at_s, 1536, 1530, vec![busy, booting.clone()])
+        };
+        let mut p = ours();
+        let plan = p.decide(&s(0.0));
+        assert!(
+            allocations(&plan).iter().any(|(n, _)| n == "boot"),
+            "{plan:?}"
+        );
+        assert_eq!(
+            p.entitle(&s(1.0)).entitled[1],
+            ours().entitle(&s(1.0)).entitled[1]
+        );
     }
 
     #[test]
@@ -2885,6 +2923,7 @@ mod tests {
             p.decide(&s);
         }
         assert_eq!(p.offloaded.get("busy"), Some(&(858 + 450)));
+        assert!(caps(&p.decide(&s)).is_empty());
         // A quiet VM's cap stays: what it lost costs it nothing until it wakes.
         busy.working_set_mib = Some(100);
         let s = snapshot(0.0, 2048, 1576, vec![idle("a"), idle("b"), busy]);
