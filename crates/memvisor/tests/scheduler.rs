@@ -64,9 +64,11 @@ fn seed_scenario_runs_without_oom_kills_or_swapping_to_the_host_disk() {
     assert_eq!(ours["vms_lost"], 0, "{ours}");
     let events = std::fs::read_to_string(dir.path().join("bench/ours/events.jsonl")).unwrap();
     // Why the host offloaded, if it did: the caps and the states around them.
+    // A cap raised for a busy VM gives memory back; only caps that take it need a reason.
     let caps: Vec<&str> = events
         .lines()
         .filter(|l| l.contains("\"cgroup_limit\"") && !l.contains("\"limit_mib\":null"))
+        .filter(|l| !l.contains("its host limit rises"))
         .collect();
     let offloads: Vec<&str> = events
         .lines()
