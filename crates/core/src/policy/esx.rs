@@ -970,31 +970,41 @@ impl Esx {
                 ));
                 continue;
             }
-            // A busy VM waits on the host's swap at every access to what it lost: while its cap
-            // stays on, it rises by what is free above the high threshold that nothing else
-            // claimed, so that the VM is not held below what it touches once the others'
-            // balloons have delivered (measured: seed, vm3 capped at 858 MiB with 215 MiB in
-            // zswap for the rest of the run while vm1 and vm2 were granted what their balloons
-            // returned). Never past all the VM's memory: pages it no longer touches stay in
-            // swap.
-            let raised = (cap + unclaimed).min(vm.host_rss_mib + vm.host_swapped_mib);
-            if !is_quiet(vm) && raised > cap + DEAD_BAND_MIB {
-                let spare = raised - cap;
-                unclaimed -= spare;
-                self.offloaded.insert(vm.name.clone(), raised);
-                lifted.push((
-                    Action::CgroupLimit {
-                        vm: vm.name.clone(),
-                        limit_mib: Some(raised),
-                    },
-                    format!(
-                        "{}; {} owes nothing and is busy: its host limit rises with {spare} MiB free above the high threshold, to {raised} MiB",
-                        r.why_state, vm.name
-                    ),
-                ));
-            }
+            lifted.extend(self.raise_cap(r, vm, cap, &mut unclaimed));
         }
         (owing, lifted)
+    }
+
+    /// A busy VM waits on the host's swap at every access to what it lost: while its cap stays
+    /// on, it rises by what is free above the high threshold that nothing else claimed, so that
+    /// the VM is not held below what it touches once the others' balloons have delivered
+    /// (measured: seed, vm3 capped at 858 MiB with 215 MiB in zswap for the rest of the run
+    /// while vm1 and vm2 were granted what their balloons returned). Never past all the VM's
+    /// memory: pages it no longer touches stay in swap.
+    fn raise_cap(
+        &mut self,
+        r: &Round,
+        vm: &VmObservation,
+        cap: u64,
+        unclaimed: &mut u64,
+    ) -> Option<(Action, String)> {
+        let raised = (cap + *unclaimed).min(vm.host_rss_mib + vm.host_swapped_mib);
+        if is_quiet(vm) || raised <= cap + DEAD_BAND_MIB {
+            return None;
+        }
+        let spare = raised - cap;
+        *unclaimed -= spare;
+        self.offloaded.insert(vm.name.clone(), raised);
+        Some((
+            Action::CgroupLimit {
+                vm: vm.name.clone(),
+                limit_mib: Some(raised),
+            },
+            format!(
+                "{}; {} owes nothing and is busy: its host limit rises with {spare} MiB free above the high threshold, to {raised} MiB",
+                r.why_state, vm.name
+            ),
+        ))
     }
 
     /// Lowers the caps of the owing VMs, in order, until the shortfall is met.
