@@ -37,6 +37,7 @@ fn snapshot(vms: usize) -> Snapshot {
             throughput: None,
             cgroup_limit_mib: None,
             host_swapped_mib: 0,
+            host_faults_per_s: 0.0,
             stalled_at_host_limit: false,
             guest_oom_kills: 0,
             launched_s_ago: Some(600.0),

@@ -100,6 +100,9 @@ pub struct VmObservation {
     /// QEMU's memory in host swap.
     #[serde(default)]
     pub host_swapped_mib: u64,
+    /// Major faults a second of its QEMU: guest memory coming back from the host's swap.
+    #[serde(default)]
+    pub host_faults_per_s: f64,
     /// Its QEMU waits at its cgroup limit: the kernel found nothing there to reclaim that the
     /// VM does not touch again at once (v1 only; it would have been killed there).
     #[serde(default)]

@@ -15,7 +15,7 @@ use crate::reservation::{self, GUEST_FLOOR};
 use crate::sharing::KsmPacer;
 use crate::size::Size;
 use crate::snapshot::{HostObservation, PendingVm, Snapshot, VmObservation};
-use crate::working_set::HUNGRY_GROWTH_MIB;
+use crate::working_set::{HUNGRY_GROWTH_MIB, STALLED_FAULTS_PER_S};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Changes smaller than this (MiB) are not worth a balloon round trip.
@@ -246,6 +246,23 @@ impl Esx {
         }
     }
 
+    /// Forgets what it noted of VMs that are gone: one started again under the same name is
+    /// neither capped nor squeezed for what the one before did.
+    fn forget_gone(&mut self, s: &Snapshot) {
+        let present: BTreeSet<&str> = s.vms.iter().map(|v| v.name.as_str()).collect();
+        let here = |name: &String| present.contains(name.as_str());
+        self.offloaded.retain(|n, _| here(n));
+        self.stalled_at.retain(|n, _| here(n));
+        self.oom.retain(|n, _| here(n));
+        self.used_before.retain(|n, _| here(n));
+        self.recent_peak.retain(|n, _| here(n));
+        self.taken_ahead.retain(|n, _| here(n));
+        self.rereading.retain(|n, _| here(n));
+        self.lowered_at.retain(|n, _| here(n));
+        self.delivery_started.retain(|n, _| here(n));
+        self.squeezed.retain(|n| here(n));
+    }
+
     /// Notes the VMs that read again what a balloon step ahead of need took from them.
     fn notice_rereads(&mut self, s: &Snapshot) {
         let now = s.at_s;
@@ -446,7 +463,10 @@ impl Esx {
         // MiB in soft was granted 508 MiB back a round later, its balloon let out past where it
         // stood before), and so does one whose balloon is still inflating (measured: seed, vm2
         // ballooned 407 -> 177 MiB still held 242 MiB 3.6 s later, counted as filling, and was
-        // granted 143 MiB while vm3 waited on zswap).
+        // granted 143 MiB while vm3 waited on zswap). Nor does a guest a balloon squeezed to its
+        // cache floor: its cache below its watermarks counts as used, so its use reaches its
+        // allocation (measured: seed, vm1 at its floor counted as filling and was granted
+        // 103 MiB while vm3 waited on zswap); it is granted memory once it pages.
         let filling: Vec<bool> = s
             .vms
             .iter()
@@ -457,7 +477,8 @@ impl Esx {
                     .get(&vm.name)
                     .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
                 let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
-                is_filling(vm, grows) && !just_lowered && !inflating
+                let squeezed = self.squeezed.contains(&vm.name);
+                is_filling(vm, grows) && !just_lowered && !inflating && !squeezed
             })
             .collect();
         let claims: Vec<Claim> = s
@@ -541,7 +562,7 @@ impl Esx {
             // What a squeezed guest asks for is the cache its balloon took: granted, it is
             // taken again a round later (measured: seed, vm1 and vm2 ballooned to 170 MiB and
             // granted 270 MiB back every few seconds while vm3 waited on zswap).
-            if self.squeezed.contains(&vm.name) && !filling && !vm.is_hungry() {
+            if self.squeezed.contains(&vm.name) && !vm.is_hungry() {
                 continue;
             }
             let base = vm.allocation_mib.max(vm.target_mib);
@@ -690,20 +711,26 @@ impl Esx {
         // uses all it has while part of it is in host swap: it waits on the host at every access
         // to that part (measured: seed, vm3 not capped, entitled to all of its 1,024 MiB, held
         // 59 MiB in zswap to the end while vm1 and vm2 kept 50 MiB of cache each above their
-        // floors: 0.76 of unconstrained).
-        let waits_on_host_swap = |vm: &VmObservation| {
-            need && !is_quiet(vm) && uses_its_allocation(vm) && vm.host_swapped_mib > DEAD_BAND_MIB
+        // floors: 0.76 of unconstrained). So does a VM whose use rises while memory is needed:
+        // the balloons that follow its entitlement move a step behind its working set, which
+        // trails what it writes (measured: seed, vm3 woke at 79 s, vm1's balloon followed its
+        // entitlement 565 -> 424 -> 257 -> 172 MiB over 10 s, and vm3 ran at full speed only 13
+        // to 20 s after it woke).
+        let waits_on_host_swap = |vm: &VmObservation| need && !is_quiet(vm) && faults_back(vm);
+        let rises = |vm: &VmObservation, grows: bool| {
+            need && grows && !vm.is_booting() && !self.squeezed.contains(&vm.name)
         };
         let owing_shares = s
             .vms
             .iter()
             .zip(&bounds)
-            .filter(|(vm, b)| {
+            .zip(&r.growing)
+            .filter(|((vm, b), &grows)| {
                 let owes = host_may_cap(vm)
                     && b.as_ref().is_some_and(|b| b.anonymous_owed > DEAD_BAND_MIB);
-                owes || waits_on_host_swap(vm)
+                owes || waits_on_host_swap(vm) || rises(vm, grows)
             })
-            .map(|(vm, _)| vm.shares)
+            .map(|((vm, _), _)| vm.shares)
             .max();
         if let Some(shares) = owing_shares {
             for (vm, b) in s.vms.iter().zip(&mut bounds) {
@@ -1124,6 +1151,7 @@ impl Policy for Esx {
 
     fn decide(&mut self, s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
+        self.forget_gone(s);
         self.notice_rereads(s);
         let last_starting = self
             .last_start
@@ -1238,6 +1266,12 @@ fn host_floor_mib(vm: &VmObservation, hard: bool, floors_fit: bool) -> u64 {
         vm.reservation_mib.max(vm.working_set_mib.unwrap_or(0))
     };
     vm.overhead_mib() + kept.max(GUEST_HOT_MIB)
+}
+
+/// A VM faulting back what the host swapped of it: it touches those pages again, and waits on
+/// the host at every access to them (pages it never touches again cost it nothing there).
+fn faults_back(vm: &VmObservation) -> bool {
+    vm.host_swapped_mib > DEAD_BAND_MIB && vm.host_faults_per_s >= STALLED_FAULTS_PER_S
 }
 
 /// A VM whose working set is under half of what its guest uses: it holds memory it does not
@@ -2867,9 +2901,10 @@ mod tests {
         vm3.shares = 2000;
         vm3.host_rss_mib = 1003;
         vm3.working_set_mib = Some(958);
-        let at_peak = |swapped: u64| {
+        let at_peak = |swapped: u64, faults_per_s: f64| {
             let mut vm3 = vm3.clone();
             vm3.host_swapped_mib = swapped;
+            vm3.host_faults_per_s = faults_per_s;
             let mut s = snapshot(0.0, 1536, 1510, vec![cache("vm1"), cache("vm2"), vm3]);
             s.host.ksm_saved_mib = 200;
             s
@@ -2880,10 +2915,40 @@ mod tests {
                 .filter(|(n, t)| n != "vm3" && *t < 240)
                 .count()
         };
-        assert_eq!(lowered(&ours().decide(&at_peak(0))), 0);
-        let plan = ours().decide(&at_peak(59));
+        assert_eq!(lowered(&ours().decide(&at_peak(0, 0.0))), 0);
+        // Pages it never faults back cost it nothing in swap.
+        assert_eq!(lowered(&ours().decide(&at_peak(59, 0.0))), 0);
+        let plan = ours().decide(&at_peak(59, 2000.0));
         assert_eq!(lowered(&plan), 2, "{plan:?}");
         assert!(caps(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn page_cache_goes_at_once_while_a_vm_with_more_shares_rises() {
+        // The seed as vm3 wakes: vm1 and vm2 read their cache, so it counts as active.
+        let reader = |name: &str| {
+            let mut v = vm(name, 500, 60);
+            v.guest_resident_mib = Some(460);
+            v.working_set_mib = Some(400);
+            v
+        };
+        let waking = |at_s: f64, used_mib: u64| {
+            let mut vm3 = vm("vm3", 1024, used_mib);
+            vm3.shares = 2000;
+            vm3.host_rss_mib = used_mib + 60;
+            snapshot(at_s, 1536, 1480, vec![reader("vm1"), reader("vm2"), vm3])
+        };
+        let vm1_target = |rising: bool| {
+            let mut p = ours();
+            p.entitle(&waking(0.0, if rising { 100 } else { 300 }));
+            let plan = p.decide(&waking(1.0, 300));
+            allocations(&plan)
+                .into_iter()
+                .find(|(n, _)| n == "vm1")
+                .map_or(500, |(_, t)| t)
+        };
+        let (steady, rising) = (vm1_target(false), vm1_target(true));
+        assert!(rising + 50 < steady, "{rising} against {steady}");
     }
 
     #[test]
@@ -2907,6 +2972,41 @@ mod tests {
         filling(&mut p, 0.0, &a);
         a.guest_used_mib = Some(200);
         assert!(filling(&mut p, 1.0, &a));
+    }
+
+    #[test]
+    fn a_guest_squeezed_to_its_cache_floor_is_not_filling() {
+        // Its cache below the watermarks counts as used: its use reaches its allocation.
+        let at_floor = |at_s: f64, used_mib: u64| {
+            let mut s = seed_at_vm3_peak(at_s, 190);
+            s.vms[0].allocation_mib = 190;
+            s.vms[0].target_mib = 190;
+            s.vms[0].guest_used_mib = Some(used_mib);
+            s
+        };
+        let filling = |p: &mut Esx| {
+            p.entitle(&at_floor(20.0, 100));
+            p.entitle(&at_floor(21.0, 180)).filling[0]
+        };
+        assert!(filling(&mut ours()));
+        let mut p = ours();
+        p.decide(&seed_at_vm3_peak(0.0, 900));
+        assert!(p.squeezed.contains("vm1"));
+        assert!(!filling(&mut p));
+    }
+
+    #[test]
+    fn what_was_noted_of_a_vm_that_is_gone_is_forgotten() {
+        let mut p = ours();
+        p.decide(&seed_at_vm3_peak(0.0, 900));
+        assert!(p.squeezed.contains("vm1") && p.lowered_at.contains_key("vm1"));
+        let mut s = seed_at_vm3_peak(1.0, 900);
+        s.vms.remove(0);
+        p.decide(&s);
+        assert!(!p.squeezed.contains("vm1"));
+        assert!(!p.lowered_at.contains_key("vm1"));
+        assert!(!p.used_before.contains_key("vm1"));
+        assert!(p.used_before.contains_key("vm2"));
     }
 
     #[test]

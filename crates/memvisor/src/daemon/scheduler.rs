@@ -336,6 +336,7 @@ mod tests {
             throughput: None,
             cgroup_limit_mib: None,
             host_swapped_mib: 0,
+            host_faults_per_s: 0.0,
             stalled_at_host_limit: false,
             guest_oom_kills: 0,
             launched_s_ago: None,

@@ -90,6 +90,8 @@ pub struct Vm {
     busy_share: f64,
     /// MiB/s QEMU read from storage since the last round.
     disk_read_mib_s: f64,
+    /// QEMU's major faults a second since the last round.
+    major_faults_per_s: f64,
     shared: Option<Size>,
     cgroup_limit: Option<Size>,
     /// An attached QEMU's own group's limit before memvisor capped it, put back on release.
@@ -145,6 +147,7 @@ impl Vm {
             activity_seen: None,
             busy_share: 1.0,
             disk_read_mib_s: 0.0,
+            major_faults_per_s: 0.0,
             shared: None,
             cgroup_limit: None,
             cgroup_found: None,
@@ -1033,9 +1036,10 @@ impl Vm {
             if seconds < 0.5 {
                 return;
             }
+            self.major_faults_per_s = faults.saturating_sub(last_faults) as f64 / seconds;
             self.busy_share = working_set::busy_share(
                 100.0 * (cpu_s - last_cpu_s) / seconds,
-                faults.saturating_sub(last_faults) as f64 / seconds,
+                self.major_faults_per_s,
             );
             if let (Some(read), Some(last_read)) = (read_bytes, last_read) {
                 self.disk_read_mib_s = read.saturating_sub(last_read) as f64 / seconds / 1048576.0;
@@ -1171,6 +1175,7 @@ impl Vm {
         self.activity_seen = None;
         self.busy_share = 1.0;
         self.disk_read_mib_s = 0.0;
+        self.major_faults_per_s = 0.0;
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
         self.cgroup_limit = None;

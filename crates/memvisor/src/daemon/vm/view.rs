@@ -131,6 +131,7 @@ impl Vm {
             throughput: report.as_ref().map(|r| r.pages_per_sec),
             cgroup_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map_or(0, mib),
+            host_faults_per_s: self.major_faults_per_s,
             stalled_at_host_limit: self.stalled_at_host_limit,
             guest_oom_kills: report.as_ref().map_or(0, |r| r.oom_kills),
             launched_s_ago: self.launched_at.map(|t| t.elapsed().as_secs_f64()),
