@@ -100,7 +100,8 @@ pub struct VmObservation {
     /// QEMU's memory in host swap.
     #[serde(default)]
     pub host_swapped_mib: u64,
-    /// Major faults a second of its QEMU: guest memory coming back from the host's swap.
+    /// Major faults a second of its QEMU: guest memory coming back from the host's swap (and
+    /// the few file pages QEMU itself maps).
     #[serde(default)]
     pub host_faults_per_s: f64,
     /// Its QEMU waits at its cgroup limit: the kernel found nothing there to reclaim that the

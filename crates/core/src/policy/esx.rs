@@ -101,9 +101,9 @@ pub struct Esx {
     stalled_at: BTreeMap<String, u64>,
     /// Each VM's guest OOM kills when last seen, and until when its balloon is left alone.
     oom: BTreeMap<String, (u64, f64)>,
-    /// What each VM's guest used at the last round, and when its use last rose: one that
-    /// grows is left its free memory.
-    used_before: BTreeMap<String, (u64, f64)>,
+    /// What each VM's guest used at the last round, and its last rise: one that grows is left
+    /// its free memory.
+    used_before: BTreeMap<String, UseSeen>,
     /// Each VM's peak guest use or working set within the last RECENT_USE_S, and when seen.
     recent_peak: BTreeMap<String, (u64, f64)>,
     /// When each VM waiting to start first asked.
@@ -169,6 +169,14 @@ impl StartWatch {
     }
 }
 
+/// A VM's guest use at the last round, and when and how fast it last rose.
+struct UseSeen {
+    used_mib: u64,
+    at_s: f64,
+    rose_at_s: f64,
+    rise_mib_s: f64,
+}
+
 /// A balloon step ahead of need, as its VM was before the first one of a series.
 struct TakenAhead {
     /// What its guest held then and the slack a balloon leaves: the cache it may read again,
@@ -201,6 +209,10 @@ struct Round<'a> {
     entitled: Vec<u64>,
     /// Each VM's guest uses more than at the last round: its balloon leaves it alone.
     growing: Vec<bool>,
+    /// Each VM whose use rises faster than free memory lasts while balloons deliver (its
+    /// balloon not moving, not squeezed, not booting), and why, for the first of them.
+    outgrows: Vec<bool>,
+    outgrows_why: Option<String>,
     /// Each VM growing up to its allocation, unless its balloon was just lowered: it is
     /// entitled and granted all it may have.
     filling: Vec<bool>,
@@ -251,6 +263,10 @@ impl Esx {
     fn forget_gone(&mut self, s: &Snapshot) {
         let present: BTreeSet<&str> = s.vms.iter().map(|v| v.name.as_str()).collect();
         let here = |name: &String| present.contains(name.as_str());
+        // Every VM seen has a use noted: where none is gone, there is nothing to forget.
+        if self.used_before.keys().all(here) {
+            return;
+        }
         self.offloaded.retain(|n, _| here(n));
         self.stalled_at.retain(|n, _| here(n));
         self.oom.retain(|n, _| here(n));
@@ -442,22 +458,27 @@ impl Esx {
         let usable = (host.budget_mib + host.ksm_saved_mib)
             .saturating_sub(kept_free + overhead + boot_room + host.other_used_mib);
         let floors_fit = s.vms.iter().map(floor_mib).sum::<u64>() <= usable;
-        let growing: Vec<bool> = s
+        let (growing, rise_rates): (Vec<bool>, Vec<f64>) = s
             .vms
             .iter()
             .map(|vm| {
                 let used = vm.guest_used_mib.unwrap_or(0);
-                let (before, rose_at) = self
-                    .used_before
-                    .entry(vm.name.clone())
-                    .or_insert((used, f64::NEG_INFINITY));
-                if used > *before + DEAD_BAND_MIB {
-                    *rose_at = s.at_s;
+                let seen = self.used_before.entry(vm.name.clone()).or_insert(UseSeen {
+                    used_mib: used,
+                    at_s: s.at_s,
+                    rose_at_s: f64::NEG_INFINITY,
+                    rise_mib_s: 0.0,
+                });
+                if used > seen.used_mib + DEAD_BAND_MIB {
+                    seen.rose_at_s = s.at_s;
+                    seen.rise_mib_s = (used - seen.used_mib) as f64 / (s.at_s - seen.at_s).max(1.0);
                 }
-                *before = used;
-                s.at_s - *rose_at <= GROWTH_HOLD_S
+                seen.used_mib = used;
+                seen.at_s = s.at_s;
+                let grows = s.at_s - seen.rose_at_s <= GROWTH_HOLD_S;
+                (grows, if grows { seen.rise_mib_s } else { 0.0 })
             })
-            .collect();
+            .unzip();
         // A guest reclaiming under a balloon just lowered uses more for a few seconds; that is
         // not the guest filling its memory (measured: libvirt seed, vm1 ballooned 356 -> 285
         // MiB in soft was granted 508 MiB back a round later, its balloon let out past where it
@@ -467,7 +488,7 @@ impl Esx {
         // cache floor: its cache below its watermarks counts as used, so its use reaches its
         // allocation (measured: seed, vm1 at its floor counted as filling and was granted
         // 103 MiB while vm3 waited on zswap); it is granted memory once it pages.
-        let filling: Vec<bool> = s
+        let own_rise: Vec<bool> = s
             .vms
             .iter()
             .zip(&growing)
@@ -478,9 +499,26 @@ impl Esx {
                     .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
                 let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
                 let squeezed = self.squeezed.contains(&vm.name);
-                is_filling(vm, grows) && !just_lowered && !inflating && !squeezed
+                grows && !just_lowered && !inflating && !squeezed
             })
             .collect();
+        let filling: Vec<bool> = s
+            .vms
+            .iter()
+            .zip(&own_rise)
+            .map(|(vm, &rises)| is_filling(vm, rises))
+            .collect();
+        // A balloon letting memory out reads as use rising too.
+        let steady_rise: Vec<bool> = s
+            .vms
+            .iter()
+            .zip(&own_rise)
+            .map(|(vm, &rises)| {
+                rises && !vm.is_booting() && vm.target_mib <= vm.allocation_mib + DEAD_BAND_MIB
+            })
+            .collect();
+        let (outgrows, outgrows_why) =
+            outgrowing(s, kept_free + boot_room, &steady_rise, &rise_rates);
         let claims: Vec<Claim> = s
             .vms
             .iter()
@@ -498,6 +536,8 @@ impl Esx {
             boot_room,
             entitled: allocate(&claims, usable, self.settings.idle_tax),
             growing,
+            outgrows,
+            outgrows_why,
             filling,
             floors_fit,
         }
@@ -707,34 +747,39 @@ impl Esx {
         // and vm2, entitled to a little more than they held, kept 400 MiB of cache each). Only
         // where the host holds more than that floor: memory a guest freed is back already
         // (measured: turns, an idle c holding 138 MiB ballooned from 1,024 to 192 MiB, which
-        // freed nothing, then granted back in four steps as its turn began). So does a VM that
-        // uses all it has while part of it is in host swap: it waits on the host at every access
+        // freed nothing, then granted back in four steps as its turn began). So does a busy VM
+        // that faults back what the host swapped of it: it waits on the host at every access
         // to that part (measured: seed, vm3 not capped, entitled to all of its 1,024 MiB, held
         // 59 MiB in zswap to the end while vm1 and vm2 kept 50 MiB of cache each above their
-        // floors: 0.76 of unconstrained). So does a VM whose use rises while memory is needed:
-        // the balloons that follow its entitlement move a step behind its working set, which
-        // trails what it writes (measured: seed, vm3 woke at 79 s, vm1's balloon followed its
-        // entitlement 565 -> 424 -> 257 -> 172 MiB over 10 s, and vm3 ran at full speed only 13
-        // to 20 s after it woke).
+        // floors: 0.76 of unconstrained). And a VM that outgrows free memory makes the VMs with
+        // fewer shares give page cache at once: balloons that follow its entitlement move a
+        // step behind its working set, which trails what it writes (measured: seed, vm3 woke at
+        // 79 s, vm1's balloon followed its entitlement 565 -> 424 -> 257 -> 172 MiB over 10 s,
+        // and vm3 ran at full speed only 13 to 20 s after it woke).
         let waits_on_host_swap = |vm: &VmObservation| need && !is_quiet(vm) && faults_back(vm);
-        let rises = |vm: &VmObservation, grows: bool| {
-            need && grows && !vm.is_booting() && !self.squeezed.contains(&vm.name)
-        };
         let owing_shares = s
             .vms
             .iter()
             .zip(&bounds)
-            .zip(&r.growing)
-            .filter(|((vm, b), &grows)| {
+            .filter(|(vm, b)| {
                 let owes = host_may_cap(vm)
                     && b.as_ref().is_some_and(|b| b.anonymous_owed > DEAD_BAND_MIB);
-                owes || waits_on_host_swap(vm) || rises(vm, grows)
+                owes || waits_on_host_swap(vm)
             })
-            .map(|((vm, _), _)| vm.shares)
+            .map(|(vm, _)| vm.shares)
             .max();
-        if let Some(shares) = owing_shares {
+        let outgrowing_shares = s
+            .vms
+            .iter()
+            .zip(&r.outgrows)
+            .filter(|(_, &outgrows)| need && outgrows)
+            .map(|(vm, _)| vm.shares)
+            .max();
+        if owing_shares.is_some() || outgrowing_shares.is_some() {
             for (vm, b) in s.vms.iter().zip(&mut bounds) {
-                let gives_cache = vm.shares <= shares
+                let behind = owing_shares.is_some_and(|shares| vm.shares <= shares)
+                    || outgrowing_shares.is_some_and(|shares| vm.shares < shares);
+                let gives_cache = behind
                     && !vm.is_booting()
                     && held_mib(vm) > cache_floor_mib(vm) + DEAD_BAND_MIB;
                 if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0 && gives_cache) {
@@ -770,6 +815,12 @@ impl Esx {
         let mut slots = self.settings.max_inflating.saturating_sub(already);
         let why = if unmet > 0 {
             format!("{}; VMs need {unmet} MiB more than is free", r.why_state)
+        } else if let Some(rise) = r
+            .outgrows_why
+            .as_ref()
+            .filter(|_| r.state < FreeState::Soft)
+        {
+            format!("{}; {rise}", r.why_state)
         } else if need {
             r.why_state.clone()
         } else {
@@ -829,22 +880,6 @@ impl Esx {
             .map(|b| b.as_ref().map_or(0, |b| b.anonymous_owed))
             .collect();
         (owed, deliverable)
-    }
-
-    /// A VM whose use rises may grow into more than the host has free: memory is needed within
-    /// seconds, and balloons move fastest before the host is short, not once every guest
-    /// waits on it (measured: seed, vm3 woke on a host 17% free with 820 MiB to grow into;
-    /// the balloons began at 2% free, took 15 s to inflate on a host at its limit, and vm3
-    /// reached full speed 18 to 35 s after it woke).
-    fn rise_outgrows_free(&self, r: &Round) -> bool {
-        let free = r.s.host.free_mib().saturating_sub(r.kept_free);
-        r.s.vms.iter().zip(&r.growing).any(|(vm, &grows)| {
-            let room = vm
-                .allocation_mib
-                .max(vm.target_mib)
-                .saturating_sub(held_mib(vm));
-            grows && !vm.is_booting() && !self.squeezed.contains(&vm.name) && room > free
-        })
     }
 
     /// Free memory above the high threshold that no grant in flight or this round, and no
@@ -1180,9 +1215,8 @@ impl Policy for Esx {
         self.share(&round, &mut plan);
         self.pace_start(s, &mut plan);
         let unmet = self.grant(&round, &mut plan);
-        let need = unmet > DEAD_BAND_MIB
-            || round.state >= FreeState::Soft
-            || self.rise_outgrows_free(&round);
+        let need =
+            unmet > DEAD_BAND_MIB || round.state >= FreeState::Soft || round.outgrows_why.is_some();
         if need {
             // Memory is needed: cache goes by need's rules, and a probe starts over afterwards.
             self.taken_ahead.clear();
@@ -1206,6 +1240,45 @@ impl Policy for Esx {
         self.admit(&round, &mut plan);
         plan
     }
+}
+
+/// Each VM whose use rises faster than the host's free memory (less what is kept and what
+/// grants in flight claim) lasts while balloons deliver, and why, for the first: memory is
+/// needed within seconds, and balloons move fastest before the host is short, not once every
+/// guest waits on it (measured: seed, vm3 woke on a host 17% free with 820 MiB to grow into;
+/// the balloons began at 2% free, took 15 s to inflate on a host at its limit, and vm3 reached
+/// full speed 18 to 35 s after it woke).
+fn outgrowing(
+    s: &Snapshot,
+    kept: u64,
+    rises: &[bool],
+    rates: &[f64],
+) -> (Vec<bool>, Option<String>) {
+    let in_flight: u64 = s
+        .vms
+        .iter()
+        .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
+        .sum();
+    let free = s.host.free_mib().saturating_sub(kept + in_flight);
+    let mut why = None;
+    let outgrows = s
+        .vms
+        .iter()
+        .zip(rises.iter().zip(rates))
+        .map(|(vm, (&rises, &rate))| {
+            let room = vm.target_mib.saturating_sub(held_mib(vm));
+            let coming = ((rate * BALLOON_DELIVERY_S) as u64).min(room);
+            let outgrows = rises && coming > free;
+            if outgrows && why.is_none() {
+                why = Some(format!(
+                    "{}'s use rises {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
+                    vm.name
+                ));
+            }
+            outgrows
+        })
+        .collect();
+    (outgrows, why)
 }
 
 /// Guest memory the host holds for a VM: what the guest holds, or more where QEMU holds pages
@@ -2942,7 +3015,7 @@ mod tests {
     }
 
     #[test]
-    fn page_cache_goes_at_once_while_a_vm_with_more_shares_rises() {
+    fn page_cache_goes_at_once_while_a_vm_with_more_shares_outgrows_free_memory() {
         // The seed as vm3 wakes: vm1 and vm2 read their cache, so it counts as active.
         let reader = |name: &str| {
             let mut v = vm(name, 500, 60);
@@ -2950,28 +3023,30 @@ mod tests {
             v.working_set_mib = Some(400);
             v
         };
-        let waking = |at_s: f64, used_mib: u64| {
+        let waking = |at_s: f64, used_mib: u64, shares: u32| {
             let mut vm3 = vm("vm3", 1024, used_mib);
-            vm3.shares = 2000;
+            vm3.shares = shares;
             vm3.host_rss_mib = used_mib + 60;
             snapshot(at_s, 1536, 1480, vec![reader("vm1"), reader("vm2"), vm3])
         };
-        let vm1_target = |rising: bool| {
+        let vm1_target = |rising: bool, shares: u32| {
             let mut p = ours();
-            p.entitle(&waking(0.0, if rising { 100 } else { 300 }));
-            let plan = p.decide(&waking(1.0, 300));
+            p.entitle(&waking(0.0, if rising { 100 } else { 300 }, shares));
+            let plan = p.decide(&waking(1.0, 300, shares));
             allocations(&plan)
                 .into_iter()
                 .find(|(n, _)| n == "vm1")
                 .map_or(500, |(_, t)| t)
         };
-        let (steady, rising) = (vm1_target(false), vm1_target(true));
+        let (steady, rising) = (vm1_target(false, 2000), vm1_target(true, 2000));
         assert!(rising + 50 < steady, "{rising} against {steady}");
+        // Beside a VM with as many shares, vm1's entitlement decides.
+        assert!(vm1_target(true, 1000) > rising + 50);
     }
 
     #[test]
     fn a_vm_that_rises_with_more_room_to_grow_than_is_free_needs_memory_at_once() {
-        // The seed as vm3 wakes on a host 17% free: vm1 and vm2 read their cache.
+        // The seed as vm3 wakes, 9% of the host free: vm1 and vm2 read their cache.
         let reader = |name: &str| {
             let mut v = vm(name, 570, 60);
             v.guest_resident_mib = Some(500);
@@ -2979,28 +3054,45 @@ mod tests {
             v.working_set_mib = Some(500);
             v
         };
-        let waking = |at_s: f64, used_mib: u64| {
+        let waking = |at_s: f64, used_mib: u64, budget_mib: u64| {
             let mut vm3 = vm("vm3", 1024, used_mib);
             vm3.shares = 2000;
             vm3.guest_resident_mib = Some(used_mib);
             vm3.host_rss_mib = used_mib + 60;
             vm3.working_set_mib = Some(used_mib);
             let used = 2 * 570 + used_mib + 60;
-            snapshot(at_s, 1536, used, vec![reader("vm1"), reader("vm2"), vm3])
+            snapshot(
+                at_s,
+                budget_mib,
+                used,
+                vec![reader("vm1"), reader("vm2"), vm3],
+            )
         };
-        let lowered = |p: &mut Esx| {
-            let plan = p.decide(&waking(1.0, 200));
-            allocations(&plan)
+        let lowered = |before_mib: u64, budget_mib: u64| {
+            let mut p = ours();
+            p.decide(&waking(0.0, before_mib, budget_mib));
+            let plan = p.decide(&waking(1.0, 200, budget_mib));
+            let lowered = allocations(&plan)
                 .into_iter()
                 .filter(|(n, t)| n != "vm3" && *t < 570)
-                .count()
+                .count();
+            assert!(!allocations(&plan).iter().any(|(n, _)| n == "vm3"));
+            lowered
         };
-        let mut idle = ours();
-        idle.decide(&waking(0.0, 200));
-        assert_eq!(lowered(&mut idle), 0);
-        let mut rising = ours();
-        rising.decide(&waking(0.0, 80));
-        assert_eq!(lowered(&mut rising), 2);
+        assert_eq!(lowered(200, 1536), 0);
+        assert_eq!(lowered(80, 1536), 2);
+        // A rise the host has room for needs nothing.
+        assert_eq!(lowered(80, 3072), 0);
+        // Nor does a balloon letting memory out, which reads as use rising.
+        let outgrows = |allocation_mib: u64| {
+            let mut p = ours();
+            p.entitle(&waking(0.0, 80, 1536));
+            let mut s = waking(1.0, 200, 1536);
+            s.vms[2].allocation_mib = allocation_mib;
+            p.entitle(&s).outgrows[2]
+        };
+        assert!(outgrows(1024));
+        assert!(!outgrows(600));
     }
 
     #[test]
