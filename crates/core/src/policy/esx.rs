@@ -458,67 +458,15 @@ impl Esx {
         let usable = (host.budget_mib + host.ksm_saved_mib)
             .saturating_sub(kept_free + overhead + boot_room + host.other_used_mib);
         let floors_fit = s.vms.iter().map(floor_mib).sum::<u64>() <= usable;
-        let (growing, rise_rates): (Vec<bool>, Vec<f64>) = s
-            .vms
-            .iter()
-            .map(|vm| {
-                let used = vm.guest_used_mib.unwrap_or(0);
-                let seen = self.used_before.entry(vm.name.clone()).or_insert(UseSeen {
-                    used_mib: used,
-                    at_s: s.at_s,
-                    rose_at_s: f64::NEG_INFINITY,
-                    rise_mib_s: 0.0,
-                });
-                if used > seen.used_mib + DEAD_BAND_MIB {
-                    seen.rose_at_s = s.at_s;
-                    seen.rise_mib_s = (used - seen.used_mib) as f64 / (s.at_s - seen.at_s).max(1.0);
-                }
-                seen.used_mib = used;
-                seen.at_s = s.at_s;
-                let grows = s.at_s - seen.rose_at_s <= GROWTH_HOLD_S;
-                (grows, if grows { seen.rise_mib_s } else { 0.0 })
-            })
-            .unzip();
-        // A guest reclaiming under a balloon just lowered uses more for a few seconds; that is
-        // not the guest filling its memory (measured: libvirt seed, vm1 ballooned 356 -> 285
-        // MiB in soft was granted 508 MiB back a round later, its balloon let out past where it
-        // stood before), and so does one whose balloon is still inflating (measured: seed, vm2
-        // ballooned 407 -> 177 MiB still held 242 MiB 3.6 s later, counted as filling, and was
-        // granted 143 MiB while vm3 waited on zswap). Nor does a guest a balloon squeezed to its
-        // cache floor: its cache below its watermarks counts as used, so its use reaches its
-        // allocation (measured: seed, vm1 at its floor counted as filling and was granted
-        // 103 MiB while vm3 waited on zswap); it is granted memory once it pages.
-        let own_rise: Vec<bool> = s
-            .vms
-            .iter()
-            .zip(&growing)
-            .map(|(vm, &grows)| {
-                let just_lowered = self
-                    .lowered_at
-                    .get(&vm.name)
-                    .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
-                let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
-                let squeezed = self.squeezed.contains(&vm.name);
-                grows && !just_lowered && !inflating && !squeezed
-            })
-            .collect();
+        let (growing, rise_rates) = self.note_use(s);
+        let own_rise = self.own_rises(s, &growing);
         let filling: Vec<bool> = s
             .vms
             .iter()
             .zip(&own_rise)
             .map(|(vm, &rises)| is_filling(vm, rises))
             .collect();
-        // A balloon letting memory out reads as use rising too.
-        let steady_rise: Vec<bool> = s
-            .vms
-            .iter()
-            .zip(&own_rise)
-            .map(|(vm, &rises)| {
-                rises && !vm.is_booting() && vm.target_mib <= vm.allocation_mib + DEAD_BAND_MIB
-            })
-            .collect();
-        let (outgrows, outgrows_why) =
-            outgrowing(s, kept_free + boot_room, &steady_rise, &rise_rates);
+        let (outgrows, outgrows_why) = outgrowing(s, kept_free + boot_room, &own_rise, &rise_rates);
         let claims: Vec<Claim> = s
             .vms
             .iter()
@@ -541,6 +489,57 @@ impl Esx {
             filling,
             floors_fit,
         }
+    }
+
+    /// Notes what each VM's guest uses: whether it grows (its use rose within GROWTH_HOLD_S),
+    /// and how fast it last rose (MiB/s), while it grows.
+    fn note_use(&mut self, s: &Snapshot) -> (Vec<bool>, Vec<f64>) {
+        s.vms
+            .iter()
+            .map(|vm| {
+                let used = vm.guest_used_mib.unwrap_or(0);
+                let seen = self.used_before.entry(vm.name.clone()).or_insert(UseSeen {
+                    used_mib: used,
+                    at_s: s.at_s,
+                    rose_at_s: f64::NEG_INFINITY,
+                    rise_mib_s: 0.0,
+                });
+                if used > seen.used_mib + DEAD_BAND_MIB {
+                    seen.rose_at_s = s.at_s;
+                    seen.rise_mib_s = (used - seen.used_mib) as f64 / (s.at_s - seen.at_s).max(1.0);
+                }
+                seen.used_mib = used;
+                seen.at_s = s.at_s;
+                let grows = s.at_s - seen.rose_at_s <= GROWTH_HOLD_S;
+                (grows, if grows { seen.rise_mib_s } else { 0.0 })
+            })
+            .unzip()
+    }
+
+    /// Each growing VM whose rise is its guest's own. A guest reclaiming under a balloon just
+    /// lowered uses more for a few seconds; that is not the guest filling its memory
+    /// (measured: libvirt seed, vm1 ballooned 356 -> 285 MiB in soft was granted 508 MiB back a
+    /// round later, its balloon let out past where it stood before), and so does one whose
+    /// balloon is still inflating (measured: seed, vm2 ballooned 407 -> 177 MiB still held 242
+    /// MiB 3.6 s later, counted as filling, and was granted 143 MiB while vm3 waited on zswap).
+    /// Nor does a guest a balloon squeezed to its cache floor: its cache below its watermarks
+    /// counts as used, so its use reaches its allocation (measured: seed, vm1 at its floor
+    /// counted as filling and was granted 103 MiB while vm3 waited on zswap); it is granted
+    /// memory once it pages.
+    fn own_rises(&self, s: &Snapshot, growing: &[bool]) -> Vec<bool> {
+        s.vms
+            .iter()
+            .zip(growing)
+            .map(|(vm, &grows)| {
+                let just_lowered = self
+                    .lowered_at
+                    .get(&vm.name)
+                    .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
+                let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
+                let squeezed = self.squeezed.contains(&vm.name);
+                grows && !just_lowered && !inflating && !squeezed
+            })
+            .collect()
     }
 
     /// KSM at the rate its merging is worth; at the soft state's rate while a VM starts on a
@@ -813,19 +812,7 @@ impl Esx {
             .filter(|v| !v.is_booting() && v.allocation_mib > v.target_mib + DEAD_BAND_MIB)
             .count();
         let mut slots = self.settings.max_inflating.saturating_sub(already);
-        let why = if unmet > 0 {
-            format!("{}; VMs need {unmet} MiB more than is free", r.why_state)
-        } else if let Some(rise) = r
-            .outgrows_why
-            .as_ref()
-            .filter(|_| r.state < FreeState::Soft)
-        {
-            format!("{}; {rise}", r.why_state)
-        } else if need {
-            r.why_state.clone()
-        } else {
-            format!("{}; ahead of need, page cache only", r.why_state)
-        };
+        let why = reclaim_why(r, need, unmet);
         for (_, vm, e, floor) in over {
             let target = if vm.is_booting() {
                 floor
@@ -1242,6 +1229,24 @@ impl Policy for Esx {
     }
 }
 
+/// Why balloons move this round: memory VMs need beyond what is free, a VM that outgrows free
+/// memory before the host is short, the host's state, or a step ahead of need.
+fn reclaim_why(r: &Round, need: bool, unmet: u64) -> String {
+    if unmet > 0 {
+        format!("{}; VMs need {unmet} MiB more than is free", r.why_state)
+    } else if let Some(rise) = r
+        .outgrows_why
+        .as_ref()
+        .filter(|_| r.state < FreeState::Soft)
+    {
+        format!("{}; {rise}", r.why_state)
+    } else if need {
+        r.why_state.clone()
+    } else {
+        format!("{}; ahead of need, page cache only", r.why_state)
+    }
+}
+
 /// Each VM whose use rises faster than the host's free memory (less what is kept and what
 /// grants in flight claim) lasts while balloons deliver, and why, for the first: memory is
 /// needed within seconds, and balloons move fastest before the host is short, not once every
@@ -1266,9 +1271,11 @@ fn outgrowing(
         .iter()
         .zip(rises.iter().zip(rates))
         .map(|(vm, (&rises, &rate))| {
+            // A balloon letting memory out reads as use rising too.
+            let steady = !vm.is_booting() && vm.target_mib <= vm.allocation_mib + DEAD_BAND_MIB;
             let room = vm.target_mib.saturating_sub(held_mib(vm));
             let coming = ((rate * BALLOON_DELIVERY_S) as u64).min(room);
-            let outgrows = rises && coming > free;
+            let outgrows = rises && steady && coming > free;
             if outgrows && why.is_none() {
                 why = Some(format!(
                     "{}'s use rises {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
