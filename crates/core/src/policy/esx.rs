@@ -584,11 +584,7 @@ impl Esx {
     /// Free memory is held back for a VM waiting to start, so that it can.
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
         let s = r.s;
-        let in_flight: u64 = s
-            .vms
-            .iter()
-            .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
-            .sum();
+        let in_flight = grants_in_flight_mib(s);
         let mut grantable = s
             .host
             .free_mib()
@@ -1229,6 +1225,14 @@ impl Policy for Esx {
     }
 }
 
+/// Memory granted that balloons are still letting out: free now, but claimed.
+fn grants_in_flight_mib(s: &Snapshot) -> u64 {
+    s.vms
+        .iter()
+        .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
+        .sum()
+}
+
 /// Why balloons move this round: memory VMs need beyond what is free, a VM that outgrows free
 /// memory before the host is short, the host's state, or a step ahead of need.
 fn reclaim_why(r: &Round, need: bool, unmet: u64) -> String {
@@ -1259,12 +1263,10 @@ fn outgrowing(
     rises: &[bool],
     rates: &[f64],
 ) -> (Vec<bool>, Option<String>) {
-    let in_flight: u64 = s
-        .vms
-        .iter()
-        .map(|v| v.target_mib.saturating_sub(v.allocation_mib))
-        .sum();
-    let free = s.host.free_mib().saturating_sub(kept + in_flight);
+    let free = s
+        .host
+        .free_mib()
+        .saturating_sub(kept + grants_in_flight_mib(s));
     let mut why = None;
     let outgrows = s
         .vms
