@@ -187,35 +187,13 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             }
             *shared.phase.lock().expect("phase lock") = load.name().to_string();
         }
-        let mib = |s: memvisor_core::Size| s.as_mib() as usize;
-        let mut done = 0;
-        let mut pause = Duration::from_millis(100);
-        match load {
-            Load::Idle | Load::Cache(_) => {
-                private.resize(0);
-                common.resize(0);
-            }
-            Load::Hold(size) => {
-                common.resize(0);
-                done += private.resize(mib(size));
-            }
-            Load::Ramp(size) => {
-                common.resize(0);
-                let total = seconds.unwrap_or(1).max(1);
-                let target = (size.as_mib() * in_step.min(total) / total) as usize;
-                done += private.resize(target.max(private.mib() as usize).min(mib(size)));
-            }
-            Load::Touch { total, active } => {
-                common.resize(0);
-                done += private.resize(mib(total));
-                done += private.touch(mib(active), TOUCHES_PER_SLICE, &mut cursor);
-                pause = Duration::ZERO;
-            }
-            Load::Shared(size) => {
-                private.resize(0);
-                done += common.resize(mib(size));
-            }
-        }
+        let (mut done, mut pause) = hold_memory(
+            load,
+            seconds,
+            in_step,
+            (&mut private, &mut common),
+            &mut cursor,
+        );
         if let Load::Cache(size) = load {
             if cache.is_none() {
                 cache = Cache::open(size.as_mib(), !salt);
@@ -239,6 +217,47 @@ pub fn work(shared: Shared, results: Sender<FromGuest>) {
             std::thread::sleep(pause);
         }
     }
+}
+
+/// Holds and touches the memory one step of the workload asks for: the pages it wrote or
+/// touched, and how long to pause before the next slice (none while it touches memory).
+fn hold_memory(
+    load: Load,
+    seconds: Option<u64>,
+    in_step: u64,
+    (private, common): (&mut Held, &mut Held),
+    cursor: &mut usize,
+) -> (u64, Duration) {
+    let mib = |s: memvisor_core::Size| s.as_mib() as usize;
+    let mut done = 0;
+    let mut pause = Duration::from_millis(100);
+    match load {
+        Load::Idle | Load::Cache(_) => {
+            private.resize(0);
+            common.resize(0);
+        }
+        Load::Hold(size) => {
+            common.resize(0);
+            done += private.resize(mib(size));
+        }
+        Load::Ramp(size) => {
+            common.resize(0);
+            let total = seconds.unwrap_or(1).max(1);
+            let target = (size.as_mib() * in_step.min(total) / total) as usize;
+            done += private.resize(target.max(private.mib() as usize).min(mib(size)));
+        }
+        Load::Touch { total, active } => {
+            common.resize(0);
+            done += private.resize(mib(total));
+            done += private.touch(mib(active), TOUCHES_PER_SLICE, cursor);
+            pause = Duration::ZERO;
+        }
+        Load::Shared(size) => {
+            private.resize(0);
+            done += common.resize(mib(size));
+        }
+    }
+    (done, pause)
 }
 
 fn oom_kills() -> u64 {

@@ -640,63 +640,14 @@ impl Config {
         if let Err(e) = check_name(&self.host.cgroup) {
             problems.push(format!("host cgroup {e}"));
         }
-        let mut seen = HashSet::new();
-        for vm in &self.vms {
-            if !seen.insert(vm.name.as_str()) {
-                problems.push(format!(
-                    "vm {} is declared twice; VM names must be unique",
-                    vm.name
-                ));
-            }
-            problems.extend(vm.problems());
-        }
-        for (i, vm) in self.vms.iter().enumerate() {
-            let shares_a_disk = |other: &VmConfig| {
-                other.disk.is_some() && other.disk == vm.disk && !(vm.snapshot && other.snapshot)
-            };
-            if let Some(other) = self.vms[..i].iter().find(|o| shares_a_disk(o)) {
-                problems.push(format!(
-                    "vm {} and vm {} boot the same disk and one of them keeps its writes; give each its own disk, or set snapshot = true on both",
-                    other.name, vm.name
-                ));
-            }
-        }
-        let mut forwarded = HashMap::new();
-        for vm in &self.vms {
-            for f in &vm.forward {
-                if let Some(other) = forwarded.insert(f.host, &vm.name) {
-                    let who = if *other == vm.name {
-                        format!("vm {other} forwards")
-                    } else {
-                        format!("vm {other} and vm {} both forward", vm.name)
-                    };
-                    problems.push(format!(
-                        "{who} host port {}; give each forward its own host port",
-                        f.host
-                    ));
-                }
-            }
-        }
-        for a in &self.attached {
-            if !seen.insert(a.name.as_str()) {
-                problems.push(format!(
-                    "attach {} is already the name of a VM; VM names must be unique",
-                    a.name
-                ));
-            }
-            problems.extend(a.problems());
-        }
+        problems.extend(self.name_problems());
+        problems.extend(self.vms.iter().flat_map(VmConfig::problems));
+        problems.extend(self.attached.iter().flat_map(|a| a.problems()));
         if let Some(libvirt) = &self.libvirt {
             problems.extend(libvirt.problems());
-            for d in &libvirt.domains {
-                if !seen.insert(d.name.as_str()) {
-                    problems.push(format!(
-                        "libvirt domain {} is already the name of a VM; VM names must be unique (exclude the domain in [libvirt], or rename one of them)",
-                        d.name
-                    ));
-                }
-            }
         }
+        problems.extend(self.shared_disk_problems());
+        problems.extend(self.forward_problems());
         if let Some(glob) = &self.discover.qmp {
             if !glob.starts_with('/') {
                 problems.push(format!(
@@ -717,6 +668,76 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Every VM, attached QEMU and libvirt domain needs a name of its own.
+    fn name_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        for vm in &self.vms {
+            if !seen.insert(vm.name.as_str()) {
+                problems.push(format!(
+                    "vm {} is declared twice; VM names must be unique",
+                    vm.name
+                ));
+            }
+        }
+        for a in &self.attached {
+            if !seen.insert(a.name.as_str()) {
+                problems.push(format!(
+                    "attach {} is already the name of a VM; VM names must be unique",
+                    a.name
+                ));
+            }
+        }
+        for d in self.libvirt.iter().flat_map(|l| &l.domains) {
+            if !seen.insert(d.name.as_str()) {
+                problems.push(format!(
+                    "libvirt domain {} is already the name of a VM; VM names must be unique (exclude the domain in [libvirt], or rename one of them)",
+                    d.name
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Two VMs may boot one disk only if neither keeps its writes.
+    fn shared_disk_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, vm) in self.vms.iter().enumerate() {
+            let shares_a_disk = |other: &VmConfig| {
+                other.disk.is_some() && other.disk == vm.disk && !(vm.snapshot && other.snapshot)
+            };
+            if let Some(other) = self.vms[..i].iter().find(|o| shares_a_disk(o)) {
+                problems.push(format!(
+                    "vm {} and vm {} boot the same disk and one of them keeps its writes; give each its own disk, or set snapshot = true on both",
+                    other.name, vm.name
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Each host port is forwarded to one guest only.
+    fn forward_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut forwarded = HashMap::new();
+        for vm in &self.vms {
+            for f in &vm.forward {
+                if let Some(other) = forwarded.insert(f.host, &vm.name) {
+                    let who = if *other == vm.name {
+                        format!("vm {other} forwards")
+                    } else {
+                        format!("vm {other} and vm {} both forward", vm.name)
+                    };
+                    problems.push(format!(
+                        "{who} host port {}; give each forward its own host port",
+                        f.host
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// The budget on a machine with `mem_total` of RAM, once the VMs' reservations are known to
