@@ -112,7 +112,7 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
     host.balloon("deb", 640);
     host.wait_balloon("deb", 640, Duration::from_secs(120));
     // With deflate-on-oom the guest keeps counting ballooned pages in its total, as used.
-    let (vm, _) = host.wait_for(
+    host.wait_for(
         "deb",
         Duration::from_secs(60),
         "the guest's available memory to fall by the balloon",
@@ -131,11 +131,24 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
             .parse()
             .unwrap()
     };
-    let (total, available) = (in_guest("MemTotal"), in_guest("MemAvailable"));
+    // memvisor shows the balloon's statistics of the last poll, and a guest still starting its
+    // services moves its available memory by tens of MiB in seconds (CI: 396 shown, 319 read
+    // a moment later): the two must agree once read close together, within a few tries.
+    let mut tries = 0;
+    let (total, available, vm, agrees) = loop {
+        let (total, available) = (in_guest("MemTotal"), in_guest("MemAvailable"));
+        let vm = host.vm("deb");
+        let agrees = total.abs_diff(mib(&vm, "guest_total_mib")) < 8
+            && available.abs_diff(mib(&vm, "guest_available_mib")) < 64;
+        tries += 1;
+        if agrees || tries == 10 {
+            break (total, available, vm, agrees);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
     assert!(
-        total.abs_diff(mib(&vm, "guest_total_mib")) < 8
-            && available.abs_diff(mib(&vm, "guest_available_mib")) < 64,
-        "the guest's own MemTotal {total} and MemAvailable {available} MiB are what memvisor shows: {vm:#}"
+        agrees,
+        "the guest's own MemTotal {total} and MemAvailable {available} MiB are what memvisor shows (after {tries} tries): {vm:#}"
     );
 
     // The cgroup adapter's own tests, on the guest's real cgroup v2 tree (this host's memory
