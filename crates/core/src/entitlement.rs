@@ -79,6 +79,59 @@ pub fn allocate(claims: &[Claim], available_mib: u64, idle_tax: f64) -> Vec<u64>
         .collect()
 }
 
+/// Where two or more VMs wait on swap (`waiting`) and shares leave each short of its working
+/// set (lacking more than an eighth of it), every one of them waits at each access beyond what
+/// it holds, and runs at the speed of that swap, not in proportion to what it has. As Denning's
+/// working-set principle has it, memory then goes to whole working sets: as many of the short
+/// VMs as their entitlements together cover get all they touch, in order of shares, then those
+/// that had theirs at the last round (`kept`: they wait no more, and stay first, so that memory
+/// does not swing between VMs), then the smallest. The others keep their minimum, and the first
+/// of them what is left. Every other VM keeps its entitlement. Returns, in the claims' order,
+/// the entitlements (which sum to `entitled`'s) and whether each VM got its whole working set.
+pub fn concentrate(
+    claims: &[Claim],
+    entitled: &[u64],
+    kept: &[bool],
+    waiting: &[bool],
+) -> (Vec<u64>, Vec<bool>) {
+    let whole = |c: &Claim| c.active_mib.min(c.max_mib).max(c.min_mib);
+    let mut short: Vec<usize> = (0..claims.len())
+        .filter(|&i| {
+            (waiting[i] || kept[i]) && entitled[i] + whole(&claims[i]) / 8 < whole(&claims[i])
+        })
+        .collect();
+    let mut given_whole = vec![false; claims.len()];
+    if short.len() < 2 {
+        return (entitled.to_vec(), given_whole);
+    }
+    short.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(claims[i].shares),
+            !kept[i],
+            whole(&claims[i]),
+            i,
+        )
+    });
+    let mut pool: u64 = short.iter().map(|&i| entitled[i]).sum();
+    let mut got = entitled.to_vec();
+    for &i in &short {
+        got[i] = claims[i].min_mib.min(entitled[i]);
+        pool -= got[i];
+    }
+    for &i in &short {
+        let lacks = whole(&claims[i]) - got[i];
+        if lacks <= pool {
+            got[i] += lacks;
+            pool -= lacks;
+            given_whole[i] = true;
+        }
+    }
+    if let Some(&first) = short.iter().find(|&&i| !given_whole[i]) {
+        got[first] += pool;
+    }
+    (got, given_whole)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +212,81 @@ mod tests {
         assert_eq!(got, vec![400, 400]);
     }
 
+    #[test]
+    fn short_vms_get_whole_working_sets_in_order_of_shares_then_of_the_last_round() {
+        // Two VMs touch 700 MiB each on 1 GiB: shares would give each 500, and both would wait
+        // on swap.
+        let peaks = [claim(1000, 700, 128, 1024), claim(1000, 700, 128, 1024)];
+        let split = allocate(&peaks, 1000, 0.75);
+        assert_eq!(split, vec![500, 500]);
+        let both = [true, true];
+        assert_eq!(
+            concentrate(&peaks, &split, &[false, false], &both),
+            (vec![700, 300], vec![true, false])
+        );
+        // The one that had its working set keeps it, and waits no more.
+        assert_eq!(
+            concentrate(&peaks, &split, &[false, true], &[true, false]).0,
+            vec![300, 700]
+        );
+        // More shares go first, whatever the last round gave.
+        let mut favoured = peaks;
+        favoured[1].shares = 2000;
+        assert_eq!(
+            concentrate(&favoured, &split, &[true, false], &both).0,
+            vec![300, 700]
+        );
+    }
+
+    #[test]
+    fn one_short_vm_a_small_lack_or_a_vm_that_waits_on_nothing_changes_nothing() {
+        let both = [true, true];
+        let idle_and_busy = [claim(1000, 100, 64, 1024), claim(1000, 900, 64, 1024)];
+        assert_eq!(
+            concentrate(&idle_and_busy, &[300, 700], &[false, false], &both).0,
+            vec![300, 700]
+        );
+        let nearly = [claim(1000, 520, 64, 1024), claim(1000, 520, 64, 1024)];
+        assert_eq!(
+            concentrate(&nearly, &[500, 500], &[false, false], &both).0,
+            vec![500, 500]
+        );
+        let peaks = [claim(1000, 700, 128, 1024), claim(1000, 700, 128, 1024)];
+        assert_eq!(
+            concentrate(&peaks, &[500, 500], &[false, false], &[true, false]).0,
+            vec![500, 500]
+        );
+    }
+
+    #[test]
+    fn as_many_whole_working_sets_as_fit_and_the_rest_to_the_next() {
+        // Five VMs of 250 MiB working sets on 800 MiB: two fit whole, the others keep their
+        // minimum, and the first of them the rest.
+        let small = [claim(1000, 250, 60, 256); 5];
+        let split = allocate(&small, 800, 0.75);
+        assert_eq!(split, vec![160; 5]);
+        assert_eq!(
+            concentrate(&small, &split, &[false; 5], &[true; 5]),
+            (
+                vec![250, 250, 180, 60, 60],
+                vec![true, true, false, false, false]
+            )
+        );
+    }
+
+    #[test]
+    fn the_first_short_vm_may_get_more_than_its_shares_and_still_lack_its_whole_set() {
+        let claims = [
+            claim(1000, 100, 0, 4096),
+            claim(1000, 1000, 0, 4096),
+            claim(1000, 2000, 0, 4096),
+        ];
+        assert_eq!(
+            concentrate(&claims, &[80, 800, 100], &[false; 3], &[true; 3]),
+            (vec![100, 880, 0], vec![true, false, false])
+        );
+    }
+
     proptest! {
         #[test]
         fn bounds_hold_and_nothing_is_overgiven(
@@ -177,6 +305,28 @@ mod tests {
             let total: u64 = got.iter().sum();
             let minimums: u64 = claims.iter().map(|c| c.min_mib).sum();
             prop_assert!(total <= available.max(minimums), "gave {total} of {available}");
+        }
+
+        #[test]
+        fn concentrating_keeps_bounds_and_totals(
+            vms in prop::collection::vec(
+                (1u32..5000, 0u64..2048, 0u64..512, 0u64..2048, any::<bool>(), any::<bool>()),
+                1..8,
+            ),
+            available in 0u64..8192,
+        ) {
+            let claims: Vec<Claim> = vms
+                .iter()
+                .map(|&(s, a, min, extra, _, _)| claim(s, a, min, min + extra))
+                .collect();
+            let kept: Vec<bool> = vms.iter().map(|v| v.4).collect();
+            let waiting: Vec<bool> = vms.iter().map(|v| v.5).collect();
+            let entitled = allocate(&claims, available, 0.75);
+            let (got, _) = concentrate(&claims, &entitled, &kept, &waiting);
+            for (c, g) in claims.iter().zip(&got) {
+                prop_assert!(*g >= c.min_mib && *g <= c.max_mib, "{c:?} got {g}");
+            }
+            prop_assert_eq!(got.iter().sum::<u64>(), entitled.iter().sum::<u64>());
         }
 
         #[test]

@@ -8,7 +8,7 @@
 //! anonymous memory a balloon could only take through the guest's own swap) and `admit`.
 
 use super::{floor_mib, growth_ceiling_mib, Policy, PolicyName, Settings};
-use crate::entitlement::{allocate, Claim};
+use crate::entitlement::{allocate, concentrate, Claim};
 use crate::ladder::{FreeState, Ladder};
 use crate::plan::{Action, Admission, Plan};
 use crate::reservation::{self, GUEST_FLOOR};
@@ -130,6 +130,9 @@ pub struct Esx {
     starts_merged: Option<bool>,
     /// The start that runs paced.
     paced: Option<Paced>,
+    /// VMs given their whole working sets at the latest round, where shares left several
+    /// short.
+    given_whole_sets: BTreeSet<String>,
 }
 
 /// A start short of room, held to part of a core.
@@ -207,12 +210,21 @@ struct Round<'a> {
     boot_room: u64,
     /// Each VM's entitlement, in the snapshot's order.
     entitled: Vec<u64>,
+    /// What shares alone would entitle each VM to.
+    by_shares: Vec<u64>,
+    /// Each VM given its whole working set where several were short of theirs.
+    given_whole: Vec<bool>,
+    /// Their names, for the reasons; empty in the common round where shares decide alone.
+    given_whole_names: String,
     /// Each VM's guest uses more than at the last round: its balloon leaves it alone.
     growing: Vec<bool>,
     /// Each VM whose use rises faster than free memory lasts while balloons deliver (its
     /// balloon not moving, not squeezed, not booting), and why, for the first of them.
     outgrows: Vec<bool>,
     outgrows_why: Option<String>,
+    /// How far they together outgrow free memory (MiB): what the host will be short of
+    /// before the balloons deliver.
+    outgrows_by: u64,
     /// Each VM growing up to its allocation, unless its balloon was just lowered: it is
     /// entitled and granted all it may have.
     filling: Vec<bool>,
@@ -224,6 +236,33 @@ struct Round<'a> {
     /// memory went to zswap and the busy ones ran at 1.11, static 0.77 with 3 VMs lost). Where
     /// they fit, the floor is kept in RAM as before (seed: no host swap).
     floors_fit: bool,
+}
+
+impl Round<'_> {
+    /// Why a VM is entitled to more or less than its shares give it, if it is: where several
+    /// VMs are short of their working sets, whole working sets go first.
+    fn whole_sets_note(&self, name: &str) -> String {
+        if self.given_whole_names.is_empty() {
+            return String::new();
+        }
+        let Some(i) = self.s.vms.iter().position(|v| v.name == name) else {
+            return String::new();
+        };
+        let (entitled, by_shares) = (self.entitled[i], self.by_shares[i]);
+        if self.given_whole[i] {
+            format!(
+                "; that is its whole working set, {} MiB beyond its shares: where several VMs wait on swap short of their working sets, whole working sets go first",
+                entitled.saturating_sub(by_shares)
+            )
+        } else if entitled < by_shares {
+            format!(
+                "; {by_shares} MiB by its shares, less what goes first to the whole working sets of {}",
+                self.given_whole_names
+            )
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Where a VM's balloon may go this round, and what beyond it the host takes instead.
@@ -255,6 +294,7 @@ impl Esx {
             last_start: None,
             starts_merged: None,
             paced: None,
+            given_whole_sets: BTreeSet::new(),
         }
     }
 
@@ -466,7 +506,8 @@ impl Esx {
             .zip(&own_rise)
             .map(|(vm, &rises)| is_filling(vm, rises))
             .collect();
-        let (outgrows, outgrows_why) = outgrowing(s, kept_free + boot_room, &own_rise, &rise_rates);
+        let (outgrows, outgrows_why, outgrows_by) =
+            outgrowing(s, kept_free + boot_room, &own_rise, &rise_rates);
         let claims: Vec<Claim> = s
             .vms
             .iter()
@@ -476,19 +517,76 @@ impl Esx {
                 Esx::claim(vm, fills, squeezed, floors_fit)
             })
             .collect();
+        let by_shares = allocate(&claims, usable, self.settings.idle_tax);
+        let (entitled, given_whole) = self.whole_sets(s, &claims, &by_shares);
+        let given_whole_names = self
+            .given_whole_sets
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         Round {
             s,
             state,
             why_state,
             kept_free,
             boot_room,
-            entitled: allocate(&claims, usable, self.settings.idle_tax),
+            entitled,
+            by_shares,
+            given_whole,
+            given_whole_names,
             growing,
             outgrows,
             outgrows_why,
+            outgrows_by,
             filling,
             floors_fit,
         }
+    }
+
+    /// Each VM's entitlement where whole working sets go first (`entitlement::concentrate`),
+    /// and whether it was given its whole working set; notes those given theirs.
+    fn whole_sets(
+        &mut self,
+        s: &Snapshot,
+        claims: &[Claim],
+        by_shares: &[u64],
+    ) -> (Vec<u64>, Vec<bool>) {
+        // A VM that went quiet keeps no whole working set, and a quiet one waiting on swap
+        // asks for none: what it holds is mostly what it no longer touches.
+        let kept: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|v| self.given_whole_sets.contains(&v.name) && !is_quiet(v))
+            .collect();
+        // A VM waits on swap where its guest pages to its disk or its QEMU faults back what
+        // the host swapped.
+        let waiting: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|v| (v.is_hungry() || faults_back(v)) && !is_quiet(v))
+            .collect();
+        // A VM given its whole working set owes nothing: what its guest uses and the slack a
+        // balloon leaves count too.
+        let whole_claims: Vec<Claim> = claims
+            .iter()
+            .zip(&s.vms)
+            .map(|(c, v)| Claim {
+                active_mib: c
+                    .active_mib
+                    .max(v.guest_used_mib.unwrap_or(0) + guest_slack_mib(v)),
+                ..*c
+            })
+            .collect();
+        let (entitled, given_whole) = concentrate(&whole_claims, by_shares, &kept, &waiting);
+        self.given_whole_sets = s
+            .vms
+            .iter()
+            .zip(&given_whole)
+            .filter(|(_, &whole)| whole)
+            .map(|(v, _)| v.name.clone())
+            .collect();
+        (entitled, given_whole)
     }
 
     /// Notes what each VM's guest uses: whether it grows (its use rose within GROWTH_HOLD_S),
@@ -649,13 +747,14 @@ impl Esx {
                     target_mib: base + grant + lent,
                 },
                 format!(
-                    "{} memory {} -> {} MiB: entitled to {entitled} MiB ({}active {} MiB, shares {}); {grant} MiB granted from free memory{lent_why}",
+                    "{} memory {} -> {} MiB: entitled to {entitled} MiB ({}active {} MiB, shares {}); {grant} MiB granted from free memory{lent_why}{}",
                     vm.name,
                     vm.allocation_mib,
                     base + grant + lent,
                     if vm.is_hungry() { "pages to its disk, " } else { "" },
                     vm.active_mib(),
                     vm.shares,
+                    r.whole_sets_note(&vm.name),
                 ),
             );
         }
@@ -841,7 +940,7 @@ impl Esx {
                     vm: vm.name.clone(),
                     target_mib: target,
                 },
-                self.balloon_why(vm, target, e, &why),
+                self.balloon_why(vm, target, e, &why) + &r.whole_sets_note(&vm.name),
             );
         }
         // Only memory the host holds counts (what a guest freed is back already): what a balloon
@@ -925,10 +1024,11 @@ impl Esx {
     /// The host takes what a VM owes that its balloon cannot: anonymous memory beyond its
     /// entitlement while memory is needed, and in hard whatever the balloon did not deliver.
     /// Below hard it takes no more than the host is short of (up to the high threshold, and the
-    /// demand left unmet) beyond what balloons will still free, first from the VMs with the
-    /// fewest shares per MiB they hold, as ESX revokes, and a step a round while PSI stays low,
-    /// as Meta's TMO steers memory.high. zswap is on meanwhile, so the coldest pages are
-    /// compressed before anything reaches the disk.
+    /// demand left unmet; from quiet VMs also how far rising VMs outgrow free memory) beyond
+    /// what balloons will still free, first from the VMs with the fewest shares per MiB they
+    /// hold, as ESX revokes, and a step a round while PSI stays low, as Meta's TMO steers
+    /// memory.high. zswap is on meanwhile, so the coldest pages are compressed before anything
+    /// reaches the disk.
     fn offload(
         &mut self,
         r: &Round,
@@ -938,20 +1038,25 @@ impl Esx {
         plan: &mut Plan,
     ) {
         let high_free = (r.s.host.budget_mib as f64 * self.settings.thresholds.high / 100.0) as u64;
-        let shortfall =
-            (high_free.saturating_sub(r.s.host.free_mib()) + unmet).saturating_sub(deliverable);
+        let short_now = high_free.saturating_sub(r.s.host.free_mib());
+        let shortfall = (short_now + unmet).saturating_sub(deliverable);
+        // Quiet VMs also cover how far rising VMs will outgrow free memory.
+        let ahead = (short_now.max(r.outgrows_by) + unmet).saturating_sub(deliverable);
         let unclaimed = self.unclaimed_free_mib(r, plan);
         let (mut owing, lifted) = self.lift_caps(r, need, anonymous_owed, unclaimed);
         // Quiet VMs first: what they hold costs them nothing until they wake. Then those whose
-        // balloons did not deliver: that memory was judged idle already.
+        // balloons did not deliver: that memory was judged idle already. Among the others,
+        // those given their whole working sets last.
+        let whole_set = |vm: &VmObservation| self.given_whole_sets.contains(&vm.name);
         owing.sort_by(|a, b| {
             let per_mib = |vm: &VmObservation| vm.shares as f64 / vm.host_rss_mib.max(1) as f64;
             (!is_quiet(a.vm))
                 .cmp(&!is_quiet(b.vm))
+                .then(whole_set(a.vm).cmp(&whole_set(b.vm)))
                 .then((a.undelivered == 0).cmp(&(b.undelivered == 0)))
                 .then(per_mib(a.vm).total_cmp(&per_mib(b.vm)))
         });
-        let capped = self.step_caps(r, owing, shortfall);
+        let capped = self.step_caps(r, owing, (shortfall, ahead));
         self.switch_zswap(r, plan);
         for (action, why) in lifted.into_iter().chain(capped) {
             plan.push(action, why);
@@ -1073,11 +1178,12 @@ impl Esx {
         &mut self,
         r: &Round,
         owing: Vec<Owing>,
-        mut shortfall: u64,
+        (shortfall, ahead): (u64, u64),
     ) -> Vec<(Action, String)> {
         let hard = r.state >= FreeState::Hard;
         let pressure = r.s.host.psi_some_avg10;
         let mut capped = Vec::new();
+        let mut taken = 0;
         for Owing {
             vm,
             owes,
@@ -1100,22 +1206,26 @@ impl Esx {
                 .max(stalled_floor);
             // In hard the host is about to swap blindly and the VMs that need memory grow
             // faster than a step a round (measured: idle-anon's needy VM filled the host in 4 s):
-            // a quiet VM's cap goes where it must at once.
-            let step = if hard && is_quiet(vm) {
+            // a quiet VM's cap goes where it must at once. So it does, as far as the host will
+            // be short, where a VM outgrows free memory: the host has room for the compression
+            // now, and the quiet VM's cold pages cost nothing until it wakes (measured:
+            // idle-anon, vm3 woke on a host 15% free and filled it in 7 s while nothing moved,
+            // then waited 8 s on caps lowered in hard).
+            let quiet = is_quiet(vm);
+            let left = if quiet { ahead } else { shortfall }.saturating_sub(taken);
+            let step = if hard && quiet {
                 from.saturating_sub(goal)
-            } else if hard {
-                from.saturating_sub(goal).min(shortfall)
+            } else if hard || (quiet && r.outgrows_by > 0) {
+                from.saturating_sub(goal).min(left)
             } else if pressure > OFFLOAD_PSI_LIMIT {
                 0
             } else {
-                from.saturating_sub(goal)
-                    .min(OFFLOAD_STEP_MIB)
-                    .min(shortfall)
+                from.saturating_sub(goal).min(OFFLOAD_STEP_MIB).min(left)
             };
             if step < DEAD_BAND_MIB {
                 continue;
             }
-            shortfall = shortfall.saturating_sub(step);
+            taken += step;
             let limit = from - step;
             self.offloaded.insert(vm.name.clone(), limit);
             capped.push((
@@ -1124,7 +1234,7 @@ impl Esx {
                     limit_mib: Some(limit),
                 },
                 format!(
-                    "{}; {} owes {owes} MiB beyond its entitlement that {}: the host compresses and swaps its coldest pages (cgroup limit {limit} MiB)",
+                    "{}; {} owes {owes} MiB beyond its entitlement that {}: the host compresses and swaps its coldest pages (cgroup limit {limit} MiB){}",
                     r.why_state,
                     vm.name,
                     if undelivered > 0 {
@@ -1132,6 +1242,7 @@ impl Esx {
                     } else {
                         "is anonymous (a balloon would page it to the guest's disk)"
                     },
+                    r.whole_sets_note(&vm.name),
                 ),
             ));
         }
@@ -1262,12 +1373,13 @@ fn outgrowing(
     kept: u64,
     rises: &[bool],
     rates: &[f64],
-) -> (Vec<bool>, Option<String>) {
+) -> (Vec<bool>, Option<String>, u64) {
     let free = s
         .host
         .free_mib()
         .saturating_sub(kept + grants_in_flight_mib(s));
     let mut why = None;
+    let mut coming_all = 0;
     let outgrows = s
         .vms
         .iter()
@@ -1278,6 +1390,9 @@ fn outgrowing(
             let room = vm.target_mib.saturating_sub(held_mib(vm));
             let coming = ((rate * BALLOON_DELIVERY_S) as u64).min(room);
             let outgrows = rises && steady && coming > free;
+            if outgrows {
+                coming_all += coming;
+            }
             if outgrows && why.is_none() {
                 why = Some(format!(
                     "{}'s use rises {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
@@ -1287,7 +1402,7 @@ fn outgrowing(
             outgrows
         })
         .collect();
-    (outgrows, why)
+    (outgrows, why, coming_all.saturating_sub(free))
 }
 
 /// Guest memory the host holds for a VM: what the guest holds, or more where QEMU holds pages
@@ -3102,6 +3217,92 @@ mod tests {
         };
         assert!(outgrows(1024));
         assert!(!outgrows(600));
+    }
+
+    #[test]
+    fn quiet_vms_holding_anonymous_memory_are_offloaded_as_soon_as_a_vm_outgrows_free_memory() {
+        // idle-anon as vm3 wakes: vm1 and vm2 hold 450 MiB of a heap they no longer touch, on a
+        // host 15% free.
+        let idle = |name: &str| {
+            let mut v = vm(name, 1024, 450);
+            v.guest_resident_mib = Some(570);
+            v.host_rss_mib = 632;
+            v.working_set_mib = Some(60);
+            v
+        };
+        let waking = |at_s: f64, used_mib: u64| {
+            let mut vm3 = vm("vm3", 1024, used_mib);
+            vm3.shares = 2000;
+            vm3.guest_resident_mib = Some(used_mib);
+            vm3.host_rss_mib = used_mib + 60;
+            // KSM merged 120 MiB of the guests' boot pages.
+            snapshot(
+                at_s,
+                1536,
+                1192 + used_mib,
+                vec![idle("vm1"), idle("vm2"), vm3],
+            )
+        };
+        let mut p = ours();
+        assert!(caps(&p.decide(&waking(0.0, 120))).is_empty());
+        // vm3 rises 60 MiB/s with 104 MiB free: the host is not short yet, and will be.
+        let plan = p.decide(&waking(2.0, 240));
+        assert_eq!(p.ladder.state, FreeState::High);
+        let capped = caps(&plan);
+        assert_eq!(
+            capped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["vm1", "vm2"]
+        );
+        let taken: u64 = capped.iter().map(|(_, limit)| 632 - limit).sum();
+        assert!(taken > 2 * OFFLOAD_STEP_MIB, "{capped:?}");
+    }
+
+    #[test]
+    fn where_two_vms_wait_on_swap_one_gets_its_whole_working_set_and_keeps_it() {
+        // peaks: p1 and p2 touch 760 MiB each on 1.2 GiB, and both fault back what the host
+        // swapped of them.
+        let peak = |at_s: f64| {
+            let thrashing = |name: &str| {
+                let mut v = vm(name, 1024, 800);
+                v.working_set_mib = Some(760);
+                v.host_rss_mib = 560;
+                v.host_swapped_mib = 300;
+                v.host_faults_per_s = 2000.0;
+                v
+            };
+            snapshot(at_s, 1229, 1200, vec![thrashing("p1"), thrashing("p2")])
+        };
+        let mut p = ours();
+        let first = peak(0.0);
+        let round = p.entitle(&first);
+        assert!(round.by_shares[0] < 700 && round.by_shares[1] < 700);
+        assert!(round.entitled[0] >= 760, "{:?}", round.entitled);
+        assert!(round.entitled[1] < round.by_shares[1]);
+        let plan = p.decide(&peak(1.0));
+        let capped = caps(&plan);
+        assert!(
+            !capped.is_empty() && capped.iter().all(|(n, _)| n == "p2"),
+            "{plan:?}"
+        );
+        assert!(
+            plan.decisions.iter().any(|d| d
+                .reason
+                .contains("less what goes first to the whole working sets of p1")),
+            "{plan:?}"
+        );
+        // p1 waits no more; it keeps its working set while p2 still waits.
+        let mut s = peak(2.0);
+        s.vms[0].host_faults_per_s = 0.0;
+        s.vms[0].host_rss_mib = 860;
+        let round = p.entitle(&s);
+        assert!(round.entitled[0] >= 760, "{:?}", round.entitled);
+        assert_eq!(round.given_whole, [true, false]);
+        // Once it goes quiet, it keeps no more than its shares give it.
+        s.at_s = 3.0;
+        s.vms[0].working_set_mib = Some(100);
+        let round = p.entitle(&s);
+        assert_eq!(round.given_whole, [false, false]);
+        assert_eq!(round.entitled, round.by_shares);
     }
 
     #[test]
