@@ -271,6 +271,8 @@ struct Reclaim {
     floor: u64,
     /// Anonymous memory the VM owes beyond its entitlement, left to the host to offload.
     anonymous_owed: u64,
+    /// The balloon goes to its floor this round, not a step a round.
+    at_once: bool,
 }
 
 impl Esx {
@@ -808,6 +810,7 @@ impl Esx {
                 (true, true) => floor - ballooned_to,
                 (true, false) => floor.min(held).saturating_sub(entitled),
             },
+            at_once: false,
         }
     }
 
@@ -871,13 +874,14 @@ impl Esx {
             .max();
         if owing_shares.is_some() || outgrowing_shares.is_some() {
             for (vm, b) in s.vms.iter().zip(&mut bounds) {
-                let behind = owing_shares.is_some_and(|shares| vm.shares <= shares)
-                    || outgrowing_shares.is_some_and(|shares| vm.shares < shares);
+                let behind_rise = outgrowing_shares.is_some_and(|shares| vm.shares < shares);
+                let behind = owing_shares.is_some_and(|shares| vm.shares <= shares) || behind_rise;
                 let gives_cache = behind
                     && !vm.is_booting()
                     && held_mib(vm) > cache_floor_mib(vm) + DEAD_BAND_MIB;
                 if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0 && gives_cache) {
                     b.floor = b.floor.min(cache_floor_mib(vm));
+                    b.at_once = behind_rise;
                 }
             }
         }
@@ -889,18 +893,22 @@ impl Esx {
     fn reclaim(&mut self, r: &Round, need: bool, unmet: u64, plan: &mut Plan) -> (Vec<u64>, u64) {
         let s = r.s;
         let bounds = self.bounds(r, need);
-        let mut over: Vec<(u64, &VmObservation, u64, u64)> = s
+        let mut over: Vec<(u64, &VmObservation, u64, &Reclaim)> = s
             .vms
             .iter()
             .zip(&r.entitled)
             .zip(&bounds)
-            .filter_map(|((vm, &e), b)| b.as_ref().map(|b| (vm, e, b.floor)))
-            .filter(|(vm, _, floor)| vm.target_mib > floor + DEAD_BAND_MIB)
-            .map(|(vm, e, floor)| (vm.allocation_mib.saturating_sub(floor), vm, e, floor))
+            .filter_map(|((vm, &e), b)| b.as_ref().map(|b| (vm, e, b)))
+            .filter(|(vm, _, b)| vm.target_mib > b.floor + DEAD_BAND_MIB)
+            .map(|(vm, e, b)| (vm.allocation_mib.saturating_sub(b.floor), vm, e, b))
             .collect();
         over.sort_by_key(|o| std::cmp::Reverse(o.0));
         // Pacing protects running guests from reclaiming all at once; a guest that has not
-        // reported yet is booting and has touched little, so its balloon goes at once.
+        // reported yet is booting and has touched little, so its balloon goes at once. So does
+        // the cache of a VM behind one that outgrows free memory: a step a round, two balloons
+        // at a time, trails the rise (measured: seed, vm1 and vm2 stepped 256 MiB each as vm3
+        // woke, then waited for those to deliver while vm3 wrote 27 MiB/s, and the host swapped
+        // 7 to 9 MiB with no cap).
         let already = s
             .vms
             .iter()
@@ -908,8 +916,8 @@ impl Esx {
             .count();
         let mut slots = self.settings.max_inflating.saturating_sub(already);
         let why = reclaim_why(r, need, unmet);
-        for (_, vm, e, floor) in over {
-            let target = if vm.is_booting() {
+        for (_, vm, e, &Reclaim { floor, at_once, .. }) in over {
+            let target = if vm.is_booting() || at_once {
                 floor
             } else if slots > 0 {
                 slots -= 1;
@@ -940,7 +948,7 @@ impl Esx {
                     vm: vm.name.clone(),
                     target_mib: target,
                 },
-                self.balloon_why(vm, target, e, &why) + &r.whole_sets_note(&vm.name),
+                self.balloon_why(vm, (target, e), at_once, &why) + &r.whole_sets_note(&vm.name),
             );
         }
         // Only memory the host holds counts (what a guest freed is back already): what a balloon
@@ -996,7 +1004,13 @@ impl Esx {
     }
 
     /// Why a balloon moves: the host's state, and the VM's entitlement and idleness.
-    fn balloon_why(&self, vm: &VmObservation, target: u64, entitled: u64, why: &str) -> String {
+    fn balloon_why(
+        &self,
+        vm: &VmObservation,
+        (target, entitled): (u64, u64),
+        at_once: bool,
+        why: &str,
+    ) -> String {
         let idle = if vm.is_booting() {
             "booting".to_string()
         } else {
@@ -1007,7 +1021,9 @@ impl Esx {
                 100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
             )
         };
-        let before_swap = if target < entitled {
+        let before_swap = if at_once {
+            "; its page cache goes at once, while a VM with more shares outgrows free memory"
+        } else if target < entitled {
             "; page cache below its entitlement goes before the host swaps the anonymous memory a \
              VM owes"
         } else {
@@ -3166,6 +3182,34 @@ mod tests {
         assert!(rising + 50 < steady, "{rising} against {steady}");
         // Beside a VM with as many shares, vm1's entitlement decides.
         assert!(vm1_target(true, 1000) > rising + 50);
+    }
+
+    #[test]
+    fn behind_a_vm_that_outgrows_free_memory_balloons_give_their_cache_in_one_round() {
+        // The seed as vm3 wakes, with vm1 and vm2 holding 640 MiB of cache above what they use:
+        // a step of 256 MiB each, then a wait for it to deliver, trails vm3's rise.
+        let reader = |name: &str| {
+            let mut v = vm(name, 760, 60);
+            v.guest_resident_mib = Some(700);
+            v.working_set_mib = Some(400);
+            v
+        };
+        let waking = |at_s: f64, used_mib: u64| {
+            let mut vm3 = vm("vm3", 1024, used_mib);
+            vm3.shares = 2000;
+            vm3.host_rss_mib = used_mib + 60;
+            snapshot(at_s, 2048, 1900, vec![reader("vm1"), reader("vm2"), vm3])
+        };
+        let mut p = ours();
+        p.entitle(&waking(0.0, 100));
+        let plan = p.decide(&waking(1.0, 300));
+        let cache_floor = 60 + 1024 / 8;
+        let targets: Vec<u64> = allocations(&plan)
+            .into_iter()
+            .filter(|(n, _)| n != "vm3")
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(targets, vec![cache_floor, cache_floor], "{plan:?}");
     }
 
     #[test]
