@@ -271,7 +271,10 @@ struct Reclaim {
     floor: u64,
     /// Anonymous memory the VM owes beyond its entitlement, left to the host to offload.
     anonymous_owed: u64,
-    /// The balloon goes to its floor this round, not a step a round.
+    /// The balloon goes to its floor this round, not a step a round: the page cache of a VM
+    /// behind one that outgrows free memory. Steps two balloons at a time trail the rise
+    /// (measured: seed, vm1 and vm2 stepped 256 MiB each as vm3 woke, then waited for those to
+    /// deliver while vm3 wrote 27 MiB/s, and the host swapped 7 to 9 MiB with no cap).
     at_once: bool,
 }
 
@@ -904,11 +907,8 @@ impl Esx {
             .collect();
         over.sort_by_key(|o| std::cmp::Reverse(o.0));
         // Pacing protects running guests from reclaiming all at once; a guest that has not
-        // reported yet is booting and has touched little, so its balloon goes at once. So does
-        // the cache of a VM behind one that outgrows free memory: a step a round, two balloons
-        // at a time, trails the rise (measured: seed, vm1 and vm2 stepped 256 MiB each as vm3
-        // woke, then waited for those to deliver while vm3 wrote 27 MiB/s, and the host swapped
-        // 7 to 9 MiB with no cap).
+        // reported yet is booting and has touched little, so its balloon goes at once, as
+        // does cache behind a rising VM (`Reclaim::at_once`).
         let already = s
             .vms
             .iter()
