@@ -178,8 +178,10 @@ struct UseSeen {
     at_s: f64,
     rose_at_s: f64,
     rise_mib_s: f64,
-    /// How far it last rose in one round.
+    /// How far its use last rose in one round beyond what its allocation rose (a balloon
+    /// letting memory out reads as use rising); kept until the next rise.
     rise_mib: u64,
+    allocation_mib: u64,
 }
 
 /// A balloon step ahead of need, as its VM was before the first one of a series.
@@ -609,13 +611,16 @@ impl Esx {
                     rose_at_s: f64::NEG_INFINITY,
                     rise_mib_s: 0.0,
                     rise_mib: 0,
+                    allocation_mib: vm.allocation_mib,
                 });
                 if used > seen.used_mib + DEAD_BAND_MIB {
-                    seen.rise_mib = used - seen.used_mib;
+                    let let_out = vm.allocation_mib.saturating_sub(seen.allocation_mib);
+                    seen.rise_mib = (used - seen.used_mib).saturating_sub(let_out);
                     seen.rose_at_s = s.at_s;
                     seen.rise_mib_s = (used - seen.used_mib) as f64 / (s.at_s - seen.at_s).max(1.0);
                 }
                 seen.used_mib = used;
+                seen.allocation_mib = vm.allocation_mib;
                 seen.at_s = s.at_s;
                 let grows = s.at_s - seen.rose_at_s <= GROWTH_HOLD_S;
                 (grows, if grows { seen.rise_mib_s } else { 0.0 })
@@ -633,10 +638,11 @@ impl Esx {
     /// counts as used, so its use reaches its allocation (measured: seed, vm1 at its floor
     /// counted as filling and was granted 103 MiB while vm3 waited on zswap); it is granted
     /// memory once it pages, or once its use rises by more than a balloon's slack in a round
-    /// (its own rise, as above): then it fills with memory of its own, and is no longer
-    /// squeezed, since cache below the watermarks moves its use by less (measured: burst, b
-    /// squeezed in soft began its touch phase 20 s later, its use rose 280 MiB in 2 s as its
-    /// cache fell 320 MiB, and it waited 4 s for a grant, until it paged).
+    /// (its own rise, as above, this round, with no balloon letting memory out): then it fills
+    /// with memory of its own and is no longer squeezed, since cache below the watermarks
+    /// moves its use by less (measured: burst, b squeezed in soft began its touch phase 20 s
+    /// later, its use rose 280 MiB in 2 s as its cache fell 320 MiB, and it waited 4 s for a
+    /// grant, until it paged).
     fn own_rises(&mut self, s: &Snapshot, growing: &[bool]) -> Vec<bool> {
         s.vms
             .iter()
@@ -648,11 +654,11 @@ impl Esx {
                     .is_some_and(|&at| s.at_s - at <= GROWTH_HOLD_S);
                 let inflating = vm.allocation_mib > vm.target_mib + DEAD_BAND_MIB;
                 let own = grows && !just_lowered && !inflating;
-                let fills = self
-                    .used_before
-                    .get(&vm.name)
-                    .is_some_and(|seen| seen.rise_mib > guest_slack_mib(vm));
-                if own && fills {
+                let deflating = vm.target_mib > vm.allocation_mib + DEAD_BAND_MIB;
+                let fills = self.used_before.get(&vm.name).is_some_and(|seen| {
+                    seen.rose_at_s == s.at_s && seen.rise_mib > guest_slack_mib(vm)
+                });
+                if own && fills && !deflating {
                     self.squeezed.remove(&vm.name);
                 }
                 own && !self.squeezed.contains(&vm.name)
@@ -3390,26 +3396,42 @@ mod tests {
     #[test]
     fn a_guest_squeezed_to_its_cache_floor_is_not_filling() {
         // Its cache below the watermarks counts as used: its use reaches its allocation.
-        let at_floor = |at_s: f64, used_mib: u64| {
+        let at = |at_s: f64, used_mib: u64, allocation_mib: u64| {
             let mut s = seed_at_vm3_peak(at_s, 190);
-            s.vms[0].allocation_mib = 190;
-            s.vms[0].target_mib = 190;
+            s.vms[0].allocation_mib = allocation_mib;
+            s.vms[0].target_mib = allocation_mib;
             s.vms[0].guest_used_mib = Some(used_mib);
             s
         };
+        let at_floor = |at_s: f64, used_mib: u64| at(at_s, used_mib, 190);
         let filling = |p: &mut Esx, from_mib: u64| {
             p.entitle(&at_floor(20.0, from_mib));
             p.entitle(&at_floor(21.0, 180)).filling[0]
         };
+        let squeezed = || {
+            let mut p = ours();
+            p.decide(&seed_at_vm3_peak(0.0, 900));
+            assert!(p.squeezed.contains("vm1"));
+            p
+        };
         assert!(filling(&mut ours(), 100));
-        let mut p = ours();
-        p.decide(&seed_at_vm3_peak(0.0, 900));
-        assert!(p.squeezed.contains("vm1"));
+        let mut p = squeezed();
         assert!(!filling(&mut p, 100));
         // A rise of more than a balloon's slack in a round is memory of its own.
         assert!(p.squeezed.contains("vm1"));
         assert!(filling(&mut p, 20));
         assert!(!p.squeezed.contains("vm1"));
+        // Not where a balloon let out as much, nor a rise seen while its balloon was just
+        // lowered, a round later.
+        let mut p = squeezed();
+        p.entitle(&at_floor(20.0, 20));
+        p.entitle(&at(21.0, 180, 400));
+        assert!(p.squeezed.contains("vm1"));
+        let mut p = squeezed();
+        p.entitle(&at_floor(1.0, 20));
+        p.entitle(&at_floor(2.0, 180));
+        p.entitle(&at_floor(3.5, 180));
+        assert!(p.squeezed.contains("vm1"));
     }
 
     #[test]
