@@ -89,7 +89,7 @@ fn seed_scenario_runs_without_oom_kills_or_swapping_to_the_host_disk() {
         caps.join("\n")
     );
     // Without a cap the host swaps only what overshoots the budget while the balloons catch up
-    // with vm3's wake: these TCG guests' balloons return 20 to 90 MiB/s as vm3 writes 85 to 95
+    // with vm3's wake: these TCG guests' balloons returned 40 to 67 MiB/s as vm3 wrote 85 to 95
     // MiB/s (measured: 0, 8 and 31 MiB at the wake, all to zswap). The policy must keep that
     // within the margin it keeps free, the soft threshold's share of the budget; more is the
     // host swapping blindly (measured: 95 MiB as vm2 booted, a start nothing paces yet, and
