@@ -182,6 +182,17 @@ struct UseSeen {
     /// letting memory out reads as use rising); kept until the next rise.
     rise_mib: u64,
     allocation_mib: u64,
+    held_mib: u64,
+}
+
+/// How a VM's memory moves this round.
+struct Rise {
+    /// Its guest's use rose within GROWTH_HOLD_S.
+    grows: bool,
+    /// How fast its use last rose, while it grows (MiB/s).
+    use_mib_s: f64,
+    /// How fast what it holds of the host rose since the last round (MiB/s).
+    held_mib_s: f64,
 }
 
 /// A balloon step ahead of need, as its VM was before the first one of a series.
@@ -225,6 +236,8 @@ struct Round<'a> {
     /// Each VM whose use rises faster than free memory lasts while balloons deliver (its
     /// balloon not moving, not squeezed, not booting), and why, for the first of them.
     outgrows: Vec<bool>,
+    /// Those of them whose guest fills its page cache, not its use.
+    outgrows_with_cache: Vec<bool>,
     outgrows_why: Option<String>,
     /// How far they together outgrow free memory (MiB): what the host will be short of
     /// before the balloons deliver.
@@ -275,11 +288,20 @@ struct Reclaim {
     floor: u64,
     /// Anonymous memory the VM owes beyond its entitlement, left to the host to offload.
     anonymous_owed: u64,
-    /// The balloon goes to its floor this round, not a step a round: the page cache of a VM
-    /// behind one that outgrows free memory. Steps two balloons at a time trail the rise
-    /// (measured: seed, vm1 and vm2 stepped 256 MiB each as vm3 woke, then waited for those to
-    /// deliver while vm3 wrote 27 MiB/s, and the host swapped 7 to 9 MiB with no cap).
-    at_once: bool,
+    /// The balloon goes to its floor this round, not a step a round, and why.
+    at_once: Option<AtOnce>,
+}
+
+/// Why a balloon goes to its floor in one round.
+#[derive(Clone, Copy)]
+enum AtOnce {
+    /// Its page cache, behind a VM with more shares that outgrows free memory. Steps two
+    /// balloons at a time trail the rise (measured: seed, vm1 and vm2 stepped 256 MiB each as
+    /// vm3 woke, then waited for those to deliver while vm3 wrote 27 MiB/s, and the host
+    /// swapped 7 to 9 MiB with no cap).
+    BehindRise,
+    /// Its guest fills its page cache faster than free memory lasts.
+    FillsCache,
 }
 
 impl Esx {
@@ -507,7 +529,8 @@ impl Esx {
         let usable = (host.budget_mib + host.ksm_saved_mib)
             .saturating_sub(kept_free + overhead + boot_room + host.other_used_mib);
         let floors_fit = s.vms.iter().map(floor_mib).sum::<u64>() <= usable;
-        let (growing, rise_rates) = self.note_use(s);
+        let rises = self.note_use(s);
+        let growing: Vec<bool> = rises.iter().map(|r| r.grows).collect();
         let own_rise = self.own_rises(s, &growing);
         let filling: Vec<bool> = s
             .vms
@@ -515,8 +538,12 @@ impl Esx {
             .zip(&own_rise)
             .map(|(vm, &rises)| is_filling(vm, rises))
             .collect();
-        let (outgrows, outgrows_why, outgrows_by) =
-            outgrowing(s, kept_free + boot_room, &own_rise, &rise_rates);
+        let Outgrowth {
+            outgrows,
+            with_cache: outgrows_with_cache,
+            why: outgrows_why,
+            by_mib: outgrows_by,
+        } = outgrowing(s, kept_free + boot_room, &own_rise, &rises);
         let claims: Vec<Claim> = s
             .vms
             .iter()
@@ -546,6 +573,7 @@ impl Esx {
             given_whole_names,
             growing,
             outgrows,
+            outgrows_with_cache,
             outgrows_why,
             outgrows_by,
             filling,
@@ -598,13 +626,13 @@ impl Esx {
         (entitled, given_whole)
     }
 
-    /// Notes what each VM's guest uses: whether it grows (its use rose within GROWTH_HOLD_S),
-    /// and how fast it last rose (MiB/s), while it grows.
-    fn note_use(&mut self, s: &Snapshot) -> (Vec<bool>, Vec<f64>) {
+    /// Notes what each VM's guest uses and what it holds of the host.
+    fn note_use(&mut self, s: &Snapshot) -> Vec<Rise> {
         s.vms
             .iter()
             .map(|vm| {
                 let used = vm.guest_used_mib.unwrap_or(0);
+                let held = held_mib(vm);
                 let seen = self.used_before.entry(vm.name.clone()).or_insert(UseSeen {
                     used_mib: used,
                     at_s: s.at_s,
@@ -612,7 +640,13 @@ impl Esx {
                     rise_mib_s: 0.0,
                     rise_mib: 0,
                     allocation_mib: vm.allocation_mib,
+                    held_mib: held,
                 });
+                let held_mib_s = if held > seen.held_mib + DEAD_BAND_MIB {
+                    (held - seen.held_mib) as f64 / (s.at_s - seen.at_s).max(1.0)
+                } else {
+                    0.0
+                };
                 if used > seen.used_mib + DEAD_BAND_MIB {
                     let let_out = vm.allocation_mib.saturating_sub(seen.allocation_mib);
                     seen.rise_mib = (used - seen.used_mib).saturating_sub(let_out);
@@ -621,11 +655,16 @@ impl Esx {
                 }
                 seen.used_mib = used;
                 seen.allocation_mib = vm.allocation_mib;
+                seen.held_mib = held;
                 seen.at_s = s.at_s;
                 let grows = s.at_s - seen.rose_at_s <= GROWTH_HOLD_S;
-                (grows, if grows { seen.rise_mib_s } else { 0.0 })
+                Rise {
+                    grows,
+                    use_mib_s: if grows { seen.rise_mib_s } else { 0.0 },
+                    held_mib_s,
+                }
             })
-            .unzip()
+            .collect()
     }
 
     /// Each growing VM whose rise is its guest's own. A guest reclaiming under a balloon just
@@ -705,7 +744,12 @@ impl Esx {
     /// uses is granted what it needs from free memory even beyond its entitlement: memory no VM holds
     /// costs no VM anything, and the entitlement only bounds what is reclaimed for it
     /// (measured: reservation, app2 paged for 70 s at its entitlement while 150 MiB were free).
-    /// Free memory is held back for a VM waiting to start, so that it can.
+    /// Free memory is held back for a VM waiting to start, so that it can, and the room a VM
+    /// still starting may grow into is held back from guests that would only fill it with
+    /// cache (neither paging nor filling), as it is from give-back: a started guest's work
+    /// takes its memory within seconds (measured: seed, vm1 and vm2 granted 350 MiB of cache
+    /// back in the 5 s before vm3, paced, woke 30 s after its boot; their balloons returned it
+    /// slower than vm3 wrote, and the host swapped 36 MiB with no cap).
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
         let s = r.s;
         let in_flight = grants_in_flight_mib(s);
@@ -713,6 +757,16 @@ impl Esx {
             .host
             .free_mib()
             .saturating_sub(r.kept_free + in_flight + r.boot_room);
+        let starting_room: u64 = s
+            .vms
+            .iter()
+            .filter(|v| self.is_starting(v))
+            .map(|v| {
+                v.allocation_mib
+                    .max(v.target_mib)
+                    .saturating_sub(held_mib(v))
+            })
+            .sum();
         let mut unmet = r
             .boot_room
             .saturating_sub(s.host.free_mib().saturating_sub(r.kept_free));
@@ -740,7 +794,17 @@ impl Esx {
             if wanted < base + DEAD_BAND_MIB {
                 continue;
             }
-            let grant = (wanted - base).min(grantable);
+            let keeps_room = !(filling || vm.is_hungry() || self.is_starting(vm));
+            let room = if keeps_room {
+                grantable.saturating_sub(starting_room)
+            } else {
+                grantable
+            };
+            let grant = (wanted - base).min(room);
+            // What waits for the starting VM is not unmet: nothing is reclaimed for it.
+            let short = due
+                .saturating_sub(base + grant)
+                .saturating_sub(grantable - room);
             // Beyond free memory, a guest paging to its disk what it uses is lent the idle
             // memory others hold beyond their entitlements: the host pages it, compressed,
             // instead of the guest paging to its own disk, and once the guest no longer pages
@@ -754,11 +818,11 @@ impl Esx {
                 0
             };
             if grant + lent < DEAD_BAND_MIB {
-                unmet += due.saturating_sub(base + grant);
+                unmet += short;
                 continue;
             }
             lendable -= lent;
-            unmet += due.saturating_sub(base + grant).max(lent);
+            unmet += short.max(lent);
             grantable -= grant;
             let lent_why = if lent > 0 {
                 format!(
@@ -796,11 +860,12 @@ impl Esx {
     /// guest has touched little, so its balloon would free nothing ahead of need and only make
     /// it fault in through grants when its work begins (measured: seed, vm3 ballooned to 824 MiB
     /// as it booted on a host 47% free, then waited 26 s for grants); once memory is needed it
-    /// goes to its entitlement at once.
+    /// goes to its entitlement at once. So does a guest that fills its page cache faster than
+    /// free memory lasts (`Round::outgrows_with_cache`), before it holds that much.
     fn reclaim_bounds(
         vm: &VmObservation,
         entitled: u64,
-        (need, floors_fit): (bool, bool),
+        (need, floors_fit, fills_cache): (bool, bool, bool),
         recent_peak: u64,
     ) -> Reclaim {
         let used = if need {
@@ -819,7 +884,7 @@ impl Esx {
             } else {
                 vm.target_mib
             }
-        } else if held > floor + DEAD_BAND_MIB {
+        } else if held > floor + DEAD_BAND_MIB || fills_cache {
             floor
         } else {
             vm.target_mib
@@ -834,7 +899,7 @@ impl Esx {
                 (true, true) => floor - ballooned_to,
                 (true, false) => floor.min(held).saturating_sub(entitled),
             },
-            at_once: false,
+            at_once: fills_cache.then_some(AtOnce::FillsCache),
         }
     }
 
@@ -852,14 +917,15 @@ impl Esx {
             .iter()
             .zip(&r.entitled)
             .zip(backing_off.iter().zip(&r.growing))
-            .zip(&peaks)
+            .zip(peaks.iter().zip(&r.outgrows_with_cache))
             // A guest paging to its disk, growing, or that just had an OOM kill gives nothing:
             // a guest filling its free memory pages if that is taken (measured: idle-anon's
             // needy VM, ballooned as its phase began).
-            .map(|(((vm, &e), (&off, &grows)), &peak)| {
+            .map(|(((vm, &e), (&off, &grows)), (&peak, &fills_cache))| {
                 let keeps_cache = !need && self.rereading.contains_key(&vm.name);
-                (!off && !grows && !vm.is_hungry() && !keeps_cache)
-                    .then(|| Esx::reclaim_bounds(vm, e, (need, r.floors_fit), peak))
+                (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
+                    Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
+                })
             })
             .collect();
         // Host swap costs a VM that owes anonymous memory more than page cache costs the VMs
@@ -905,7 +971,9 @@ impl Esx {
                     && held_mib(vm) > cache_floor_mib(vm) + DEAD_BAND_MIB;
                 if let Some(b) = b.as_mut().filter(|b| b.anonymous_owed == 0 && gives_cache) {
                     b.floor = b.floor.min(cache_floor_mib(vm));
-                    b.at_once = behind_rise;
+                    if behind_rise {
+                        b.at_once = Some(AtOnce::BehindRise);
+                    }
                 }
             }
         }
@@ -938,7 +1006,7 @@ impl Esx {
         let mut slots = self.settings.max_inflating.saturating_sub(already);
         let why = reclaim_why(r, need, unmet);
         for (_, vm, e, &Reclaim { floor, at_once, .. }) in over {
-            let target = if vm.is_booting() || at_once {
+            let target = if vm.is_booting() || at_once.is_some() {
                 floor
             } else if slots > 0 {
                 slots -= 1;
@@ -1029,7 +1097,7 @@ impl Esx {
         &self,
         vm: &VmObservation,
         (target, entitled): (u64, u64),
-        at_once: bool,
+        at_once: Option<AtOnce>,
         why: &str,
     ) -> String {
         let idle = if vm.is_booting() {
@@ -1042,8 +1110,10 @@ impl Esx {
                 100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
             )
         };
-        let before_swap = if at_once {
+        let before_swap = if let Some(AtOnce::BehindRise) = at_once {
             "; its page cache goes at once, while a VM with more shares outgrows free memory"
+        } else if let Some(AtOnce::FillsCache) = at_once {
+            "; it goes there at once: its guest fills its page cache faster than free memory lasts"
         } else if target < entitled {
             "; page cache below its entitlement goes before the host swaps the anonymous memory a \
              VM owes"
@@ -1404,42 +1474,61 @@ fn reclaim_why(r: &Round, need: bool, unmet: u64) -> String {
 /// needed within seconds, and balloons move fastest before the host is short, not once every
 /// guest waits on it (measured: seed, vm3 woke on a host 17% free with 820 MiB to grow into;
 /// the balloons began at 2% free, took 15 s to inflate on a host at its limit, and vm3 reached
-/// full speed 18 to 35 s after it woke).
-fn outgrowing(
-    s: &Snapshot,
-    kept: u64,
-    rises: &[bool],
-    rates: &[f64],
-) -> (Vec<bool>, Option<String>, u64) {
+/// full speed 18 to 35 s after it woke). So does a VM whose use stays flat while what it holds
+/// of the host rises as fast: its guest fills its page cache, which its balloon can take
+/// (measured: seed, vm2 wrote its 400 MiB of cache at 150 MiB/s after its boot, ballooned only
+/// once the host was low, and the host swapped 98 MiB of vm1 with no cap).
+fn outgrowing(s: &Snapshot, kept: u64, own_rise: &[bool], rises: &[Rise]) -> Outgrowth {
     let free = s
         .host
         .free_mib()
         .saturating_sub(kept + grants_in_flight_mib(s));
     let mut why = None;
     let mut coming_all = 0;
-    let outgrows = s
+    let (outgrows, with_cache) = s
         .vms
         .iter()
-        .zip(rises.iter().zip(rates))
-        .map(|(vm, (&rises, &rate))| {
+        .zip(own_rise.iter().zip(rises))
+        .map(|(vm, (&own, rise))| {
             // A balloon letting memory out reads as use rising too.
             let steady = !vm.is_booting() && vm.target_mib <= vm.allocation_mib + DEAD_BAND_MIB;
+            let (rate, what) = if own {
+                (rise.use_mib_s, "use rises")
+            } else if !rise.grows {
+                (rise.held_mib_s, "page cache grows")
+            } else {
+                (0.0, "")
+            };
             let room = vm.target_mib.saturating_sub(held_mib(vm));
             let coming = ((rate * BALLOON_DELIVERY_S) as u64).min(room);
-            let outgrows = rises && steady && coming > free;
+            let outgrows = rate > 0.0 && steady && coming > free;
             if outgrows {
                 coming_all += coming;
             }
             if outgrows && why.is_none() {
                 why = Some(format!(
-                    "{}'s use rises {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
+                    "{}'s {what} {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
                     vm.name
                 ));
             }
-            outgrows
+            (outgrows, outgrows && !own)
         })
-        .collect();
-    (outgrows, why, coming_all.saturating_sub(free))
+        .unzip();
+    Outgrowth {
+        outgrows,
+        with_cache,
+        why,
+        by_mib: coming_all.saturating_sub(free),
+    }
+}
+
+/// The VMs that outgrow free memory, those of them that fill their page cache, why (for the
+/// first), and by how much they together outgrow it (MiB).
+struct Outgrowth {
+    outgrows: Vec<bool>,
+    with_cache: Vec<bool>,
+    why: Option<String>,
+    by_mib: u64,
 }
 
 /// Guest memory the host holds for a VM: what the guest holds, or more where QEMU holds pages
@@ -3282,6 +3371,75 @@ mod tests {
         };
         assert!(outgrows(1024));
         assert!(!outgrows(600));
+    }
+
+    #[test]
+    fn a_vm_filling_its_page_cache_faster_than_free_memory_lasts_is_ballooned_while_the_host_has_room(
+    ) {
+        // The seed as vm2's cache reader writes its file: vm2's use stays flat, and what it
+        // holds of the host rises 150 MiB/s beside vm1 at its entitlement.
+        let at = |at_s: f64, vm2_held: u64| {
+            let mut vm1 = vm("vm1", 651, 120);
+            vm1.guest_resident_mib = Some(640);
+            vm1.working_set_mib = Some(600);
+            vm1.host_rss_mib = 700;
+            let mut vm2 = vm("vm2", 1024, 136);
+            vm2.guest_resident_mib = Some(vm2_held);
+            vm2.working_set_mib = Some(vm2_held);
+            vm2.host_rss_mib = vm2_held + 60;
+            snapshot(at_s, 1536, 700 + vm2_held + 60, vec![vm1, vm2])
+        };
+        let vm2_target = |held_before: u64| {
+            let mut p = ours();
+            p.decide(&at(0.0, held_before));
+            allocations(&p.decide(&at(1.0, 490)))
+                .into_iter()
+                .find(|(n, _)| n == "vm2")
+                .map_or(1024, |(_, t)| t)
+        };
+        // 275 MiB free, 214 beyond the soft margin: its balloon goes to its entitlement before
+        // the host is short, and before vm2 holds that much.
+        assert!(vm2_target(340) < 720, "{}", vm2_target(340));
+        // Holding as much as a round before, it keeps its cache while the host has room.
+        assert_eq!(vm2_target(490), 1024);
+    }
+
+    #[test]
+    fn the_room_a_starting_vm_may_grow_into_is_not_granted_as_cache() {
+        // The seed 25 s after vm3's boot: vm1 reads its cache back, vm3 holds 184 of its 1024
+        // MiB and will write 900 MiB once it wakes; 486 MiB are free.
+        let round = |vm3_booted_s_ago: f64, vm1_pages: bool| {
+            let mut vm1 = vm("vm1", 389, 330);
+            vm1.working_set_mib = Some(420);
+            vm1.host_rss_mib = 449;
+            if vm1_pages {
+                vm1.guest_swap_out_rate = 8.0;
+            }
+            let mut vm3 = vm("vm3", 1024, 120);
+            vm3.shares = 2000;
+            vm3.host_rss_mib = 184;
+            vm3.launched_s_ago = Some(vm3_booted_s_ago + 30.0);
+            vm3.booted_s_ago = Some(vm3_booted_s_ago);
+            let s = snapshot(10.0, 1536, 1050, vec![vm1, vm3]);
+            let mut p = ours();
+            p.paced = Some(Paced {
+                vm: "vm3".into(),
+                percent: 21,
+                why: String::new(),
+            });
+            allocations(&p.decide(&s))
+        };
+        let granted = |plan: Vec<(String, u64)>| {
+            plan.iter()
+                .find(|(n, _)| n == "vm1")
+                .map_or(0, |(_, t)| t.saturating_sub(389))
+        };
+        // Paced, vm3 still starts: vm1's cache waits, and nothing is reclaimed for it.
+        assert_eq!(round(25.0, false), vec![]);
+        // Once vm3 has started, vm1 gets its cache back from free memory.
+        assert!(granted(round(45.0, false)) > 50);
+        // A guest paging to its disk is granted while vm3 starts too.
+        assert!(granted(round(25.0, true)) > 50);
     }
 
     #[test]
