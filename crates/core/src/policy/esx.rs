@@ -293,7 +293,7 @@ struct Reclaim {
 }
 
 /// Why a balloon goes to its floor in one round.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum AtOnce {
     /// Its page cache, behind a VM with more shares that outgrows free memory. Steps two
     /// balloons at a time trail the rise (measured: seed, vm1 and vm2 stepped 256 MiB each as
@@ -1110,18 +1110,23 @@ impl Esx {
                 100.0 * (1.0 - active as f64 / vm.allocation_mib.max(1) as f64)
             )
         };
-        let before_swap = if let Some(AtOnce::BehindRise) = at_once {
-            "; its page cache goes at once, while a VM with more shares outgrows free memory"
-        } else if let Some(AtOnce::FillsCache) = at_once {
-            "; it goes there at once: its guest fills its page cache faster than free memory lasts"
-        } else if target < entitled {
+        let at_once_why = match at_once {
+            Some(AtOnce::BehindRise) => {
+                "; its page cache goes at once, while a VM with more shares outgrows free memory"
+            }
+            Some(AtOnce::FillsCache) => {
+                "; it goes there at once: its guest fills its page cache faster than free memory lasts"
+            }
+            None => "",
+        };
+        let before_swap = if at_once != Some(AtOnce::BehindRise) && target < entitled {
             "; page cache below its entitlement goes before the host swaps the anonymous memory a \
              VM owes"
         } else {
             ""
         };
         format!(
-            "{} balloon {} -> {target} MiB: {why}; entitled to {entitled} MiB ({idle}, idle memory taxed {:.0}%){before_swap}",
+            "{} balloon {} -> {target} MiB: {why}; entitled to {entitled} MiB ({idle}, idle memory taxed {:.0}%){before_swap}{at_once_why}",
             vm.name,
             vm.allocation_mib,
             self.settings.idle_tax * 100.0,
@@ -1485,7 +1490,9 @@ fn outgrowing(s: &Snapshot, kept: u64, own_rise: &[bool], rises: &[Rise]) -> Out
         .host
         .free_mib()
         .saturating_sub(kept + grants_in_flight_mib(s));
-    let mut why = None;
+    // A VM whose use rises is named before one whose cache grows: that is the rise balloons
+    // behind it answer.
+    let (mut why_use, mut why_cache) = (None, None);
     let mut coming_all = 0;
     let (outgrows, with_cache) = s
         .vms
@@ -1507,8 +1514,9 @@ fn outgrowing(s: &Snapshot, kept: u64, own_rise: &[bool], rises: &[Rise]) -> Out
             if outgrows {
                 coming_all += coming;
             }
+            let why = if own { &mut why_use } else { &mut why_cache };
             if outgrows && why.is_none() {
-                why = Some(format!(
+                *why = Some(format!(
                     "{}'s {what} {rate:.0} MiB/s with {room} MiB to grow into, {free} MiB free",
                     vm.name
                 ));
@@ -1519,7 +1527,7 @@ fn outgrowing(s: &Snapshot, kept: u64, own_rise: &[bool], rises: &[Rise]) -> Out
     Outgrowth {
         outgrows,
         with_cache,
-        why,
+        why: why_use.or(why_cache),
         by_mib: coming_all.saturating_sub(free),
     }
 }

@@ -306,6 +306,14 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
         for &peer in &options.peers {
             let outcome =
                 run_one(dir, cache_dir, &bench, &config, Some((peer, &reference))).await?;
+            // The table shows the median round; each round's figures show the spread.
+            if options.runs > 1 {
+                eprintln!(
+                    "bench: round {}: {peer}: {}",
+                    round + 1,
+                    round_summary(&outcome)
+                );
+            }
             rounds.entry(peer.to_string()).or_default().push(outcome);
         }
         rounds.entry(REFERENCE.into()).or_default().push(reference);
@@ -342,6 +350,19 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
         print_table(scenario, bench.measure.is_some(), &order, &results);
     }
     Ok(())
+}
+
+/// One round's ratios and swap, in a line.
+fn round_summary(o: &Outcome) -> String {
+    let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+    format!(
+        "needy {}, all {}, host swap {} MiB ({} to zswap), guest swap {} MiB",
+        ratio(o.needy_throughput_ratio),
+        ratio(o.total_throughput_ratio),
+        o.host_swap_out_mib,
+        o.zswap_out_mib,
+        o.guest_swap_out_mib
+    )
 }
 
 /// The outcome of the median round by all VMs' throughput ratio (by throughput for the

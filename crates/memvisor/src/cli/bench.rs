@@ -18,7 +18,8 @@ pub struct Args {
     )]
     policy: Vec<Peer>,
     /// Rounds of every policy beside the reference; each policy's median round is shown, with
-    /// the guest OOM kills and VMs lost of its worst round.
+    /// the guest OOM kills and VMs lost of its worst round, and each round's ratios and swap
+    /// as it ends (on stderr).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = rounds)]
     runs: usize,
     #[arg(long)]
