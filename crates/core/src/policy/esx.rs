@@ -757,16 +757,7 @@ impl Esx {
             .host
             .free_mib()
             .saturating_sub(r.kept_free + in_flight + r.boot_room);
-        let starting_room: u64 = s
-            .vms
-            .iter()
-            .filter(|v| self.is_starting(v))
-            .map(|v| {
-                v.allocation_mib
-                    .max(v.target_mib)
-                    .saturating_sub(held_mib(v))
-            })
-            .sum();
+        let starting_room = self.starting_room_mib(s);
         let mut unmet = r
             .boot_room
             .saturating_sub(s.host.free_mib().saturating_sub(r.kept_free));
@@ -824,31 +815,28 @@ impl Esx {
             lendable -= lent;
             unmet += short.max(lent);
             grantable -= grant;
-            let lent_why = if lent > 0 {
-                format!(
-                    " and {lent} MiB lent from idle memory the others hold beyond their entitlements, which they give back"
-                )
-            } else {
-                String::new()
-            };
             plan.push(
                 Action::Allocate {
                     vm: vm.name.clone(),
                     target_mib: base + grant + lent,
                 },
-                format!(
-                    "{} memory {} -> {} MiB: entitled to {entitled} MiB ({}active {} MiB, shares {}); {grant} MiB granted from free memory{lent_why}{}",
-                    vm.name,
-                    vm.allocation_mib,
-                    base + grant + lent,
-                    if vm.is_hungry() { "pages to its disk, " } else { "" },
-                    vm.active_mib(),
-                    vm.shares,
-                    r.whole_sets_note(&vm.name),
-                ),
+                grant_why(vm, entitled, (grant, lent)) + &r.whole_sets_note(&vm.name),
             );
         }
         unmet
+    }
+
+    /// The room the VMs still starting may grow into: what they may hold and do not yet.
+    fn starting_room_mib(&self, s: &Snapshot) -> u64 {
+        s.vms
+            .iter()
+            .filter(|v| self.is_starting(v))
+            .map(|v| {
+                v.allocation_mib
+                    .max(v.target_mib)
+                    .saturating_sub(held_mib(v))
+            })
+            .sum()
     }
 
     /// How far a VM's balloon goes: to its entitlement, but never below what the guest uses
@@ -1446,6 +1434,26 @@ impl Policy for Esx {
         self.admit(&round, &mut plan);
         plan
     }
+}
+
+/// Why a VM is granted `grant` MiB of free memory and lent `lent` MiB of others' idle memory.
+fn grant_why(vm: &VmObservation, entitled: u64, (grant, lent): (u64, u64)) -> String {
+    let lent_why = if lent > 0 {
+        format!(
+            " and {lent} MiB lent from idle memory the others hold beyond their entitlements, which they give back"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{} memory {} -> {} MiB: entitled to {entitled} MiB ({}active {} MiB, shares {}); {grant} MiB granted from free memory{lent_why}",
+        vm.name,
+        vm.allocation_mib,
+        vm.allocation_mib.max(vm.target_mib) + grant + lent,
+        if vm.is_hungry() { "pages to its disk, " } else { "" },
+        vm.active_mib(),
+        vm.shares,
+    )
 }
 
 /// Memory granted that balloons are still letting out: free now, but claimed.
