@@ -749,7 +749,9 @@ impl Esx {
     /// cache (neither paging nor filling), as it is from give-back: a started guest's work
     /// takes its memory within seconds (measured: seed, vm1 and vm2 granted 350 MiB of cache
     /// back in the 5 s before vm3, paced, woke 30 s after its boot; their balloons returned it
-    /// slower than vm3 wrote, and the host swapped 36 MiB with no cap).
+    /// slower than vm3 wrote, and the host swapped 36 MiB with no cap). Such a guest gets none
+    /// while a VM outgrows free memory: reclaim would take it back in the same round (measured:
+    /// seed, vm1 granted 488 -> 542 MiB and ballooned to 166 in the round vm3's rise was seen).
     fn grant(&self, r: &Round, plan: &mut Plan) -> u64 {
         let s = r.s;
         let in_flight = grants_in_flight_mib(s);
@@ -786,10 +788,12 @@ impl Esx {
                 continue;
             }
             let keeps_room = !(filling || vm.is_hungry() || self.is_starting(vm));
-            let room = if keeps_room {
-                grantable.saturating_sub(starting_room)
-            } else {
+            let room = if !keeps_room {
                 grantable
+            } else if r.outgrows_why.is_some() {
+                0
+            } else {
+                grantable.saturating_sub(starting_room)
             };
             let grant = (wanted - base).min(room);
             // What waits for the starting VM is not unmet: nothing is reclaimed for it.
@@ -3345,6 +3349,37 @@ mod tests {
             .map(|(_, t)| t)
             .collect();
         assert_eq!(targets, vec![cache_floor, cache_floor], "{plan:?}");
+    }
+
+    #[test]
+    fn no_cache_is_granted_in_the_round_a_vm_outgrows_free_memory() {
+        // The seed as vm3 wakes: vm1 and vm2 read back their cache, entitled to more than they
+        // have; 601 MiB are free.
+        let reader = |name: &str| {
+            let mut v = vm(name, 488, 60);
+            v.guest_resident_mib = Some(480);
+            v.working_set_mib = Some(480);
+            v
+        };
+        let waking = |at_s: f64, used_mib: u64| {
+            let mut vm3 = vm("vm3", 1024, used_mib);
+            vm3.shares = 2000;
+            vm3.guest_resident_mib = Some(used_mib);
+            vm3.host_rss_mib = used_mib + 60;
+            snapshot(at_s, 1800, 1199, vec![reader("vm1"), reader("vm2"), vm3])
+        };
+        let mut p = ours();
+        p.entitle(&waking(0.0, 100));
+        let plan = p.decide(&waking(1.0, 300));
+        let targets = allocations(&plan);
+        for name in ["vm1", "vm2"] {
+            let moves: Vec<u64> = targets
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, t)| *t)
+                .collect();
+            assert!(moves.len() == 1 && moves[0] < 488, "{name}: {plan:?}");
+        }
     }
 
     #[test]
