@@ -796,7 +796,8 @@ impl Esx {
                 grantable.saturating_sub(starting_room)
             };
             let grant = (wanted - base).min(room);
-            // What waits for the starting VM is not unmet: nothing is reclaimed for it.
+            // What waits (for a starting VM, or for a rise) is not unmet: nothing is reclaimed
+            // for it.
             let short = due
                 .saturating_sub(base + grant)
                 .saturating_sub(grantable - room);
