@@ -354,7 +354,6 @@ pub async fn run(dir: &Path, cache_dir: &Path, options: &Options) -> Result<(), 
 
 /// One round's ratios and swap, in a line.
 fn round_summary(o: &Outcome) -> String {
-    let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
     format!(
         "needy {}, all {}, host swap {} MiB ({} to zswap), guest swap {} MiB",
         ratio(o.needy_throughput_ratio),
