@@ -85,14 +85,17 @@ pub fn allocate(claims: &[Claim], available_mib: u64, idle_tax: f64) -> Vec<u64>
 /// working-set principle has it, memory then goes to whole working sets: as many of the short
 /// VMs as their entitlements together cover get all they touch, in order of shares, then those
 /// that had theirs at the last round (`kept`: they wait no more, and stay first, so that memory
-/// does not swing between VMs), then the smallest. The others keep their minimum, and the first
-/// of them what is left. Every other VM keeps its entitlement. Returns, in the claims' order,
-/// the entitlements (which sum to `entitled`'s) and whether each VM got its whole working set.
+/// does not swing between VMs), then the smallest. A VM that waits with all it may hold
+/// (`beyond_reach`) comes after the others of its shares: no memory ends its wait, and what it
+/// holds would end another's. The others keep their minimum, and the first of them what is
+/// left. Every other VM keeps its entitlement. Returns, in the claims' order, the entitlements
+/// (which sum to `entitled`'s) and whether each VM got its whole working set.
 pub fn concentrate(
     claims: &[Claim],
     entitled: &[u64],
     kept: &[bool],
     waiting: &[bool],
+    beyond_reach: &[bool],
 ) -> (Vec<u64>, Vec<bool>) {
     let whole = |c: &Claim| c.active_mib.min(c.max_mib).max(c.min_mib);
     let mut short: Vec<usize> = (0..claims.len())
@@ -107,6 +110,7 @@ pub fn concentrate(
     short.sort_by_key(|&i| {
         (
             std::cmp::Reverse(claims[i].shares),
+            beyond_reach[i],
             !kept[i],
             whole(&claims[i]),
             i,
@@ -221,19 +225,19 @@ mod tests {
         assert_eq!(split, vec![500, 500]);
         let both = [true, true];
         assert_eq!(
-            concentrate(&peaks, &split, &[false, false], &both),
+            concentrate(&peaks, &split, &[false, false], &both, &[false; 2]),
             (vec![700, 300], vec![true, false])
         );
         // The one that had its working set keeps it, and waits no more.
         assert_eq!(
-            concentrate(&peaks, &split, &[false, true], &[true, false]).0,
+            concentrate(&peaks, &split, &[false, true], &[true, false], &[false; 2]).0,
             vec![300, 700]
         );
         // More shares go first, whatever the last round gave.
         let mut favoured = peaks;
         favoured[1].shares = 2000;
         assert_eq!(
-            concentrate(&favoured, &split, &[true, false], &both).0,
+            concentrate(&favoured, &split, &[true, false], &both, &[false; 2]).0,
             vec![300, 700]
         );
     }
@@ -243,17 +247,31 @@ mod tests {
         let both = [true, true];
         let idle_and_busy = [claim(1000, 100, 64, 1024), claim(1000, 900, 64, 1024)];
         assert_eq!(
-            concentrate(&idle_and_busy, &[300, 700], &[false, false], &both).0,
+            concentrate(
+                &idle_and_busy,
+                &[300, 700],
+                &[false, false],
+                &both,
+                &[false; 2]
+            )
+            .0,
             vec![300, 700]
         );
         let nearly = [claim(1000, 520, 64, 1024), claim(1000, 520, 64, 1024)];
         assert_eq!(
-            concentrate(&nearly, &[500, 500], &[false, false], &both).0,
+            concentrate(&nearly, &[500, 500], &[false, false], &both, &[false; 2]).0,
             vec![500, 500]
         );
         let peaks = [claim(1000, 700, 128, 1024), claim(1000, 700, 128, 1024)];
         assert_eq!(
-            concentrate(&peaks, &[500, 500], &[false, false], &[true, false]).0,
+            concentrate(
+                &peaks,
+                &[500, 500],
+                &[false, false],
+                &[true, false],
+                &[false; 2]
+            )
+            .0,
             vec![500, 500]
         );
     }
@@ -266,7 +284,7 @@ mod tests {
         let split = allocate(&small, 800, 0.75);
         assert_eq!(split, vec![160; 5]);
         assert_eq!(
-            concentrate(&small, &split, &[false; 5], &[true; 5]),
+            concentrate(&small, &split, &[false; 5], &[true; 5], &[false; 5]),
             (
                 vec![250, 250, 180, 60, 60],
                 vec![true, true, false, false, false]
@@ -282,8 +300,31 @@ mod tests {
             claim(1000, 2000, 0, 4096),
         ];
         assert_eq!(
-            concentrate(&claims, &[80, 800, 100], &[false; 3], &[true; 3]),
+            concentrate(
+                &claims,
+                &[80, 800, 100],
+                &[false; 3],
+                &[true; 3],
+                &[false; 3]
+            ),
             (vec![100, 880, 0], vec![true, false, false])
+        );
+    }
+
+    #[test]
+    fn a_vm_that_waits_with_all_it_may_hold_comes_after_the_others() {
+        // Three VMs short of 250 MiB working sets on room for two; the first had its set at the
+        // last round, and waits still with all it may hold.
+        let small = [claim(1000, 250, 60, 256); 3];
+        let split = [190; 3];
+        let kept = [true, false, false];
+        assert_eq!(
+            concentrate(&small, &split, &kept, &[true; 3], &[false; 3]),
+            (vec![250, 250, 70], vec![true, true, false])
+        );
+        assert_eq!(
+            concentrate(&small, &split, &kept, &[true; 3], &[true, false, false]),
+            (vec![70, 250, 250], vec![false, true, true])
         );
     }
 
@@ -310,19 +351,18 @@ mod tests {
         #[test]
         fn concentrating_keeps_bounds_and_totals(
             vms in prop::collection::vec(
-                (1u32..5000, 0u64..2048, 0u64..512, 0u64..2048, any::<bool>(), any::<bool>()),
+                (1u32..5000, 0u64..2048, 0u64..512, 0u64..2048, any::<[bool; 3]>()),
                 1..8,
             ),
             available in 0u64..8192,
         ) {
             let claims: Vec<Claim> = vms
                 .iter()
-                .map(|&(s, a, min, extra, _, _)| claim(s, a, min, min + extra))
+                .map(|&(s, a, min, extra, _)| claim(s, a, min, min + extra))
                 .collect();
-            let kept: Vec<bool> = vms.iter().map(|v| v.4).collect();
-            let waiting: Vec<bool> = vms.iter().map(|v| v.5).collect();
+            let flag = |k: usize| vms.iter().map(|v| v.4[k]).collect::<Vec<bool>>();
             let entitled = allocate(&claims, available, 0.75);
-            let (got, _) = concentrate(&claims, &entitled, &kept, &waiting);
+            let (got, _) = concentrate(&claims, &entitled, &flag(0), &flag(1), &flag(2));
             for (c, g) in claims.iter().zip(&got) {
                 prop_assert!(*g >= c.min_mib && *g <= c.max_mib, "{c:?} got {g}");
             }

@@ -133,6 +133,8 @@ pub struct Esx {
     /// VMs given their whole working sets at the latest round, where shares left several
     /// short.
     given_whole_sets: BTreeSet<String>,
+    /// When each VM was last seen paging with all it may hold.
+    beyond_reach: BTreeMap<String, f64>,
 }
 
 /// A start short of room, held to part of a core.
@@ -326,6 +328,7 @@ impl Esx {
             starts_merged: None,
             paced: None,
             given_whole_sets: BTreeSet::new(),
+            beyond_reach: BTreeMap::new(),
         }
     }
 
@@ -348,6 +351,7 @@ impl Esx {
         self.lowered_at.retain(|n, _| here(n));
         self.delivery_started.retain(|n, _| here(n));
         self.squeezed.retain(|n| here(n));
+        self.beyond_reach.retain(|n, _| here(n));
     }
 
     /// Notes the VMs that read again what a balloon step ahead of need took from them.
@@ -590,11 +594,25 @@ impl Esx {
         by_shares: &[u64],
     ) -> (Vec<u64>, Vec<bool>) {
         // A VM that went quiet keeps no whole working set, and a quiet one waiting on swap
-        // asks for none: what it holds is mostly what it no longer touches.
+        // asks for none: what it holds is mostly what it no longer touches. Nor does one that
+        // paged with all it may hold within RECENT_USE_S: no memory ends its wait, and a
+        // balloon that takes some back does not bring its working set within reach (measured:
+        // many-small, s3 paged at its 256 MiB while it kept its whole set, and s5 paged at
+        // 128 MiB for want of it; let go of in the first round that saw it page less, s3 was
+        // given its set again and ballooned 256 -> 128 -> 256 MiB ten times in 140 s).
+        for vm in s.vms.iter().filter(|v| pages_at_its_ceiling(v)) {
+            self.beyond_reach.insert(vm.name.clone(), s.at_s);
+        }
+        let beyond_reach: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|v| self.is_beyond_reach(v, s.at_s))
+            .collect();
         let kept: Vec<bool> = s
             .vms
             .iter()
-            .map(|v| self.given_whole_sets.contains(&v.name) && !is_quiet(v))
+            .zip(&beyond_reach)
+            .map(|(v, &beyond)| self.given_whole_sets.contains(&v.name) && !is_quiet(v) && !beyond)
             .collect();
         // A VM waits on swap where its guest pages to its disk or its QEMU faults back what
         // the host swapped.
@@ -615,7 +633,8 @@ impl Esx {
                 ..*c
             })
             .collect();
-        let (entitled, given_whole) = concentrate(&whole_claims, by_shares, &kept, &waiting);
+        let (entitled, given_whole) =
+            concentrate(&whole_claims, by_shares, &kept, &waiting, &beyond_reach);
         self.given_whole_sets = s
             .vms
             .iter()
@@ -767,8 +786,10 @@ impl Esx {
         for ((vm, &entitled), &filling) in s.vms.iter().zip(&r.entitled).zip(&r.filling) {
             // What a squeezed guest asks for is the cache its balloon took: granted, it is
             // taken again a round later (measured: seed, vm1 and vm2 ballooned to 170 MiB and
-            // granted 270 MiB back every few seconds while vm3 waited on zswap).
-            if self.squeezed.contains(&vm.name) && !vm.is_hungry() {
+            // granted 270 MiB back every few seconds while vm3 waited on zswap). One passed
+            // over would hold what a whole working set lacks (measured: many-small, s3 ballooned
+            // to 128 MiB was granted back to 209 MiB as s5 went to 128 MiB).
+            if self.squeezed.contains(&vm.name) && !vm.is_hungry() || self.passed_over(r, vm) {
                 continue;
             }
             let base = vm.allocation_mib.max(vm.target_mib);
@@ -829,6 +850,20 @@ impl Esx {
             );
         }
         unmet
+    }
+
+    /// A VM that paged with all it may hold while whole working sets go to others: it is
+    /// granted nothing, and its balloon gives what it holds beyond its entitlement.
+    fn passed_over(&self, r: &Round, vm: &VmObservation) -> bool {
+        r.given_whole.contains(&true)
+            && !self.given_whole_sets.contains(&vm.name)
+            && self.is_beyond_reach(vm, r.s.at_s)
+    }
+
+    fn is_beyond_reach(&self, vm: &VmObservation, now_s: f64) -> bool {
+        self.beyond_reach
+            .get(&vm.name)
+            .is_some_and(|&seen| now_s - seen <= RECENT_USE_S)
     }
 
     /// The room the VMs still starting may grow into: what they may hold and do not yet.
@@ -913,9 +948,21 @@ impl Esx {
             .zip(peaks.iter().zip(&r.outgrows_with_cache))
             // A guest paging to its disk, growing, or that just had an OOM kill gives nothing:
             // a guest filling its free memory pages if that is taken (measured: idle-anon's
-            // needy VM, ballooned as its phase began).
+            // needy VM, ballooned as its phase began). Except one that pages with all it may
+            // hold while whole working sets go to others: it waits as long with less, and what
+            // it holds ends their wait (measured: many-small, s3 held 290 MiB paging at its
+            // limit while s5, given its whole set, paged at 128 MiB for the whole run). Its
+            // balloon takes that, not the host: a cap below what a guest touches stalls it
+            // (measured: many-small, s3 capped at 111 MiB stalled at its limit within 2 s).
             .map(|(((vm, &e), (&off, &grows)), (&peak, &fills_cache))| {
                 let keeps_cache = !need && self.rereading.contains_key(&vm.name);
+                if self.passed_over(r, vm) && !off {
+                    return Some(Reclaim {
+                        floor: e.max(floor_mib(vm)),
+                        anonymous_owed: 0,
+                        at_once: None,
+                    });
+                }
                 (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
                     Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
                 })
@@ -1637,6 +1684,12 @@ fn host_floor_mib(vm: &VmObservation, hard: bool, floors_fit: bool) -> u64 {
         vm.reservation_mib.max(vm.working_set_mib.unwrap_or(0))
     };
     vm.overhead_mib() + kept.max(GUEST_HOT_MIB)
+}
+
+/// A guest paging to its disk with all it may hold: its working set is beyond its limit, and
+/// more memory would not end its wait.
+fn pages_at_its_ceiling(vm: &VmObservation) -> bool {
+    vm.is_hungry() && vm.allocation_mib + DEAD_BAND_MIB >= growth_ceiling_mib(vm)
 }
 
 /// A VM faulting back what the host swapped of it: it touches those pages again, and waits on
@@ -3603,6 +3656,75 @@ mod tests {
         let round = p.entitle(&s);
         assert_eq!(round.given_whole, [false, false]);
         assert_eq!(round.entitled, round.by_shares);
+    }
+
+    #[test]
+    fn a_vm_paging_with_all_it_may_hold_gives_way_to_a_whole_working_set() {
+        // many-small: s3 pages at its 256 MiB limit and had its whole set; s5 pages at 128 MiB;
+        // the idle ones hold their floors. The host is in hard.
+        let small = |name: &str, allocation: u64, used: u64| {
+            let mut v = vm(name, allocation, used);
+            (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
+            v.qemu_overhead_mib = Some(30);
+            v.host_rss_mib = allocation + 30;
+            v
+        };
+        let paging = |mut v: VmObservation, rss: u64| {
+            v.guest_swap_out_rate = 5.0;
+            v.working_set_mib = Some(v.allocation_mib + HUNGRY_GROWTH_MIB);
+            v.host_rss_mib = rss;
+            v
+        };
+        let mut vms = vec![
+            paging(small("s3", 256, 250), 290),
+            paging(small("s5", 128, 124), 160),
+        ];
+        vms.extend((0..5).map(|i| small(&format!("idle{i}"), 128, 40)));
+        let s = snapshot(0.0, 1024, 1010, vms);
+        let mut p = ours();
+        p.given_whole_sets.insert("s3".into());
+        let plan = p.decide(&s);
+        assert_eq!(p.given_whole_sets, BTreeSet::from(["s5".to_string()]));
+        assert!(
+            allocations(&plan)
+                .iter()
+                .any(|(n, target)| n == "s3" && *target < 256),
+            "{plan:?}"
+        );
+        assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
+        // Ballooned below its limit and paging still, it is not given its set back.
+        let mut later = s.clone();
+        later.at_s = 5.0;
+        later.vms[0] = paging(small("s3", 160, 155), 190);
+        later.host.used_mib = 700;
+        let plan = p.decide(&later);
+        assert_eq!(p.given_whole_sets, BTreeSet::from(["s5".to_string()]));
+        let granted = allocations(&plan);
+        assert!(
+            granted.iter().any(|(n, t)| n == "s5" && *t > 128)
+                && !granted.iter().any(|(n, t)| n == "s3" && *t > 160),
+            "{plan:?}"
+        );
+        // A round where it pages less does not bring it back within reach.
+        later.at_s = 8.0;
+        later.vms[0].guest_swap_out_rate = 0.0;
+        p.decide(&later);
+        later.at_s = 10.0;
+        later.vms[0].guest_swap_out_rate = 5.0;
+        p.decide(&later);
+        assert!(
+            !p.given_whole_sets.contains("s3"),
+            "{:?}",
+            p.given_whole_sets
+        );
+        // Paging below its limit, s3 waits for what it lacks as before, and keeps its memory.
+        let mut p = ours();
+        let mut s = s.clone();
+        s.vms[0] = paging(small("s3", 200, 195), 230);
+        p.given_whole_sets.insert("s3".into());
+        let plan = p.decide(&s);
+        assert!(p.given_whole_sets.contains("s3"), "{plan:?}");
+        assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
     }
 
     #[test]
