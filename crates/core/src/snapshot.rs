@@ -149,6 +149,11 @@ impl VmObservation {
         pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
     }
 
+    /// A guest that reads back from its own swap disk: it touches again what it paged out.
+    pub fn reads_back_swap(&self) -> bool {
+        self.guest_swap_in_rate > HUNGRY_PAGING_MIB_S
+    }
+
     /// MiB/s the guest reads from its disks beyond its own swap.
     pub fn file_read_rate(&self) -> f64 {
         file_read_rate(self.disk_read_rate, self.guest_swap_in_rate)

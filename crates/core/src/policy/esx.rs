@@ -1686,10 +1686,11 @@ fn host_floor_mib(vm: &VmObservation, hard: bool, floors_fit: bool) -> u64 {
     vm.overhead_mib() + kept.max(GUEST_HOT_MIB)
 }
 
-/// A guest paging to its disk with all it may hold: its working set is beyond its limit, and
-/// more memory would not end its wait.
+/// A guest reading back from its swap disk with all it may hold: its working set is beyond its
+/// limit, and more memory would not end its wait. One that only pages out at its limit may be
+/// making room for page cache.
 fn pages_at_its_ceiling(vm: &VmObservation) -> bool {
-    vm.is_hungry() && vm.allocation_mib + DEAD_BAND_MIB >= growth_ceiling_mib(vm)
+    vm.reads_back_swap() && vm.allocation_mib + DEAD_BAND_MIB >= growth_ceiling_mib(vm)
 }
 
 /// A VM faulting back what the host swapped of it: it touches those pages again, and waits on
@@ -3670,7 +3671,7 @@ mod tests {
             v
         };
         let paging = |mut v: VmObservation, rss: u64| {
-            v.guest_swap_out_rate = 5.0;
+            (v.guest_swap_in_rate, v.guest_swap_out_rate) = (5.0, 5.0);
             v.working_set_mib = Some(v.allocation_mib + HUNGRY_GROWTH_MIB);
             v.host_rss_mib = rss;
             v
@@ -3707,9 +3708,11 @@ mod tests {
         );
         // A round where it pages less does not bring it back within reach.
         later.at_s = 8.0;
+        later.vms[0].guest_swap_in_rate = 0.0;
         later.vms[0].guest_swap_out_rate = 0.0;
         p.decide(&later);
         later.at_s = 10.0;
+        later.vms[0].guest_swap_in_rate = 5.0;
         later.vms[0].guest_swap_out_rate = 5.0;
         p.decide(&later);
         assert!(
@@ -3725,6 +3728,17 @@ mod tests {
         let plan = p.decide(&s);
         assert!(p.given_whole_sets.contains("s3"), "{plan:?}");
         assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
+        // So it does at its limit paging only out: it may be making room for page cache.
+        let mut p = ours();
+        s.vms[0] = paging(small("s3", 256, 250), 290);
+        s.vms[0].guest_swap_in_rate = 0.0;
+        p.given_whole_sets.insert("s3".into());
+        p.decide(&s);
+        assert!(
+            p.given_whole_sets.contains("s3"),
+            "{:?}",
+            p.given_whole_sets
+        );
     }
 
     #[test]
