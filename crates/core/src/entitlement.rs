@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn a_vm_that_waits_with_all_it_may_hold_comes_after_the_others() {
         // Three VMs short of 250 MiB working sets on room for two; the first had its set at the
-        // last round, and waits still with all it may hold.
+        // last round. Then it waits with all it may hold, and goes last.
         let small = [claim(1000, 250, 60, 256); 3];
         let split = [190; 3];
         let kept = [true, false, false];

@@ -133,7 +133,8 @@ pub struct Esx {
     /// VMs given their whole working sets at the latest round, where shares left several
     /// short.
     given_whole_sets: BTreeSet<String>,
-    /// When each VM was last seen paging with all it may hold.
+    /// When each VM was last seen reading back its swap with all it may hold, or still reading
+    /// it back once passed over.
     beyond_reach: BTreeMap<String, f64>,
 }
 
@@ -233,6 +234,9 @@ struct Round<'a> {
     given_whole: Vec<bool>,
     /// Their names, for the reasons; empty in the common round where shares decide alone.
     given_whole_names: String,
+    /// Each VM beyond reach whose entitlement went to others' whole working sets: it is
+    /// granted nothing, and its balloon gives what it holds beyond its entitlement.
+    passed_over: Vec<bool>,
     /// Each VM's guest uses more than at the last round: its balloon leaves it alone.
     growing: Vec<bool>,
     /// Each VM whose use rises faster than free memory lasts while balloons deliver (its
@@ -558,7 +562,7 @@ impl Esx {
             })
             .collect();
         let by_shares = allocate(&claims, usable, self.settings.idle_tax);
-        let (entitled, given_whole) = self.whole_sets(s, &claims, &by_shares);
+        let (entitled, given_whole, passed_over) = self.whole_sets(s, &claims, &by_shares);
         let given_whole_names = self
             .given_whole_sets
             .iter()
@@ -575,6 +579,7 @@ impl Esx {
             by_shares,
             given_whole,
             given_whole_names,
+            passed_over,
             growing,
             outgrows,
             outgrows_with_cache,
@@ -586,22 +591,32 @@ impl Esx {
     }
 
     /// Each VM's entitlement where whole working sets go first (`entitlement::concentrate`),
-    /// and whether it was given its whole working set; notes those given theirs.
+    /// whether it was given its whole working set, and whether it was passed over; notes those
+    /// given theirs.
     fn whole_sets(
         &mut self,
         s: &Snapshot,
         claims: &[Claim],
         by_shares: &[u64],
-    ) -> (Vec<u64>, Vec<bool>) {
+    ) -> (Vec<u64>, Vec<bool>, Vec<bool>) {
         // A VM that went quiet keeps no whole working set, and a quiet one waiting on swap
         // asks for none: what it holds is mostly what it no longer touches. Nor does one that
-        // paged with all it may hold within RECENT_USE_S: no memory ends its wait, and a
-        // balloon that takes some back does not bring its working set within reach (measured:
-        // many-small, s3 paged at its 256 MiB while it kept its whole set, and s5 paged at
-        // 128 MiB for want of it; let go of in the first round that saw it page less, s3 was
-        // given its set again and ballooned 256 -> 128 -> 256 MiB ten times in 140 s).
-        for vm in s.vms.iter().filter(|v| pages_at_its_ceiling(v)) {
-            self.beyond_reach.insert(vm.name.clone(), s.at_s);
+        // read back its swap with all it may hold within RECENT_USE_S, or reads it back still:
+        // no memory ends its wait, and a balloon that takes some back does not bring its
+        // working set within reach (measured: many-small, s3 paged at its 256 MiB while it
+        // kept its whole set, and s5 paged at 128 MiB for want of it; let go of in the first
+        // round that saw it page less, s3 was given its set again and ballooned 256 -> 128 ->
+        // 256 MiB ten times in 140 s).
+        let seen: Vec<String> = s
+            .vms
+            .iter()
+            .filter(|v| {
+                pages_at_its_ceiling(v) || v.reads_back_swap() && self.is_beyond_reach(v, s.at_s)
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        for name in seen {
+            self.beyond_reach.insert(name, s.at_s);
         }
         let beyond_reach: Vec<bool> = s
             .vms
@@ -642,7 +657,10 @@ impl Esx {
             .filter(|(_, &whole)| whole)
             .map(|(v, _)| v.name.clone())
             .collect();
-        (entitled, given_whole)
+        let passed_over = (0..s.vms.len())
+            .map(|i| beyond_reach[i] && !given_whole[i] && entitled[i] < by_shares[i])
+            .collect();
+        (entitled, given_whole, passed_over)
     }
 
     /// Notes what each VM's guest uses and holds as page cache.
@@ -783,13 +801,19 @@ impl Esx {
             .boot_room
             .saturating_sub(s.host.free_mib().saturating_sub(r.kept_free));
         let mut lendable = lendable_mib(r);
-        for ((vm, &entitled), &filling) in s.vms.iter().zip(&r.entitled).zip(&r.filling) {
+        for (((vm, &entitled), &filling), &passed_over) in s
+            .vms
+            .iter()
+            .zip(&r.entitled)
+            .zip(&r.filling)
+            .zip(&r.passed_over)
+        {
             // What a squeezed guest asks for is the cache its balloon took: granted, it is
             // taken again a round later (measured: seed, vm1 and vm2 ballooned to 170 MiB and
             // granted 270 MiB back every few seconds while vm3 waited on zswap). One passed
             // over would hold what a whole working set lacks (measured: many-small, s3 ballooned
             // to 128 MiB was granted back to 209 MiB as s5 went to 128 MiB).
-            if self.squeezed.contains(&vm.name) && !vm.is_hungry() || self.passed_over(r, vm) {
+            if self.squeezed.contains(&vm.name) && !vm.is_hungry() || passed_over {
                 continue;
             }
             let base = vm.allocation_mib.max(vm.target_mib);
@@ -850,14 +874,6 @@ impl Esx {
             );
         }
         unmet
-    }
-
-    /// A VM that paged with all it may hold while whole working sets go to others: it is
-    /// granted nothing, and its balloon gives what it holds beyond its entitlement.
-    fn passed_over(&self, r: &Round, vm: &VmObservation) -> bool {
-        r.given_whole.contains(&true)
-            && !self.given_whole_sets.contains(&vm.name)
-            && self.is_beyond_reach(vm, r.s.at_s)
     }
 
     fn is_beyond_reach(&self, vm: &VmObservation, now_s: f64) -> bool {
@@ -946,27 +962,30 @@ impl Esx {
             .zip(&r.entitled)
             .zip(backing_off.iter().zip(&r.growing))
             .zip(peaks.iter().zip(&r.outgrows_with_cache))
+            .zip(&r.passed_over)
             // A guest paging to its disk, growing, or that just had an OOM kill gives nothing:
             // a guest filling its free memory pages if that is taken (measured: idle-anon's
-            // needy VM, ballooned as its phase began). Except one that pages with all it may
-            // hold while whole working sets go to others: it waits as long with less, and what
+            // needy VM, ballooned as its phase began). Except one passed over for others'
+            // whole working sets while memory is needed: it waits as long with less, and what
             // it holds ends their wait (measured: many-small, s3 held 290 MiB paging at its
             // limit while s5, given its whole set, paged at 128 MiB for the whole run). Its
             // balloon takes that, not the host: a cap below what a guest touches stalls it
             // (measured: many-small, s3 capped at 111 MiB stalled at its limit within 2 s).
-            .map(|(((vm, &e), (&off, &grows)), (&peak, &fills_cache))| {
-                let keeps_cache = !need && self.rereading.contains_key(&vm.name);
-                if self.passed_over(r, vm) && !off {
-                    return Some(Reclaim {
-                        floor: e.max(floor_mib(vm)),
-                        anonymous_owed: 0,
-                        at_once: None,
-                    });
-                }
-                (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
-                    Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
-                })
-            })
+            .map(
+                |((((vm, &e), (&off, &grows)), (&peak, &fills_cache)), &passed_over)| {
+                    let keeps_cache = !need && self.rereading.contains_key(&vm.name);
+                    if need && passed_over && !off {
+                        return Some(Reclaim {
+                            floor: e.max(floor_mib(vm)),
+                            anonymous_owed: 0,
+                            at_once: None,
+                        });
+                    }
+                    (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
+                        Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
+                    })
+                },
+            )
             .collect();
         // Host swap costs a VM that owes anonymous memory more than page cache costs the VMs
         // with no more shares: their balloons take it below their entitlement first (measured:
@@ -1227,7 +1246,13 @@ impl Esx {
         let hard = r.state >= FreeState::Hard;
         let mut owing = Vec::new();
         let mut lifted = Vec::new();
-        for ((vm, &e), &anonymous) in s.vms.iter().zip(&r.entitled).zip(anonymous_owed) {
+        for (((vm, &e), &anonymous), &passed_over) in s
+            .vms
+            .iter()
+            .zip(&r.entitled)
+            .zip(anonymous_owed)
+            .zip(&r.passed_over)
+        {
             if is_quiet(vm) {
                 self.stalled_at.remove(&vm.name);
             }
@@ -1254,7 +1279,8 @@ impl Esx {
             // A balloon still returning memory is not taken twice (measured: seed, vm2 capped
             // from 600 to 329 MiB in 8 s while its balloon returned the same memory, and 111 MiB
             // of its cache stayed in host swap to the end).
-            let undelivered = if hard && self.delivering_mib(vm, s.at_s) == 0 {
+            // Nor is the balloon of a VM passed over: a cap would stall it (`Esx::bounds`).
+            let undelivered = if hard && !passed_over && self.delivering_mib(vm, s.at_s) == 0 {
                 vm.allocation_mib.saturating_sub(vm.target_mib.max(e))
             } else {
                 0
@@ -3728,6 +3754,20 @@ mod tests {
         let plan = p.decide(&s);
         assert!(p.given_whole_sets.contains("s3"), "{plan:?}");
         assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
+        // With shares enough for all it holds, it gives nothing to others' whole sets.
+        let mut p = ours();
+        let mut favoured = s.clone();
+        favoured.vms[0] = paging(small("s3", 256, 250), 290);
+        favoured.vms[0].shares = 4000;
+        favoured.vms[2] = paging(small("s6", 128, 124), 160);
+        let plan = p.decide(&favoured);
+        assert!(!p.given_whole_sets.is_empty(), "{plan:?}");
+        assert!(
+            !allocations(&plan)
+                .iter()
+                .any(|(n, t)| n == "s3" && *t < 256),
+            "{plan:?}"
+        );
         // So it does at its limit paging only out: it may be making room for page cache.
         let mut p = ours();
         s.vms[0] = paging(small("s3", 256, 250), 290);
