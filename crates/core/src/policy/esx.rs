@@ -234,9 +234,9 @@ struct Round<'a> {
     given_whole: Vec<bool>,
     /// Their names, for the reasons; empty in the common round where shares decide alone.
     given_whole_names: String,
-    /// Each VM beyond reach whose entitlement went to others' whole working sets: it is
-    /// granted nothing, and its balloon gives what it holds beyond its entitlement.
-    passed_over: Vec<bool>,
+    /// The VMs beyond reach whose entitlements went to others' whole working sets: they are
+    /// granted nothing, and their balloons give what they hold beyond their entitlements.
+    passed_over: BTreeSet<String>,
     /// Each VM's guest uses more than at the last round: its balloon leaves it alone.
     growing: Vec<bool>,
     /// Each VM whose use rises faster than free memory lasts while balloons deliver (its
@@ -591,14 +591,14 @@ impl Esx {
     }
 
     /// Each VM's entitlement where whole working sets go first (`entitlement::concentrate`),
-    /// whether it was given its whole working set, and whether it was passed over; notes those
-    /// given theirs.
+    /// whether it was given its whole working set, and the VMs passed over; notes those given
+    /// theirs.
     fn whole_sets(
         &mut self,
         s: &Snapshot,
         claims: &[Claim],
         by_shares: &[u64],
-    ) -> (Vec<u64>, Vec<bool>, Vec<bool>) {
+    ) -> (Vec<u64>, Vec<bool>, BTreeSet<String>) {
         // A VM that went quiet keeps no whole working set, and a quiet one waiting on swap
         // asks for none: what it holds is mostly what it no longer touches. Nor does one that
         // read back its swap with all it may hold within RECENT_USE_S, or reads it back still:
@@ -658,7 +658,8 @@ impl Esx {
             .map(|(v, _)| v.name.clone())
             .collect();
         let passed_over = (0..s.vms.len())
-            .map(|i| beyond_reach[i] && !given_whole[i] && entitled[i] < by_shares[i])
+            .filter(|&i| beyond_reach[i] && !given_whole[i] && entitled[i] < by_shares[i])
+            .map(|i| s.vms[i].name.clone())
             .collect();
         (entitled, given_whole, passed_over)
     }
@@ -801,19 +802,13 @@ impl Esx {
             .boot_room
             .saturating_sub(s.host.free_mib().saturating_sub(r.kept_free));
         let mut lendable = lendable_mib(r);
-        for (((vm, &entitled), &filling), &passed_over) in s
-            .vms
-            .iter()
-            .zip(&r.entitled)
-            .zip(&r.filling)
-            .zip(&r.passed_over)
-        {
+        for ((vm, &entitled), &filling) in s.vms.iter().zip(&r.entitled).zip(&r.filling) {
             // What a squeezed guest asks for is the cache its balloon took: granted, it is
             // taken again a round later (measured: seed, vm1 and vm2 ballooned to 170 MiB and
-            // granted 270 MiB back every few seconds while vm3 waited on zswap). One passed
-            // over would hold what a whole working set lacks (measured: many-small, s3 ballooned
-            // to 128 MiB was granted back to 209 MiB as s5 went to 128 MiB).
-            if self.squeezed.contains(&vm.name) && !vm.is_hungry() || passed_over {
+            // granted 270 MiB back every few seconds while vm3 waited on zswap). Nor one passed
+            // over (measured: many-small, s3 granted 128 -> 209 MiB as s5 went to 128 MiB).
+            let squeezed = self.squeezed.contains(&vm.name) && !vm.is_hungry();
+            if squeezed || r.passed_over.contains(&vm.name) {
                 continue;
             }
             let base = vm.allocation_mib.max(vm.target_mib);
@@ -962,30 +957,19 @@ impl Esx {
             .zip(&r.entitled)
             .zip(backing_off.iter().zip(&r.growing))
             .zip(peaks.iter().zip(&r.outgrows_with_cache))
-            .zip(&r.passed_over)
             // A guest paging to its disk, growing, or that just had an OOM kill gives nothing:
             // a guest filling its free memory pages if that is taken (measured: idle-anon's
-            // needy VM, ballooned as its phase began). Except one passed over for others'
-            // whole working sets while memory is needed: it waits as long with less, and what
-            // it holds ends their wait (measured: many-small, s3 held 290 MiB paging at its
-            // limit while s5, given its whole set, paged at 128 MiB for the whole run). Its
-            // balloon takes that, not the host: a cap below what a guest touches stalls it
-            // (measured: many-small, s3 capped at 111 MiB stalled at its limit within 2 s).
-            .map(
-                |((((vm, &e), (&off, &grows)), (&peak, &fills_cache)), &passed_over)| {
-                    let keeps_cache = !need && self.rereading.contains_key(&vm.name);
-                    if need && passed_over && !off {
-                        return Some(Reclaim {
-                            floor: e.max(floor_mib(vm)),
-                            anonymous_owed: 0,
-                            at_once: None,
-                        });
-                    }
-                    (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
-                        Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
-                    })
-                },
-            )
+            // needy VM, ballooned as its phase began). Except one passed over while memory is
+            // needed (`passed_over_bounds`).
+            .map(|(((vm, &e), (&off, &grows)), (&peak, &fills_cache))| {
+                let keeps_cache = !need && self.rereading.contains_key(&vm.name);
+                if need && r.passed_over.contains(&vm.name) && !off {
+                    return Some(passed_over_bounds(vm, e));
+                }
+                (!off && !grows && !vm.is_hungry() && !keeps_cache).then(|| {
+                    Esx::reclaim_bounds(vm, e, (need, r.floors_fit, need && fills_cache), peak)
+                })
+            })
             .collect();
         // Host swap costs a VM that owes anonymous memory more than page cache costs the VMs
         // with no more shares: their balloons take it below their entitlement first (measured:
@@ -1246,13 +1230,7 @@ impl Esx {
         let hard = r.state >= FreeState::Hard;
         let mut owing = Vec::new();
         let mut lifted = Vec::new();
-        for (((vm, &e), &anonymous), &passed_over) in s
-            .vms
-            .iter()
-            .zip(&r.entitled)
-            .zip(anonymous_owed)
-            .zip(&r.passed_over)
-        {
+        for ((vm, &e), &anonymous) in s.vms.iter().zip(&r.entitled).zip(anonymous_owed) {
             if is_quiet(vm) {
                 self.stalled_at.remove(&vm.name);
             }
@@ -1279,7 +1257,8 @@ impl Esx {
             // A balloon still returning memory is not taken twice (measured: seed, vm2 capped
             // from 600 to 329 MiB in 8 s while its balloon returned the same memory, and 111 MiB
             // of its cache stayed in host swap to the end).
-            // Nor is the balloon of a VM passed over: a cap would stall it (`Esx::bounds`).
+            // Nor a passed-over VM's: a cap would stall it (`passed_over_bounds`).
+            let passed_over = r.passed_over.contains(&vm.name);
             let undelivered = if hard && !passed_over && self.delivering_mib(vm, s.at_s) == 0 {
                 vm.allocation_mib.saturating_sub(vm.target_mib.max(e))
             } else {
@@ -1710,6 +1689,19 @@ fn host_floor_mib(vm: &VmObservation, hard: bool, floors_fit: bool) -> u64 {
         vm.reservation_mib.max(vm.working_set_mib.unwrap_or(0))
     };
     vm.overhead_mib() + kept.max(GUEST_HOT_MIB)
+}
+
+/// Where the balloon of a VM passed over goes: to its entitlement, never below its floor. It
+/// waits on its swap as long with less, and what it holds ends others' wait (measured:
+/// many-small, s3 held 290 MiB paging at its limit while s5, given its whole set, paged at 128
+/// MiB for the whole run). Its balloon takes that, not the host: a cap below what a guest
+/// touches stalls it (measured: many-small, s3 capped at 111 MiB stalled at its limit in 2 s).
+fn passed_over_bounds(vm: &VmObservation, entitled: u64) -> Reclaim {
+    Reclaim {
+        floor: entitled.max(floor_mib(vm)),
+        anonymous_owed: 0,
+        at_once: None,
+    }
 }
 
 /// A guest reading back from its swap disk with all it may hold: its working set is beyond its
