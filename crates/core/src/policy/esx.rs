@@ -607,16 +607,10 @@ impl Esx {
         // kept its whole set, and s5 paged at 128 MiB for want of it; let go of in the first
         // round that saw it page less, s3 was given its set again and ballooned 256 -> 128 ->
         // 256 MiB ten times in 140 s).
-        let seen: Vec<String> = s
-            .vms
-            .iter()
-            .filter(|v| {
-                pages_at_its_ceiling(v) || v.reads_back_swap() && self.is_beyond_reach(v, s.at_s)
-            })
-            .map(|v| v.name.clone())
-            .collect();
-        for name in seen {
-            self.beyond_reach.insert(name, s.at_s);
+        for v in &s.vms {
+            if pages_at_its_ceiling(v) || v.reads_back_swap() && self.is_beyond_reach(v, s.at_s) {
+                self.beyond_reach.insert(v.name.clone(), s.at_s);
+            }
         }
         let beyond_reach: Vec<bool> = s
             .vms
