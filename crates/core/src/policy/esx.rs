@@ -841,9 +841,14 @@ impl Esx {
             // the host takes back what it holds beyond its entitlement as from any VM
             // (measured: turns, c paged at its entitlement, 670 of 1024 MiB, for 10 s of its
             // 30 s turn while b beside it was capped by the host; 0.71 of unconstrained, 1.01
-            // under static).
+            // under static). In hard, where the host swaps for it, only up to its entitlement.
             let lent = if pages_what_it_uses && host_may_cap(vm) {
-                (wanted - base - grant).min(lendable)
+                let up_to = if r.state >= FreeState::Hard {
+                    entitled.min(wanted)
+                } else {
+                    wanted
+                };
+                up_to.saturating_sub(base + grant).min(lendable)
             } else {
                 0
             };
@@ -1617,25 +1622,41 @@ fn held_mib(vm: &VmObservation) -> u64 {
 
 /// Idle memory the VMs hold beyond their entitlements that may be lent to a guest paging to its
 /// disk, less what paging guests hold beyond theirs already (lent in earlier rounds, not all
-/// given back yet): none in hard, where the host already swaps blindly, or without host swap
-/// to take it back; none while a VM waits to start, whose boot comes first. Only from a VM
-/// the host may cap and whose use does not grow: reclaim leaves the others alone.
+/// given back yet): none without host swap to take it back, and none while a VM waits to
+/// start, whose boot comes first. Only from a VM the host may cap and whose use does not grow:
+/// reclaim leaves the others alone. In hard the host has no free memory and its caps pay for a
+/// loan: only what it holds of the others in RAM above their caps' floors counts, and no more
+/// than its swap has room for (measured: many-small, s5 and s8 were given their whole working
+/// sets in hard and low for minutes, and paged at 128 and 181 MiB, since nothing was lent there).
 fn lendable_mib(r: &Round) -> u64 {
-    if r.state >= FreeState::Hard || r.s.host.swap_total_mib == 0 || r.boot_room > 0 {
+    if r.s.host.swap_total_mib == 0 || r.boot_room > 0 {
         return 0;
     }
-    let beyond = |vm: &VmObservation, held: u64, entitled: u64| {
-        held.saturating_sub(entitled.max(floor_mib(vm)))
-    };
+    let hard = r.state >= FreeState::Hard;
     let (mut idle, mut lent) = (0, 0);
     for ((vm, &entitled), &grows) in r.s.vms.iter().zip(&r.entitled).zip(&r.growing) {
         if vm.is_hungry() {
-            lent += beyond(vm, vm.allocation_mib.max(vm.target_mib), entitled);
+            lent += vm
+                .allocation_mib
+                .max(vm.target_mib)
+                .saturating_sub(entitled.max(floor_mib(vm)));
         } else if host_may_cap(vm) && !grows {
-            idle += beyond(vm, held_mib(vm), entitled);
+            idle += if hard {
+                let kept =
+                    (entitled + vm.overhead_mib()).max(host_floor_mib(vm, hard, r.floors_fit));
+                vm.host_rss_mib.saturating_sub(kept)
+            } else {
+                held_mib(vm).saturating_sub(entitled.max(floor_mib(vm)))
+            };
         }
     }
-    idle.saturating_sub(lent)
+    let lendable = idle.saturating_sub(lent);
+    if hard {
+        let host = &r.s.host;
+        lendable.min(host.swap_total_mib.saturating_sub(host.swap_used_mib))
+    } else {
+        lendable
+    }
 }
 
 /// Whether the host may take a VM's memory through its cgroup. Not an attached QEMU's group
@@ -2979,7 +3000,7 @@ mod tests {
     fn a_vm_paging_what_it_uses_is_lent_idle_memory_others_hold_beyond_their_entitlement() {
         // c pages at 647 MiB with 808 active; b holds 950 MiB it no longer touches. 136 MiB
         // are free, less than c needs.
-        let round = |used: u64, swap_total: u64| {
+        let snapshot_with = |used: u64, swap_total: u64| {
             let mut c = vm("c", 647, 600);
             c.working_set_mib = Some(808);
             c.guest_swap_in_rate = 20.0;
@@ -2987,9 +3008,15 @@ mod tests {
             b.working_set_mib = Some(600);
             let mut s = snapshot(0.0, 1536, used, vec![vm("a", 300, 250), b, c]);
             s.host.swap_total_mib = swap_total;
-            ours().decide(&s)
+            s
         };
-        let plan = round(1400, 1024);
+        let given_to_c = |plan: &Plan| {
+            allocations(plan)
+                .into_iter()
+                .find(|(n, _)| n == "c")
+                .map_or(647, |(_, t)| t)
+        };
+        let plan = ours().decide(&snapshot_with(1400, 1024));
         let lent = plan
             .decisions
             .iter()
@@ -3016,18 +3043,65 @@ mod tests {
                 .any(|(vm, limit)| vm == "b" && *limit < 1024 + 60),
             "{plan:?}"
         );
-        // Nothing is lent where the host could not take it back: in hard, or without swap.
-        for plan in [round(1510, 1024), round(1400, 0)] {
-            let given = allocations(&plan)
-                .into_iter()
-                .find(|(n, _)| n == "c")
-                .map_or(647, |(_, t)| t);
-            assert!(given < 1010, "{plan:?}");
-            assert!(
-                plan.decisions.iter().all(|d| !d.reason.contains("lent")),
-                "{plan:?}"
-            );
+        // In hard the host swaps for the loan: c is lent up to its entitlement, no further.
+        let mut hard = snapshot_with(1510, 1024);
+        let entitled = ours().entitle(&hard).entitled[2];
+        let plan = ours().decide(&hard);
+        assert!(entitled < 647 && given_to_c(&plan) == 647, "{plan:?}");
+        let c = &mut hard.vms[2];
+        (c.allocation_mib, c.target_mib, c.host_rss_mib) = (400, 400, 460);
+        c.guest_used_mib = Some(380);
+        let entitled = ours().entitle(&hard).entitled[2];
+        assert!(entitled > 400 + DEAD_BAND_MIB, "{entitled}");
+        let plan = ours().decide(&hard);
+        assert_eq!(given_to_c(&plan), entitled, "{plan:?}");
+        assert!(
+            plan.decisions.iter().any(|d| d.reason.contains("lent")),
+            "{plan:?}"
+        );
+        // Nothing is lent where the host could not take it back: without swap.
+        let plan = ours().decide(&snapshot_with(1400, 0));
+        assert!(given_to_c(&plan) < 1010, "{plan:?}");
+        assert!(
+            plan.decisions.iter().all(|d| !d.reason.contains("lent")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn in_hard_a_loan_is_what_the_host_holds_above_its_caps_floors_and_fits_its_swap() {
+        // Ten small VMs on 1 GiB: their floors do not fit. b, idle, holds 150 MiB of RAM with
+        // 40 of QEMU's own; c pages at 128 MiB.
+        let mut c = vm("c", 128, 120);
+        c.working_set_mib = Some(256);
+        c.guest_swap_in_rate = 20.0;
+        let mut b = vm("b", 256, 200);
+        b.working_set_mib = Some(10);
+        b.host_rss_mib = 150;
+        b.qemu_overhead_mib = Some(40);
+        let mut vms = vec![b, c];
+        vms.extend((0..8).map(|i| vm(&format!("q{i}"), 128, 60)));
+        for v in &mut vms {
+            (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
         }
+        let mut s = snapshot(0.0, 1024, 1015, vms);
+        let mut ours = ours();
+        let round = ours.entitle(&s);
+        assert!(round.state >= FreeState::Hard && !round.floors_fit);
+        // What b's cap may still take, down to its QEMU's own and the 64 MiB a guest touches
+        // all the time, beyond its entitlement.
+        let b_kept = (round.entitled[0] + 40).max(40 + GUEST_HOT_MIB);
+        let others: u64 = (0..8)
+            .map(|i| {
+                let (rss, e) = (128 + 60, round.entitled[2 + i]);
+                rss - (e + 60).max(60 + GUEST_HOT_MIB).min(rss)
+            })
+            .sum();
+        assert_eq!(lendable_mib(&round), 150 - b_kept + others);
+        // No more than its swap has room for.
+        s.host.swap_used_mib = 1000;
+        let round = ours.entitle(&s);
+        assert_eq!(lendable_mib(&round), 24);
     }
 
     #[test]
