@@ -98,6 +98,17 @@ fn parse_inactive_file(version: CgroupVersion, stat: &str) -> Option<u64> {
     })
 }
 
+/// `nr_periods` and `nr_throttled` from a cpu.stat: both versions spell them alike.
+fn parse_cpu_periods(stat: &str) -> Option<(u64, u64)> {
+    let field = |key: &str| {
+        stat.lines().find_map(|line| match line.split_once(' ')? {
+            (k, value) if k == key => value.trim().parse().ok(),
+            _ => None,
+        })
+    };
+    Some((field("nr_periods")?, field("nr_throttled")?))
+}
+
 fn usage_file(version: CgroupVersion) -> &'static str {
     match version {
         CgroupVersion::V1 => "memory.usage_in_bytes",
@@ -394,6 +405,14 @@ impl Group {
         }
     }
 
+    /// The CPU periods in which the group's processes ran, and those of them in which its
+    /// quota held them back, since the group was made.
+    pub fn cpu_periods(&self) -> Result<(u64, u64), CgroupError> {
+        let path = self.path.join("cpu.stat");
+        let content = read_trimmed(&path)?;
+        parse_cpu_periods(&content).ok_or(CgroupError::Parse { path, content })
+    }
+
     /// The CPUs' worth of time the group's processes may use per period (None: no hold).
     pub fn cpu_quota(&self) -> Result<Option<f64>, CgroupError> {
         let (quota, period, path) = match self.version {
@@ -512,6 +531,17 @@ mod tests {
             None
         );
         assert_eq!(group_path("", CgroupVersion::V2, Controller::Memory), None);
+    }
+
+    #[test]
+    fn cpu_periods_are_read_alike_from_either_version() {
+        // v1, as this machine's cpu hierarchy writes it; v2 (fixture) puts usage first.
+        let v1 = "nr_periods 120\nnr_throttled 90\nthrottled_time 5000\nnr_bursts 0\nburst_time 0";
+        assert_eq!(parse_cpu_periods(v1), Some((120, 90)));
+        let v2 = "usage_usec 10\nuser_usec 8\nsystem_usec 2\nnr_periods 7\nnr_throttled 0\nthrottled_usec 0";
+        assert_eq!(parse_cpu_periods(v2), Some((7, 0)));
+        // The root group has no quota, and its cpu.stat has no periods.
+        assert_eq!(parse_cpu_periods("usage_usec 10\nuser_usec 8"), None);
     }
 
     fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -68,3 +68,40 @@ fn creates_limits_fills_and_removes_a_real_group() {
     parent.remove().unwrap();
     assert!(!parent.exists());
 }
+
+#[test]
+fn a_real_cpu_quota_throttles_a_busy_process_and_not_an_idle_one() {
+    let hierarchy =
+        Hierarchy::detect_cpu().expect("this test needs a cgroup cpu controller and root");
+    let group = hierarchy.group(&format!("memvisor-test-cpu-{}", std::process::id()));
+    group.create().unwrap();
+    group.set_cpu_quota(Some(0.1)).unwrap();
+    let run_in_group = |script: &str| {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _ && {script}"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        group.add_process(child.id()).unwrap();
+        assert_eq!(hierarchy.group_of(child.id()).unwrap(), group);
+        let before = group.cpu_periods().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success());
+        let (periods, throttled) = group.cpu_periods().unwrap();
+        (periods - before.0, throttled - before.1)
+    };
+    // A shell spinning for a second against a tenth of a core is held back in most periods it
+    // runs in; one that sleeps is not.
+    let (periods, throttled) =
+        run_in_group("end=$(($(date +%s) + 1)); while [ $(date +%s) -le $end ]; do :; done");
+    assert!(
+        periods > 0 && throttled * 2 > periods,
+        "{throttled} of {periods} periods throttled"
+    );
+    let (_, throttled) = run_in_group("sleep 1");
+    assert_eq!(throttled, 0);
+    group.remove().unwrap();
+    assert!(!group.exists());
+}

@@ -84,8 +84,8 @@ pub struct Vm {
     working_set: WorkingSet,
     /// Guest RAM DAMON saw accessed during the last second; None where DAMON does not watch.
     accessed: Option<Size>,
-    /// QEMU's CPU seconds, major faults and storage reads when last read, and when.
-    activity_seen: Option<(Instant, f64, u64, Option<u64>)>,
+    /// QEMU's CPU seconds, major faults, storage reads and CPU periods when last read.
+    activity_seen: Option<Activity>,
     /// The share of its used memory the guest is taken to touch (working_set::busy_share).
     busy_share: f64,
     /// MiB/s QEMU read from storage since the last round.
@@ -1023,29 +1023,49 @@ impl Vm {
         }
     }
 
-    /// Reads how busy QEMU was since the last round: its CPU, its major faults and what it
-    /// read from storage.
+    /// Reads how busy QEMU was since the last round: its CPU, its major faults, how often its
+    /// CPU quota held it back, and what it read from storage.
     fn note_activity(&mut self, pid: u32) {
-        let Ok((cpu_s, faults)) = memvisor_host::process::cpu_and_major_faults(pid) else {
+        let Ok((cpu_s, major_faults)) = memvisor_host::process::cpu_and_major_faults(pid) else {
             return;
         };
-        let read_bytes = memvisor_host::process::storage_read_bytes(pid).ok();
-        let now = Instant::now();
-        if let Some((then, last_cpu_s, last_faults, last_read)) = self.activity_seen {
-            let seconds = now.duration_since(then).as_secs_f64();
+        let now = Activity {
+            at: Instant::now(),
+            cpu_s,
+            major_faults,
+            read_bytes: memvisor_host::process::storage_read_bytes(pid).ok(),
+            // Where QEMU's group has no quota (or no cpu controller) it is never held back.
+            cpu_periods: Hierarchy::detect_cpu()
+                .and_then(|cpu| cpu.group_of(pid))
+                .and_then(|group| group.cpu_periods())
+                .ok(),
+        };
+        if let Some(then) = &self.activity_seen {
+            let seconds = now.at.duration_since(then.at).as_secs_f64();
             if seconds < 0.5 {
                 return;
             }
-            self.major_faults_per_s = faults.saturating_sub(last_faults) as f64 / seconds;
+            self.major_faults_per_s =
+                now.major_faults.saturating_sub(then.major_faults) as f64 / seconds;
+            let throttled_share = match (now.cpu_periods, then.cpu_periods) {
+                (Some((periods, throttled)), Some((last_periods, last_throttled)))
+                    if periods > last_periods =>
+                {
+                    throttled.saturating_sub(last_throttled) as f64
+                        / (periods - last_periods) as f64
+                }
+                _ => 0.0,
+            };
             self.busy_share = working_set::busy_share(
-                100.0 * (cpu_s - last_cpu_s) / seconds,
+                100.0 * (now.cpu_s - then.cpu_s) / seconds,
                 self.major_faults_per_s,
+                throttled_share,
             );
-            if let (Some(read), Some(last_read)) = (read_bytes, last_read) {
+            if let (Some(read), Some(last_read)) = (now.read_bytes, then.read_bytes) {
                 self.disk_read_mib_s = read.saturating_sub(last_read) as f64 / seconds / 1048576.0;
             }
         }
-        self.activity_seen = Some((now, cpu_s, faults, read_bytes));
+        self.activity_seen = Some(now);
     }
 
     /// Takes a new guest report: swap rates and the working set move only when the guest
@@ -1184,6 +1204,16 @@ impl Vm {
         self.hands_off_until = None;
         self.state = VmState::Stopped;
     }
+}
+
+/// What QEMU had used and done when last read (`Vm::note_activity`).
+struct Activity {
+    at: Instant,
+    cpu_s: f64,
+    major_faults: u64,
+    read_bytes: Option<u64>,
+    /// CPU periods it ran in, and those its group's quota held it back in.
+    cpu_periods: Option<(u64, u64)>,
 }
 
 /// An attached QEMU's own cgroup, or why it has none: memvisor caps only a group that holds

@@ -145,7 +145,7 @@ impl Vm {
 
     /// What QEMU has read from storage, once a round has read its I/O counters.
     fn storage_read_bytes(&self) -> Option<u64> {
-        self.activity_seen.and_then(|(_, _, _, read)| read)
+        self.activity_seen.as_ref().and_then(|seen| seen.read_bytes)
     }
 
     fn status(&self) -> VmStatus {
