@@ -164,7 +164,7 @@ fn a_debian_disk_guest_boots_its_own_os_and_is_ballooned_without_our_agent() {
         ran.stdout
     );
     assert_eq!(ran.code, 0, "the cgroup adapter failed on real v2: {ran:?}");
-    assert!(ran.stdout.contains("test result: ok. 1 passed"), "{ran:?}");
+    assert!(ran.stdout.contains("test result: ok. 2 passed"), "{ran:?}");
     assert!(
         guest
             .ok("ls /sys/fs/cgroup | grep -c memvisor-test || true")

@@ -841,7 +841,8 @@ impl Esx {
             // the host takes back what it holds beyond its entitlement as from any VM
             // (measured: turns, c paged at its entitlement, 670 of 1024 MiB, for 10 s of its
             // 30 s turn while b beside it was capped by the host; 0.71 of unconstrained, 1.01
-            // under static). In hard, where the host swaps for it, only up to its entitlement.
+            // under static). In hard, where the host swaps for it, only up to its entitlement:
+            // beyond it the caps would take the loan back as soon as it stops paging.
             let lent = if pages_what_it_uses && host_may_cap(vm) {
                 let up_to = if r.state >= FreeState::Hard {
                     entitled.min(wanted)
@@ -1622,41 +1623,51 @@ fn held_mib(vm: &VmObservation) -> u64 {
 
 /// Idle memory the VMs hold beyond their entitlements that may be lent to a guest paging to its
 /// disk, less what paging guests hold beyond theirs already (lent in earlier rounds, not all
-/// given back yet): none without host swap to take it back, and none while a VM waits to
-/// start, whose boot comes first. Only from a VM the host may cap and whose use does not grow:
-/// reclaim leaves the others alone. In hard the host has no free memory and its caps pay for a
-/// loan: only what it holds of the others in RAM above their caps' floors counts, and no more
-/// than its swap has room for (measured: many-small, s5 and s8 were given their whole working
-/// sets in hard and low for minutes, and paged at 128 and 181 MiB, since nothing was lent there).
+/// given back yet) and, in hard, what their balloons still let out; never more than the host's
+/// swap has room for, and none without host swap to take it back or while a VM waits to start,
+/// whose boot comes first. Only from a VM the host may cap, whose use does not grow and that
+/// does not stall at its cap (reclaim leaves the others alone), and not what the host swapped
+/// of it already. In hard the host has no free memory and its caps pay for a loan: only what it
+/// holds of the others in RAM above their caps' floors counts (measured: many-small, s5 and s8
+/// were given their whole working sets in hard and low for minutes, and paged at 128 and 181
+/// MiB, since nothing was lent there).
 fn lendable_mib(r: &Round) -> u64 {
-    if r.s.host.swap_total_mib == 0 || r.boot_room > 0 {
+    let host = &r.s.host;
+    if host.swap_total_mib == 0 || r.boot_room > 0 {
         return 0;
     }
     let hard = r.state >= FreeState::Hard;
     let (mut idle, mut lent) = (0, 0);
     for ((vm, &entitled), &grows) in r.s.vms.iter().zip(&r.entitled).zip(&r.growing) {
         if vm.is_hungry() {
-            lent += vm
+            let beyond = vm
                 .allocation_mib
                 .max(vm.target_mib)
                 .saturating_sub(entitled.max(floor_mib(vm)));
-        } else if host_may_cap(vm) && !grows {
+            let letting_out = vm.target_mib.saturating_sub(vm.allocation_mib);
+            lent += if hard {
+                beyond.max(letting_out)
+            } else {
+                beyond
+            };
+        } else if host_may_cap(vm)
+            && !grows
+            && !vm.stalled_at_host_limit
+            && !r.passed_over.contains(&vm.name)
+        {
             idle += if hard {
                 let kept =
                     (entitled + vm.overhead_mib()).max(host_floor_mib(vm, hard, r.floors_fit));
                 vm.host_rss_mib.saturating_sub(kept)
             } else {
-                held_mib(vm).saturating_sub(entitled.max(floor_mib(vm)))
+                held_mib(vm)
+                    .saturating_sub(vm.host_swapped_mib)
+                    .saturating_sub(entitled.max(floor_mib(vm)))
             };
         }
     }
-    let lendable = idle.saturating_sub(lent);
-    if hard {
-        let host = &r.s.host;
-        lendable.min(host.swap_total_mib.saturating_sub(host.swap_used_mib))
-    } else {
-        lendable
-    }
+    idle.saturating_sub(lent)
+        .min(host.swap_total_mib.saturating_sub(host.swap_used_mib))
 }
 
 /// Whether the host may take a VM's memory through its cgroup. Not an attached QEMU's group
@@ -3059,6 +3070,13 @@ mod tests {
             plan.decisions.iter().any(|d| d.reason.contains("lent")),
             "{plan:?}"
         );
+        // b's cap comes down in the same round by at least what was lent.
+        assert!(
+            caps(&plan)
+                .iter()
+                .any(|(vm, limit)| vm == "b" && *limit + (entitled - 400) <= 1024 + 60),
+            "{plan:?}"
+        );
         // Nothing is lent where the host could not take it back: without swap.
         let plan = ours().decide(&snapshot_with(1400, 0));
         assert!(given_to_c(&plan) < 1010, "{plan:?}");
@@ -3070,8 +3088,8 @@ mod tests {
 
     #[test]
     fn in_hard_a_loan_is_what_the_host_holds_above_its_caps_floors_and_fits_its_swap() {
-        // Ten small VMs on 1 GiB: their floors do not fit. b, idle, holds 150 MiB of RAM with
-        // 40 of QEMU's own; c pages at 128 MiB.
+        // Ten small VMs on 1 GiB: their floors do not fit. b, quiet, holds 150 MiB of RAM with
+        // 40 of QEMU's own; c pages at 128 MiB; the others' groups are not theirs to cap.
         let mut c = vm("c", 128, 120);
         c.working_set_mib = Some(256);
         c.guest_swap_in_rate = 20.0;
@@ -3081,27 +3099,32 @@ mod tests {
         b.qemu_overhead_mib = Some(40);
         let mut vms = vec![b, c];
         vms.extend((0..8).map(|i| vm(&format!("q{i}"), 128, 60)));
-        for v in &mut vms {
+        for (i, v) in vms.iter_mut().enumerate() {
             (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
+            v.host_swappable = i < 2;
         }
-        let mut s = snapshot(0.0, 1024, 1015, vms);
-        let mut ours = ours();
-        let round = ours.entitle(&s);
-        assert!(round.state >= FreeState::Hard && !round.floors_fit);
-        // What b's cap may still take, down to its QEMU's own and the 64 MiB a guest touches
-        // all the time, beyond its entitlement.
-        let b_kept = (round.entitled[0] + 40).max(40 + GUEST_HOT_MIB);
-        let others: u64 = (0..8)
-            .map(|i| {
-                let (rss, e) = (128 + 60, round.entitled[2 + i]);
-                rss - (e + 60).max(60 + GUEST_HOT_MIB).min(rss)
-            })
-            .sum();
-        assert_eq!(lendable_mib(&round), 150 - b_kept + others);
-        // No more than its swap has room for.
-        s.host.swap_used_mib = 1000;
-        let round = ours.entitle(&s);
-        assert_eq!(lendable_mib(&round), 24);
+        let s = snapshot(0.0, 1024, 1015, vms);
+        let lendable = |s: &Snapshot| {
+            let round = ours().entitle(s);
+            assert!(round.state >= FreeState::Hard && !round.floors_fit);
+            assert!(round.entitled[0] <= GUEST_HOT_MIB, "{:?}", round.entitled);
+            lendable_mib(&round)
+        };
+        // What b's cap may take: all but its QEMU's own and the 64 MiB a guest touches all the
+        // time, which is more than its entitlement.
+        assert_eq!(lendable(&s), 150 - 40 - GUEST_HOT_MIB);
+        // Not what c's balloon still lets out of a loan made a round before.
+        let mut letting_out = s.clone();
+        letting_out.vms[1].target_mib = 150;
+        assert_eq!(lendable(&letting_out), 46 - 22);
+        // No more than the host's swap has room for.
+        let mut swap_full = s.clone();
+        swap_full.host.swap_used_mib = 1000;
+        assert_eq!(lendable(&swap_full), 24);
+        // Nothing from a VM that stalls at its cap: the cap comes off.
+        let mut stalled = s;
+        stalled.vms[0].stalled_at_host_limit = true;
+        assert_eq!(lendable(&stalled), 0);
     }
 
     #[test]

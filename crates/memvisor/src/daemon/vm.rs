@@ -1034,11 +1034,12 @@ impl Vm {
             cpu_s,
             major_faults,
             read_bytes: memvisor_host::process::storage_read_bytes(pid).ok(),
-            // Where QEMU's group has no quota (or no cpu controller) it is never held back.
-            cpu_periods: Hierarchy::detect_cpu()
-                .and_then(|cpu| cpu.group_of(pid))
-                .and_then(|group| group.cpu_periods())
-                .ok(),
+            // Our own pacing holds a start back on purpose: that says nothing of its memory.
+            cpu_periods: if self.cpu_hold.is_some() {
+                None
+            } else {
+                cpu_periods_alone(pid)
+            },
         };
         if let Some(then) = &self.activity_seen {
             let seconds = now.at.duration_since(then.at).as_secs_f64();
@@ -1047,11 +1048,12 @@ impl Vm {
             }
             self.major_faults_per_s =
                 now.major_faults.saturating_sub(then.major_faults) as f64 / seconds;
-            let throttled_share = match (now.cpu_periods, then.cpu_periods) {
-                (Some((periods, throttled)), Some((last_periods, last_throttled)))
-                    if periods > last_periods =>
-                {
-                    throttled.saturating_sub(last_throttled) as f64
+            let throttled_share = match (&now.cpu_periods, &then.cpu_periods) {
+                (
+                    Some((group, periods, throttled)),
+                    Some((last_group, last_periods, last_throttled)),
+                ) if group == last_group && periods > last_periods => {
+                    throttled.saturating_sub(*last_throttled) as f64
                         / (periods - last_periods) as f64
                 }
                 _ => 0.0,
@@ -1212,8 +1214,21 @@ struct Activity {
     cpu_s: f64,
     major_faults: u64,
     read_bytes: Option<u64>,
-    /// CPU periods it ran in, and those its group's quota held it back in.
-    cpu_periods: Option<(u64, u64)>,
+    /// Its cpu group, the CPU periods it ran in and those the group's quota held it back in.
+    cpu_periods: Option<(Group, u64, u64)>,
+}
+
+/// The CPU periods QEMU's cpu group ran in and was held back in, where QEMU is alone in it:
+/// a group shared with other processes is held back for what they do too. A libvirt domain's
+/// QEMU sits in its emulator group and its vCPUs in groups of their own, so a quota there is
+/// not seen (nor a parent's); none of these reads as throttled, as before quotas were read.
+fn cpu_periods_alone(pid: u32) -> Option<(Group, u64, u64)> {
+    let group = Hierarchy::detect_cpu().ok()?.group_of(pid).ok()?;
+    if group.pids().ok()? != [pid] {
+        return None;
+    }
+    let (periods, throttled) = group.cpu_periods().ok()?;
+    Some((group, periods, throttled))
 }
 
 /// An attached QEMU's own cgroup, or why it has none: memvisor caps only a group that holds
