@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(parse_cpu_periods(v1), Some((120, 90)));
         let v2 = "usage_usec 10\nuser_usec 8\nsystem_usec 2\nnr_periods 7\nnr_throttled 0\nthrottled_usec 0";
         assert_eq!(parse_cpu_periods(v2), Some((7, 0)));
-        // The root group has no quota, and its cpu.stat has no periods.
+        // v2's root group has no quota, and its cpu.stat no periods.
         assert_eq!(parse_cpu_periods("usage_usec 10\nuser_usec 8"), None);
     }
 

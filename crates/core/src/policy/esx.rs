@@ -835,21 +835,8 @@ impl Esx {
             let short = due
                 .saturating_sub(base + grant)
                 .saturating_sub(grantable - room);
-            // Beyond free memory, a guest paging to its disk what it uses is lent the idle
-            // memory others hold beyond their entitlements: the host pages it, compressed,
-            // instead of the guest paging to its own disk, and once the guest no longer pages
-            // the host takes back what it holds beyond its entitlement as from any VM
-            // (measured: turns, c paged at its entitlement, 670 of 1024 MiB, for 10 s of its
-            // 30 s turn while b beside it was capped by the host; 0.71 of unconstrained, 1.01
-            // under static). In hard, where the host swaps for it, only up to its entitlement:
-            // beyond it the caps would take the loan back as soon as it stops paging.
             let lent = if pages_what_it_uses && host_may_cap(vm) {
-                let up_to = if r.state >= FreeState::Hard {
-                    entitled.min(wanted)
-                } else {
-                    wanted
-                };
-                up_to.saturating_sub(base + grant).min(lendable)
+                loan_mib(r, (entitled, wanted), base + grant, lendable)
             } else {
                 0
             };
@@ -1491,6 +1478,23 @@ impl Policy for Esx {
         self.admit(&round, &mut plan);
         plan
     }
+}
+
+/// What a guest paging to its disk what it uses and holding `holds` MiB is lent beyond free
+/// memory, out of the idle memory others hold beyond their entitlements (`lendable`): the host
+/// pages that, compressed, instead of the guest paging to its own disk, and once the guest no
+/// longer pages the host takes back what it holds beyond its entitlement as from any VM
+/// (measured: turns, c paged at its entitlement, 670 of 1024 MiB, for 10 s of its 30 s turn
+/// while b beside it was capped by the host; 0.71 of unconstrained, 1.01 under static). Up to
+/// what it wants; in hard, where the host swaps for it, only up to its entitlement: beyond it
+/// the caps would take the loan back as soon as it stops paging.
+fn loan_mib(r: &Round, (entitled, wanted): (u64, u64), holds: u64, lendable: u64) -> u64 {
+    let up_to = if r.state >= FreeState::Hard {
+        entitled.min(wanted)
+    } else {
+        wanted
+    };
+    up_to.saturating_sub(holds).min(lendable)
 }
 
 /// Why a VM is granted `grant` MiB of free memory and lent `lent` MiB of others' idle memory.
