@@ -1224,10 +1224,12 @@ struct Activity {
 /// not seen (nor a parent's); none of these reads as throttled, as before quotas were read.
 fn cpu_periods_alone(pid: u32) -> Option<(Group, u64, u64)> {
     let group = Hierarchy::detect_cpu().ok()?.group_of(pid).ok()?;
-    if group.pids().ok()? != [pid] {
+    let (periods, throttled) = group.cpu_periods().ok()?;
+    // A group without a quota never counts a period: its processes (on a host without quotas,
+    // every process on it) are not listed each round for nothing.
+    if periods == 0 || group.pids().ok()? != [pid] {
         return None;
     }
-    let (periods, throttled) = group.cpu_periods().ok()?;
     Some((group, periods, throttled))
 }
 
