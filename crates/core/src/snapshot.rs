@@ -154,6 +154,13 @@ impl VmObservation {
         self.guest_swap_in_rate > HUNGRY_PAGING_MIB_S
     }
 
+    /// A guest that reads back from its swap and writes to it as it does: it evicts some of
+    /// what it touches to read back the rest. One that only reads back is catching up on what
+    /// it paged out before it was given memory.
+    pub fn thrashes(&self) -> bool {
+        self.reads_back_swap() && self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S
+    }
+
     /// MiB/s the guest reads from its disks beyond its own swap.
     pub fn file_read_rate(&self) -> f64 {
         file_read_rate(self.disk_read_rate, self.guest_swap_in_rate)

@@ -75,6 +75,12 @@ impl Scheduler {
             Some(before) => self.hints.update(&before, &snapshot),
             None => Vec::new(),
         };
+        // What the policy saw, so that a round can be replayed (MEMVISOR_LOG=snapshot=trace).
+        tracing::trace!(
+            target: "snapshot",
+            policy = %self.policy.name(),
+            snapshot = %serde_json::to_string(&snapshot).unwrap_or_default()
+        );
         let plan = self.policy.decide(&snapshot);
         let sample = HistorySample::of(&snapshot, self.free_state(snapshot.host.used_mib));
         self.last_snapshot = Some(snapshot);

@@ -1090,7 +1090,7 @@ impl Vm {
             return;
         };
         let (swap_in, swap_out) = self.swap_rates_mib_s;
-        let paging = snapshot::pages_to_disk(swap_in, swap_out);
+        let short = working_set::short_of_memory(swap_in, swap_out, self.busy_share);
         let file_reads = snapshot::file_read_rate(self.disk_read_mib_s, swap_in);
         let active = self.accessed.map_or_else(
             || {
@@ -1099,7 +1099,7 @@ impl Vm {
             },
             Size::as_mib,
         );
-        let sample = working_set::sample_mib(active, allocation.as_mib(), paging);
+        let sample = working_set::sample_mib(active, allocation.as_mib(), short);
         self.working_set.update(sample, elapsed_s as f64);
     }
 
