@@ -21,6 +21,11 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// All it touches, within its bounds: its whole working set.
+    pub fn whole_mib(&self) -> u64 {
+        self.active_mib.min(self.max_mib).max(self.min_mib)
+    }
+
     /// The memory this claim holds when its cost reaches `cost` units.
     fn size_at(&self, cost: f64, idle_tax: f64) -> f64 {
         let active = self.active_mib as f64;
@@ -97,10 +102,10 @@ pub fn concentrate(
     waiting: &[bool],
     beyond_reach: &[bool],
 ) -> (Vec<u64>, Vec<bool>) {
-    let whole = |c: &Claim| c.active_mib.min(c.max_mib).max(c.min_mib);
     let mut short: Vec<usize> = (0..claims.len())
         .filter(|&i| {
-            (waiting[i] || kept[i]) && entitled[i] + whole(&claims[i]) / 8 < whole(&claims[i])
+            (waiting[i] || kept[i])
+                && entitled[i] + claims[i].whole_mib() / 8 < claims[i].whole_mib()
         })
         .collect();
     let mut given_whole = vec![false; claims.len()];
@@ -112,7 +117,7 @@ pub fn concentrate(
             std::cmp::Reverse(claims[i].shares),
             beyond_reach[i],
             !kept[i],
-            whole(&claims[i]),
+            claims[i].whole_mib(),
             i,
         )
     });
@@ -123,7 +128,7 @@ pub fn concentrate(
         pool -= got[i];
     }
     for &i in &short {
-        let lacks = whole(&claims[i]) - got[i];
+        let lacks = claims[i].whole_mib() - got[i];
         if lacks <= pool {
             got[i] += lacks;
             pool -= lacks;

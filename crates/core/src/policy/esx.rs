@@ -37,9 +37,9 @@ const OFFLOAD_PSI_LIMIT: f64 = 10.0;
 /// between its turns waited 18 s for grants on its next, at 0.84 of unconstrained against
 /// static's 0.95).
 const RECENT_USE_S: f64 = 120.0;
-/// Long enough for a VM given its whole working set to read back what it had paged out (a
-/// guest reads its swap back at 5 to 20 MiB/s under TCG).
-const WHOLE_SET_PATIENCE_S: f64 = 30.0;
+/// Long enough for a VM given memory to read back what it had paged out (a guest reads its
+/// swap back at 5 to 20 MiB/s under TCG).
+const THRASH_PATIENCE_S: f64 = 30.0;
 
 /// A balloon step ahead of need is a probe. A guest that reads from its disks, within
 /// REREAD_WINDOW_S of the step, at least REREAD_MIB_S and twice what it read before, is reading
@@ -134,10 +134,11 @@ pub struct Esx {
     /// The start that runs paced.
     paced: Option<Paced>,
     /// VMs given their whole working sets at the latest round, where shares left several
-    /// short, and since when they have had them.
-    given_whole_sets: BTreeMap<String, f64>,
-    /// When each VM was last seen thrashing on its swap with all it may hold, or long after it
-    /// was given its whole working set.
+    /// short.
+    given_whole_sets: BTreeSet<String>,
+    /// Since when each VM has been reading back its swap with most of what it could use.
+    thrashing_since: BTreeMap<String, f64>,
+    /// When each VM was last seen beyond reach (`note_thrashing`).
     beyond_reach: BTreeMap<String, f64>,
 }
 
@@ -334,7 +335,8 @@ impl Esx {
             last_start: None,
             starts_merged: None,
             paced: None,
-            given_whole_sets: BTreeMap::new(),
+            given_whole_sets: BTreeSet::new(),
+            thrashing_since: BTreeMap::new(),
             beyond_reach: BTreeMap::new(),
         }
     }
@@ -359,6 +361,7 @@ impl Esx {
         self.delivery_started.retain(|n, _| here(n));
         self.squeezed.retain(|n| here(n));
         self.beyond_reach.retain(|n, _| here(n));
+        self.thrashing_since.retain(|n, _| here(n));
     }
 
     /// Notes the VMs that read again what a balloon step ahead of need took from them.
@@ -560,7 +563,8 @@ impl Esx {
             .iter()
             .zip(&filling)
             .map(|(vm, &fills)| {
-                let squeezed = self.squeezed.contains(&vm.name);
+                // As in the grants: one paging to its disk asks for more than cache.
+                let squeezed = self.squeezed.contains(&vm.name) && !vm.is_hungry();
                 Esx::claim(vm, fills, squeezed, floors_fit)
             })
             .collect();
@@ -568,7 +572,7 @@ impl Esx {
         let (entitled, given_whole, passed_over) = self.whole_sets(s, &claims, &by_shares);
         let given_whole_names = self
             .given_whole_sets
-            .keys()
+            .iter()
             .map(String::as_str)
             .collect::<Vec<_>>()
             .join(", ");
@@ -602,44 +606,6 @@ impl Esx {
         claims: &[Claim],
         by_shares: &[u64],
     ) -> (Vec<u64>, Vec<bool>, BTreeSet<String>) {
-        // A VM that went quiet keeps no whole working set, and a quiet one waiting on swap
-        // asks for none: what it holds is mostly what it no longer touches. Nor does one that
-        // thrashed with all it may hold within RECENT_USE_S, or WHOLE_SET_PATIENCE_S after it
-        // was given its whole set (which it may not have reached, for want of free memory): no
-        // memory ends its wait, and a
-        // balloon that takes some back does not bring its working set within reach (measured:
-        // many-small, s3 paged at its 256 MiB while it kept its whole set, and s5 paged at 128
-        // MiB for want of it; let go of in the first round that saw it page less, s3 was given
-        // its set again and ballooned 256 -> 128 -> 256 MiB ten times in 140 s). Only that
-        // renews it: paging far below its ceiling, a VM would stay out of reach for as
-        // long as it is kept short (measured: many-small, s5 paged at 128 MiB in each of its
-        // touching phases, each less than RECENT_USE_S after the last, and was passed over for
-        // the whole run).
-        for v in &s.vms {
-            if pages_at_its_ceiling(v) || self.thrashes_with_its_whole_set(v, s.at_s) {
-                self.beyond_reach.insert(v.name.clone(), s.at_s);
-            }
-        }
-        let beyond_reach: Vec<bool> = s
-            .vms
-            .iter()
-            .map(|v| self.is_beyond_reach(v, s.at_s))
-            .collect();
-        let kept: Vec<bool> = s
-            .vms
-            .iter()
-            .zip(&beyond_reach)
-            .map(|(v, &beyond)| {
-                self.given_whole_sets.contains_key(&v.name) && !is_quiet(v) && !beyond
-            })
-            .collect();
-        // A VM waits on swap where its guest pages to its disk or its QEMU faults back what
-        // the host swapped.
-        let waiting: Vec<bool> = s
-            .vms
-            .iter()
-            .map(|v| (v.is_hungry() || faults_back(v)) && !is_quiet(v))
-            .collect();
         // A VM given its whole working set owes nothing: what its guest uses and the slack a
         // balloon leaves count too.
         let whole_claims: Vec<Claim> = claims
@@ -652,6 +618,25 @@ impl Esx {
                 ..*c
             })
             .collect();
+        self.note_thrashing(s, &whole_claims);
+        let beyond_reach: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|v| self.is_beyond_reach(v, s.at_s))
+            .collect();
+        let kept: Vec<bool> = s
+            .vms
+            .iter()
+            .zip(&beyond_reach)
+            .map(|(v, &beyond)| self.given_whole_sets.contains(&v.name) && !is_quiet(v) && !beyond)
+            .collect();
+        // A VM waits on swap where its guest pages to its disk or its QEMU faults back what
+        // the host swapped.
+        let waiting: Vec<bool> = s
+            .vms
+            .iter()
+            .map(|v| (v.is_hungry() || faults_back(v)) && !is_quiet(v))
+            .collect();
         let (entitled, given_whole) =
             concentrate(&whole_claims, by_shares, &kept, &waiting, &beyond_reach);
         self.given_whole_sets = s
@@ -659,10 +644,7 @@ impl Esx {
             .iter()
             .zip(&given_whole)
             .filter(|(_, &whole)| whole)
-            .map(|(v, _)| {
-                let since = self.given_whole_sets.get(&v.name).copied();
-                (v.name.clone(), since.unwrap_or(s.at_s))
-            })
+            .map(|(v, _)| v.name.clone())
             .collect();
         let passed_over = (0..s.vms.len())
             .filter(|&i| beyond_reach[i] && !given_whole[i] && entitled[i] < by_shares[i])
@@ -871,17 +853,34 @@ impl Esx {
         unmet
     }
 
-    /// A VM that still thrashes WHOLE_SET_PATIENCE_S after it was given its whole working set:
-    /// its wait did not end with memory (measured: many-small, s3 touches 180 MiB in a 256 MiB
-    /// guest and pages under any allocation, unconstrained too; it kept its whole set from 217
-    /// s to the end, paging at 5 MiB/s each way at 225 MiB, while s5, which runs at full speed
-    /// in 235 MiB, paged at 128 MiB).
-    fn thrashes_with_its_whole_set(&self, vm: &VmObservation, now_s: f64) -> bool {
-        vm.thrashes()
-            && self
-                .given_whole_sets
-                .get(&vm.name)
-                .is_some_and(|&since| now_s - since >= WHOLE_SET_PATIENCE_S)
+    /// Notes the VMs beyond reach: those that kept thrashing on their swap for
+    /// THRASH_PATIENCE_S with most of what they could use (`whole_claims`). No memory ends their
+    /// wait, and what they hold would end another's, so they come after the others for whole
+    /// working sets within RECENT_USE_S of that, even ballooned far below: a balloon that takes
+    /// some back does not bring their working sets within reach (measured: many-small, s3
+    /// touches 180 MiB in a 256 MiB guest and pages under any allocation, unconstrained too; it
+    /// kept its whole set for minutes, paging at 5 MiB/s each way at 225 MiB, while s5, which
+    /// runs at full speed in 235 MiB, paged at 128 MiB; let go of in the first round that saw
+    /// it page less, s3 was given its set again and ballooned 256 -> 128 -> 256 MiB ten times in
+    /// 140 s). Reading back alone is no sign: a VM given memory catches up on what it paged out
+    /// before (s5 granted 128 -> 242 MiB read back its swap at 6 to 11 MiB/s for 14 s, writing
+    /// some out as it did). Nor is paging far below what it could use, which would keep a VM
+    /// out of reach for as long as it is kept short.
+    fn note_thrashing(&mut self, s: &Snapshot, whole_claims: &[Claim]) {
+        for (vm, claim) in s.vms.iter().zip(whole_claims) {
+            let holds_most = 4 * vm.allocation_mib >= 3 * claim.whole_mib();
+            if !(vm.reads_back_swap() && holds_most) {
+                self.thrashing_since.remove(&vm.name);
+                continue;
+            }
+            let since = *self
+                .thrashing_since
+                .entry(vm.name.clone())
+                .or_insert(s.at_s);
+            if vm.thrashes() && s.at_s - since >= THRASH_PATIENCE_S {
+                self.beyond_reach.insert(vm.name.clone(), s.at_s);
+            }
+        }
     }
 
     fn is_beyond_reach(&self, vm: &VmObservation, now_s: f64) -> bool {
@@ -1215,7 +1214,7 @@ impl Esx {
         // Quiet VMs first: what they hold costs them nothing until they wake. Then those whose
         // balloons did not deliver: that memory was judged idle already. Among the others,
         // those given their whole working sets last.
-        let whole_set = |vm: &VmObservation| self.given_whole_sets.contains_key(&vm.name);
+        let whole_set = |vm: &VmObservation| self.given_whole_sets.contains(&vm.name);
         owing.sort_by(|a, b| {
             let per_mib = |vm: &VmObservation| vm.shares as f64 / vm.host_rss_mib.max(1) as f64;
             (!is_quiet(a.vm))
@@ -1758,15 +1757,6 @@ fn passed_over_bounds(vm: &VmObservation, entitled: u64) -> Reclaim {
         anonymous_owed: 0,
         at_once: None,
     }
-}
-
-/// A guest that thrashes on its swap disk with all it may hold: its working set is beyond its
-/// limit, and more memory would not end its wait. One that only pages out at its limit may be
-/// making room for page cache; one that only reads back is catching up on what it paged out
-/// before it was given memory (measured: many-small, s5 granted 128 -> 235 MiB read back its
-/// swap at 10 MiB/s for 6 s, and ran at full speed after).
-fn pages_at_its_ceiling(vm: &VmObservation) -> bool {
-    vm.thrashes() && vm.allocation_mib + DEAD_BAND_MIB >= growth_ceiling_mib(vm)
 }
 
 /// A VM faulting back what the host swapped of it: it touches those pages again, and waits on
@@ -3824,9 +3814,14 @@ mod tests {
         vms.extend((0..5).map(|i| small(&format!("idle{i}"), 128, 40)));
         let s = snapshot(0.0, 1024, 1010, vms);
         let mut p = ours();
-        p.given_whole_sets.insert("s3".into(), 0.0);
+        p.given_whole_sets.insert("s3".into());
+        // It may be catching up on what it paged out before: it keeps its set a while.
+        p.decide(&s);
+        assert!(p.given_whole_sets.contains("s3"));
+        let mut s = s.clone();
+        s.at_s = THRASH_PATIENCE_S;
         let plan = p.decide(&s);
-        assert_eq!(p.given_whole_sets.keys().collect::<Vec<_>>(), ["s5"]);
+        assert_eq!(p.given_whole_sets, BTreeSet::from(["s5".to_string()]));
         assert!(
             allocations(&plan)
                 .iter()
@@ -3836,11 +3831,11 @@ mod tests {
         assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
         // Ballooned below its limit and paging still, it is not given its set back.
         let mut later = s.clone();
-        later.at_s = 5.0;
+        later.at_s = THRASH_PATIENCE_S + 5.0;
         later.vms[0] = paging(small("s3", 160, 155), 190);
         later.host.used_mib = 700;
         let plan = p.decide(&later);
-        assert_eq!(p.given_whole_sets.keys().collect::<Vec<_>>(), ["s5"]);
+        assert_eq!(p.given_whole_sets, BTreeSet::from(["s5".to_string()]));
         let granted = allocations(&plan);
         assert!(
             granted.iter().any(|(n, t)| n == "s5" && *t > 128)
@@ -3848,32 +3843,24 @@ mod tests {
             "{plan:?}"
         );
         // A round where it pages less does not bring it back within reach.
-        later.at_s = 8.0;
+        later.at_s = THRASH_PATIENCE_S + 8.0;
         later.vms[0].guest_swap_in_rate = 0.0;
         later.vms[0].guest_swap_out_rate = 0.0;
         p.decide(&later);
-        later.at_s = 10.0;
+        later.at_s = THRASH_PATIENCE_S + 10.0;
         later.vms[0].guest_swap_in_rate = 5.0;
         later.vms[0].guest_swap_out_rate = 5.0;
         p.decide(&later);
         assert!(
-            !p.given_whole_sets.contains_key("s3"),
+            !p.given_whole_sets.contains("s3"),
             "{:?}",
             p.given_whole_sets
         );
         // Paging far below its limit does not renew that: once RECENT_USE_S has passed since it
-        // paged at its limit, it is within reach again.
-        later.at_s = 5.0 + RECENT_USE_S + 1.0;
+        // thrashed near its limit, it is within reach again.
+        later.at_s = THRASH_PATIENCE_S + RECENT_USE_S + 1.0;
         let plan = p.decide(&later);
         assert!(!p.is_beyond_reach(&later.vms[0], later.at_s), "{plan:?}");
-        // Paging below its limit, s3 waits for what it lacks as before, and keeps its memory.
-        let mut p = ours();
-        let mut s = s.clone();
-        s.vms[0] = paging(small("s3", 200, 195), 230);
-        p.given_whole_sets.insert("s3".into(), 0.0);
-        let plan = p.decide(&s);
-        assert!(p.given_whole_sets.contains_key("s3"), "{plan:?}");
-        assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
         // With shares enough for all it holds, it gives nothing to others' whole sets.
         let mut p = ours();
         let mut favoured = s.clone();
@@ -3888,58 +3875,47 @@ mod tests {
                 .any(|(n, t)| n == "s3" && *t < 256),
             "{plan:?}"
         );
-        // So it does at its limit paging only out: it may be making room for page cache; or
-        // only reading back: it catches up on what it paged out before its grant.
-        for (swap_in, swap_out) in [(0.0, 5.0), (5.0, 0.0)] {
-            let mut p = ours();
-            s.vms[0] = paging(small("s3", 256, 250), 290);
-            (s.vms[0].guest_swap_in_rate, s.vms[0].guest_swap_out_rate) = (swap_in, swap_out);
-            p.given_whole_sets.insert("s3".into(), 0.0);
-            p.decide(&s);
-            assert!(
-                p.given_whole_sets.contains_key("s3"),
-                "in {swap_in}, out {swap_out}: {:?}",
-                p.given_whole_sets
-            );
-        }
     }
 
     #[test]
-    fn a_vm_still_thrashing_long_after_it_was_given_its_whole_set_gives_way() {
-        // many-small: s3 had its whole set and thrashes at 225 MiB, short of its limit, as it
+    fn only_a_vm_that_keeps_thrashing_with_most_of_what_it_could_use_is_beyond_reach() {
+        // many-small: s3 had its whole set and pages at 225 MiB of the 256 it could use, as it
         // does under any allocation; s5 pages at 128 MiB. The host is in hard.
-        let paging = |name: &str, allocation: u64, used: u64| {
-            let mut v = vm(name, allocation, used);
+        let paging = |name: &str, allocation: u64, (swap_in, swap_out): (f64, f64)| {
+            let mut v = vm(name, allocation, allocation - 5);
             (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
             v.qemu_overhead_mib = Some(30);
             v.host_rss_mib = allocation + 30;
-            (v.guest_swap_in_rate, v.guest_swap_out_rate) = (5.0, 5.0);
+            (v.guest_swap_in_rate, v.guest_swap_out_rate) = (swap_in, swap_out);
             v.working_set_mib = Some(allocation + HUNGRY_GROWTH_MIB);
             v
         };
-        let mut vms = vec![paging("s3", 225, 220), paging("s5", 128, 124)];
-        vms.extend((0..5).map(|i| vm(&format!("idle{i}"), 128, 40)));
-        for v in &mut vms[2..] {
-            (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
-        }
-        let mut p = ours();
-        p.given_whole_sets.insert("s3".into(), 0.0);
-        let at = |at_s: f64| snapshot(at_s, 1024, 1010, vms.clone());
-        p.decide(&at(WHOLE_SET_PATIENCE_S - 5.0));
-        assert_eq!(p.given_whole_sets.keys().collect::<Vec<_>>(), ["s3"]);
-        let plan = p.decide(&at(WHOLE_SET_PATIENCE_S + 1.0));
-        assert_eq!(
-            p.given_whole_sets.keys().collect::<Vec<_>>(),
-            ["s5"],
-            "{plan:?}"
+        let kept_after = |s3: VmObservation| {
+            let mut vms = vec![s3, paging("s5", 128, (5.0, 5.0))];
+            vms.extend((0..5).map(|i| vm(&format!("idle{i}"), 128, 40)));
+            for v in &mut vms[2..] {
+                (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
+            }
+            let mut p = ours();
+            p.given_whole_sets.insert("s3".into());
+            for at_s in [0.0, THRASH_PATIENCE_S - 5.0, THRASH_PATIENCE_S] {
+                p.decide(&snapshot(at_s, 1024, 1010, vms.clone()));
+            }
+            p.given_whole_sets.contains("s3")
+        };
+        assert!(!kept_after(paging("s3", 225, (5.0, 5.0))), "it thrashes");
+        assert!(
+            kept_after(paging("s3", 225, (5.0, 0.0))),
+            "it catches up on what it paged out before"
         );
-        // Reading back only, it catches up on what it paged out, and keeps its set.
-        let mut p = ours();
-        p.given_whole_sets.insert("s3".into(), 0.0);
-        let mut catching_up = at(WHOLE_SET_PATIENCE_S + 1.0);
-        catching_up.vms[0].guest_swap_out_rate = 0.0;
-        p.decide(&catching_up);
-        assert_eq!(p.given_whole_sets.keys().collect::<Vec<_>>(), ["s3"]);
+        assert!(
+            kept_after(paging("s3", 225, (0.0, 5.0))),
+            "it may be making room for page cache"
+        );
+        assert!(
+            kept_after(paging("s3", 180, (5.0, 5.0))),
+            "far below what it could use, it waits for memory"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Scheduler {
             Some(before) => self.hints.update(&before, &snapshot),
             None => Vec::new(),
         };
-        // What the policy saw, so that a round can be replayed (MEMVISOR_LOG=snapshot=trace).
+        // What the policy saw, to find why it decided as it did (MEMVISOR_LOG=snapshot=trace).
         tracing::trace!(
             target: "snapshot",
             policy = %self.policy.name(),
