@@ -2,13 +2,19 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Guest paging above this (MiB/s, in plus out) means the guest is short of memory.
-const HUNGRY_PAGING_MIB_S: f64 = 1.0;
+/// Guest paging above this (MiB/s, in plus out) is a guest paging to its own disk.
+const PAGING_MIB_S: f64 = 1.0;
+/// A guest reading back its swap faster than this (MiB/s) touches what it paged out.
+pub const READ_BACK_MIB_S: f64 = 1.0;
+/// A guest writing to its swap faster than this (MiB/s) writes more than it has; slower, and
+/// reading nothing back, it is making room for its balloon (measured: seed, vm1 and vm2 wrote
+/// 0.5 to 2.9 MiB/s as balloons took their page cache; many-small, s5 wrote 8 to 12 MiB/s as
+/// it began touching 150 MiB with 128).
+pub const WRITE_OUT_MIB_S: f64 = 4.0;
 
-/// Whether a guest with these swap rates (MiB/s) pages to its own disk: it wants more memory
-/// than it has.
+/// Whether a guest with these swap rates (MiB/s) pages to its own disk at all.
 pub fn pages_to_disk(swap_in_rate: f64, swap_out_rate: f64) -> bool {
-    swap_in_rate + swap_out_rate > HUNGRY_PAGING_MIB_S
+    swap_in_rate + swap_out_rate > PAGING_MIB_S
 }
 
 /// MiB/s a guest reads from its disks beyond its own swap, from what its QEMU reads from
@@ -142,23 +148,23 @@ impl VmObservation {
         })
     }
 
-    /// The guest wants more than it has: it pages to its own disk. (Its available memory is
-    /// no sign: a ballooned guest's watermarks, sized for its boot memory, leave little of it
-    /// available while it runs well.)
+    /// The guest wants more than it has: it reads back its swap, or writes to it faster than
+    /// a balloon makes it. (Its available memory is no sign: a ballooned guest's watermarks,
+    /// sized for its boot memory, leave little of it available while it runs well.)
     pub fn is_hungry(&self) -> bool {
-        pages_to_disk(self.guest_swap_in_rate, self.guest_swap_out_rate)
+        self.reads_back_swap() || self.guest_swap_out_rate > WRITE_OUT_MIB_S
     }
 
     /// A guest that reads back from its own swap disk: it touches again what it paged out.
     pub fn reads_back_swap(&self) -> bool {
-        self.guest_swap_in_rate > HUNGRY_PAGING_MIB_S
+        self.guest_swap_in_rate > READ_BACK_MIB_S
     }
 
     /// A guest that reads back from its swap and writes to it as it does: it evicts some of
     /// what it touches to read back the rest. One that only reads back is catching up on what
     /// it paged out before it was given memory.
     pub fn thrashes(&self) -> bool {
-        self.reads_back_swap() && self.guest_swap_out_rate > HUNGRY_PAGING_MIB_S
+        self.reads_back_swap() && self.guest_swap_out_rate > PAGING_MIB_S
     }
 
     /// MiB/s the guest reads from its disks beyond its own swap.

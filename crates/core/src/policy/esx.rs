@@ -563,8 +563,13 @@ impl Esx {
             .iter()
             .zip(&filling)
             .map(|(vm, &fills)| {
-                // As in the grants: one paging to its disk asks for more than cache.
-                let squeezed = self.squeezed.contains(&vm.name) && !vm.is_hungry();
+                // One that reads back its swap touches what it paged out: it asks for more
+                // than its cache (measured: many-small, s5 squeezed as its reading phase ended
+                // claimed 132 of the 256 MiB it touched next, and paged at 128 MiB). Writing
+                // out alone is its guest making room for the balloon (measured: seed, vm1 and
+                // vm2 wrote 1 to 2 MiB/s as their cache was taken, and claiming their working
+                // sets they were granted 430 MiB of cache back as vm3 began).
+                let squeezed = self.squeezed.contains(&vm.name) && !vm.reads_back_swap();
                 Esx::claim(vm, fills, squeezed, floors_fit)
             })
             .collect();
@@ -3916,6 +3921,33 @@ mod tests {
             kept_after(paging("s3", 180, (5.0, 5.0))),
             "far below what it could use, it waits for memory"
         );
+    }
+
+    #[test]
+    fn a_squeezed_vm_paging_to_its_disk_claims_its_working_set() {
+        // many-small: s5's balloon took its page cache as its reading phase ended; in its
+        // touching phase it pages at 128 MiB, of which it uses 68, beside s3 paging too.
+        let paging = |name: &str, allocation: u64, used: u64| {
+            let mut v = vm(name, allocation, used);
+            (v.memory_mib, v.max_mib, v.limit_mib) = (256, 256, 256);
+            (v.guest_swap_in_rate, v.guest_swap_out_rate) = (5.0, 5.0);
+            v.working_set_mib = Some(allocation + HUNGRY_GROWTH_MIB);
+            v
+        };
+        let mut vms = vec![paging("s5", 128, 68), paging("s3", 160, 155)];
+        vms.extend((0..5).map(|i| vm(&format!("idle{i}"), 128, 40)));
+        let mut p = ours();
+        p.squeezed.insert("s5".into());
+        let s = snapshot(0.0, 1024, 1010, vms);
+        let round = p.entitle(&s);
+        // The whole working sets' pool goes to it first: what it touches, not 68 MiB and a
+        // balloon's slack.
+        assert!(round.entitled[0] > 224, "{:?}", round.entitled);
+        // Writing out alone, it claims what it uses.
+        let mut s = s.clone();
+        s.vms[0].guest_swap_in_rate = 0.0;
+        let round = p.entitle(&s);
+        assert!(round.entitled[0] < 160, "{:?}", round.entitled);
     }
 
     #[test]
