@@ -499,7 +499,13 @@ impl Esx {
             shares: vm.shares,
             active_mib: if filling && vm.allocation_mib.max(vm.target_mib) < ceiling {
                 ceiling
-            } else if squeezed {
+            } else if squeezed && !vm.reads_back_swap() {
+                // One that reads back its swap touches what it paged out: it asks for more
+                // than its cache (measured: many-small, s5 squeezed as its reading phase ended
+                // claimed 132 of the 256 MiB it touched next, and paged at 128 MiB). Writing
+                // out alone is its guest making room for the balloon (measured: seed, vm1 and
+                // vm2 wrote 1 to 2 MiB/s as their cache was taken, and claiming their working
+                // sets they were granted 430 MiB of cache back as vm3 began).
                 let active = vm.active_mib();
                 vm.guest_used_mib.map_or(active, |used| active.min(used))
             } else {
@@ -563,13 +569,7 @@ impl Esx {
             .iter()
             .zip(&filling)
             .map(|(vm, &fills)| {
-                // One that reads back its swap touches what it paged out: it asks for more
-                // than its cache (measured: many-small, s5 squeezed as its reading phase ended
-                // claimed 132 of the 256 MiB it touched next, and paged at 128 MiB). Writing
-                // out alone is its guest making room for the balloon (measured: seed, vm1 and
-                // vm2 wrote 1 to 2 MiB/s as their cache was taken, and claiming their working
-                // sets they were granted 430 MiB of cache back as vm3 began).
-                let squeezed = self.squeezed.contains(&vm.name) && !vm.reads_back_swap();
+                let squeezed = self.squeezed.contains(&vm.name);
                 Esx::claim(vm, fills, squeezed, floors_fit)
             })
             .collect();
