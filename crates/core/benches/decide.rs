@@ -29,6 +29,7 @@ fn snapshot(vms: usize) -> Snapshot {
             guest_available_mib: Some(memory - used),
             guest_swap_in_rate: if i % 4 == 3 { 5.0 } else { 0.0 },
             guest_swap_out_rate: if i % 4 == 3 { 8.0 } else { 0.0 },
+            busy_share: 1.0,
             disk_read_rate: 0.0,
             host_rss_mib: used + 360,
             qemu_overhead_mib: Some(60),

@@ -90,7 +90,7 @@ pub fn allocate(claims: &[Claim], available_mib: u64, idle_tax: f64) -> Vec<u64>
 /// working-set principle has it, memory then goes to whole working sets: as many of the short
 /// VMs as their entitlements together cover get all they touch, in order of shares, then those
 /// that had theirs at the last round (`kept`: they wait no more, and stay first, so that memory
-/// does not swing between VMs), then the smallest. A VM that waits with all it may hold
+/// does not swing between VMs), then the smallest. A VM that kept thrashing with most of what it could use
 /// (`beyond_reach`) comes after the others of its shares: no memory ends its wait, and what it
 /// holds would end another's. The others keep their minimum, and the first of them what is
 /// left. Every other VM keeps its entitlement. Returns, in the claims' order, the entitlements

@@ -5,12 +5,27 @@ use serde::{Deserialize, Serialize};
 /// Guest paging above this (MiB/s, in plus out) is a guest paging to its own disk.
 const PAGING_MIB_S: f64 = 1.0;
 /// A guest reading back its swap faster than this (MiB/s) touches what it paged out.
-pub const READ_BACK_MIB_S: f64 = 1.0;
+const READ_BACK_MIB_S: f64 = 1.0;
 /// A guest writing to its swap faster than this (MiB/s) writes more than it has; slower, and
 /// reading nothing back, it is making room for its balloon (measured: seed, vm1 and vm2 wrote
 /// 0.5 to 2.9 MiB/s as balloons took their page cache; many-small, s5 wrote 8 to 12 MiB/s as
 /// it began touching 150 MiB with 128).
-pub const WRITE_OUT_MIB_S: f64 = 4.0;
+const WRITE_OUT_MIB_S: f64 = 4.0;
+
+/// The busy share from which a guest that only writes to its swap is taken to be short.
+const WRITING_BUSY_SHARE: f64 = 0.5;
+
+/// Whether a guest needs more memory than it has, from its swap rates (MiB/s) and the share of
+/// the last round its QEMU was busy (`working_set::busy_share`): it reads back what it paged
+/// out, or writes to its swap fast while busy (it makes room for memory it is writing). An idle
+/// guest that only writes to its swap is making room for its balloon and does nothing with what
+/// it paged out (measured: many-small, s9 and s10, idle under `cache:` and `hold:`, wrote up to
+/// 7 MiB/s as they were ballooned and were given whole working sets of 256 MiB ahead of s5,
+/// which waited at 128 MiB for 20 s).
+pub fn short_of_memory(swap_in_mib_s: f64, swap_out_mib_s: f64, busy_share: f64) -> bool {
+    swap_in_mib_s > READ_BACK_MIB_S
+        || swap_out_mib_s > WRITE_OUT_MIB_S && busy_share >= WRITING_BUSY_SHARE
+}
 
 /// Whether a guest with these swap rates (MiB/s) pages to its own disk at all.
 pub fn pages_to_disk(swap_in_rate: f64, swap_out_rate: f64) -> bool {
@@ -87,6 +102,10 @@ pub struct VmObservation {
     /// MiB/s the guest pages in from and out to its own swap disk.
     pub guest_swap_in_rate: f64,
     pub guest_swap_out_rate: f64,
+    /// The share of the last round its QEMU was busy (`working_set::busy_share`); 1 where it
+    /// was not measured.
+    #[serde(default = "fully")]
+    pub busy_share: f64,
     /// MiB/s its QEMU reads from storage: the guest's disks (its own swap included), and
     /// QEMU's memory coming back from the host's swap.
     #[serde(default)]
@@ -133,6 +152,10 @@ fn yes() -> bool {
     true
 }
 
+fn fully() -> f64 {
+    1.0
+}
+
 /// A guest's workload takes its memory in the first seconds after boot.
 const SETTLE_S: f64 = 10.0;
 /// A launched guest that never reports stops counting as starting after this long.
@@ -148,11 +171,15 @@ impl VmObservation {
         })
     }
 
-    /// The guest wants more than it has: it reads back its swap, or writes to it faster than
-    /// a balloon makes it. (Its available memory is no sign: a ballooned guest's watermarks,
-    /// sized for its boot memory, leave little of it available while it runs well.)
+    /// The guest wants more than it has (`short_of_memory`). (Its available memory is no
+    /// sign: a ballooned guest's watermarks, sized for its boot memory, leave little of it
+    /// available while it runs well.)
     pub fn is_hungry(&self) -> bool {
-        self.reads_back_swap() || self.guest_swap_out_rate > WRITE_OUT_MIB_S
+        short_of_memory(
+            self.guest_swap_in_rate,
+            self.guest_swap_out_rate,
+            self.busy_share,
+        )
     }
 
     /// A guest that reads back from its own swap disk: it touches again what it paged out.
@@ -207,4 +234,27 @@ pub struct PendingVm {
     pub name: String,
     pub memory_mib: u64,
     pub reservation_mib: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_guest_writing_to_its_swap_is_not_short_of_memory() {
+        assert!(
+            short_of_memory(5.0, 0.0, 0.0),
+            "it reads back what it paged out"
+        );
+        assert!(short_of_memory(0.0, 8.0, 1.0), "it writes more than it has");
+        assert!(
+            !short_of_memory(0.0, 8.0, 0.1),
+            "idle, it makes room for its balloon"
+        );
+        assert!(
+            !short_of_memory(0.0, 2.0, 1.0),
+            "busy, it makes room for its balloon"
+        );
+        assert!(!short_of_memory(0.5, 0.5, 1.0), "a trickle");
+    }
 }

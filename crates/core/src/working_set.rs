@@ -10,8 +10,6 @@
 //! ESX's sampling of touched pages finds it. A guest that reads back its swap, or writes to it
 //! fast while busy, needs more than it has, so its sample is its allocation plus a growth step.
 
-use crate::snapshot::{READ_BACK_MIB_S, WRITE_OUT_MIB_S};
-
 /// Seconds for the estimate to fall by a factor of e once the samples drop. Long enough to
 /// ride out a pause; short enough that a VM done with a burst gives its memory to the next
 /// within its phase (burst: 10 s left each 30 s turn mostly waiting for the balloon).
@@ -56,20 +54,6 @@ pub fn touched_mib(used_mib: u64, resident_mib: u64, busy_share: f64, file_read_
         used_mib
     };
     (held as f64 * busy_share).round() as u64
-}
-
-/// The busy share from which a guest that only writes to its swap is taken to be short.
-const WRITING_BUSY_SHARE: f64 = 0.5;
-
-/// Whether a guest's paging says it needs more memory than it has (`VmObservation::is_hungry`):
-/// it reads back what it paged out, or writes to its swap fast while busy (it makes room for
-/// memory it is writing). An idle guest that only writes to its swap is making room for its
-/// balloon and keeps doing nothing with what it paged out (measured: many-small, s9 and s10,
-/// idle under `cache:` and `hold:`, wrote up to 7 MiB/s as they were ballooned and were given
-/// whole working sets of 256 MiB ahead of s5, which waited at 128 MiB for 20 s).
-pub fn short_of_memory(swap_in_mib_s: f64, swap_out_mib_s: f64, busy_share: f64) -> bool {
-    swap_in_mib_s > READ_BACK_MIB_S
-        || swap_out_mib_s > WRITE_OUT_MIB_S && busy_share >= WRITING_BUSY_SHARE
 }
 
 /// One sample of a VM's memory demand: a guest short of memory asks for more than it has.
@@ -169,20 +153,6 @@ mod tests {
         assert_eq!(sample_mib(300, 400, false), 300);
         assert_eq!(sample_mib(300, 400, true), 528);
         assert_eq!(sample_mib(300, 2048, true), 2560);
-    }
-
-    #[test]
-    fn an_idle_guest_writing_to_its_swap_is_not_short_of_memory() {
-        assert!(
-            short_of_memory(5.0, 0.0, 0.0),
-            "it reads back what it paged out"
-        );
-        assert!(short_of_memory(0.0, 5.0, 1.0), "it writes more than it has");
-        assert!(
-            !short_of_memory(0.0, 5.0, 0.1),
-            "it makes room for its balloon"
-        );
-        assert!(!short_of_memory(0.5, 0.5, 1.0), "a trickle");
     }
 
     proptest! {

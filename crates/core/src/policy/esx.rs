@@ -499,13 +499,13 @@ impl Esx {
             shares: vm.shares,
             active_mib: if filling && vm.allocation_mib.max(vm.target_mib) < ceiling {
                 ceiling
-            } else if squeezed && !vm.reads_back_swap() {
-                // One that reads back its swap touches what it paged out: it asks for more
-                // than its cache (measured: many-small, s5 squeezed as its reading phase ended
-                // claimed 132 of the 256 MiB it touched next, and paged at 128 MiB). Writing
-                // out alone is its guest making room for the balloon (measured: seed, vm1 and
-                // vm2 wrote 1 to 2 MiB/s as their cache was taken, and claiming their working
-                // sets they were granted 430 MiB of cache back as vm3 began).
+            } else if squeezed && !vm.is_hungry() {
+                // One short of memory asks for more than its cache (measured: many-small, s5
+                // squeezed as its reading phase ended claimed 132 of the 256 MiB it touched
+                // next, and paged at 128 MiB). Writing out slowly is its guest making room for
+                // the balloon (measured: seed, vm1 and vm2 wrote 1 to 3 MiB/s as their cache
+                // was taken, and claiming their working sets they were granted 430 MiB of cache
+                // back as vm3 began).
                 let active = vm.active_mib();
                 vm.guest_used_mib.map_or(active, |used| active.min(used))
             } else {
@@ -623,7 +623,7 @@ impl Esx {
                 ..*c
             })
             .collect();
-        self.note_thrashing(s, &whole_claims);
+        self.note_thrashing(s);
         let beyond_reach: Vec<bool> = s
             .vms
             .iter()
@@ -859,7 +859,7 @@ impl Esx {
     }
 
     /// Notes the VMs beyond reach: those that kept thrashing on their swap for
-    /// THRASH_PATIENCE_S with most of what they could use (`whole_claims`). No memory ends their
+    /// THRASH_PATIENCE_S with most of what they could use (their limit). No memory ends their
     /// wait, and what they hold would end another's, so they come after the others for whole
     /// working sets within RECENT_USE_S of that, even ballooned far below: a balloon that takes
     /// some back does not bring their working sets within reach (measured: many-small, s3
@@ -871,9 +871,9 @@ impl Esx {
     /// before (s5 granted 128 -> 242 MiB read back its swap at 6 to 11 MiB/s for 14 s, writing
     /// some out as it did). Nor is paging far below what it could use, which would keep a VM
     /// out of reach for as long as it is kept short.
-    fn note_thrashing(&mut self, s: &Snapshot, whole_claims: &[Claim]) {
-        for (vm, claim) in s.vms.iter().zip(whole_claims) {
-            let holds_most = 4 * vm.allocation_mib >= 3 * claim.whole_mib();
+    fn note_thrashing(&mut self, s: &Snapshot) {
+        for vm in &s.vms {
+            let holds_most = 4 * vm.allocation_mib >= 3 * growth_ceiling_mib(vm);
             if !(vm.reads_back_swap() && holds_most) {
                 self.thrashing_since.remove(&vm.name);
                 continue;
@@ -3868,6 +3868,7 @@ mod tests {
         assert!(!p.is_beyond_reach(&later.vms[0], later.at_s), "{plan:?}");
         // With shares enough for all it holds, it gives nothing to others' whole sets.
         let mut p = ours();
+        p.beyond_reach.insert("s3".into(), 0.0);
         let mut favoured = s.clone();
         favoured.vms[0] = paging(small("s3", 256, 250), 290);
         favoured.vms[0].shares = 4000;
@@ -3914,13 +3915,28 @@ mod tests {
             "it catches up on what it paged out before"
         );
         assert!(
-            kept_after(paging("s3", 225, (0.0, 5.0))),
+            kept_after(paging("s3", 225, (0.0, 2.0))),
             "it may be making room for page cache"
         );
         assert!(
             kept_after(paging("s3", 180, (5.0, 5.0))),
             "far below what it could use, it waits for memory"
         );
+        // So does a 2 GiB VM ballooned to 1 GiB, whose working set follows its allocation.
+        let mut big = vm("big", 1024, 1000);
+        (big.memory_mib, big.max_mib, big.limit_mib) = (2048, 2048, 2048);
+        (big.guest_swap_in_rate, big.guest_swap_out_rate) = (5.0, 5.0);
+        big.working_set_mib = Some(1024 + 256);
+        let mut p = ours();
+        for at_s in [0.0, THRASH_PATIENCE_S] {
+            p.note_thrashing(&snapshot(at_s, 4096, 3000, vec![big.clone()]));
+        }
+        assert!(!p.is_beyond_reach(&big, THRASH_PATIENCE_S));
+        big.allocation_mib = 1600;
+        for at_s in [0.0, THRASH_PATIENCE_S] {
+            p.note_thrashing(&snapshot(at_s, 4096, 3000, vec![big.clone()]));
+        }
+        assert!(p.is_beyond_reach(&big, THRASH_PATIENCE_S));
     }
 
     #[test]
@@ -3943,9 +3959,9 @@ mod tests {
         // The whole working sets' pool goes to it first: what it touches, not 68 MiB and a
         // balloon's slack.
         assert!(round.entitled[0] > 224, "{:?}", round.entitled);
-        // Writing out alone, it claims what it uses.
+        // Writing out slowly, it makes room for its balloon and claims what it uses.
         let mut s = s.clone();
-        s.vms[0].guest_swap_in_rate = 0.0;
+        (s.vms[0].guest_swap_in_rate, s.vms[0].guest_swap_out_rate) = (0.0, 2.0);
         let round = p.entitle(&s);
         assert!(round.entitled[0] < 160, "{:?}", round.entitled);
     }

@@ -221,6 +221,7 @@ pub(crate) mod fixtures {
             guest_available_mib: Some(allocation.saturating_sub(used)),
             guest_swap_in_rate: 0.0,
             guest_swap_out_rate: 0.0,
+            busy_share: 1.0,
             disk_read_rate: 0.0,
             // A guest without free page reporting: QEMU holds all it was given.
             host_rss_mib: allocation + 60,

@@ -75,7 +75,7 @@ impl Scheduler {
             Some(before) => self.hints.update(&before, &snapshot),
             None => Vec::new(),
         };
-        // What the policy saw, to find why it decided as it did (MEMVISOR_LOG=snapshot=trace).
+        // What the policy saw, to find why it decided as it did (MEMVISOR_LOG=info,snapshot=trace).
         tracing::trace!(
             target: "snapshot",
             policy = %self.policy.name(),
@@ -334,6 +334,7 @@ mod tests {
             guest_available_mib: Some(1024 - used),
             guest_swap_in_rate: paging,
             guest_swap_out_rate: paging,
+            busy_share: 1.0,
             disk_read_rate: 0.0,
             host_rss_mib: resident + 60,
             qemu_overhead_mib: Some(60),

@@ -1090,7 +1090,7 @@ impl Vm {
             return;
         };
         let (swap_in, swap_out) = self.swap_rates_mib_s;
-        let short = working_set::short_of_memory(swap_in, swap_out, self.busy_share);
+        let short = snapshot::short_of_memory(swap_in, swap_out, self.busy_share);
         let file_reads = snapshot::file_read_rate(self.disk_read_mib_s, swap_in);
         let active = self.accessed.map_or_else(
             || {

@@ -123,6 +123,7 @@ impl Vm {
             guest_available_mib: g.available.map(mib),
             guest_swap_in_rate: self.swap_rates_mib_s.0,
             guest_swap_out_rate: self.swap_rates_mib_s.1,
+            busy_share: self.busy_share,
             disk_read_rate: self.disk_read_mib_s,
             host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
             qemu_overhead_mib: self.qemu_overhead.map(mib),
