@@ -21,11 +21,6 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// All it touches, within its bounds: its whole working set.
-    pub fn whole_mib(&self) -> u64 {
-        self.active_mib.min(self.max_mib).max(self.min_mib)
-    }
-
     /// The memory this claim holds when its cost reaches `cost` units.
     fn size_at(&self, cost: f64, idle_tax: f64) -> f64 {
         let active = self.active_mib as f64;
@@ -90,9 +85,9 @@ pub fn allocate(claims: &[Claim], available_mib: u64, idle_tax: f64) -> Vec<u64>
 /// working-set principle has it, memory then goes to whole working sets: as many of the short
 /// VMs as their entitlements together cover get all they touch, in order of shares, then those
 /// that had theirs at the last round (`kept`: they wait no more, and stay first, so that memory
-/// does not swing between VMs), then the smallest. A VM that kept thrashing with most of what it could use
-/// (`beyond_reach`) comes after the others of its shares: no memory ends its wait, and what it
-/// holds would end another's. The others keep their minimum, and the first of them what is
+/// does not swing between VMs), then the smallest. A VM that kept thrashing with most of what
+/// it could use (`beyond_reach`) comes after the others of its shares: no memory ends its wait,
+/// and what it holds would end another's. The others keep their minimum, and the first of them what is
 /// left. Every other VM keeps its entitlement. Returns, in the claims' order, the entitlements
 /// (which sum to `entitled`'s) and whether each VM got its whole working set.
 pub fn concentrate(
@@ -102,10 +97,10 @@ pub fn concentrate(
     waiting: &[bool],
     beyond_reach: &[bool],
 ) -> (Vec<u64>, Vec<bool>) {
+    let whole = |c: &Claim| c.active_mib.min(c.max_mib).max(c.min_mib);
     let mut short: Vec<usize> = (0..claims.len())
         .filter(|&i| {
-            (waiting[i] || kept[i])
-                && entitled[i] + claims[i].whole_mib() / 8 < claims[i].whole_mib()
+            (waiting[i] || kept[i]) && entitled[i] + whole(&claims[i]) / 8 < whole(&claims[i])
         })
         .collect();
     let mut given_whole = vec![false; claims.len()];
@@ -117,7 +112,7 @@ pub fn concentrate(
             std::cmp::Reverse(claims[i].shares),
             beyond_reach[i],
             !kept[i],
-            claims[i].whole_mib(),
+            whole(&claims[i]),
             i,
         )
     });
@@ -128,7 +123,7 @@ pub fn concentrate(
         pool -= got[i];
     }
     for &i in &short {
-        let lacks = claims[i].whole_mib() - got[i];
+        let lacks = whole(&claims[i]) - got[i];
         if lacks <= pool {
             got[i] += lacks;
             pool -= lacks;

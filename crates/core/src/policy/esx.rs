@@ -611,18 +611,6 @@ impl Esx {
         claims: &[Claim],
         by_shares: &[u64],
     ) -> (Vec<u64>, Vec<bool>, BTreeSet<String>) {
-        // A VM given its whole working set owes nothing: what its guest uses and the slack a
-        // balloon leaves count too.
-        let whole_claims: Vec<Claim> = claims
-            .iter()
-            .zip(&s.vms)
-            .map(|(c, v)| Claim {
-                active_mib: c
-                    .active_mib
-                    .max(v.guest_used_mib.unwrap_or(0) + guest_slack_mib(v)),
-                ..*c
-            })
-            .collect();
         self.note_thrashing(s);
         let beyond_reach: Vec<bool> = s
             .vms
@@ -641,6 +629,18 @@ impl Esx {
             .vms
             .iter()
             .map(|v| (v.is_hungry() || faults_back(v)) && !is_quiet(v))
+            .collect();
+        // A VM given its whole working set owes nothing: what its guest uses and the slack a
+        // balloon leaves count too.
+        let whole_claims: Vec<Claim> = claims
+            .iter()
+            .zip(&s.vms)
+            .map(|(c, v)| Claim {
+                active_mib: c
+                    .active_mib
+                    .max(v.guest_used_mib.unwrap_or(0) + guest_slack_mib(v)),
+                ..*c
+            })
             .collect();
         let (entitled, given_whole) =
             concentrate(&whole_claims, by_shares, &kept, &waiting, &beyond_reach);
@@ -3866,6 +3866,14 @@ mod tests {
         later.at_s = THRASH_PATIENCE_S + RECENT_USE_S + 1.0;
         let plan = p.decide(&later);
         assert!(!p.is_beyond_reach(&later.vms[0], later.at_s), "{plan:?}");
+        // Paging below its limit, s3 waits for what it lacks as before, and keeps its memory.
+        let mut p = ours();
+        let mut below = s.clone();
+        below.vms[0] = paging(small("s3", 200, 195), 230);
+        p.given_whole_sets.insert("s3".into());
+        let plan = p.decide(&below);
+        assert!(p.given_whole_sets.contains("s3"), "{plan:?}");
+        assert!(!caps(&plan).iter().any(|(n, _)| n == "s3"), "{plan:?}");
         // With shares enough for all it holds, it gives nothing to others' whole sets.
         let mut p = ours();
         p.beyond_reach.insert("s3".into(), 0.0);
