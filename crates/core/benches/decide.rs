@@ -30,6 +30,7 @@ fn snapshot(vms: usize) -> Snapshot {
             guest_swap_in_rate: if i % 4 == 3 { 5.0 } else { 0.0 },
             guest_swap_out_rate: if i % 4 == 3 { 8.0 } else { 0.0 },
             busy_share: 1.0,
+            balloon_lowered_s_ago: None,
             disk_read_rate: 0.0,
             host_rss_mib: used + 360,
             qemu_overhead_mib: Some(60),

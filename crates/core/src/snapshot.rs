@@ -15,16 +15,28 @@ const WRITE_OUT_MIB_S: f64 = 4.0;
 /// The busy share from which a guest that only writes to its swap is taken to be short.
 const WRITING_BUSY_SHARE: f64 = 0.5;
 
+/// Seconds after its balloon was asked to take memory that a guest writing to its swap is
+/// making room for the balloon, however busy that keeps its QEMU (measured: idle-anon on a host
+/// with 256 MiB of swap, vm1 ballooned 1,024 -> 514 MiB, below the 519 MiB it used, wrote 29
+/// MiB/s to its swap and was granted 848 MiB back a second later).
+const BALLOON_PUSH_S: f64 = 10.0;
+
 /// Whether a guest needs more memory than it has, from its swap rates (MiB/s) and the share of
 /// the last round its QEMU was busy (`working_set::busy_share`): it reads back what it paged
 /// out, or writes to its swap fast while busy (it makes room for memory it is writing). An idle
 /// guest that only writes to its swap is making room for its balloon and does nothing with what
 /// it paged out (measured: many-small, s9 and s10, idle under `cache:` and `hold:`, wrote up to
 /// 7 MiB/s as they were ballooned and were given whole working sets of 256 MiB ahead of s5,
-/// which waited at 128 MiB for 20 s).
-pub fn short_of_memory(swap_in_mib_s: f64, swap_out_mib_s: f64, busy_share: f64) -> bool {
+/// which waited at 128 MiB for 20 s). Nor is one that writes within BALLOON_PUSH_S of its
+/// balloon being lowered.
+pub fn short_of_memory(
+    (swap_in_mib_s, swap_out_mib_s): (f64, f64),
+    busy_share: f64,
+    balloon_lowered_s_ago: Option<f64>,
+) -> bool {
+    let pushed = balloon_lowered_s_ago.is_some_and(|s| s <= BALLOON_PUSH_S);
     swap_in_mib_s > READ_BACK_MIB_S
-        || swap_out_mib_s > WRITE_OUT_MIB_S && busy_share >= WRITING_BUSY_SHARE
+        || !pushed && swap_out_mib_s > WRITE_OUT_MIB_S && busy_share >= WRITING_BUSY_SHARE
 }
 
 /// Whether a guest with these swap rates (MiB/s) pages to its own disk at all.
@@ -106,6 +118,9 @@ pub struct VmObservation {
     /// was not measured.
     #[serde(default = "fully")]
     pub busy_share: f64,
+    /// Seconds since its balloon was last asked to take memory, if it ever was.
+    #[serde(default)]
+    pub balloon_lowered_s_ago: Option<f64>,
     /// MiB/s its QEMU reads from storage: the guest's disks (its own swap included), and
     /// QEMU's memory coming back from the host's swap.
     #[serde(default)]
@@ -176,9 +191,9 @@ impl VmObservation {
     /// available while it runs well.)
     pub fn is_hungry(&self) -> bool {
         short_of_memory(
-            self.guest_swap_in_rate,
-            self.guest_swap_out_rate,
+            (self.guest_swap_in_rate, self.guest_swap_out_rate),
             self.busy_share,
+            self.balloon_lowered_s_ago,
         )
     }
 
@@ -242,19 +257,33 @@ mod tests {
 
     #[test]
     fn an_idle_guest_writing_to_its_swap_is_not_short_of_memory() {
+        let short = |rates, busy| short_of_memory(rates, busy, None);
+        assert!(short((5.0, 0.0), 0.0), "it reads back what it paged out");
+        assert!(short((0.0, 8.0), 1.0), "it writes more than it has");
         assert!(
-            short_of_memory(5.0, 0.0, 0.0),
-            "it reads back what it paged out"
-        );
-        assert!(short_of_memory(0.0, 8.0, 1.0), "it writes more than it has");
-        assert!(
-            !short_of_memory(0.0, 8.0, 0.1),
+            !short((0.0, 8.0), 0.1),
             "idle, it makes room for its balloon"
         );
         assert!(
-            !short_of_memory(0.0, 2.0, 1.0),
+            !short((0.0, 2.0), 1.0),
             "busy, it makes room for its balloon"
         );
-        assert!(!short_of_memory(0.5, 0.5, 1.0), "a trickle");
+        assert!(!short((0.5, 0.5), 1.0), "a trickle");
+    }
+
+    #[test]
+    fn a_busy_guest_writing_to_its_swap_as_its_balloon_takes_memory_is_not_short_of_memory() {
+        assert!(
+            !short_of_memory((0.0, 29.0), 1.0, Some(1.0)),
+            "its balloon was just lowered"
+        );
+        assert!(
+            short_of_memory((0.0, 29.0), 1.0, Some(30.0)),
+            "its balloon has not moved for 30 s"
+        );
+        assert!(
+            short_of_memory((5.0, 29.0), 1.0, Some(1.0)),
+            "it reads back what its balloon pushed out"
+        );
     }
 }

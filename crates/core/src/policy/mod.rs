@@ -222,6 +222,7 @@ pub(crate) mod fixtures {
             guest_swap_in_rate: 0.0,
             guest_swap_out_rate: 0.0,
             busy_share: 1.0,
+            balloon_lowered_s_ago: None,
             disk_read_rate: 0.0,
             // A guest without free page reporting: QEMU holds all it was given.
             host_rss_mib: allocation + 60,

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [(&str, &str); 14] = [
+const SCENARIOS: [(&str, &str); 15] = [
     ("seed", include_str!("../../../../scenarios/seed.toml")),
     ("vdi", include_str!("../../../../scenarios/vdi.toml")),
     ("burst", include_str!("../../../../scenarios/burst.toml")),
@@ -40,6 +40,10 @@ const SCENARIOS: [(&str, &str); 14] = [
         include_str!("../../../../scenarios/many-small.toml"),
     ),
     ("two-vm", include_str!("../../../../scenarios/two-vm.toml")),
+    (
+        "small-swap",
+        include_str!("../../../../scenarios/small-swap.toml"),
+    ),
     (
         "seed-redis",
         include_str!("../../../../scenarios/seed-redis.toml"),

@@ -335,6 +335,7 @@ mod tests {
             guest_swap_in_rate: paging,
             guest_swap_out_rate: paging,
             busy_share: 1.0,
+            balloon_lowered_s_ago: None,
             disk_read_rate: 0.0,
             host_rss_mib: resident + 60,
             qemu_overhead_mib: Some(60),

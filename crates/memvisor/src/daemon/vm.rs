@@ -57,6 +57,8 @@ pub struct Vm {
     cgroup: Option<Group>,
     dir: Option<PathBuf>,
     balloon_target: Option<Size>,
+    /// When its balloon was last asked to take memory (`VmObservation::balloon_lowered_s_ago`).
+    balloon_lowered_at: Option<Instant>,
     balloon_actual: Option<Size>,
     /// The balloon as the poll before the guest's last report saw it: the report was taken
     /// after that poll, so a balloon inflating since then is not yet in its figures.
@@ -124,6 +126,7 @@ impl Vm {
             cgroup: None,
             dir: None,
             balloon_target: None,
+            balloon_lowered_at: None,
             balloon_actual: None,
             balloon_before_report: None,
             guest: GuestStats::default(),
@@ -719,8 +722,15 @@ impl Vm {
         }
     }
 
+    fn balloon_lowered_s_ago(&self) -> Option<f64> {
+        self.balloon_lowered_at.map(|t| t.elapsed().as_secs_f64())
+    }
+
     /// Asks QEMU for a balloon target, through libvirt for a domain.
     async fn send_balloon(&mut self, target: Size) -> Result<(), DaemonError> {
+        if target < self.balloon_target.unwrap_or(self.boot_memory) {
+            self.balloon_lowered_at = Some(Instant::now());
+        }
         match &self.domain {
             Some(domain) => Ok(domain
                 .libvirt()?
@@ -1090,7 +1100,11 @@ impl Vm {
             return;
         };
         let (swap_in, swap_out) = self.swap_rates_mib_s;
-        let short = snapshot::short_of_memory(swap_in, swap_out, self.busy_share);
+        let short = snapshot::short_of_memory(
+            (swap_in, swap_out),
+            self.busy_share,
+            self.balloon_lowered_s_ago(),
+        );
         let file_reads = snapshot::file_read_rate(self.disk_read_mib_s, swap_in);
         let active = self.accessed.map_or_else(
             || {

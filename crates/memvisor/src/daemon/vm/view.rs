@@ -124,6 +124,7 @@ impl Vm {
             guest_swap_in_rate: self.swap_rates_mib_s.0,
             guest_swap_out_rate: self.swap_rates_mib_s.1,
             busy_share: self.busy_share,
+            balloon_lowered_s_ago: self.balloon_lowered_s_ago(),
             disk_read_rate: self.disk_read_mib_s,
             host_rss_mib: self.host_rss.map(mib).unwrap_or(0),
             qemu_overhead_mib: self.qemu_overhead.map(mib),
