@@ -728,16 +728,22 @@ impl Vm {
 
     /// Asks QEMU for a balloon target, through libvirt for a domain.
     async fn send_balloon(&mut self, target: Size) -> Result<(), DaemonError> {
-        if target < self.balloon_target.unwrap_or(self.boot_memory) {
-            self.balloon_lowered_at = Some(Instant::now());
-        }
         match &self.domain {
-            Some(domain) => Ok(domain
-                .libvirt()?
-                .set_balloon(&domain.domain, target)
-                .await?),
-            None => Ok(balloon::set_target(self.qmp().await?, target).await?),
+            Some(domain) => {
+                domain
+                    .libvirt()?
+                    .set_balloon(&domain.domain, target)
+                    .await?
+            }
+            None => balloon::set_target(self.qmp().await?, target).await?,
         }
+        let before = self.balloon_target.unwrap_or(self.boot_memory);
+        if target < before {
+            self.balloon_lowered_at = Some(Instant::now());
+        } else if target > before {
+            self.balloon_lowered_at = None;
+        }
+        Ok(())
     }
 
     /// Caps the VM's QEMU on the host (None lifts the cap).
@@ -1203,6 +1209,7 @@ impl Vm {
         self.balloon_actual = None;
         self.balloon_before_report = None;
         self.balloon_target = None;
+        self.balloon_lowered_at = None;
         self.guest = GuestStats::default();
         self.swap_seen = None;
         self.swap_rates_mib_s = (0.0, 0.0);
