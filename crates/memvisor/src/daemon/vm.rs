@@ -57,7 +57,8 @@ pub struct Vm {
     cgroup: Option<Group>,
     dir: Option<PathBuf>,
     balloon_target: Option<Size>,
-    /// When its balloon was last asked to take memory (`VmObservation::balloon_lowered_s_ago`).
+    /// When its balloon was last asked to take memory, unless raised since
+    /// (`VmObservation::balloon_lowered_s_ago`).
     balloon_lowered_at: Option<Instant>,
     balloon_actual: Option<Size>,
     /// The balloon as the poll before the guest's last report saw it: the report was taken
@@ -293,6 +294,7 @@ impl Vm {
         self.boot_s = None;
         self.state = VmState::Starting;
         self.balloon_target = None;
+        self.balloon_lowered_at = None;
         self.boot_memory = self.config.memory;
         self.plugged = Size::ZERO;
         self.plug_requested = Size::ZERO;
