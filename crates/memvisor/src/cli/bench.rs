@@ -6,8 +6,8 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A scenario name (seed, vdi, burst, idle-anon, turns, wake, reservation, peaks,
-    /// many-small, two-vm, small-swap; with real servers in Debian guests: seed-redis, seed-pg, wake-up,
-    /// vdi-debian: see scenarios/) or a scenario file.
+    /// many-small, two-vm, small-swap; with real servers in Debian guests: seed-redis, seed-pg,
+    /// wake-up, vdi-debian: see scenarios/) or a scenario file.
     scenario: String,
     /// Policies to compare, comma-separated; ksmtuned is Debian's ksmtuned beside static
     /// balloons, what a stock KVM host runs.
