@@ -1724,29 +1724,31 @@ fn lendable_mib(r: &Round) -> u64 {
 /// heaps beyond their entitlements, the host's 256 MiB of swap filled as vm3 grew, and vm3 was
 /// lost).
 fn owed_beyond_host_swap(s: &Snapshot, entitled: &[u64], bounds: &mut [Option<Reclaim>]) {
-    let still_in_ram =
-        |vm: &VmObservation, b: &Reclaim| b.anonymous_owed.saturating_sub(vm.host_swapped_mib);
     let room = s
         .host
         .swap_total_mib
         .saturating_sub(s.host.swap_used_mib)
         .saturating_sub(OFFLOAD_STEP_MIB);
-    let mut owing: Vec<(&VmObservation, u64, &mut Reclaim)> = s
+    // What each VM owes that is still in RAM.
+    let mut owing: Vec<(&VmObservation, u64, &mut Reclaim, u64)> = s
         .vms
         .iter()
         .zip(entitled)
         .zip(bounds.iter_mut())
         .filter(|((vm, _), _)| host_may_cap(vm))
-        .filter_map(|((vm, &e), b)| b.as_mut().map(|b| (vm, e, b)))
-        .filter(|(vm, _, b)| still_in_ram(vm, b) > DEAD_BAND_MIB)
+        .filter_map(|((vm, &e), b)| {
+            let b = b.as_mut()?;
+            let in_ram = b.anonymous_owed.saturating_sub(vm.host_swapped_mib);
+            (in_ram > DEAD_BAND_MIB).then_some((vm, e, b, in_ram))
+        })
         .collect();
-    let mut owed: u64 = owing.iter().map(|(vm, _, b)| still_in_ram(vm, b)).sum();
-    owing.sort_by_key(|(vm, _, b)| std::cmp::Reverse(still_in_ram(vm, b)));
-    for (vm, entitled, b) in owing.into_iter().filter(|(vm, _, _)| is_quiet(vm)) {
+    let mut owed: u64 = owing.iter().map(|o| o.3).sum();
+    owing.sort_by_key(|o| std::cmp::Reverse(o.3));
+    for (vm, entitled, b, in_ram) in owing.into_iter().filter(|o| is_quiet(o.0)) {
         if owed <= room {
             break;
         }
-        owed -= still_in_ram(vm, b);
+        owed -= in_ram;
         b.floor = b.floor.min(entitled.max(floor_mib(vm)));
         b.anonymous_owed = 0;
         b.into_guest_swap = true;
