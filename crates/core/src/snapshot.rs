@@ -15,7 +15,7 @@ const WRITE_OUT_MIB_S: f64 = 4.0;
 /// The busy share from which a guest that only writes to its swap is taken to be short.
 const WRITING_BUSY_SHARE: f64 = 0.5;
 
-/// Seconds after its balloon was asked to take memory that a guest writing to its swap is
+/// Seconds after its balloon last took memory that a guest writing to its swap is
 /// making room for the balloon, however busy that keeps its QEMU (measured: small-swap, vm1
 /// ballooned 1,024 -> 514 MiB, below the 519 MiB it used, wrote 29 MiB/s to its swap and was
 /// granted 848 MiB back a second later).
@@ -118,7 +118,8 @@ pub struct VmObservation {
     /// was not measured.
     #[serde(default = "fully")]
     pub busy_share: f64,
-    /// Seconds since its balloon was last asked to take memory, unless raised since.
+    /// Seconds since its balloon last took memory (asked to, or seen inflating), unless
+    /// raised since.
     #[serde(default)]
     pub balloon_lowered_s_ago: Option<f64>,
     /// MiB/s its QEMU reads from storage: the guest's disks (its own swap included), and

@@ -229,7 +229,8 @@ pub struct Outcome {
     pub daemon_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
     pub vms: usize,
-    /// Every VM's pages per second over the whole measurement, by the bench's clock.
+    /// Every VM's pages per second in the measured step, over the whole measurement, by the
+    /// bench's clock.
     pub vm_throughput: BTreeMap<String, f64>,
     /// Each VM's throughput over its throughput on the unconstrained host: below 1 is the
     /// slowdown the policy cost it (an idle VM woken up pays here for what was swapped out).
@@ -1028,7 +1029,7 @@ async fn measure(
         let mut measuring = false;
         let room = host.free_mib.unwrap_or(0) > reserve_mib;
         for vm in &vms {
-            tally.sample(vm, room);
+            tally.sample(vm, bench.measure.as_deref(), room);
             out.guest_oom_kills = out.guest_oom_kills.max(vm.guest_oom_kills.unwrap_or(0));
             out.guest_swap_out_mib = out
                 .guest_swap_out_mib
@@ -1110,21 +1111,30 @@ fn sample_needy(
 /// Every VM's progress and its paging over one measurement, a reading a second.
 #[derive(Debug, Default)]
 struct Tally {
-    /// Each VM's page counter at its first and its latest reading.
-    pages: BTreeMap<String, (u64, u64)>,
+    /// Each VM's page counter at its latest reading, whether it then ran the measured step,
+    /// and the pages it touched between readings that both did.
+    pages: BTreeMap<String, (u64, bool, u64)>,
     /// Seconds each VM has paged in its guest, in a row, while the host had room.
     spells: BTreeMap<String, f64>,
     paging_with_room_s: BTreeMap<String, f64>,
 }
 
 impl Tally {
-    /// One reading of `vm`; `room`: the host had free memory above its reserve.
-    fn sample(&mut self, vm: &VmStatus, room: bool) {
+    /// One reading of `vm`; `measure`: the scenario's measured step; `room`: the host had
+    /// free memory above its reserve. Only the measured step's pages count: a `hold:` or
+    /// `cache:` step touches its pages once as it loads, and whether that falls within the
+    /// measurement depends on when a policy booted the VM, not on how it ran.
+    fn sample(&mut self, vm: &VmStatus, measure: Option<&str>, room: bool) {
         if let Some(pages) = vm.workload_pages {
-            self.pages
+            let in_step = measure.is_some() && vm.workload_phase.as_deref() == measure;
+            let (last, was_in_step, worked) = self
+                .pages
                 .entry(vm.name.clone())
-                .or_insert((pages, pages))
-                .1 = pages;
+                .or_insert((pages, false, 0));
+            if in_step && *was_in_step {
+                *worked += pages.saturating_sub(*last);
+            }
+            (*last, *was_in_step) = (pages, in_step);
         }
         let paging = memvisor_core::snapshot::pages_to_disk(
             vm.guest_swap_in_mib_s.unwrap_or(0.0),
@@ -1145,7 +1155,7 @@ impl Tally {
         out.vm_throughput = self
             .pages
             .into_iter()
-            .map(|(vm, (first, last))| (vm, last.saturating_sub(first) as f64 / seconds))
+            .map(|(vm, (_, _, worked))| (vm, worked as f64 / seconds))
             .chain(
                 out.clients
                     .iter()
@@ -1422,13 +1432,14 @@ mod tests {
             }))
             .unwrap();
             v.workload_pages = Some(pages);
+            v.workload_phase = Some("touch".into());
             v.guest_swap_out_mib_s = Some(if paging { 28.0 } else { 0.0 });
             v
         };
         let mut tally = Tally::default();
         // 8 s paging with room, 3 s paging on a full host, 2 s paging with room again.
         for t in 0..13u64 {
-            tally.sample(&vm(t * 100, t != 12), !(8..11).contains(&t));
+            tally.sample(&vm(t * 100, t != 12), Some("touch"), !(8..11).contains(&t));
         }
         let mut out = Outcome::default();
         let reference = Outcome {
@@ -1441,6 +1452,45 @@ mod tests {
         assert_eq!(out.vm_throughput["db"], 100.0);
         assert_eq!(out.vm_throughput_ratio["db"], 0.5);
         assert_eq!(out.total_throughput_ratio, Some(0.5));
+    }
+
+    #[test]
+    fn only_the_measured_step_s_pages_are_throughput() {
+        let vm = |name: &str, phase: &str, pages: u64| {
+            let mut v: VmStatus = serde_json::from_value(serde_json::json!({
+                "name": name, "state": "running", "origin": "launched", "memory_mib": 512,
+                "max_mib": 512, "reservation_mib": 0, "limit_mib": 512, "shares": 1000
+            }))
+            .unwrap();
+            v.workload_pages = Some(pages);
+            v.workload_phase = Some(phase.into());
+            v
+        };
+        let mut tally = Tally::default();
+        // `holder` loads 1,000 pages and holds them; `waker` loads, idles, then touches.
+        let readings = [
+            (("hold", 400), ("hold", 400)),
+            (("hold", 1_000), ("hold", 1_000)),
+            (("hold", 1_000), ("idle", 1_000)),
+            (("hold", 1_000), ("touch", 1_500)),
+            (("hold", 1_000), ("touch", 2_500)),
+            (("hold", 1_000), ("touch", 3_500)),
+        ];
+        for ((hold_phase, held), (wake_phase, woke)) in readings {
+            tally.sample(&vm("holder", hold_phase, held), Some("touch"), true);
+            tally.sample(&vm("waker", wake_phase, woke), Some("touch"), true);
+        }
+        let reference = Outcome {
+            vm_throughput: [("holder".to_string(), 0.0), ("waker".to_string(), 100.0)].into(),
+            total_throughput: 100.0,
+            ..Outcome::default()
+        };
+        let mut out = Outcome::default();
+        tally.finish(10.0, Some(&reference), &mut out);
+        assert_eq!(out.vm_throughput["holder"], 0.0);
+        assert_eq!(out.vm_throughput["waker"], 200.0);
+        assert!(!out.vm_throughput_ratio.contains_key("holder"));
+        assert_eq!(out.vm_throughput_ratio["waker"], 2.0);
     }
 
     #[test]

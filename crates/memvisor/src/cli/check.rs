@@ -9,6 +9,7 @@ pub struct Args {
     /// The config to check.
     #[arg(short = 'f', long = "file", default_value = launcher::DEFAULT_CONFIG)]
     file: PathBuf,
+    /// Print the checked config's summary as JSON (budget, reserve, VMs, guest image).
     #[arg(long)]
     json: bool,
 }

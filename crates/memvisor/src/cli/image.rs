@@ -23,6 +23,7 @@ dosfstools, mtools, syslinux, fdisk and qemu-utils."
 
 #[derive(clap::Args, Debug)]
 pub struct DebianArgs {
+    /// Print the disk, its path, whether it was cached and the seconds taken, as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -38,6 +39,7 @@ pub struct BuildArgs {
     /// The static guest agent binary (default: memvisor-agent beside memvisor).
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Print the image, whether it was cached and the seconds taken, as JSON.
     #[arg(long)]
     json: bool,
 }

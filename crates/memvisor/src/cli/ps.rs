@@ -4,6 +4,7 @@ use crate::output;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Print every VM's full status as a JSON array, the fields of `stats --json`.
     #[arg(long)]
     json: bool,
 }

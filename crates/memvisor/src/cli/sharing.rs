@@ -4,6 +4,7 @@ use crate::output;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Print the sharing matrix as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -10,6 +10,7 @@ pub struct Args {
     /// agent's own, or a kernel address such as 0xfffffe0000000000, resolved by QEMU), or
     /// gpa:ADDRESS for a guest physical one.
     address: GuestAddress,
+    /// Print the translation as JSON.
     #[arg(long)]
     json: bool,
 }

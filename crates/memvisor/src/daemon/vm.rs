@@ -57,7 +57,7 @@ pub struct Vm {
     cgroup: Option<Group>,
     dir: Option<PathBuf>,
     balloon_target: Option<Size>,
-    /// When its balloon was last asked to take memory, unless raised since
+    /// When its balloon last took memory: asked to, or seen inflating; unless raised since
     /// (`VmObservation::balloon_lowered_s_ago`).
     balloon_lowered_at: Option<Instant>,
     balloon_actual: Option<Size>,
@@ -875,6 +875,11 @@ impl Vm {
         match result {
             Ok((actual, stats)) => {
                 let before = self.balloon_actual.replace(actual);
+                // A balloon still inflating, slowly or moved by another tool, pushes the
+                // guest as much as one just asked to.
+                if before.is_some_and(|b| actual < b) {
+                    self.balloon_lowered_at = Some(Instant::now());
+                }
                 if stats.last_update > self.guest.last_update {
                     self.balloon_before_report = before;
                     self.note_report(stats);
