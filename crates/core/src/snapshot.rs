@@ -28,7 +28,7 @@ const BALLOON_PUSH_S: f64 = 10.0;
 /// it paged out (measured: many-small, s9 and s10, idle under `cache:` and `hold:`, wrote up to
 /// 7 MiB/s as they were ballooned and were given whole working sets of 256 MiB ahead of s5,
 /// which waited at 128 MiB for 20 s). Nor is one that writes within BALLOON_PUSH_S of its
-/// balloon being lowered.
+/// balloon taking memory.
 pub fn short_of_memory(
     (swap_in_mib_s, swap_out_mib_s): (f64, f64),
     busy_share: f64,

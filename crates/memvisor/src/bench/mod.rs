@@ -229,8 +229,8 @@ pub struct Outcome {
     pub daemon_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
     pub vms: usize,
-    /// Every VM's pages per second in the measured step, over the whole measurement, by the
-    /// bench's clock.
+    /// Every VM's pages per second in the measured step and in steps that keep working
+    /// (`KEEPS_WORKING`), over the whole measurement, by the bench's clock.
     pub vm_throughput: BTreeMap<String, f64>,
     /// Each VM's throughput over its throughput on the unconstrained host: below 1 is the
     /// slowdown the policy cost it (an idle VM woken up pays here for what was swapped out).
@@ -1108,6 +1108,10 @@ fn sample_needy(
     Ok(in_step.then_some(rate))
 }
 
+/// The workload steps that work for as long as they run: `touch:` writes its active memory over
+/// and over, `cache:` reads its files round and round.
+const KEEPS_WORKING: [&str; 2] = ["touch", "cache"];
+
 /// Every VM's progress and its paging over one measurement, a reading a second.
 #[derive(Debug, Default)]
 struct Tally {
@@ -1121,12 +1125,13 @@ struct Tally {
 
 impl Tally {
     /// One reading of `vm`; `measure`: the scenario's measured step; `room`: the host had
-    /// free memory above its reserve. Only the measured step's pages count: a `hold:` or
-    /// `cache:` step touches its pages once as it loads, and whether that falls within the
-    /// measurement depends on when a policy booted the VM, not on how it ran.
+    /// free memory above its reserve. Only the pages of the measured step and of steps that
+    /// keep working count: a `hold:` step writes its pages once as it loads, and whether that
+    /// falls within the measurement depends on when a policy booted the VM, not on how it ran.
     fn sample(&mut self, vm: &VmStatus, measure: Option<&str>, room: bool) {
         if let Some(pages) = vm.workload_pages {
-            let in_step = measure.is_some() && vm.workload_phase.as_deref() == measure;
+            let phase = vm.workload_phase.as_deref();
+            let in_step = phase.is_some_and(|p| measure == Some(p) || KEEPS_WORKING.contains(&p));
             let (last, was_in_step, worked) = self
                 .pages
                 .entry(vm.name.clone())
@@ -1455,7 +1460,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_measured_step_s_pages_are_throughput() {
+    fn only_steps_that_keep_working_are_throughput() {
         let vm = |name: &str, phase: &str, pages: u64| {
             let mut v: VmStatus = serde_json::from_value(serde_json::json!({
                 "name": name, "state": "running", "origin": "launched", "memory_mib": 512,
@@ -1467,30 +1472,40 @@ mod tests {
             v
         };
         let mut tally = Tally::default();
-        // `holder` loads 1,000 pages and holds them; `waker` loads, idles, then touches.
+        // `holder` loads 1,000 pages and holds them; `waker` loads, idles, then touches;
+        // `reader` reads its files round and round.
         let readings = [
-            (("hold", 400), ("hold", 400)),
-            (("hold", 1_000), ("hold", 1_000)),
-            (("hold", 1_000), ("idle", 1_000)),
-            (("hold", 1_000), ("touch", 1_500)),
-            (("hold", 1_000), ("touch", 2_500)),
-            (("hold", 1_000), ("touch", 3_500)),
+            (("hold", 400), ("hold", 400), 0),
+            (("hold", 1_000), ("hold", 1_000), 100),
+            (("hold", 1_000), ("idle", 1_000), 200),
+            (("hold", 1_000), ("touch", 1_500), 300),
+            (("hold", 1_000), ("touch", 2_500), 400),
+            (("hold", 1_000), ("touch", 3_500), 500),
         ];
-        for ((hold_phase, held), (wake_phase, woke)) in readings {
+        for ((hold_phase, held), (wake_phase, woke), read) in readings {
             tally.sample(&vm("holder", hold_phase, held), Some("touch"), true);
             tally.sample(&vm("waker", wake_phase, woke), Some("touch"), true);
+            tally.sample(&vm("reader", "cache", read), Some("touch"), true);
         }
         let reference = Outcome {
-            vm_throughput: [("holder".to_string(), 0.0), ("waker".to_string(), 100.0)].into(),
-            total_throughput: 100.0,
+            vm_throughput: [
+                ("holder".to_string(), 0.0),
+                ("waker".to_string(), 100.0),
+                ("reader".to_string(), 100.0),
+            ]
+            .into(),
+            total_throughput: 200.0,
             ..Outcome::default()
         };
         let mut out = Outcome::default();
         tally.finish(10.0, Some(&reference), &mut out);
         assert_eq!(out.vm_throughput["holder"], 0.0);
         assert_eq!(out.vm_throughput["waker"], 200.0);
+        assert_eq!(out.vm_throughput["reader"], 50.0);
         assert!(!out.vm_throughput_ratio.contains_key("holder"));
         assert_eq!(out.vm_throughput_ratio["waker"], 2.0);
+        assert_eq!(out.vm_throughput_ratio["reader"], 0.5);
+        assert_eq!(out.total_throughput_ratio, Some(1.25));
     }
 
     #[test]
