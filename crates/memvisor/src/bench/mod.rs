@@ -1115,8 +1115,9 @@ const KEEPS_WORKING: [&str; 2] = ["touch", "cache"];
 /// Every VM's progress and its paging over one measurement, a reading a second.
 #[derive(Debug, Default)]
 struct Tally {
-    /// Each VM's page counter at its latest reading, whether it then ran the measured step,
-    /// and the pages it touched between readings that both did.
+    /// Each VM's page counter at its latest reading, whether it then ran a step that counts
+    /// (the measured one, or one that keeps working), and the pages it touched between
+    /// readings that both did.
     pages: BTreeMap<String, (u64, bool, u64)>,
     /// Seconds each VM has paged in its guest, in a row, while the host had room.
     spells: BTreeMap<String, f64>,

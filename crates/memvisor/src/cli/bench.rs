@@ -22,7 +22,8 @@ pub struct Args {
     /// as it ends (on stderr).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = rounds)]
     runs: usize,
-    /// Print every policy's results as JSON, for scripts; progress stays on stderr.
+    /// Print the results as one JSON object keyed by policy, unconstrained included (with
+    /// --runs, each policy's median round); progress stays on stderr.
     #[arg(long)]
     json: bool,
     /// Also write SVG timelines of every run (host, each VM, needy throughput) and an

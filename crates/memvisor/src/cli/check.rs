@@ -9,7 +9,8 @@ pub struct Args {
     /// The config to check.
     #[arg(short = 'f', long = "file", default_value = launcher::DEFAULT_CONFIG)]
     file: PathBuf,
-    /// Print the checked config's summary as JSON (budget, reserve, VMs, guest image).
+    /// Print the summary as JSON: the file, budget (and its MiB on this machine), reserve, the
+    /// VMs to launch and to attach, discovery and the guest image.
     #[arg(long)]
     json: bool,
 }

@@ -60,6 +60,8 @@ pub struct Vm {
     /// When its balloon last took memory: asked to, or seen inflating; unless raised since
     /// (`VmObservation::balloon_lowered_s_ago`).
     balloon_lowered_at: Option<Instant>,
+    /// memvisor raised the balloon's target since the last poll (`balloon_took_memory`).
+    balloon_raised_since_poll: bool,
     balloon_actual: Option<Size>,
     /// The balloon as the poll before the guest's last report saw it: the report was taken
     /// after that poll, so a balloon inflating since then is not yet in its figures.
@@ -128,6 +130,7 @@ impl Vm {
             dir: None,
             balloon_target: None,
             balloon_lowered_at: None,
+            balloon_raised_since_poll: false,
             balloon_actual: None,
             balloon_before_report: None,
             guest: GuestStats::default(),
@@ -744,6 +747,7 @@ impl Vm {
             self.balloon_lowered_at = Some(Instant::now());
         } else if target > before {
             self.balloon_lowered_at = None;
+            self.balloon_raised_since_poll = true;
         }
         Ok(())
     }
@@ -875,9 +879,8 @@ impl Vm {
         match result {
             Ok((actual, stats)) => {
                 let before = self.balloon_actual.replace(actual);
-                // A balloon still inflating, slowly or moved by another tool, pushes the
-                // guest as much as one just asked to.
-                if before.is_some_and(|b| actual < b) {
+                let raised = std::mem::take(&mut self.balloon_raised_since_poll);
+                if balloon_took_memory(before, actual, raised) {
                     self.balloon_lowered_at = Some(Instant::now());
                 }
                 if stats.last_update > self.guest.last_update {
@@ -1291,5 +1294,32 @@ fn own_group(hierarchy: &Hierarchy, pid: u32) -> Result<Group, String> {
             group.path.display(),
             others.join(", ")
         ))
+    }
+}
+
+/// Whether a poll saw the balloon take memory from its guest: smaller by a whole MiB than at
+/// the poll before, memvisor not having raised it in between. A balloon still inflating,
+/// slowly or moved by another tool, pushes the guest as much as one just asked to; an inflate
+/// batch still in flight when the policy raised the target is not a push it wants.
+fn balloon_took_memory(before: Option<Size>, actual: Size, raised_since_poll: bool) -> bool {
+    let taken = |b: Size| b.as_bytes().saturating_sub(actual.as_bytes());
+    !raised_since_poll && before.is_some_and(|b| taken(b) >= Size::mib(1).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_balloon_takes_memory_when_seen_smaller_unless_memvisor_just_raised_it() {
+        let mib = Size::mib;
+        assert!(balloon_took_memory(Some(mib(600)), mib(590), false));
+        assert!(!balloon_took_memory(Some(mib(600)), mib(590), true));
+        assert!(!balloon_took_memory(Some(mib(590)), mib(600), false));
+        assert!(!balloon_took_memory(Some(mib(600)), mib(600), false));
+        assert!(!balloon_took_memory(None, mib(600), false));
+        // Less than a MiB is no push.
+        let just_under = Size::bytes(mib(600).as_bytes() - 4096);
+        assert!(!balloon_took_memory(Some(mib(600)), just_under, false));
     }
 }

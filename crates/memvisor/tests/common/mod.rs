@@ -253,7 +253,7 @@ impl Host {
                 panic!(
                     "{name}: {what} not reached within {limit:?}; last status: {status:#}\n\
                      the daemon's events:\n{}",
-                    ok(self.path(), &["events"])
+                    String::from_utf8_lossy(&memvisor(self.path(), &["events"]).stdout)
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -541,10 +541,10 @@ pub fn run_seed(
     // scans (CI once saw vm1 untouched 120 s after vm3's peak). Read in place, so the guest
     // never holds two copies.
     agents[2].ok(
-        "nohup perl -e 'open F, \"<\", \"/dev/urandom\"; read F, $x, 800 << 20; sleep 900' \
+        "nohup perl -e 'open F, \"<\", \"/dev/urandom\" or die; read F, $x, 800 << 20; sleep 900' \
          >/dev/null 2>&1 &",
     );
-    let (vm3, _) = host.wait_for(names[2], Duration::from_secs(180), "800 MiB used", |v| {
+    let (vm3, _) = host.wait_for(names[2], Duration::from_secs(300), "800 MiB used", |v| {
         let total = v["guest_total_mib"].as_u64();
         let available = v["guest_available_mib"].as_u64();
         total
