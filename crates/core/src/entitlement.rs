@@ -88,8 +88,8 @@ pub fn allocate(claims: &[Claim], available_mib: u64, idle_tax: f64) -> Vec<u64>
 /// does not swing between VMs), then the smallest. A VM that kept thrashing with most of what
 /// it could use (`beyond_reach`) comes after the others of its shares: no memory ends its wait,
 /// and what it holds would end another's. The others keep their minimum, and the first of them
-/// what is left. Every other VM keeps its entitlement. Returns, in the claims' order, the entitlements
-/// (which sum to `entitled`'s) and whether each VM got its whole working set.
+/// what is left. Every other VM keeps its entitlement. Returns, in the claims' order, the
+/// entitlements (which sum to `entitled`'s) and whether each VM got its whole working set.
 pub fn concentrate(
     claims: &[Claim],
     entitled: &[u64],
