@@ -4418,8 +4418,8 @@ mod tests {
         );
     }
 
-    /// x runs; a boots in 5 s, takes 262 MiB of the host as it settles, and KSM merges 200 of
-    /// it; b waits to start.
+    /// x runs; a boots in 5 s and takes 262 MiB of the host as it settles; KSM has saved
+    /// `saved` MiB; b waits to start.
     fn room_round(at_s: f64, used: u64, saved: u64) -> Snapshot {
         let mut a = vm("a", 512, 300);
         a.launched_s_ago = Some(at_s);
