@@ -106,6 +106,10 @@ pub struct VmStatus {
     pub host_limit_mib: Option<u64>,
     /// QEMU's memory the host swapped out (VmSwap): the guest cannot see it.
     pub host_swapped_mib: Option<u64>,
+    /// CPU seconds the host's reclaim took in memvisor's writes of the VM's host limit: what
+    /// compressing and swapping its memory out cost (None for a libvirt domain, whose limit
+    /// libvirtd writes).
+    pub cap_reclaim_cpu_s: Option<f64>,
     /// The share of a core (%) memvisor holds the VM's QEMU to while its start runs paced;
     /// None while its CPU is its own.
     pub cpu_limit_percent: Option<u32>,

@@ -4,9 +4,11 @@
 
 use memvisor_core::status::CgroupVersion;
 use memvisor_core::Size;
+use nix::time::{clock_gettime, ClockId};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_MOUNT: &str = "/sys/fs/cgroup";
 
@@ -144,6 +146,12 @@ fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
     fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| io_error("read", path, e))
+}
+
+/// The CPU the calling thread has used, in user and kernel mode.
+fn thread_cpu_time() -> Duration {
+    // Linux has had this clock since 2.6.12; a kernel without it reads every cost as 0.
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -330,9 +338,13 @@ impl Group {
     }
 
     /// Caps the group's memory (None: no cap), past which the kernel reclaims and swaps its
-    /// coldest pages.
-    pub fn set_cap(&self, cap: Option<Size>) -> Result<(), CgroupError> {
-        self.write_limit(cap_file(self.version), cap)
+    /// coldest pages. Returns the CPU the write took: a cap below what the group holds makes
+    /// the kernel reclaim down to it at once, in the writing thread (compressing into zswap
+    /// where that is on), so that is what taking the memory cost the host.
+    pub fn set_cap(&self, cap: Option<Size>) -> Result<Duration, CgroupError> {
+        let before = thread_cpu_time();
+        self.write_limit(cap_file(self.version), cap)?;
+        Ok(thread_cpu_time().saturating_sub(before))
     }
 
     pub fn cap(&self) -> Result<Option<Size>, CgroupError> {

@@ -46,7 +46,7 @@ fn creates_limits_fills_and_removes_a_real_group() {
     // instead of being killed (v1), and the shell, far below it, does not wait.
     let found = group.cap().unwrap();
     group.wait_at_limit().unwrap();
-    group.set_cap(Some(Size::mib(128))).unwrap();
+    let reclaimed_nothing = group.set_cap(Some(Size::mib(128))).unwrap();
     assert_eq!(group.cap().unwrap(), Some(Size::mib(128)));
     assert!(!group.stalled_at_limit().unwrap());
     group.set_cap(found).unwrap();
@@ -63,6 +63,18 @@ fn creates_limits_fills_and_removes_a_real_group() {
         (32..=64).contains(&cache),
         "64 MiB written, {cache} MiB of inactive file cache"
     );
+    // A cap below that cache: the kernel reclaims it within the write, on this thread, and
+    // the write's CPU says what taking the memory cost; the cap above what the shell held
+    // took nothing.
+    let reclaimed = group.set_cap(Some(Size::mib(8))).unwrap();
+    let left = group.usage().unwrap().as_mib();
+    println!("cap reclaiming {cache} MiB took {reclaimed:?} of CPU, one reclaiming nothing {reclaimed_nothing:?}");
+    assert!(left <= 8, "{left} MiB left under an 8 MiB cap");
+    assert!(
+        reclaimed > reclaimed_nothing * 10,
+        "reclaiming {cache} MiB cost {reclaimed:?}, reclaiming nothing {reclaimed_nothing:?}"
+    );
+    group.set_cap(found).unwrap();
     std::fs::remove_file(&cache_file).unwrap();
     group.remove().unwrap();
     parent.remove().unwrap();

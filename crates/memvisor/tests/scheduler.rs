@@ -53,7 +53,9 @@ fn seed_scenario_runs_without_oom_kills_or_swapping_to_the_host_disk() {
         );
         assert!(ours["paging_with_room_s"][vm].as_f64().is_some(), "{ours}");
     }
-    assert!(ours["ksmd_cpu_pct"].as_f64().is_some() && ours["kswapd_cpu_pct"].as_f64().is_some());
+    for cost in ["ksmd_cpu_pct", "kswapd_cpu_pct", "cap_reclaim_cpu_pct"] {
+        assert!(ours[cost].as_f64().is_some(), "{cost} not reported: {ours}");
+    }
     // Static balloons with ksmtuned: nothing reclaimed, so the host swaps.
     assert!(
         results["ksmtuned"]["host_swap_out_mib"].as_u64().unwrap() > 0,

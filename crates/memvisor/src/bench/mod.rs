@@ -227,6 +227,9 @@ pub struct Outcome {
     pub ksm_saved_pct: f64,
     pub peak_host_used_mib: u64,
     pub daemon_cpu_pct: f64,
+    /// The part of the daemon's CPU the host's reclaim took in its writes of the VMs' host
+    /// limits (compressing into zswap, swapping), in % of one core.
+    pub cap_reclaim_cpu_pct: f64,
     pub daemon_peak_rss_mib: u64,
     pub vms: usize,
     /// Every VM's pages per second in the measured step and in steps that keep working
@@ -999,6 +1002,12 @@ impl CpuSeconds {
     }
 }
 
+/// What the host's reclaim took in the daemon's cap writes so far, over every VM (a VM lost
+/// since takes its seconds with it).
+fn cap_reclaim_seconds(vms: &[VmStatus]) -> f64 {
+    vms.iter().filter_map(|v| v.cap_reclaim_cpu_s).sum()
+}
+
 /// Measures the run; `load_failures`: the clients whose data set did not load, by VM.
 async fn measure(
     run: &Run<'_>,
@@ -1010,6 +1019,7 @@ async fn measure(
     let started = Instant::now();
     let clients = start_clients(run);
     let cpu_before = CpuSeconds::read(daemon);
+    let reclaim_before = cap_reclaim_seconds(&client.vms().await?);
     let mut tally = Tally::default();
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
@@ -1059,6 +1069,8 @@ async fn measure(
     let seconds = started.elapsed().as_secs_f64();
     let cpu = CpuSeconds::read(daemon).since(&cpu_before);
     out.daemon_cpu_pct = 100.0 * cpu.daemon / seconds;
+    let reclaim = cap_reclaim_seconds(&client.vms().await?) - reclaim_before;
+    out.cap_reclaim_cpu_pct = 100.0 * reclaim.max(0.0) / seconds;
     out.ksmd_cpu_pct = 100.0 * cpu.ksmd / seconds;
     out.kswapd_cpu_pct = 100.0 * cpu.kswapd / seconds;
     out.clients = finish_clients(clients, load_failures, bench).await?;
@@ -1241,7 +1253,7 @@ fn print_table(
     };
     println!("scenario {scenario}");
     println!(
-        "{:<14} {:>11} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}",
+        "{:<14} {:>11} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7}",
         "POLICY",
         unit,
         "RATIO",
@@ -1259,12 +1271,13 @@ fn print_table(
         "KSMD%",
         "KSWAPD%",
         "CPU%",
+        "CAPCPU%",
         "RSS_MIB"
     );
     for name in order {
         let o = &results[name];
         println!(
-            "{:<14} {:>11.0} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5.1} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7}",
+            "{:<14} {:>11.0} {:>6} {:>9} {:>9} {:>6} {:>9} {:>4} {:>5} {:>9} {:>8} {:>5.1} {:>9} {:>8.0} {:>6.1} {:>7.1} {:>7.2} {:>7.2} {:>7}",
             name,
             o.needy_throughput,
             ratio(o.needy_throughput_ratio),
@@ -1286,6 +1299,7 @@ fn print_table(
             o.ksmd_cpu_pct,
             o.kswapd_cpu_pct,
             o.daemon_cpu_pct,
+            o.cap_reclaim_cpu_pct,
             o.daemon_peak_rss_mib
         );
     }

@@ -112,6 +112,12 @@ const VM_FAMILIES: &[(&str, &str, bool, VmFigure)] = &[
         |v| mib(v.host_swapped_mib),
     ),
     (
+        "memvisor_vm_cap_reclaim_cpu_seconds_total",
+        "CPU the host's reclaim took in memvisor's writes of the VM's host limit.",
+        true,
+        |v| v.cap_reclaim_cpu_s,
+    ),
+    (
         "memvisor_vm_overhead_bytes",
         "The QEMU process's own anonymous memory beyond guest RAM.",
         false,

@@ -99,6 +99,9 @@ pub struct Vm {
     major_faults_per_s: f64,
     shared: Option<Size>,
     cgroup_limit: Option<Size>,
+    /// CPU the host's reclaim took in memvisor's writes of the VM's cap (libvirt's writes for
+    /// a domain are libvirtd's, and not counted).
+    cap_reclaim_cpu: Duration,
     /// An attached QEMU's own group's limit before memvisor capped it, put back on release.
     cgroup_found: Option<Option<Size>>,
     /// Why an attached QEMU cannot be host-swapped (its group is not its own).
@@ -157,6 +160,7 @@ impl Vm {
             major_faults_per_s: 0.0,
             shared: None,
             cgroup_limit: None,
+            cap_reclaim_cpu: Duration::ZERO,
             cgroup_found: None,
             no_host_swap: None,
             cpu_hold: None,
@@ -483,7 +487,7 @@ impl Vm {
             (self.origin, &self.cgroup, self.cgroup_found)
         {
             if group.exists() && group.cap()? != found {
-                group.set_cap(found)?;
+                self.cap_reclaim_cpu += group.set_cap(found)?;
             }
             self.cgroup_limit = None;
         }
@@ -774,8 +778,13 @@ impl Vm {
                 "{name} cannot be host-swapped: {why}"
             )));
         }
-        let group = self.cgroup.as_ref().ok_or(DaemonError::NotRunning(name))?;
-        group.set_cap(written)?;
+        let group = self.cgroup.clone().ok_or(DaemonError::NotRunning(name))?;
+        // The kernel reclaims down to a lowered cap in this write, for as long as that takes:
+        // off the runtime's threads, so that the API and the other VMs go on meanwhile.
+        let reclaim = tokio::task::spawn_blocking(move || group.set_cap(written))
+            .await
+            .map_err(|e| DaemonError::Io(e.to_string()))??;
+        self.cap_reclaim_cpu += reclaim;
         self.cgroup_limit = limit;
         Ok(())
     }

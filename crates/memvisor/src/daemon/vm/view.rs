@@ -189,6 +189,10 @@ impl Vm {
             shared_mib: self.shared.map(mib),
             host_limit_mib: self.cgroup_limit.map(mib),
             host_swapped_mib: self.host_swapped.map(mib),
+            cap_reclaim_cpu_s: self
+                .domain
+                .is_none()
+                .then_some(self.cap_reclaim_cpu.as_secs_f64()),
             cpu_limit_percent: self.cpu_hold.map(|hold| hold.percent),
             overhead_mib: self.qemu_overhead.map(mib),
             working_set_mib: self.working_set.estimate_mib(),
