@@ -211,7 +211,9 @@ fn the_seed_holds_on_a_real_host_with_hand_started_debian_guests_and_survives_a_
     // The host reclaimed down to the cap within the daemon's write, and that CPU is counted
     // (real_cgroup.rs measures what such a write costs).
     assert!(
-        capped["cap_reclaim_cpu_s"].as_f64().is_some_and(|s| s > 0.0),
+        capped["cap_reclaim_cpu_s"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
         "{name}'s cap write is not counted: {capped:#}"
     );
 
