@@ -979,33 +979,33 @@ async fn finish_clients(
 /// the guests.
 struct CpuSeconds {
     daemon: f64,
+    /// The part of the daemon's that the host's reclaim took in its cap writes.
+    cap_reclaim: f64,
     ksmd: f64,
     kswapd: f64,
 }
 
 impl CpuSeconds {
-    fn read(daemon: u32) -> CpuSeconds {
-        CpuSeconds {
+    async fn read(daemon: u32, client: &Client) -> Result<CpuSeconds, BenchError> {
+        let vms = client.vms().await?;
+        Ok(CpuSeconds {
             daemon: memvisor_host::process::cpu_seconds(daemon).unwrap_or(0.0),
+            cap_reclaim: vms.iter().filter_map(|v| v.cap_reclaim_cpu_s).sum(),
             ksmd: kernel_cpu_seconds("ksmd"),
             kswapd: kernel_cpu_seconds("kswapd"),
-        }
+        })
     }
 
-    /// What was used since `before`; nothing for a daemon that is gone (it reads 0 then).
+    /// What was used since `before`; nothing for a daemon that is gone (it reads 0 then), nor
+    /// for the caps of a VM lost since (it takes its seconds with it).
     fn since(&self, before: &CpuSeconds) -> CpuSeconds {
         CpuSeconds {
             daemon: (self.daemon - before.daemon).max(0.0),
+            cap_reclaim: (self.cap_reclaim - before.cap_reclaim).max(0.0),
             ksmd: self.ksmd - before.ksmd,
             kswapd: self.kswapd - before.kswapd,
         }
     }
-}
-
-/// What the host's reclaim took in the daemon's cap writes so far, over every VM (a VM lost
-/// since takes its seconds with it).
-fn cap_reclaim_seconds(vms: &[VmStatus]) -> f64 {
-    vms.iter().filter_map(|v| v.cap_reclaim_cpu_s).sum()
 }
 
 /// Measures the run; `load_failures`: the clients whose data set did not load, by VM.
@@ -1018,8 +1018,7 @@ async fn measure(
     let client = Client::new(dir);
     let started = Instant::now();
     let clients = start_clients(run);
-    let cpu_before = CpuSeconds::read(daemon);
-    let reclaim_before = cap_reclaim_seconds(&client.vms().await?);
+    let cpu_before = CpuSeconds::read(daemon, &client).await?;
     let mut tally = Tally::default();
     let mut out = Outcome::default();
     let mut samples: BTreeMap<String, Vec<WorkSample>> = BTreeMap::new();
@@ -1067,10 +1066,9 @@ async fn measure(
         out.vms_lost = vms.iter().filter(|v| v.state == VmState::Lost).count() as u64;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = CpuSeconds::read(daemon).since(&cpu_before);
+    let cpu = CpuSeconds::read(daemon, &client).await?.since(&cpu_before);
     out.daemon_cpu_pct = 100.0 * cpu.daemon / seconds;
-    let reclaim = cap_reclaim_seconds(&client.vms().await?) - reclaim_before;
-    out.cap_reclaim_cpu_pct = 100.0 * reclaim.max(0.0) / seconds;
+    out.cap_reclaim_cpu_pct = 100.0 * cpu.cap_reclaim / seconds;
     out.ksmd_cpu_pct = 100.0 * cpu.ksmd / seconds;
     out.kswapd_cpu_pct = 100.0 * cpu.kswapd / seconds;
     out.clients = finish_clients(clients, load_failures, bench).await?;
